@@ -1,0 +1,71 @@
+//! Membership events: what changed, when, and who said so.
+//!
+//! The core emits every event as an output (the runtime logs and publishes it)
+//! and keeps the most recent ones in a bounded ring for `/v1/status`.
+
+use serde::Serialize;
+
+/// The node's write mode, from the fraction of the last known membership it reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// This node reaches a strict majority of the known members.
+    ReadWrite,
+    /// This node reaches half or fewer: later layers refuse writes here.
+    ReadOnly,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::ReadWrite => "read-write",
+            Mode::ReadOnly => "read-only",
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A member we did not know became alive.
+    Joined,
+    /// A member restarted: same name, newer generation.
+    Restarted { previous_generation: u64 },
+    /// A member someone declared dead is alive again (new generation or a healed partition).
+    Rejoined,
+    /// `by` could not reach the member, directly or through k peers.
+    Suspected,
+    /// The suspicion was confirmed (no refutation in time): the member is dead.
+    Dead,
+    /// The member left gracefully.
+    Left,
+    /// This node reached its first member: it is part of a mesh.
+    Connected,
+    /// This node lost every member: it is alone.
+    Isolated,
+    /// This node was declared dead by the others and rejoined under a new generation.
+    Renewed,
+    /// No seed answered yet; the next attempt is scheduled.
+    JoinRetry { attempt: u32, next_in_ms: u64 },
+    /// The write mode changed.
+    ModeChanged { mode: Mode, reachable: usize, known: usize },
+    /// A newer soft state of the member arrived (not kept in the event ring: too chatty).
+    SoftUpdated { version: u64 },
+}
+
+/// One event, as seen by this node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MembershipEvent {
+    /// Local time in milliseconds (the runtime's clock, or the simulator's virtual clock).
+    pub at_ms: u64,
+    /// The member it is about (this node's own name for node-level events).
+    pub subject: String,
+    /// The subject's generation.
+    pub generation: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+    /// Who reported it: suspecters for `suspected`, confirmers for `dead`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by: Vec<String>,
+}

@@ -1,0 +1,22 @@
+//! Wire-level types shared by every Agent Mesh layer.
+//!
+//! Nothing here does I/O. The protocol cores (`mesh-membership`, later consensus and
+//! scheduling) and the runtime (`mesh-node`) agree on:
+//!
+//! - [`profile`]: the timing presets (`local`, `lan`, `wan`) every node of one mesh shares;
+//! - [`soft`]: the soft state a node gossips about itself (load, capabilities, zone, version);
+//! - [`frame`]: the length-prefixed frame codec used on TCP streams, with its size limit;
+//! - [`limits`]: the hard caps on packet and frame sizes, so bad input is bounded.
+#![forbid(unsafe_code)]
+
+pub mod frame;
+pub mod limits;
+pub mod profile;
+pub mod soft;
+
+pub use frame::{FrameError, decode_frame, encode_frame};
+pub use profile::{Profile, Timings};
+pub use soft::{Load, SoftState};
+
+/// The version of this software, gossiped in soft state so mixed-version meshes are visible.
+pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
