@@ -1,0 +1,92 @@
+//! Scenario tests: the membership core under faults, in virtual time.
+//!
+//! Each scenario runs with a fixed list of seeds (or `MESH_SIM_SEED=S` to replay
+//! one). A failure names the seed and the command that replays it.
+
+use mesh_sim::scenario::Scenario;
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("MESH_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("MESH_SIM_SEED must be a number")],
+        Err(_) => vec![1, 2, 3],
+    }
+}
+
+fn run(name: &str, text: &str) -> mesh_sim::Sim {
+    let scenario = Scenario::parse(text).expect("scenario parses");
+    let mut last = None;
+    for seed in seeds() {
+        match scenario.run(seed) {
+            Ok(sim) => last = Some(sim),
+            Err(e) => panic!("{e}\nreplay: MESH_SIM_SEED={seed} cargo test -p mesh-sim --test scenarios {name}"),
+        }
+    }
+    last.expect("at least one seed")
+}
+
+#[test]
+fn converged_mesh_stays_converged_without_faults() {
+    run("converged_mesh_stays_converged_without_faults", "start 20; wait 10s; assert converged; assert no-false-positives");
+}
+
+#[test]
+fn cold_join_through_one_seed() {
+    run("cold_join_through_one_seed", "start 1; join 9 via 0; assert converged within 5s; assert no-false-positives");
+}
+
+#[test]
+fn crash_is_detected_and_agreed() {
+    run("crash_is_detected_and_agreed", "start 20; wait 2s; crash {7}; assert gone {7} within 3s; assert converged; assert no-false-positives");
+}
+
+#[test]
+fn crash_and_rejoin() {
+    run(
+        "crash_and_rejoin",
+        "start 10; wait 1s; crash {3}; assert gone {3} within 3s; restart {3}; assert converged within 5s; assert no-false-positives",
+    );
+}
+
+#[test]
+fn graceful_leave_is_left_not_dead() {
+    run("graceful_leave_is_left_not_dead", "start 8; wait 1s; leave 5; wait 2s; assert left 5");
+}
+
+#[test]
+fn partition_and_heal() {
+    run(
+        "partition_and_heal",
+        "start 20; wait 1s; partition {1..7}; assert mode {1..7} read-only within 5s; assert mode {0,8..19} read-write; \
+         heal; assert converged within 15s; assert mode {0..19} read-write",
+    );
+}
+
+#[test]
+fn one_way_partition_heals() {
+    run(
+        "one_way_partition_heals",
+        "start 12; wait 1s; oneway {2..3}; wait 5s; heal; assert converged within 15s",
+    );
+}
+
+#[test]
+fn flapping_node() {
+    run(
+        "flapping_node",
+        "start 10; wait 1s; crash {4}; wait 2s; restart {4}; wait 1s; crash {4}; wait 2s; restart {4}; wait 1s; \
+         crash {4}; wait 2s; restart {4}; assert converged within 10s",
+    );
+}
+
+#[test]
+fn twenty_percent_loss_still_converges_and_detects() {
+    run(
+        "twenty_percent_loss_still_converges_and_detects",
+        "loss 20%; dup 2%; latency 1ms 5ms; start 20; wait 5s; crash {9}; assert gone {9} within 5s; publish 3; assert knows 3 within 5s",
+    );
+}
+
+#[test]
+fn soft_state_fact_reaches_everyone() {
+    run("soft_state_fact_reaches_everyone", "start 50; wait 1s; publish 7; assert knows 7 within 2s");
+}
