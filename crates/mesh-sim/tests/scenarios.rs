@@ -90,3 +90,23 @@ fn twenty_percent_loss_still_converges_and_detects() {
 fn soft_state_fact_reaches_everyone() {
     run("soft_state_fact_reaches_everyone", "start 50; wait 1s; publish 7; assert knows 7 within 2s");
 }
+
+#[test]
+fn membership_report_measures_a_small_mesh() {
+    let report = mesh_sim::report::MembershipRun {
+        nodes: 30,
+        seed: 7,
+        loss: 0.0,
+        duration_ms: 15_000,
+        profile: mesh_proto::Profile::Lan,
+        latency: mesh_sim::net::Latency::LAN,
+    }
+    .run();
+    assert!(report.invariant_violation.is_none(), "{}", report.to_text());
+    assert_eq!(report.dissemination.reached, 29, "{}", report.to_text());
+    assert_eq!(report.crash.agreed, 29, "{}", report.to_text());
+    assert_eq!(report.false_positives, 0, "{}", report.to_text());
+    let detect = report.crash.first_detection_ms.expect("detected");
+    let agree = report.crash.full_agreement_ms.expect("agreed");
+    assert!(detect <= agree);
+}
