@@ -60,17 +60,33 @@ impl<E> MembershipConfig<E> {
 #[derive(Debug, Clone)]
 pub enum CoreTimer<I: MeshIdentity> {
     Foca(foca::Timer<I>),
-    JoinRetry { epoch: u32, attempt: u32 },
+    JoinRetry {
+        epoch: u32,
+        attempt: u32,
+    },
     AntiEntropy,
-    SuspectNotice { subject: I, incarnation: u16, remaining: u32 },
-    ForgetDead { subject: I },
+    SuspectNotice {
+        subject: I,
+        incarnation: u16,
+        remaining: u32,
+    },
+    ForgetDead {
+        subject: I,
+    },
 }
 
 /// An effect for the runtime to carry out.
 #[derive(Debug, Clone)]
 pub enum Output<I: MeshIdentity> {
-    Send { to: I::Endpoint, channel: Channel, bytes: Vec<u8> },
-    Timer { after_ms: u64, timer: CoreTimer<I> },
+    Send {
+        to: I::Endpoint,
+        channel: Channel,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        after_ms: u64,
+        timer: CoreTimer<I>,
+    },
     Event(MembershipEvent),
 }
 
@@ -196,7 +212,13 @@ impl<I: MeshIdentity> foca::Runtime<I> for FocaRt<'_, I> {
 impl<I: MeshIdentity> Membership<I> {
     /// A new core for `identity`. `seed` feeds every random choice (probe order,
     /// gossip targets, anti-entropy peers); `soft` is the node's initial soft state.
-    pub fn new(identity: I, cfg: MembershipConfig<I::Endpoint>, seed: u64, now_ms: u64, soft: SoftState) -> Self {
+    pub fn new(
+        identity: I,
+        cfg: MembershipConfig<I::Endpoint>,
+        seed: u64,
+        now_ms: u64,
+        soft: SoftState,
+    ) -> Self {
         let max_packet = cfg.max_datagram_bytes - HEADER_LEN;
         let foca = Foca::with_custom_broadcast(
             identity.clone(),
@@ -246,7 +268,13 @@ impl<I: MeshIdentity> Membership<I> {
             self.send_joins();
             self.join_epoch += 1;
             let delay = self.cfg.timings.join_retry_initial_ms;
-            self.schedule(delay, CoreTimer::JoinRetry { epoch: self.join_epoch, attempt: 1 });
+            self.schedule(
+                delay,
+                CoreTimer::JoinRetry {
+                    epoch: self.join_epoch,
+                    attempt: 1,
+                },
+            );
         }
     }
 
@@ -272,9 +300,11 @@ impl<I: MeshIdentity> Membership<I> {
                 let body = &bytes[HEADER_LEN..];
                 match self.foca_call(|foca, rt| foca.handle_data(body, rt)) {
                     Ok(()) => Ok(()),
-                    Err(e @ (foca::Error::MalformedPacket | foca::Error::Decode(_) | foca::Error::DataTooBig)) => {
-                        Err(InputError::Swim(e))
-                    }
+                    Err(
+                        e @ (foca::Error::MalformedPacket
+                        | foca::Error::Decode(_)
+                        | foca::Error::DataTooBig),
+                    ) => Err(InputError::Swim(e)),
                     // Benign protocol conditions (stale data, our own echo, not connected yet).
                     Err(_) => Ok(()),
                 }
@@ -282,8 +312,13 @@ impl<I: MeshIdentity> Membership<I> {
             Envelope::Join { from } => {
                 if from.key() != self.identity.key() && !self.has_left {
                     let joiner = from.clone();
-                    let _ = self.foca_call(|foca, rt| foca.apply_many(std::iter::once(Member::alive(joiner)), true, rt));
-                    let welcome = Envelope::Welcome { from: self.identity.clone() }.encode();
+                    let _ = self.foca_call(|foca, rt| {
+                        foca.apply_many(std::iter::once(Member::alive(joiner)), true, rt)
+                    });
+                    let welcome = Envelope::Welcome {
+                        from: self.identity.clone(),
+                    }
+                    .encode();
                     self.send(from.endpoint(), Channel::Datagram, welcome);
                 }
                 Ok(())
@@ -295,15 +330,23 @@ impl<I: MeshIdentity> Membership<I> {
                 Ok(())
             }
             Envelope::SuspectNotice { from, incarnation } => {
-                if !self.has_left && incarnation >= self.foca.incarnation() {
-                    let me = Member::new(self.identity.clone(), incarnation, State::Suspect);
-                    let _ = self.foca_call(|foca, rt| foca.apply_many(std::iter::once(me), true, rt));
-                    // The announce carries our new incarnation in its header straight to the suspecter.
+                if !self.has_left {
+                    if incarnation >= self.foca.incarnation() {
+                        // Refute: foca raises our incarnation and gossips it.
+                        let me = Member::new(self.identity.clone(), incarnation, State::Suspect);
+                        let _ = self
+                            .foca_call(|foca, rt| foca.apply_many(std::iter::once(me), true, rt));
+                    }
+                    // Always answer: the announce carries our current (higher)
+                    // incarnation in its header straight to the suspecter, even when
+                    // an earlier answer was lost.
                     let _ = self.foca_call(|foca, rt| foca.announce(from, rt));
                 }
                 Ok(())
             }
-            _ => Err(InputError::WrongChannel { kind: "anti-entropy message" }),
+            _ => Err(InputError::WrongChannel {
+                kind: "anti-entropy message",
+            }),
         }
     }
 
@@ -333,17 +376,26 @@ impl<I: MeshIdentity> Membership<I> {
                     .filter(|d| {
                         let key = d.key.key();
                         key != self.identity.key()
-                            && handler
-                                .soft
-                                .get(&key)
-                                .is_none_or(|k| (k.identity.generation(), k.state.version) < (d.key.generation(), d.version))
+                            && handler.soft.get(&key).is_none_or(|k| {
+                                (k.identity.generation(), k.state.version)
+                                    < (d.key.generation(), d.version)
+                            })
                     })
                     .map(|d| d.key.key())
                     .collect();
-                let reply = Envelope::SyncReply { from: self.identity.clone(), entries, want }.encode();
+                let reply = Envelope::SyncReply {
+                    from: self.identity.clone(),
+                    entries,
+                    want,
+                }
+                .encode();
                 self.send(from.endpoint(), Channel::Stream, reply);
             }
-            Envelope::SyncReply { from, entries, want } => {
+            Envelope::SyncReply {
+                from,
+                entries,
+                want,
+            } => {
                 self.apply_soft_entries(&entries);
                 let handler = self.foca.broadcast_handler();
                 let push: Vec<_> = want
@@ -352,12 +404,20 @@ impl<I: MeshIdentity> Membership<I> {
                     .map(|k| (k.identity.clone(), k.state.clone()))
                     .collect();
                 if !push.is_empty() {
-                    let msg = Envelope::SyncPush { from: self.identity.clone(), entries: push }.encode();
+                    let msg = Envelope::SyncPush {
+                        from: self.identity.clone(),
+                        entries: push,
+                    }
+                    .encode();
                     self.send(from.endpoint(), Channel::Stream, msg);
                 }
             }
             Envelope::SyncPush { entries, .. } => self.apply_soft_entries(&entries),
-            _ => return Err(InputError::WrongChannel { kind: "datagram message" }),
+            _ => {
+                return Err(InputError::WrongChannel {
+                    kind: "datagram message",
+                });
+            }
         }
         self.process_learned();
         Ok(())
@@ -384,12 +444,25 @@ impl<I: MeshIdentity> Membership<I> {
                     .join_retry_initial_ms
                     .saturating_mul(1u64 << attempt.min(20))
                     .min(t.join_retry_max_ms);
-                self.event(self.identity.clone(), EventKind::JoinRetry { attempt, next_in_ms: next }, vec![]);
-                self.schedule(next, CoreTimer::JoinRetry { epoch, attempt: attempt + 1 });
+                self.event(
+                    self.identity.clone(),
+                    EventKind::JoinRetry {
+                        attempt,
+                        next_in_ms: next,
+                    },
+                    vec![],
+                );
+                self.schedule(
+                    next,
+                    CoreTimer::JoinRetry {
+                        epoch,
+                        attempt: attempt + 1,
+                    },
+                );
             }
             CoreTimer::AntiEntropy => {
                 let ae = self.jittered(self.cfg.timings.anti_entropy_interval_ms);
-        self.schedule(ae, CoreTimer::AntiEntropy);
+                self.schedule(ae, CoreTimer::AntiEntropy);
                 if self.has_left {
                     return;
                 }
@@ -399,22 +472,41 @@ impl<I: MeshIdentity> Membership<I> {
                         .broadcast_handler()
                         .soft
                         .values()
-                        .map(|k| DigestEntry { key: k.identity.clone(), version: k.state.version })
+                        .map(|k| DigestEntry {
+                            key: k.identity.clone(),
+                            version: k.state.version,
+                        })
                         .collect();
-                    let msg = Envelope::SyncDigest { from: self.identity.clone(), digest }.encode();
+                    let msg = Envelope::SyncDigest {
+                        from: self.identity.clone(),
+                        digest,
+                    }
+                    .encode();
                     self.send(peer.endpoint(), Channel::Stream, msg);
                 }
             }
-            CoreTimer::SuspectNotice { subject, incarnation, remaining } => {
-                let still_suspect = self
-                    .foca
-                    .iter_membership_state()
-                    .any(|m| m.id() == &subject && m.state() == State::Suspect && m.incarnation() == incarnation);
+            CoreTimer::SuspectNotice {
+                subject,
+                incarnation,
+                remaining,
+            } => {
+                let still_suspect = self.foca.iter_membership_state().any(|m| {
+                    m.id() == &subject
+                        && m.state() == State::Suspect
+                        && m.incarnation() == incarnation
+                });
                 if still_suspect && !self.has_left {
                     self.send_suspect_notice(&subject, incarnation);
                     if remaining > 0 {
                         let every = self.cfg.timings.probe_rtt_ms;
-                        self.schedule(every, CoreTimer::SuspectNotice { subject, incarnation, remaining: remaining - 1 });
+                        self.schedule(
+                            every,
+                            CoreTimer::SuspectNotice {
+                                subject,
+                                incarnation,
+                                remaining: remaining - 1,
+                            },
+                        );
                     }
                 }
             }
@@ -459,7 +551,12 @@ impl<I: MeshIdentity> Membership<I> {
             return;
         }
         let me = self.identity.clone();
-        let rumor = Rumor::Detection { subject: me.clone(), incarnation: self.foca.incarnation(), kind: DetectionKind::Left, by: me };
+        let rumor = Rumor::Detection {
+            subject: me.clone(),
+            incarnation: self.foca.incarnation(),
+            kind: DetectionKind::Left,
+            by: me,
+        };
         self.add_rumor(&rumor);
         let _ = self.foca_call(|foca, rt| foca.leave_cluster(rt));
         self.has_left = true;
@@ -510,7 +607,11 @@ impl<I: MeshIdentity> Membership<I> {
 
     /// The soft-state version this node holds for `key`, if any.
     pub fn soft_version(&self, key: &I::Addr) -> Option<u64> {
-        self.foca.broadcast_handler().soft.get(key).map(|k| k.state.version)
+        self.foca
+            .broadcast_handler()
+            .soft
+            .get(key)
+            .map(|k| k.state.version)
     }
 
     /// The node's own soft state.
@@ -545,14 +646,29 @@ impl<I: MeshIdentity> Membership<I> {
                 http_addr: soft.and_then(|s| s.http_addr.clone()),
                 load: soft.map(|s| s.load.clone()),
                 rtt_ms: meta.and_then(|m| m.rtt_ms),
-                last_change_ms: meta.and_then(|m| m.last_change_ms).map(|t| self.now_ms.saturating_sub(t)),
-                suspected_by: record.map(|r| r.suspected_by.iter().map(|(k, _)| k.to_string()).collect()).unwrap_or_default(),
-                confirmed_by: record.map(|r| r.confirmed_by.iter().map(|(k, _)| k.to_string()).collect()).unwrap_or_default(),
+                last_change_ms: meta
+                    .and_then(|m| m.last_change_ms)
+                    .map(|t| self.now_ms.saturating_sub(t)),
+                suspected_by: record
+                    .map(|r| r.suspected_by.iter().map(|(k, _)| k.to_string()).collect())
+                    .unwrap_or_default(),
+                confirmed_by: record
+                    .map(|r| r.confirmed_by.iter().map(|(k, _)| k.to_string()).collect())
+                    .unwrap_or_default(),
                 is_self,
             }
         };
-        let self_state = if self.has_left { MemberState::Left } else { MemberState::Alive };
-        list.push(make(&self.identity, self_state, self.foca.incarnation(), true));
+        let self_state = if self.has_left {
+            MemberState::Left
+        } else {
+            MemberState::Alive
+        };
+        list.push(make(
+            &self.identity,
+            self_state,
+            self.foca.incarnation(),
+            true,
+        ));
         let mut others: Vec<MemberInfo> = self
             .foca
             .iter_membership_state()
@@ -562,7 +678,9 @@ impl<I: MeshIdentity> Membership<I> {
                     State::Alive => MemberState::Alive,
                     State::Suspect => MemberState::Suspect,
                     State::Down => {
-                        if self.down.get(&m.id().key()).is_some_and(|d| d.left) || handler.has_left(&m.id().key(), m.id().generation()) {
+                        if self.down.get(&m.id().key()).is_some_and(|d| d.left)
+                            || handler.has_left(&m.id().key(), m.id().generation())
+                        {
                             MemberState::Left
                         } else {
                             MemberState::Dead
@@ -584,7 +702,10 @@ impl<I: MeshIdentity> Membership<I> {
         F: FnOnce(&mut FocaInstance<I>, &mut FocaRt<'_, I>) -> Result<(), foca::Error>,
     {
         self.foca.broadcast_handler_mut().now_ms = self.now_ms;
-        let mut rt = FocaRt { out: &mut self.out, notes: &mut self.notes };
+        let mut rt = FocaRt {
+            out: &mut self.out,
+            notes: &mut self.notes,
+        };
         let result = f(&mut self.foca, &mut rt);
         self.process_notifications();
         self.process_learned();
@@ -602,7 +723,11 @@ impl<I: MeshIdentity> Membership<I> {
                     let was_down = self.down.remove(&key).is_some();
                     if !self.quiet {
                         self.touch(&key);
-                        let kind = if was_down { EventKind::Rejoined } else { EventKind::Joined };
+                        let kind = if was_down {
+                            EventKind::Rejoined
+                        } else {
+                            EventKind::Joined
+                        };
                         self.event(id, kind, vec![]);
                     }
                 }
@@ -617,14 +742,38 @@ impl<I: MeshIdentity> Membership<I> {
                             .find(|m| m.id() == &id)
                             .map(|m| m.incarnation())
                             .unwrap_or_default();
-                        self.foca.broadcast_handler_mut().apply_detection(&id, incarnation, DetectionKind::Confirmed, &me);
-                        let rumor = Rumor::Detection { subject: id.clone(), incarnation, kind: DetectionKind::Confirmed, by: me };
+                        self.foca.broadcast_handler_mut().apply_detection(
+                            &id,
+                            incarnation,
+                            DetectionKind::Confirmed,
+                            &me,
+                        );
+                        let rumor = Rumor::Detection {
+                            subject: id.clone(),
+                            incarnation,
+                            kind: DetectionKind::Confirmed,
+                            by: me,
+                        };
                         self.add_rumor(&rumor);
                     }
-                    let left = self.foca.broadcast_handler().has_left(&key, id.generation());
-                    self.down.insert(key.clone(), DownEntry { identity: id.clone(), left });
+                    let left = self
+                        .foca
+                        .broadcast_handler()
+                        .has_left(&key, id.generation());
+                    self.down.insert(
+                        key.clone(),
+                        DownEntry {
+                            identity: id.clone(),
+                            left,
+                        },
+                    );
                     self.touch(&key);
-                    self.schedule(self.cfg.timings.dead_retain_ms, CoreTimer::ForgetDead { subject: id.clone() });
+                    self.schedule(
+                        self.cfg.timings.dead_retain_ms,
+                        CoreTimer::ForgetDead {
+                            subject: id.clone(),
+                        },
+                    );
                     if left {
                         self.event(id, EventKind::Left, vec![]);
                     } else {
@@ -640,7 +789,13 @@ impl<I: MeshIdentity> Membership<I> {
                 OwnedNotification::Rename(old, new) => {
                     if !self.quiet {
                         self.touch(&new.key());
-                        self.event(new, EventKind::Restarted { previous_generation: old.generation() }, vec![]);
+                        self.event(
+                            new,
+                            EventKind::Restarted {
+                                previous_generation: old.generation(),
+                            },
+                            vec![],
+                        );
                     }
                 }
                 OwnedNotification::Active => {
@@ -656,7 +811,13 @@ impl<I: MeshIdentity> Membership<I> {
                         // Alone again: go back to the seeds until someone answers.
                         self.join_epoch += 1;
                         let delay = self.cfg.timings.join_retry_initial_ms;
-                        self.schedule(delay, CoreTimer::JoinRetry { epoch: self.join_epoch, attempt: 1 });
+                        self.schedule(
+                            delay,
+                            CoreTimer::JoinRetry {
+                                epoch: self.join_epoch,
+                                attempt: 1,
+                            },
+                        );
                     }
                 }
                 OwnedNotification::Defunct => {}
@@ -673,13 +834,21 @@ impl<I: MeshIdentity> Membership<I> {
                         if self.probes.len() >= MAX_PROBES_TRACKED {
                             self.probes.remove(0);
                         }
-                        self.probes.push(ProbeSent { key: header.dst.key(), number, at_ms: self.now_ms });
+                        self.probes.push(ProbeSent {
+                            key: header.dst.key(),
+                            number,
+                            at_ms: self.now_ms,
+                        });
                     }
                 }
                 OwnedNotification::DataReceived(header) => {
                     if let foca::Message::Ack(number) = header.message {
                         let key = header.src.key();
-                        if let Some(pos) = self.probes.iter().position(|p| p.key == key && p.number == number) {
+                        if let Some(pos) = self
+                            .probes
+                            .iter()
+                            .position(|p| p.key == key && p.number == number)
+                        {
                             let sent = self.probes.remove(pos);
                             let sample = self.now_ms.saturating_sub(sent.at_ms) as f64;
                             let meta = self.meta.entry(key).or_default();
@@ -699,13 +868,30 @@ impl<I: MeshIdentity> Membership<I> {
                         .map(|m| m.incarnation())
                         .unwrap_or_default();
                     let me = self.identity.clone();
-                    self.foca.broadcast_handler_mut().apply_detection(&id, incarnation, DetectionKind::Suspected, &me);
-                    let rumor = Rumor::Detection { subject: id.clone(), incarnation, kind: DetectionKind::Suspected, by: me };
+                    self.foca.broadcast_handler_mut().apply_detection(
+                        &id,
+                        incarnation,
+                        DetectionKind::Suspected,
+                        &me,
+                    );
+                    let rumor = Rumor::Detection {
+                        subject: id.clone(),
+                        incarnation,
+                        kind: DetectionKind::Suspected,
+                        by: me,
+                    };
                     self.add_rumor(&rumor);
                     self.send_suspect_notice(&id, incarnation);
                     let every = self.cfg.timings.probe_rtt_ms.max(1);
                     let remaining = (self.applied.1 / every).saturating_sub(1) as u32;
-                    self.schedule(every, CoreTimer::SuspectNotice { subject: id, incarnation, remaining });
+                    self.schedule(
+                        every,
+                        CoreTimer::SuspectNotice {
+                            subject: id,
+                            incarnation,
+                            remaining,
+                        },
+                    );
                 }
             }
         }
@@ -724,7 +910,13 @@ impl<I: MeshIdentity> Membership<I> {
         for item in learned {
             match item {
                 Learned::Soft { origin, version } => {
-                    let generation = self.foca.broadcast_handler().soft.get(&origin).map(|k| k.identity.generation()).unwrap_or(0);
+                    let generation = self
+                        .foca
+                        .broadcast_handler()
+                        .soft
+                        .get(&origin)
+                        .map(|k| k.identity.generation())
+                        .unwrap_or(0);
                     self.out.push(Output::Event(MembershipEvent {
                         at_ms: self.now_ms,
                         subject: origin.to_string(),
@@ -733,7 +925,12 @@ impl<I: MeshIdentity> Membership<I> {
                         by: vec![],
                     }));
                 }
-                Learned::Detection { subject, generation, kind, by } => match kind {
+                Learned::Detection {
+                    subject,
+                    generation,
+                    kind,
+                    by,
+                } => match kind {
                     DetectionKind::Suspected => {
                         if subject != self.identity.key() {
                             self.touch(&subject);
@@ -773,7 +970,11 @@ impl<I: MeshIdentity> Membership<I> {
         let wanted = (self.foca_max_tx(n), self.cfg.timings.suspect_to_down_ms(n));
         if wanted != self.applied {
             let max_packet = self.cfg.max_datagram_bytes - HEADER_LEN;
-            if self.foca.set_config(foca_config(&self.cfg.timings, n, max_packet)).is_ok() {
+            if self
+                .foca
+                .set_config(foca_config(&self.cfg.timings, n, max_packet))
+                .is_ok()
+            {
                 self.applied = wanted;
             }
         }
@@ -784,10 +985,22 @@ impl<I: MeshIdentity> Membership<I> {
             return;
         }
         let (reachable, known) = self.reachability();
-        let mode = if 2 * reachable > known { Mode::ReadWrite } else { Mode::ReadOnly };
+        let mode = if 2 * reachable > known {
+            Mode::ReadWrite
+        } else {
+            Mode::ReadOnly
+        };
         if mode != self.mode {
             self.mode = mode;
-            self.event(self.identity.clone(), EventKind::ModeChanged { mode, reachable, known }, vec![]);
+            self.event(
+                self.identity.clone(),
+                EventKind::ModeChanged {
+                    mode,
+                    reachable,
+                    known,
+                },
+                vec![],
+            );
         }
     }
 
@@ -800,10 +1013,17 @@ impl<I: MeshIdentity> Membership<I> {
         handler.now_ms = self.now_ms;
         handler.soft.insert(
             me.key(),
-            crate::rumor::KnownSoft { identity: me.clone(), state: soft.clone(), received_at_ms: self.now_ms },
+            crate::rumor::KnownSoft {
+                identity: me.clone(),
+                state: soft.clone(),
+                received_at_ms: self.now_ms,
+            },
         );
         if announce {
-            self.add_rumor(&Rumor::Soft { origin: me, state: soft });
+            self.add_rumor(&Rumor::Soft {
+                origin: me,
+                state: soft,
+            });
         }
     }
 
@@ -826,14 +1046,21 @@ impl<I: MeshIdentity> Membership<I> {
     }
 
     fn send_joins(&mut self) {
-        let join = Envelope::Join { from: self.identity.clone() }.encode();
+        let join = Envelope::Join {
+            from: self.identity.clone(),
+        }
+        .encode();
         for seed in self.cfg.seeds.clone() {
             self.send(seed, Channel::Datagram, join.clone());
         }
     }
 
     fn send_suspect_notice(&mut self, subject: &I, incarnation: u16) {
-        let notice = Envelope::SuspectNotice { from: self.identity.clone(), incarnation }.encode();
+        let notice = Envelope::SuspectNotice {
+            from: self.identity.clone(),
+            incarnation,
+        }
+        .encode();
         self.send(subject.endpoint(), Channel::Datagram, notice);
     }
 

@@ -49,7 +49,11 @@ pub enum EventKind {
     /// No seed answered yet; the next attempt is scheduled.
     JoinRetry { attempt: u32, next_in_ms: u64 },
     /// The write mode changed.
-    ModeChanged { mode: Mode, reachable: usize, known: usize },
+    ModeChanged {
+        mode: Mode,
+        reachable: usize,
+        known: usize,
+    },
     /// A newer soft state of the member arrived (not kept in the event ring: too chatty).
     SoftUpdated { version: u64 },
 }

@@ -17,8 +17,9 @@ use std::net::SocketAddr;
 
 /// What the membership core needs of an identity.
 pub trait MeshIdentity:
-    foca::Identity<Addr: Ord + Display + Debug + Send + Sync + Serialize + DeserializeOwned + 'static>
-    + Hash
+    foca::Identity<
+        Addr: Ord + Display + Debug + Send + Sync + Serialize + DeserializeOwned + 'static,
+    > + Hash
     + Serialize
     + DeserializeOwned
     + Send

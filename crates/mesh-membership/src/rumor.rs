@@ -33,23 +33,49 @@ pub enum DetectionKind {
 /// A custom broadcast item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Rumor<I> {
-    Soft { origin: I, state: SoftState },
-    Detection { subject: I, incarnation: u16, kind: DetectionKind, by: I },
+    Soft {
+        origin: I,
+        state: SoftState,
+    },
+    Detection {
+        subject: I,
+        incarnation: u16,
+        kind: DetectionKind,
+        by: I,
+    },
 }
 
 /// Identifies a rumour so a newer one replaces an older one in foca's backlog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RumorKey<K> {
-    Soft { origin: K, generation: u64, version: u64 },
-    Detection { subject: K, generation: u64, incarnation: u16, kind: DetectionKind, by: K },
+    Soft {
+        origin: K,
+        generation: u64,
+        version: u64,
+    },
+    Detection {
+        subject: K,
+        generation: u64,
+        incarnation: u16,
+        kind: DetectionKind,
+        by: K,
+    },
 }
 
 impl<K: PartialEq> foca::Invalidates for RumorKey<K> {
     fn invalidates(&self, other: &Self) -> bool {
         match (self, other) {
             (
-                RumorKey::Soft { origin, generation, version },
-                RumorKey::Soft { origin: o2, generation: g2, version: v2 },
+                RumorKey::Soft {
+                    origin,
+                    generation,
+                    version,
+                },
+                RumorKey::Soft {
+                    origin: o2,
+                    generation: g2,
+                    version: v2,
+                },
             ) => origin == o2 && (generation, version) >= (g2, v2),
             (a @ RumorKey::Detection { .. }, b @ RumorKey::Detection { .. }) => a == b,
             _ => false,
@@ -83,8 +109,16 @@ pub struct DetectionRecord<K> {
 /// Something the handler learned, for the core to turn into events.
 #[derive(Debug, Clone)]
 pub enum Learned<K> {
-    Soft { origin: K, version: u64 },
-    Detection { subject: K, generation: u64, kind: DetectionKind, by: K },
+    Soft {
+        origin: K,
+        version: u64,
+    },
+    Detection {
+        subject: K,
+        generation: u64,
+        kind: DetectionKind,
+        by: K,
+    },
 }
 
 /// Most detection records kept (oldest dropped first).
@@ -143,15 +177,20 @@ impl<I: MeshIdentity> RumorHandler<I> {
     }
 
     /// Records a detection report. Returns true if it was news.
-    pub(crate) fn apply_detection(&mut self, subject: &I, incarnation: u16, kind: DetectionKind, by: &I) -> bool {
+    pub(crate) fn apply_detection(
+        &mut self,
+        subject: &I,
+        incarnation: u16,
+        kind: DetectionKind,
+        by: &I,
+    ) -> bool {
         let key = subject.key();
         let generation = subject.generation();
         let by_key = by.key();
         let now = self.now_ms;
-        let pos = self
-            .detections
-            .iter()
-            .position(|r| r.subject == key && r.generation == generation && r.incarnation == incarnation);
+        let pos = self.detections.iter().position(|r| {
+            r.subject == key && r.generation == generation && r.incarnation == incarnation
+        });
         let record = match pos {
             Some(p) => &mut self.detections[p],
             None => {
@@ -214,7 +253,11 @@ impl<I: MeshIdentity> foca::BroadcastHandler<I> for RumorHandler<I> {
     type Key = RumorKey<I::Addr>;
     type Error = RumorError;
 
-    fn receive_item(&mut self, data: &[u8], sender: Option<&I>) -> Result<Option<Self::Key>, Self::Error> {
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        sender: Option<&I>,
+    ) -> Result<Option<Self::Key>, Self::Error> {
         let rumor: Rumor<I> = postcard::from_bytes(data).map_err(|e| RumorError(e.to_string()))?;
         // `sender == None` means we are adding our own rumour: always spread it.
         let local = sender.is_none();
@@ -224,14 +267,23 @@ impl<I: MeshIdentity> foca::BroadcastHandler<I> for RumorHandler<I> {
                     // Our own state echoed back (or an older generation of us): ours is the truth.
                     return Ok(None);
                 }
-                let news = if local { true } else { self.apply_soft(&origin, &state) };
+                let news = if local {
+                    true
+                } else {
+                    self.apply_soft(&origin, &state)
+                };
                 Ok(news.then(|| RumorKey::Soft {
                     origin: origin.key(),
                     generation: origin.generation(),
                     version: state.version,
                 }))
             }
-            Rumor::Detection { subject, incarnation, kind, by } => {
+            Rumor::Detection {
+                subject,
+                incarnation,
+                kind,
+                by,
+            } => {
                 let news = self.apply_detection(&subject, incarnation, kind, &by) || local;
                 Ok(news.then(|| RumorKey::Detection {
                     subject: subject.key(),

@@ -57,7 +57,10 @@ pub enum Envelope<I: MeshIdentity> {
     /// quickly instead of waiting for the suspicion to reach it by gossip.
     SuspectNotice { from: I, incarnation: u16 },
     /// Anti-entropy step 1: the sender's soft-state digest (key, generation, version).
-    SyncDigest { from: I, digest: Vec<DigestEntry<I>> },
+    SyncDigest {
+        from: I,
+        digest: Vec<DigestEntry<I>>,
+    },
     /// Step 2: entries the receiver has that are newer, and the keys it wants.
     SyncReply {
         from: I,
@@ -130,9 +133,9 @@ impl<I: MeshIdentity> Envelope<I> {
     /// How this message travels.
     pub fn channel(&self) -> Channel {
         match self {
-            Envelope::SyncDigest { .. } | Envelope::SyncReply { .. } | Envelope::SyncPush { .. } => {
-                Channel::Stream
-            }
+            Envelope::SyncDigest { .. }
+            | Envelope::SyncReply { .. }
+            | Envelope::SyncPush { .. } => Channel::Stream,
             _ => Channel::Datagram,
         }
     }
@@ -285,10 +288,12 @@ mod tests {
     }
 
     fn arb_soft() -> impl Strategy<Value = SoftState> {
-        (any::<u64>(), proptest::collection::vec("[a-z]{1,6}", 0..4)).prop_map(|(v, caps)| SoftState {
-            version: v,
-            caps,
-            ..Default::default()
+        (any::<u64>(), proptest::collection::vec("[a-z]{1,6}", 0..4)).prop_map(|(v, caps)| {
+            SoftState {
+                version: v,
+                caps,
+                ..Default::default()
+            }
         })
     }
 
@@ -297,24 +302,69 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 1..200).prop_map(Envelope::Swim),
             arb_peer().prop_map(|from| Envelope::Join { from }),
             arb_peer().prop_map(|from| Envelope::Welcome { from }),
-            (arb_peer(), any::<u16>()).prop_map(|(from, incarnation)| Envelope::SuspectNotice { from, incarnation }),
-            (arb_peer(), proptest::collection::vec((arb_peer(), any::<u64>()), 0..5)).prop_map(|(from, d)| {
-                Envelope::SyncDigest { from, digest: d.into_iter().map(|(key, version)| DigestEntry { key, version }).collect() }
-            }),
-            (arb_peer(), proptest::collection::vec((arb_peer(), arb_soft()), 0..4), proptest::collection::vec("[a-z]{1,5}", 0..3))
-                .prop_map(|(from, entries, want)| Envelope::SyncReply { from, entries, want }),
-            (arb_peer(), proptest::collection::vec((arb_peer(), arb_soft()), 0..4))
+            (arb_peer(), any::<u16>())
+                .prop_map(|(from, incarnation)| Envelope::SuspectNotice { from, incarnation }),
+            (
+                arb_peer(),
+                proptest::collection::vec((arb_peer(), any::<u64>()), 0..5)
+            )
+                .prop_map(|(from, d)| {
+                    Envelope::SyncDigest {
+                        from,
+                        digest: d
+                            .into_iter()
+                            .map(|(key, version)| DigestEntry { key, version })
+                            .collect(),
+                    }
+                }),
+            (
+                arb_peer(),
+                proptest::collection::vec((arb_peer(), arb_soft()), 0..4),
+                proptest::collection::vec("[a-z]{1,5}", 0..3)
+            )
+                .prop_map(|(from, entries, want)| Envelope::SyncReply {
+                    from,
+                    entries,
+                    want
+                }),
+            (
+                arb_peer(),
+                proptest::collection::vec((arb_peer(), arb_soft()), 0..4)
+            )
                 .prop_map(|(from, entries)| Envelope::SyncPush { from, entries }),
         ]
     }
 
     #[test]
     fn header_errors_are_named() {
-        assert_eq!(Envelope::<PeerId>::decode(b"M").unwrap_err().reason(), "truncated");
-        assert_eq!(Envelope::<PeerId>::decode(b"X\x01\x01a").unwrap_err().reason(), "bad_magic");
-        assert_eq!(Envelope::<PeerId>::decode(b"M\x09\x01a").unwrap_err().reason(), "bad_version");
-        assert_eq!(Envelope::<PeerId>::decode(b"M\x01\x63a").unwrap_err().reason(), "unknown_kind");
-        assert_eq!(Envelope::<PeerId>::decode(b"M\x01\x02\xff\xff").unwrap_err().reason(), "bad_body");
+        assert_eq!(
+            Envelope::<PeerId>::decode(b"M").unwrap_err().reason(),
+            "truncated"
+        );
+        assert_eq!(
+            Envelope::<PeerId>::decode(b"X\x01\x01a")
+                .unwrap_err()
+                .reason(),
+            "bad_magic"
+        );
+        assert_eq!(
+            Envelope::<PeerId>::decode(b"M\x09\x01a")
+                .unwrap_err()
+                .reason(),
+            "bad_version"
+        );
+        assert_eq!(
+            Envelope::<PeerId>::decode(b"M\x01\x63a")
+                .unwrap_err()
+                .reason(),
+            "unknown_kind"
+        );
+        assert_eq!(
+            Envelope::<PeerId>::decode(b"M\x01\x02\xff\xff")
+                .unwrap_err()
+                .reason(),
+            "bad_body"
+        );
     }
 
     proptest! {

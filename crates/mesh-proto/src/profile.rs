@@ -170,6 +170,11 @@ mod tests {
         for p in Profile::ALL {
             assert_eq!(p.to_string().parse::<Profile>().unwrap(), p);
         }
-        assert!("fast".parse::<Profile>().unwrap_err().contains("local, lan, wan"));
+        assert!(
+            "fast"
+                .parse::<Profile>()
+                .unwrap_err()
+                .contains("local, lan, wan")
+        );
     }
 }

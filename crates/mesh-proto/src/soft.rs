@@ -42,7 +42,9 @@ pub struct SoftState {
 pub enum SoftStateError {
     #[error("too many capabilities: {count} (at most {max})")]
     TooManyCaps { count: usize, max: usize },
-    #[error("'{value}' is not a valid {what}: use 1 to {max} characters from a-z, 0-9, '-', '_', '.', ':'")]
+    #[error(
+        "'{value}' is not a valid {what}: use 1 to {max} characters from a-z, 0-9, '-', '_', '.', ':'"
+    )]
     BadName {
         what: &'static str,
         value: String,

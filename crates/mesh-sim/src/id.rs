@@ -41,7 +41,10 @@ impl fmt::Debug for SimId {
 impl foca::Identity for SimId {
     type Addr = SimKey;
     fn renew(&self) -> Option<Self> {
-        Some(SimId { idx: self.idx, generation: self.generation + 1 })
+        Some(SimId {
+            idx: self.idx,
+            generation: self.generation + 1,
+        })
     }
     fn addr(&self) -> SimKey {
         SimKey(self.idx)

@@ -16,7 +16,10 @@ pub struct Latency {
 
 impl Latency {
     /// A LAN: 200 µs to 1 ms one way.
-    pub const LAN: Latency = Latency { base_us: 200, jitter_us: 800 };
+    pub const LAN: Latency = Latency {
+        base_us: 200,
+        jitter_us: 800,
+    };
 }
 
 /// Fault settings of the simulated network.
@@ -31,7 +34,11 @@ pub struct NetConfig {
 
 impl Default for NetConfig {
     fn default() -> Self {
-        Self { latency: Latency::LAN, loss: 0.0, duplicate: 0.0 }
+        Self {
+            latency: Latency::LAN,
+            loss: 0.0,
+            duplicate: 0.0,
+        }
     }
 }
 
@@ -45,7 +52,10 @@ pub struct Partitions {
 
 impl Partitions {
     pub fn new(nodes: usize) -> Self {
-        Self { group: vec![0; nodes], blocked: Vec::new() }
+        Self {
+            group: vec![0; nodes],
+            blocked: Vec::new(),
+        }
     }
 
     pub fn grow(&mut self, nodes: usize) {
@@ -57,7 +67,13 @@ impl Partitions {
     /// Cuts `members` off from everyone else. `one_way`: only their outgoing
     /// messages are lost (they still hear the others).
     pub fn isolate(&mut self, members: &[u32], one_way: bool) {
-        let g = self.group.iter().copied().max().unwrap_or(0).saturating_add(1);
+        let g = self
+            .group
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1);
         for &m in members {
             self.group[m as usize] = g;
         }
@@ -95,7 +111,11 @@ impl Partitions {
 /// The delivery delays of one message: empty if it is lost, two if duplicated.
 pub fn deliveries(cfg: &NetConfig, rng: &mut Xoshiro256PlusPlus, reliable: bool) -> Vec<u64> {
     fn delay(cfg: &NetConfig, rng: &mut Xoshiro256PlusPlus) -> u64 {
-        let jitter = if cfg.latency.jitter_us > 0 { rng.random_range(0..=cfg.latency.jitter_us) } else { 0 };
+        let jitter = if cfg.latency.jitter_us > 0 {
+            rng.random_range(0..=cfg.latency.jitter_us)
+        } else {
+            0
+        };
         cfg.latency.base_us + jitter
     }
     if reliable {

@@ -133,7 +133,11 @@ impl MembershipRun {
         let mut sim = Sim::new(SimConfig {
             seed: self.seed,
             timings: timings.clone(),
-            net: NetConfig { latency: self.latency, loss: self.loss, duplicate: 0.0 },
+            net: NetConfig {
+                latency: self.latency,
+                loss: self.loss,
+                duplicate: 0.0,
+            },
             record_events: false,
         });
         let n = self.nodes;
@@ -147,14 +151,18 @@ impl MembershipRun {
             let mut t = t.borrow_mut();
             let at_ms = at_us / 1000;
             match &ev.kind {
-                EventKind::SoftUpdated { version } if ev.subject == "n0" && t.fact_version > 0 && *version >= t.fact_version => {
+                EventKind::SoftUpdated { version }
+                    if ev.subject == "n0" && t.fact_version > 0 && *version >= t.fact_version =>
+                {
                     let slot = &mut t.fact_first_seen[observer as usize];
                     if slot.is_none() {
                         *slot = Some(at_ms);
                     }
                 }
                 EventKind::Suspected => {
-                    if t.crashed.as_ref().is_some_and(|(s, _)| *s == ev.subject) && t.first_suspicion.is_none() {
+                    if t.crashed.as_ref().is_some_and(|(s, _)| *s == ev.subject)
+                        && t.first_suspicion.is_none()
+                    {
                         t.first_suspicion = Some(at_ms);
                     }
                 }
@@ -216,7 +224,8 @@ impl MembershipRun {
             .collect();
         let survivors = n - 1;
         let steady_msgs = (steady_end.datagrams_sent - steady_start.datagrams_sent) as f64;
-        let steady_bytes = (steady_end.datagram_bytes_sent - steady_start.datagram_bytes_sent) as f64;
+        let steady_bytes =
+            (steady_end.datagram_bytes_sent - steady_start.datagram_bytes_sent) as f64;
         MembershipReport {
             nodes: n,
             seed: self.seed,
@@ -250,7 +259,9 @@ impl MembershipRun {
             traffic: Traffic {
                 steady_messages_per_member_per_sec: steady_msgs / n as f64 / steady_secs,
                 steady_bytes_per_member_per_sec: steady_bytes / n as f64 / steady_secs,
-                run_messages_per_member_per_sec: end.datagrams_sent as f64 / n as f64 / (duration_ms as f64 / 1000.0),
+                run_messages_per_member_per_sec: end.datagrams_sent as f64
+                    / n as f64
+                    / (duration_ms as f64 / 1000.0),
                 datagrams_lost: end.datagrams_lost,
                 stream_messages: end.stream_messages_sent,
             },
@@ -263,7 +274,10 @@ impl MembershipRun {
 impl MembershipReport {
     /// A human-readable summary.
     pub fn to_text(&self) -> String {
-        let ms = |v: Option<u64>| v.map(|x| format!("{x} ms")).unwrap_or_else(|| "not reached".into());
+        let ms = |v: Option<u64>| {
+            v.map(|x| format!("{x} ms"))
+                .unwrap_or_else(|| "not reached".into())
+        };
         let d = &self.dissemination;
         let c = &self.crash;
         let mut s = String::new();
@@ -281,7 +295,13 @@ impl MembershipReport {
             self.probe_period_ms, self.suspect_to_down_ms, self.gossip_fanout
         );
         s += &format!("new fact from n0 (reached {}/{}):\n", d.reached, d.of);
-        s += &format!("  50%     {}\n  99%     {}\n  99.99%  {}\n  100%    {}\n", ms(d.to_50pct_ms), ms(d.to_99pct_ms), ms(d.to_99_99pct_ms), ms(d.to_100pct_ms));
+        s += &format!(
+            "  50%     {}\n  99%     {}\n  99.99%  {}\n  100%    {}\n",
+            ms(d.to_50pct_ms),
+            ms(d.to_99pct_ms),
+            ms(d.to_99_99pct_ms),
+            ms(d.to_100pct_ms)
+        );
         s += &format!("crash of {} (agreed by {}/{}):\n", c.node, c.agreed, c.of);
         s += &format!(
             "  first suspicion   {}\n  first detection   {}\n  full agreement    {}\n",

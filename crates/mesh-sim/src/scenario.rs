@@ -36,19 +36,37 @@ pub enum Step {
     Dup(f64),
     Latency(Latency),
     Start(usize),
-    Join { count: usize, via: u32 },
-    Partition { nodes: Vec<u32>, one_way: bool },
+    Join {
+        count: usize,
+        via: u32,
+    },
+    Partition {
+        nodes: Vec<u32>,
+        one_way: bool,
+    },
     Heal,
     Crash(Vec<u32>),
     Restart(Vec<u32>),
     Leave(u32),
     Publish(u32),
     Wait(u64),
-    AssertConverged { within_ms: u64 },
-    AssertGone { nodes: Vec<u32>, within_ms: u64 },
+    AssertConverged {
+        within_ms: u64,
+    },
+    AssertGone {
+        nodes: Vec<u32>,
+        within_ms: u64,
+    },
     AssertLeft(u32),
-    AssertMode { nodes: Vec<u32>, mode: Mode, within_ms: u64 },
-    AssertKnows { node: u32, within_ms: u64 },
+    AssertMode {
+        nodes: Vec<u32>,
+        mode: Mode,
+        within_ms: u64,
+    },
+    AssertKnows {
+        node: u32,
+        within_ms: u64,
+    },
     AssertNoFalsePositives,
 }
 
@@ -58,7 +76,13 @@ pub enum ScenarioError {
     #[error("line {line}: {msg}")]
     Parse { line: usize, msg: String },
     #[error("step {step} ({text}) failed at {at_ms} ms virtual: {msg} [seed {seed}]")]
-    Failed { step: usize, text: String, at_ms: u64, msg: String, seed: u64 },
+    Failed {
+        step: usize,
+        text: String,
+        at_ms: u64,
+        msg: String,
+        seed: u64,
+    },
 }
 
 /// A parsed scenario.
@@ -79,7 +103,9 @@ fn parse_duration_ms(s: &str) -> Result<u64, String> {
     } else {
         return Err(format!("'{s}' is not a duration (use 250ms, 5s, 2m, 1h)"));
     };
-    let v: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration"))?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration"))?;
     if !(v >= 0.0) {
         return Err(format!("'{s}' is negative"));
     }
@@ -88,26 +114,45 @@ fn parse_duration_ms(s: &str) -> Result<u64, String> {
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
     let v = if let Some(p) = s.strip_suffix('%') {
-        p.parse::<f64>().map_err(|_| format!("'{s}' is not a percentage"))? / 100.0
+        p.parse::<f64>()
+            .map_err(|_| format!("'{s}' is not a percentage"))?
+            / 100.0
     } else {
-        s.parse::<f64>().map_err(|_| format!("'{s}' is not a probability"))?
+        s.parse::<f64>()
+            .map_err(|_| format!("'{s}' is not a probability"))?
     };
-    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("'{s}' is outside 0..100%")) }
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("'{s}' is outside 0..100%"))
+    }
 }
 
 fn parse_set(s: &str) -> Result<Vec<u32>, String> {
-    let inner = s.strip_prefix('{').and_then(|x| x.strip_suffix('}')).unwrap_or(s);
+    let inner = s
+        .strip_prefix('{')
+        .and_then(|x| x.strip_suffix('}'))
+        .unwrap_or(s);
     let mut out = Vec::new();
     for part in inner.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if let Some((a, b)) = part.split_once("..") {
-            let a: u32 = a.trim().parse().map_err(|_| format!("bad range start in '{part}'"))?;
-            let b: u32 = b.trim().parse().map_err(|_| format!("bad range end in '{part}'"))?;
+            let a: u32 = a
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad range start in '{part}'"))?;
+            let b: u32 = b
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad range end in '{part}'"))?;
             if a > b {
                 return Err(format!("empty range '{part}'"));
             }
             out.extend(a..=b);
         } else {
-            out.push(part.parse().map_err(|_| format!("'{part}' is not a node index"))?);
+            out.push(
+                part.parse()
+                    .map_err(|_| format!("'{part}' is not a node index"))?,
+            );
         }
     }
     if out.is_empty() {
@@ -120,7 +165,10 @@ fn parse_within(words: &[&str]) -> Result<u64, String> {
     match words {
         [] => Ok(0),
         ["within", d] => parse_duration_ms(d),
-        _ => Err(format!("expected 'within DURATION', found '{}'", words.join(" "))),
+        _ => Err(format!(
+            "expected 'within DURATION', found '{}'",
+            words.join(" ")
+        )),
     }
 }
 
@@ -130,7 +178,10 @@ impl Scenario {
         for (lineno, raw_line) in text.lines().enumerate() {
             let line = raw_line.split('#').next().unwrap_or("");
             for cmd in line.split(';').map(str::trim).filter(|c| !c.is_empty()) {
-                let step = Self::parse_step(cmd).map_err(|msg| ScenarioError::Parse { line: lineno + 1, msg })?;
+                let step = Self::parse_step(cmd).map_err(|msg| ScenarioError::Parse {
+                    line: lineno + 1,
+                    msg,
+                })?;
                 steps.push((cmd.to_string(), step));
             }
         }
@@ -139,7 +190,10 @@ impl Scenario {
 
     fn parse_step(cmd: &str) -> Result<Step, String> {
         let w: Vec<&str> = cmd.split_whitespace().collect();
-        let idx = |s: &str| s.parse::<u32>().map_err(|_| format!("'{s}' is not a node index"));
+        let idx = |s: &str| {
+            s.parse::<u32>()
+                .map_err(|_| format!("'{s}' is not a node index"))
+        };
         Ok(match w.as_slice() {
             ["profile", p] => Step::Profile(p.parse()?),
             ["loss", p] => Step::Loss(parse_fraction(p)?),
@@ -149,31 +203,53 @@ impl Scenario {
                 if hi < lo {
                     return Err("latency range is reversed".into());
                 }
-                Step::Latency(Latency { base_us: lo * 1000, jitter_us: (hi - lo) * 1000 })
+                Step::Latency(Latency {
+                    base_us: lo * 1000,
+                    jitter_us: (hi - lo) * 1000,
+                })
             }
             ["start", n] => Step::Start(n.parse().map_err(|_| format!("'{n}' is not a count"))?),
-            ["join", n, "via", k] => Step::Join { count: n.parse().map_err(|_| format!("'{n}' is not a count"))?, via: idx(k)? },
-            ["partition", set] => Step::Partition { nodes: parse_set(set)?, one_way: false },
-            ["oneway", set] => Step::Partition { nodes: parse_set(set)?, one_way: true },
+            ["join", n, "via", k] => Step::Join {
+                count: n.parse().map_err(|_| format!("'{n}' is not a count"))?,
+                via: idx(k)?,
+            },
+            ["partition", set] => Step::Partition {
+                nodes: parse_set(set)?,
+                one_way: false,
+            },
+            ["oneway", set] => Step::Partition {
+                nodes: parse_set(set)?,
+                one_way: true,
+            },
             ["heal"] => Step::Heal,
             ["crash", set] => Step::Crash(parse_set(set)?),
             ["restart", set] => Step::Restart(parse_set(set)?),
             ["leave", k] => Step::Leave(idx(k)?),
             ["publish", k] => Step::Publish(idx(k)?),
             ["wait", d] => Step::Wait(parse_duration_ms(d)?),
-            ["assert", "converged", rest @ ..] => Step::AssertConverged { within_ms: parse_within(rest)? },
-            ["assert", "gone", set, rest @ ..] => Step::AssertGone { nodes: parse_set(set)?, within_ms: parse_within(rest)? },
+            ["assert", "converged", rest @ ..] => Step::AssertConverged {
+                within_ms: parse_within(rest)?,
+            },
+            ["assert", "gone", set, rest @ ..] => Step::AssertGone {
+                nodes: parse_set(set)?,
+                within_ms: parse_within(rest)?,
+            },
             ["assert", "left", k] => Step::AssertLeft(idx(k)?),
             ["assert", "mode", set, m, rest @ ..] => Step::AssertMode {
                 nodes: parse_set(set)?,
                 mode: match *m {
                     "read-only" => Mode::ReadOnly,
                     "read-write" => Mode::ReadWrite,
-                    other => return Err(format!("unknown mode '{other}' (read-only or read-write)")),
+                    other => {
+                        return Err(format!("unknown mode '{other}' (read-only or read-write)"));
+                    }
                 },
                 within_ms: parse_within(rest)?,
             },
-            ["assert", "knows", k, rest @ ..] => Step::AssertKnows { node: idx(k)?, within_ms: parse_within(rest)? },
+            ["assert", "knows", k, rest @ ..] => Step::AssertKnows {
+                node: idx(k)?,
+                within_ms: parse_within(rest)?,
+            },
             ["assert", "no-false-positives"] => Step::AssertNoFalsePositives,
             _ => return Err(format!("unknown command '{cmd}'")),
         })
@@ -194,25 +270,40 @@ impl Scenario {
                 seed,
             };
             let need = |sim: &mut Option<Sim>| -> Result<(), ScenarioError> {
-                if sim.is_none() { Err(fail(sim, "no nodes yet: use 'start N' first".into())) } else { Ok(()) }
+                if sim.is_none() {
+                    Err(fail(sim, "no nodes yet: use 'start N' first".into()))
+                } else {
+                    Ok(())
+                }
             };
             match step {
                 Step::Profile(p) => profile = *p,
                 Step::Loss(p) => {
                     net.loss = *p;
-                    if let Some(s) = sim.as_mut() { s.net.loss = *p }
+                    if let Some(s) = sim.as_mut() {
+                        s.net.loss = *p
+                    }
                 }
                 Step::Dup(p) => {
                     net.duplicate = *p;
-                    if let Some(s) = sim.as_mut() { s.net.duplicate = *p }
+                    if let Some(s) = sim.as_mut() {
+                        s.net.duplicate = *p
+                    }
                 }
                 Step::Latency(l) => {
                     net.latency = *l;
-                    if let Some(s) = sim.as_mut() { s.net.latency = *l }
+                    if let Some(s) = sim.as_mut() {
+                        s.net.latency = *l
+                    }
                 }
                 Step::Start(n) => {
                     let s = sim.get_or_insert_with(|| {
-                        Sim::new(SimConfig { seed, timings: profile.timings(), net: net.clone(), record_events: true })
+                        Sim::new(SimConfig {
+                            seed,
+                            timings: profile.timings(),
+                            net: net.clone(),
+                            record_events: true,
+                        })
                     });
                     s.start_converged(*n);
                     // Let every node boot (boots are spread over one probe period).
@@ -228,7 +319,10 @@ impl Scenario {
                 }
                 Step::Partition { nodes, one_way } => {
                     need(&mut sim)?;
-                    sim.as_mut().expect("checked").partitions.isolate(nodes, *one_way);
+                    sim.as_mut()
+                        .expect("checked")
+                        .partitions
+                        .isolate(nodes, *one_way);
                 }
                 Step::Heal => {
                     need(&mut sim)?;
@@ -251,7 +345,12 @@ impl Scenario {
                         if s.is_up(n) || n as usize >= s.len() {
                             return Err(fail(&sim, format!("n{n} is not a crashed node")));
                         }
-                        let seeds: Vec<u32> = s.live_nodes().into_iter().filter(|x| !nodes.contains(x)).take(3).collect();
+                        let seeds: Vec<u32> = s
+                            .live_nodes()
+                            .into_iter()
+                            .filter(|x| !nodes.contains(x))
+                            .take(3)
+                            .collect();
                         s.restart(n, seeds);
                     }
                 }
@@ -273,7 +372,9 @@ impl Scenario {
                 Step::AssertConverged { within_ms } => {
                     need(&mut sim)?;
                     let s = sim.as_mut().expect("checked");
-                    if s.run_until_cond(*within_ms, 50, |s| s.converged().is_ok()).is_none() {
+                    if s.run_until_cond(*within_ms, 50, |s| s.converged().is_ok())
+                        .is_none()
+                    {
                         let why = s.converged().err().unwrap_or_default();
                         return Err(fail(&sim, format!("not converged: {why}")));
                     }
@@ -281,8 +382,15 @@ impl Scenario {
                 Step::AssertGone { nodes, within_ms } => {
                     need(&mut sim)?;
                     let s = sim.as_mut().expect("checked");
-                    if s.run_until_cond(*within_ms, 20, |s| nodes.iter().all(|&n| s.all_see_gone(n))).is_none() {
-                        return Err(fail(&sim, "some live node still sees it alive or suspect".into()));
+                    if s.run_until_cond(*within_ms, 20, |s| {
+                        nodes.iter().all(|&n| s.all_see_gone(n))
+                    })
+                    .is_none()
+                    {
+                        return Err(fail(
+                            &sim,
+                            "some live node still sees it alive or suspect".into(),
+                        ));
                     }
                 }
                 Step::AssertLeft(k) => {
@@ -292,15 +400,29 @@ impl Scenario {
                     for o in s.live_nodes().into_iter().filter(|o| o != k) {
                         let state = s.view(o).into_iter().find(|m| m.id == key).map(|m| m.state);
                         if state != Some(MemberState::Left) {
-                            return Err(fail(&sim, format!("n{o} sees n{k} as {state:?}, not left")));
+                            return Err(fail(
+                                &sim,
+                                format!("n{o} sees n{k} as {state:?}, not left"),
+                            ));
                         }
                     }
                 }
-                Step::AssertMode { nodes, mode, within_ms } => {
+                Step::AssertMode {
+                    nodes,
+                    mode,
+                    within_ms,
+                } => {
                     need(&mut sim)?;
                     let s = sim.as_mut().expect("checked");
-                    if s.run_until_cond(*within_ms, 20, |s| nodes.iter().all(|&n| s.mode(n) == Some(*mode))).is_none() {
-                        let modes: Vec<String> = nodes.iter().map(|&n| format!("n{n}={:?}", s.mode(n))).collect();
+                    if s.run_until_cond(*within_ms, 20, |s| {
+                        nodes.iter().all(|&n| s.mode(n) == Some(*mode))
+                    })
+                    .is_none()
+                    {
+                        let modes: Vec<String> = nodes
+                            .iter()
+                            .map(|&n| format!("n{n}={:?}", s.mode(n)))
+                            .collect();
                         return Err(fail(&sim, format!("modes are {}", modes.join(" "))));
                     }
                 }
@@ -311,16 +433,28 @@ impl Scenario {
                         return Err(fail(&sim, format!("n{node} published nothing")));
                     };
                     let key = crate::id::SimKey(*node);
-                    let knows = |s: &Sim| s.live_nodes().iter().all(|&o| s.core(o).and_then(|c| c.soft_version(&key)).is_some_and(|x| x >= v));
+                    let knows = |s: &Sim| {
+                        s.live_nodes().iter().all(|&o| {
+                            s.core(o)
+                                .and_then(|c| c.soft_version(&key))
+                                .is_some_and(|x| x >= v)
+                        })
+                    };
                     if s.run_until_cond(*within_ms, 20, knows).is_none() {
-                        return Err(fail(&sim, format!("not every live node has version {v} of n{node}'s soft state")));
+                        return Err(fail(
+                            &sim,
+                            format!("not every live node has version {v} of n{node}'s soft state"),
+                        ));
                     }
                 }
                 Step::AssertNoFalsePositives => {
                     need(&mut sim)?;
                     let fps = sim.as_ref().expect("checked").false_positives();
                     if !fps.is_empty() {
-                        return Err(fail(&sim, format!("{} false positives, first: {:?}", fps.len(), fps[0])));
+                        return Err(fail(
+                            &sim,
+                            format!("{} false positives, first: {:?}", fps.len(), fps[0]),
+                        ));
                     }
                 }
             }
@@ -328,7 +462,10 @@ impl Scenario {
                 return Err(fail(&sim, v.to_string()));
             }
         }
-        sim.ok_or(ScenarioError::Parse { line: 0, msg: "scenario starts no nodes".into() })
+        sim.ok_or(ScenarioError::Parse {
+            line: 0,
+            msg: "scenario starts no nodes".into(),
+        })
     }
 }
 
@@ -338,16 +475,31 @@ mod tests {
 
     #[test]
     fn parses_the_examples() {
-        let s = Scenario::parse("start 20; partition {1..7}; wait 5s; heal; assert converged within 10s").unwrap();
+        let s = Scenario::parse(
+            "start 20; partition {1..7}; wait 5s; heal; assert converged within 10s",
+        )
+        .unwrap();
         assert_eq!(s.steps.len(), 5);
-        assert_eq!(s.steps[1].1, Step::Partition { nodes: (1..=7).collect(), one_way: false });
+        assert_eq!(
+            s.steps[1].1,
+            Step::Partition {
+                nodes: (1..=7).collect(),
+                one_way: false
+            }
+        );
         assert_eq!(s.steps[2].1, Step::Wait(5000));
     }
 
     #[test]
     fn rejects_bad_input_with_the_line() {
         let err = Scenario::parse("start 3\nexplode 4").unwrap_err();
-        assert_eq!(err, ScenarioError::Parse { line: 2, msg: "unknown command 'explode 4'".into() });
+        assert_eq!(
+            err,
+            ScenarioError::Parse {
+                line: 2,
+                msg: "unknown command 'explode 4'".into()
+            }
+        );
         assert!(Scenario::parse("loss 140%").is_err());
         assert!(Scenario::parse("partition {5..2}").is_err());
         assert!(Scenario::parse("wait soon").is_err());

@@ -15,7 +15,8 @@ use crate::id::{SimId, SimKey};
 use crate::invariants::{self, Invariant};
 use crate::net::{self, NetConfig, Partitions};
 use mesh_membership::{
-    Channel, CoreTimer, EventKind, MemberInfo, MemberState, Membership, MembershipConfig, MembershipEvent, Mode, Output,
+    Channel, CoreTimer, EventKind, MemberInfo, MemberState, Membership, MembershipConfig,
+    MembershipEvent, Mode, Output,
 };
 use mesh_proto::{SoftState, Timings};
 
@@ -154,13 +155,18 @@ impl Sim {
         self.nodes.get(idx as usize).is_some_and(|n| n.up)
     }
     pub fn live_nodes(&self) -> Vec<u32> {
-        (0..self.nodes.len() as u32).filter(|&i| self.is_up(i)).collect()
+        (0..self.nodes.len() as u32)
+            .filter(|&i| self.is_up(i))
+            .collect()
     }
     /// The identity node `idx` runs under now (its core may have renewed it).
     pub fn identity(&self, idx: u32) -> SimId {
         match self.core(idx) {
             Some(core) => *core.identity(),
-            None => SimId { idx, generation: self.nodes[idx as usize].generation },
+            None => SimId {
+                idx,
+                generation: self.nodes[idx as usize].generation,
+            },
         }
     }
 
@@ -177,7 +183,8 @@ impl Sim {
 
     fn node_seed(&self, idx: u32, generation: u32) -> u64 {
         // SplitMix-style mixing so node RNG streams are unrelated.
-        let mut z = self.seed ^ ((idx as u64) << 32 | generation as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.seed
+            ^ ((idx as u64) << 32 | generation as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
@@ -185,7 +192,13 @@ impl Sim {
 
     fn push(&mut self, at_us: u64, node: u32, boot: u32, what: Pending) {
         self.seq += 1;
-        self.queue.push(Scheduled { at_us, seq: self.seq, node, boot, what });
+        self.queue.push(Scheduled {
+            at_us,
+            seq: self.seq,
+            node,
+            boot,
+            what,
+        });
     }
 
     /// Adds `count` nodes that start already knowing each other (a converged mesh),
@@ -215,7 +228,12 @@ impl Sim {
 
     fn add_node(&mut self, idx: u32, seeds: Vec<u32>) {
         debug_assert_eq!(idx as usize, self.nodes.len());
-        self.nodes.push(SimNode { core: None, boot: 0, generation: 1, up: true });
+        self.nodes.push(SimNode {
+            core: None,
+            boot: 0,
+            generation: 1,
+            up: true,
+        });
         self.partitions.grow(self.nodes.len());
         self.make_core(idx, seeds);
     }
@@ -265,7 +283,10 @@ impl Sim {
     /// Publishes a new fact from `idx`: a soft-state change. Returns its version.
     pub fn publish(&mut self, idx: u32, caps: Vec<String>) -> u64 {
         let now = self.now_ms();
-        let core = self.nodes[idx as usize].core.as_mut().expect("publish on a running node");
+        let core = self.nodes[idx as usize]
+            .core
+            .as_mut()
+            .expect("publish on a running node");
         let mut soft = core.local_soft().clone();
         soft.caps = caps;
         core.set_soft_state(now, soft);
@@ -296,7 +317,12 @@ impl Sim {
 
     /// Runs until `cond` holds (checked every `step_ms`) or `within_ms` passes.
     /// Returns the virtual time it took, or `None` on timeout.
-    pub fn run_until_cond(&mut self, within_ms: u64, step_ms: u64, mut cond: impl FnMut(&Sim) -> bool) -> Option<u64> {
+    pub fn run_until_cond(
+        &mut self,
+        within_ms: u64,
+        step_ms: u64,
+        mut cond: impl FnMut(&Sim) -> bool,
+    ) -> Option<u64> {
         let start = self.now_us;
         let deadline = start + within_ms * 1000;
         loop {
@@ -326,20 +352,32 @@ impl Sim {
                 if bootstrap {
                     let ids: Vec<SimId> = (0..self.nodes.len() as u32)
                         .filter(|&i| self.nodes[i as usize].up)
-                        .map(|i| SimId { idx: i, generation: self.nodes[i as usize].generation })
+                        .map(|i| SimId {
+                            idx: i,
+                            generation: self.nodes[i as usize].generation,
+                        })
                         .collect();
-                    let core = self.nodes[idx as usize].core.as_mut().expect("up node has a core");
+                    let core = self.nodes[idx as usize]
+                        .core
+                        .as_mut()
+                        .expect("up node has a core");
                     core.bootstrap(now_ms, ids);
                     core.start(now_ms);
                 } else {
-                    node.core.as_mut().expect("up node has a core").start(now_ms);
+                    node.core
+                        .as_mut()
+                        .expect("up node has a core")
+                        .start(now_ms);
                 }
             }
             Pending::Timer(t) => {
                 if ev.boot != node.boot {
                     return;
                 }
-                node.core.as_mut().expect("up node has a core").handle_timer(now_ms, t);
+                node.core
+                    .as_mut()
+                    .expect("up node has a core")
+                    .handle_timer(now_ms, t);
             }
             Pending::Deliver { channel, bytes } => {
                 let core = node.core.as_mut().expect("up node has a core");
@@ -357,14 +395,21 @@ impl Sim {
 
     /// Carries out the outputs of node `idx`.
     fn drain(&mut self, idx: u32) {
-        let Some(core) = self.nodes[idx as usize].core.as_mut() else { return };
+        let Some(core) = self.nodes[idx as usize].core.as_mut() else {
+            return;
+        };
         let outputs: Vec<Output<SimId>> = core.drain_outputs().collect();
         let boot = self.nodes[idx as usize].boot;
         for out in outputs {
             match out {
                 Output::Send { to, channel, bytes } => self.send(idx, to, channel, bytes),
                 Output::Timer { after_ms, timer } => {
-                    self.push(self.now_us + after_ms * 1000, idx, boot, Pending::Timer(timer));
+                    self.push(
+                        self.now_us + after_ms * 1000,
+                        idx,
+                        boot,
+                        Pending::Timer(timer),
+                    );
                 }
                 Output::Event(event) => self.observe(idx, event),
             }
@@ -395,7 +440,11 @@ impl Sim {
         let last = delays.len() - 1;
         let mut payload = Some(bytes);
         for (i, d) in delays.iter().enumerate() {
-            let bytes = if i == last { payload.take().expect("once") } else { payload.clone().expect("kept") };
+            let bytes = if i == last {
+                payload.take().expect("once")
+            } else {
+                payload.clone().expect("kept")
+            };
             self.push(self.now_us + d, to, 0, Pending::Deliver { channel, bytes });
         }
     }
@@ -417,7 +466,11 @@ impl Sim {
             cb(self.now_us, observer, &event);
         }
         if self.record_events {
-            self.observed.push(Observed { at_us: self.now_us, observer, event });
+            self.observed.push(Observed {
+                at_us: self.now_us,
+                observer,
+                event,
+            });
         }
     }
 
@@ -442,7 +495,10 @@ impl Sim {
                 if m.is_self {
                     continue;
                 }
-                let idx: u32 = m.id.trim_start_matches('n').parse().map_err(|_| format!("odd id {}", m.id))?;
+                let idx: u32 =
+                    m.id.trim_start_matches('n')
+                        .parse()
+                        .map_err(|_| format!("odd id {}", m.id))?;
                 let n = &self.nodes[idx as usize];
                 let active = matches!(m.state, MemberState::Alive | MemberState::Suspect);
                 let current = self.current_generation(idx);
@@ -450,14 +506,18 @@ impl Sim {
                     return Err(format!("n{o} sees live n{idx} as {}", m.state.as_str()));
                 }
                 if (!n.up || m.generation < current) && active {
-                    return Err(format!("n{o} sees gone n{idx}#{} as {}", m.generation, m.state.as_str()));
+                    return Err(format!(
+                        "n{o} sees gone n{idx}#{} as {}",
+                        m.generation,
+                        m.state.as_str()
+                    ));
                 }
             }
             for &x in &live {
                 if x != o
-                    && !view
-                        .iter()
-                        .any(|m| m.id == SimKey(x).to_string() && m.generation == self.current_generation(x))
+                    && !view.iter().any(|m| {
+                        m.id == SimKey(x).to_string() && m.generation == self.current_generation(x)
+                    })
                 {
                     return Err(format!("n{o} does not know live n{x}"));
                 }
@@ -470,11 +530,16 @@ impl Sim {
     pub fn all_see_gone(&self, idx: u32) -> bool {
         let key = SimKey(idx).to_string();
         let generation = self.current_generation(idx);
-        self.live_nodes().into_iter().filter(|&o| o != idx).all(|o| {
-            self.view(o).iter().all(|m| {
-                m.id != key || m.generation != generation || matches!(m.state, MemberState::Dead | MemberState::Left)
+        self.live_nodes()
+            .into_iter()
+            .filter(|&o| o != idx)
+            .all(|o| {
+                self.view(o).iter().all(|m| {
+                    m.id != key
+                        || m.generation != generation
+                        || matches!(m.state, MemberState::Dead | MemberState::Left)
+                })
             })
-        })
     }
 
     /// How many (observer, subject) pairs declared a node dead while it was running
@@ -484,8 +549,15 @@ impl Sim {
             .iter()
             .filter(|o| o.event.kind == EventKind::Dead)
             .filter(|o| {
-                let idx: u32 = o.event.subject.trim_start_matches('n').parse().unwrap_or(u32::MAX);
-                self.nodes.get(idx as usize).is_some_and(|n| n.up && n.generation as u64 == o.event.generation)
+                let idx: u32 = o
+                    .event
+                    .subject
+                    .trim_start_matches('n')
+                    .parse()
+                    .unwrap_or(u32::MAX);
+                self.nodes
+                    .get(idx as usize)
+                    .is_some_and(|n| n.up && n.generation as u64 == o.event.generation)
             })
             .map(|o| (o.observer, o.event.subject.clone(), o.at_us / 1000))
             .collect()

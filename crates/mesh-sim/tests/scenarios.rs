@@ -18,7 +18,9 @@ fn run(name: &str, text: &str) -> mesh_sim::Sim {
     for seed in seeds() {
         match scenario.run(seed) {
             Ok(sim) => last = Some(sim),
-            Err(e) => panic!("{e}\nreplay: MESH_SIM_SEED={seed} cargo test -p mesh-sim --test scenarios {name}"),
+            Err(e) => panic!(
+                "{e}\nreplay: MESH_SIM_SEED={seed} cargo test -p mesh-sim --test scenarios {name}"
+            ),
         }
     }
     last.expect("at least one seed")
@@ -26,17 +28,26 @@ fn run(name: &str, text: &str) -> mesh_sim::Sim {
 
 #[test]
 fn converged_mesh_stays_converged_without_faults() {
-    run("converged_mesh_stays_converged_without_faults", "start 20; wait 10s; assert converged; assert no-false-positives");
+    run(
+        "converged_mesh_stays_converged_without_faults",
+        "start 20; wait 10s; assert converged; assert no-false-positives",
+    );
 }
 
 #[test]
 fn cold_join_through_one_seed() {
-    run("cold_join_through_one_seed", "start 1; join 9 via 0; assert converged within 5s; assert no-false-positives");
+    run(
+        "cold_join_through_one_seed",
+        "start 1; join 9 via 0; assert converged within 5s; assert no-false-positives",
+    );
 }
 
 #[test]
 fn crash_is_detected_and_agreed() {
-    run("crash_is_detected_and_agreed", "start 20; wait 2s; crash {7}; assert gone {7} within 3s; assert converged; assert no-false-positives");
+    run(
+        "crash_is_detected_and_agreed",
+        "start 20; wait 2s; crash {7}; assert gone {7} within 3s; assert converged; assert no-false-positives",
+    );
 }
 
 #[test]
@@ -49,7 +60,10 @@ fn crash_and_rejoin() {
 
 #[test]
 fn graceful_leave_is_left_not_dead() {
-    run("graceful_leave_is_left_not_dead", "start 8; wait 1s; leave 5; wait 2s; assert left 5");
+    run(
+        "graceful_leave_is_left_not_dead",
+        "start 8; wait 1s; leave 5; wait 2s; assert left 5",
+    );
 }
 
 #[test]
@@ -88,7 +102,10 @@ fn twenty_percent_loss_still_converges_and_detects() {
 
 #[test]
 fn soft_state_fact_reaches_everyone() {
-    run("soft_state_fact_reaches_everyone", "start 50; wait 1s; publish 7; assert knows 7 within 2s");
+    run(
+        "soft_state_fact_reaches_everyone",
+        "start 50; wait 1s; publish 7; assert knows 7 within 2s",
+    );
 }
 
 #[test]

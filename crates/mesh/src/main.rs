@@ -4,6 +4,8 @@
 //! and dispatches.
 
 mod sim_cmd;
+mod status_cmd;
+mod up;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -18,13 +20,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a mesh node in the foreground (Ctrl-C or SIGTERM leaves the mesh gracefully).
+    Up(up::UpArgs),
+    /// Show a node's view of the mesh.
+    Status(status_cmd::StatusArgs),
     /// Run the deterministic simulator.
     Sim(sim_cmd::SimArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Status(args) => status_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
     };
     if let Err(e) = result {

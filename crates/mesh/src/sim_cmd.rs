@@ -57,7 +57,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                 duration_ms: a.duration,
                 profile: a.profile,
                 latency: match a.profile {
-                    Profile::Wan => Latency { base_us: 20_000, jitter_us: 60_000 },
+                    Profile::Wan => Latency {
+                        base_us: 20_000,
+                        jitter_us: 60_000,
+                    },
                     _ => Latency::LAN,
                 },
             };

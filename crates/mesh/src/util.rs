@@ -14,7 +14,9 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     } else {
         (s, 1000.0)
     };
-    let v: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration (examples: 500ms, 30s, 2m, 1h)"))?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (examples: 500ms, 30s, 2m, 1h)"))?;
     if !v.is_finite() || v < 0.0 {
         return Err(format!("'{s}' is not a positive duration"));
     }
@@ -24,8 +26,18 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
 /// Parses a probability given as `0.1` or `10%`.
 pub fn parse_fraction(s: &str) -> Result<f64, String> {
     let v = match s.strip_suffix('%') {
-        Some(p) => p.parse::<f64>().map_err(|_| format!("'{s}' is not a percentage"))? / 100.0,
-        None => s.parse::<f64>().map_err(|_| format!("'{s}' is not a probability"))?,
+        Some(p) => {
+            p.parse::<f64>()
+                .map_err(|_| format!("'{s}' is not a percentage"))?
+                / 100.0
+        }
+        None => s
+            .parse::<f64>()
+            .map_err(|_| format!("'{s}' is not a probability"))?,
     };
-    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("'{s}' must be between 0 and 1 (or 0% and 100%)")) }
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("'{s}' must be between 0 and 1 (or 0% and 100%)"))
+    }
 }

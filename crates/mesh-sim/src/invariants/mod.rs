@@ -13,10 +13,14 @@ use mesh_membership::MembershipEvent;
 pub trait Invariant {
     fn name(&self) -> &'static str;
     /// Called for each event `observer` reports; `Err` describes a violation.
-    fn observe(&mut self, at_us: u64, observer: u32, event: &MembershipEvent) -> Result<(), String>;
+    fn observe(&mut self, at_us: u64, observer: u32, event: &MembershipEvent)
+    -> Result<(), String>;
 }
 
 /// The default set.
 pub fn all() -> Vec<Box<dyn Invariant>> {
-    vec![Box::new(NoResurrection::default()), Box::new(SoftMonotonic::default())]
+    vec![
+        Box::new(NoResurrection::default()),
+        Box::new(SoftMonotonic::default()),
+    ]
 }

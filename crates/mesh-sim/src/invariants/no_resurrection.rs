@@ -25,7 +25,10 @@ impl Invariant for NoResurrection {
     fn observe(&mut self, _at_us: u64, observer: u32, ev: &MembershipEvent) -> Result<(), String> {
         match ev.kind {
             EventKind::Dead => {
-                let slot = self.dead_at.entry((observer, ev.subject.clone())).or_insert(0);
+                let slot = self
+                    .dead_at
+                    .entry((observer, ev.subject.clone()))
+                    .or_insert(0);
                 *slot = (*slot).max(ev.generation);
             }
             EventKind::Joined | EventKind::Rejoined | EventKind::Restarted { .. } => {

@@ -23,7 +23,10 @@ impl Invariant for SoftMonotonic {
     fn observe(&mut self, _at_us: u64, observer: u32, ev: &MembershipEvent) -> Result<(), String> {
         if let EventKind::SoftUpdated { version } = ev.kind {
             let now = (ev.generation, version);
-            let slot = self.held.entry((observer, ev.subject.clone())).or_insert((0, 0));
+            let slot = self
+                .held
+                .entry((observer, ev.subject.clone()))
+                .or_insert((0, 0));
             if now <= *slot {
                 return Err(format!(
                     "n{observer} applied soft state {:?} of {} after already holding {:?}",

@@ -1,0 +1,260 @@
+//! Node settings: defaults, a TOML file, `MESH_*` environment variables and flags.
+//!
+//! Precedence: flags > environment > file > defaults. The CLI gathers flags and
+//! environment (clap does both) into [`Overrides`]; [`NodeConfig::resolve`] lays
+//! them over the file and the defaults and checks everything, so a bad value is a
+//! clear error before anything starts.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use mesh_proto::Profile;
+use mesh_proto::soft::{SoftState, validate_name};
+
+/// Default gossip/RPC address (memberlist's port).
+pub const DEFAULT_BIND: &str = "127.0.0.1:7946";
+/// Default HTTP address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7070";
+
+/// Settings as they may appear in `--config FILE` (all optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub node_id: Option<String>,
+    pub bind: Option<String>,
+    pub join: Option<Vec<String>>,
+    pub http: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub profile: Option<String>,
+    pub zone: Option<String>,
+    pub caps: Option<Vec<String>>,
+}
+
+/// Settings from flags and environment (`None`: not given).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub node_id: Option<String>,
+    pub bind: Option<String>,
+    pub join: Option<Vec<String>>,
+    pub http: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub profile: Option<String>,
+    pub zone: Option<String>,
+    pub caps: Option<Vec<String>>,
+}
+
+/// Resolved, checked settings of one node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// `None`: read from the data directory, or generate and persist one.
+    pub node_id: Option<String>,
+    pub bind: SocketAddr,
+    pub join: Vec<SocketAddr>,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub profile: Profile,
+    pub zone: Option<String>,
+    pub caps: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {detail}")]
+    BadFile { path: PathBuf, detail: String },
+    #[error("{what} '{value}' is not a valid HOST:PORT address: {detail}")]
+    BadAddress {
+        what: &'static str,
+        value: String,
+        detail: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::BadFile {
+            path: path.into(),
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// Resolves `HOST:PORT` to one socket address (the first, preferring IPv4).
+pub fn parse_addr(what: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |detail: String| ConfigError::BadAddress {
+        what,
+        value: value.to_string(),
+        detail,
+    };
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(bad("missing ':PORT'".into()));
+    };
+    if host.is_empty() {
+        return Err(bad("missing host".into()));
+    }
+    port.parse::<u16>()
+        .map_err(|_| bad(format!("'{port}' is not a port number")))?;
+    let addrs: Vec<SocketAddr> = value
+        .to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| bad("resolves to no address".into()))
+}
+
+/// The default data directory: `$XDG_DATA_HOME/agent-mesh` or `~/.local/share/agent-mesh`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("agent-mesh");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/agent-mesh"),
+        None => PathBuf::from(".agent-mesh"),
+    }
+}
+
+impl NodeConfig {
+    pub fn resolve(over: Overrides, file: FileConfig) -> Result<Self, ConfigError> {
+        let node_id = over.node_id.or(file.node_id);
+        if let Some(id) = &node_id {
+            validate_name("node id", id).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        let bind = parse_addr(
+            "--bind",
+            over.bind.or(file.bind).as_deref().unwrap_or(DEFAULT_BIND),
+        )?;
+        let http = parse_addr(
+            "--http",
+            over.http.or(file.http).as_deref().unwrap_or(DEFAULT_HTTP),
+        )?;
+        let join = over
+            .join
+            .or(file.join)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_addr("--join", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let profile = match over.profile.or(file.profile) {
+            Some(p) => p.parse::<Profile>().map_err(ConfigError::Invalid)?,
+            None => Profile::Lan,
+        };
+        let zone = over.zone.or(file.zone).filter(|z| !z.is_empty());
+        let caps: Vec<String> = over
+            .caps
+            .or(file.caps)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let soft = SoftState {
+            zone: zone.clone(),
+            caps: caps.clone(),
+            ..Default::default()
+        };
+        soft.validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if bind.port() == 0 && !join.is_empty() && bind.ip().is_unspecified() {
+            return Err(ConfigError::Invalid(
+                "--bind 0.0.0.0:0 cannot be advertised to peers: give a concrete address".into(),
+            ));
+        }
+        Ok(NodeConfig {
+            node_id,
+            bind,
+            join,
+            http,
+            data_dir: over
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(default_data_dir),
+            profile,
+            zone,
+            caps,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file() {
+        let file: FileConfig =
+            toml::from_str("node_id = \"a\"\nzone = \"z1\"\ncaps = [\"gpu\"]\nprofile = \"wan\"")
+                .unwrap();
+        let over = Overrides {
+            node_id: Some("b".into()),
+            caps: Some(vec!["rust,review".into()]),
+            ..Default::default()
+        };
+        let cfg = NodeConfig::resolve(over, file).unwrap();
+        assert_eq!(cfg.node_id.as_deref(), Some("b"));
+        assert_eq!(cfg.zone.as_deref(), Some("z1"));
+        assert_eq!(cfg.caps, vec!["rust", "review"]);
+        assert_eq!(cfg.profile, Profile::Wan);
+        assert_eq!(cfg.bind, DEFAULT_BIND.parse().unwrap());
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let bad = |o: Overrides| {
+            NodeConfig::resolve(o, FileConfig::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            bad(Overrides {
+                bind: Some("127.0.0.1".into()),
+                ..Default::default()
+            })
+            .contains("missing ':PORT'")
+        );
+        assert!(
+            bad(Overrides {
+                join: Some(vec!["host:99999".into()]),
+                ..Default::default()
+            })
+            .contains("not a port number")
+        );
+        assert!(
+            bad(Overrides {
+                profile: Some("fast".into()),
+                ..Default::default()
+            })
+            .contains("local, lan, wan")
+        );
+        assert!(
+            bad(Overrides {
+                caps: Some(vec!["a b".into()]),
+                ..Default::default()
+            })
+            .contains("capability")
+        );
+        assert!(toml::from_str::<FileConfig>("colour = 1").is_err());
+    }
+}

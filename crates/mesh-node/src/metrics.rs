@@ -1,0 +1,135 @@
+//! Prometheus metrics (`GET /metrics`), with the prometheus-client crate.
+//!
+//! Counters are bumped by the node loop as traffic happens; gauges are set from
+//! the loop's periodic sample, so every exported figure is measured.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    pub peer: String,
+}
+
+/// Every metric a node exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub messages_in: Counter,
+    pub messages_out: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub dropped: Family<ReasonLabel, Counter>,
+    pub events: Family<KindLabel, Counter>,
+    pub members: Family<StateLabel, Gauge>,
+    pub read_only: Gauge,
+    pub peer_rtt_ms: Family<PeerLabel, Gauge<f64, AtomicU64>>,
+    pub cpu_percent: Gauge<f64, AtomicU64>,
+    pub resident_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mesh");
+        let m = Metrics {
+            messages_in: Counter::default(),
+            messages_out: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            dropped: Family::default(),
+            events: Family::default(),
+            members: Family::default(),
+            read_only: Gauge::default(),
+            peer_rtt_ms: Family::default(),
+            cpu_percent: Gauge::default(),
+            resident_bytes: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "messages_in",
+            "Membership packets and frames received",
+            m.messages_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Membership packets and frames sent",
+            m.messages_out.clone(),
+        );
+        registry.register("bytes_in", "Membership bytes received", m.bytes_in.clone());
+        registry.register("bytes_out", "Membership bytes sent", m.bytes_out.clone());
+        registry.register(
+            "packets_dropped",
+            "Packets and frames dropped, by reason",
+            m.dropped.clone(),
+        );
+        registry.register(
+            "membership_events",
+            "Membership events seen by this node, by kind",
+            m.events.clone(),
+        );
+        registry.register(
+            "members",
+            "Members in this node's view, by state",
+            m.members.clone(),
+        );
+        registry.register(
+            "read_only",
+            "1 when this node reaches no majority of the known members",
+            m.read_only.clone(),
+        );
+        registry.register(
+            "peer_rtt_ms",
+            "Smoothed round-trip time of direct probes, per peer",
+            m.peer_rtt_ms.clone(),
+        );
+        registry.register(
+            "process_cpu_percent",
+            "Process CPU use over the last sample, percent of one core",
+            m.cpu_percent.clone(),
+        );
+        registry.register(
+            "process_resident_bytes",
+            "Process resident memory",
+            m.resident_bytes.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn drop_packet(&self, reason: &str) {
+        self.dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

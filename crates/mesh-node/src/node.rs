@@ -1,0 +1,559 @@
+//! The node loop: sockets, timers and the membership core.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::config::NodeConfig;
+use crate::metrics::{KindLabel, Metrics, PeerLabel, StateLabel};
+use crate::procstat::{CpuSampler, resident_bytes};
+use crate::status::{Health, StatusSnapshot};
+use mesh_membership::{
+    Channel, CoreTimer, EventKind, Membership, MembershipConfig, MembershipEvent, Output, PeerId,
+};
+use mesh_proto::limits::{MAX_DATAGRAM_ACCEPT_BYTES, MAX_FRAME_BYTES, MAX_INBOUND_CONNECTIONS};
+use mesh_proto::{FrameError, SoftState, decode_frame, encode_frame};
+
+/// Requests to the node loop.
+pub enum Request {
+    Status(oneshot::Sender<StatusSnapshot>),
+    Leave(oneshot::Sender<()>),
+}
+
+/// A running node.
+pub struct NodeHandle {
+    pub node_id: String,
+    pub gossip_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub requests: mpsc::Sender<Request>,
+    pub metrics: Arc<Metrics>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NodeHandle {
+    /// Asks for a status snapshot.
+    pub async fn status(&self) -> Option<StatusSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.send(Request::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Leaves the mesh gracefully and waits for the loop to stop.
+    pub async fn shutdown(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.requests.send(Request::Leave(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let _ = self.task.await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Reads the persisted node id, or stores `wanted` / a generated one.
+fn node_id(dir: &Path, wanted: Option<&str>) -> Result<String, StartError> {
+    let err = |source| StartError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let file = dir.join("node-id");
+    if let Some(id) = wanted {
+        std::fs::write(&file, id).map_err(err)?;
+        return Ok(id.to_string());
+    }
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    // Not cryptographic: a name only needs to be unlikely to collide.
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mix = (nanos as u64)
+        ^ ((std::process::id() as u64) << 32)
+        ^ (dir.as_os_str().len() as u64).rotate_left(17);
+    let id = format!(
+        "node-{:08x}",
+        (mix.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
+    );
+    std::fs::write(&file, &id).map_err(err)?;
+    Ok(id)
+}
+
+/// Binds UDP and TCP on the same port (picking a free one for port 0).
+async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), StartError> {
+    let bind_err = |what, source| StartError::Bind { what, addr, source };
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| bind_err("UDP", e))?;
+        let port = udp.local_addr().map_err(|e| bind_err("UDP", e))?.port();
+        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() != 0 => return Err(bind_err("TCP", e)),
+            Err(_) => continue, // that UDP port's TCP twin is taken; try another
+        }
+    }
+    Err(bind_err(
+        "TCP",
+        std::io::Error::other("no port free for both UDP and TCP"),
+    ))
+}
+
+/// Starts a node and its HTTP server.
+pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
+    let name = node_id(&cfg.data_dir, cfg.node_id.as_deref())?;
+    let (udp, tcp) = bind_pair(cfg.bind).await?;
+    let gossip_addr = udp.local_addr().map_err(|e| StartError::Bind {
+        what: "UDP",
+        addr: cfg.bind,
+        source: e,
+    })?;
+    let http_listener = TcpListener::bind(cfg.http)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "HTTP",
+            addr: cfg.http,
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "HTTP",
+            addr: cfg.http,
+            source,
+        })?;
+
+    let generation = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let identity = PeerId {
+        name: name.clone(),
+        addr: gossip_addr,
+        generation,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let (req_tx, req_rx) = mpsc::channel(64);
+    let (frame_tx, frame_rx) = mpsc::channel(1024);
+
+    tokio::spawn(accept_loop(tcp, frame_tx, metrics.clone()));
+    tokio::spawn(crate::http::serve(
+        http_listener,
+        req_tx.clone(),
+        metrics.clone(),
+    ));
+
+    let soft = SoftState {
+        zone: cfg.zone.clone(),
+        caps: cfg.caps.clone(),
+        http_addr: Some(http_addr.to_string()),
+        ..Default::default()
+    };
+    let seed = generation ^ (gossip_addr.port() as u64).rotate_left(40);
+    let core_cfg = MembershipConfig::new(cfg.profile.timings(), cfg.join.clone());
+    let core = Membership::new(identity, core_cfg, seed, 0, soft);
+    tracing::info!(node = %name, gossip = %gossip_addr, http = %http_addr, profile = %cfg.profile, seeds = ?cfg.join, "node starting");
+
+    let looper = Loop {
+        core,
+        udp: Arc::new(udp),
+        started: Instant::now(),
+        timers: BinaryHeap::new(),
+        timer_seq: 0,
+        metrics: metrics.clone(),
+        streams: Arc::new(Semaphore::new(64)),
+        cpu: CpuSampler::new(),
+        samples: VecDeque::new(),
+        last_cpu: None,
+        profile: cfg.profile.to_string(),
+        http: http_addr.to_string(),
+        seeds: cfg.join.clone(),
+    };
+    let task = tokio::spawn(looper.run(req_rx, frame_rx));
+    Ok(NodeHandle {
+        node_id: name,
+        gossip_addr,
+        http_addr,
+        requests: req_tx,
+        metrics,
+        task,
+    })
+}
+
+/// Accepts TCP connections and forwards each complete frame to the loop.
+async fn accept_loop(listener: TcpListener, frames: mpsc::Sender<Vec<u8>>, metrics: Arc<Metrics>) {
+    let limit = Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS));
+    loop {
+        let Ok((mut sock, _peer)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics.drop_packet("too_many_connections");
+            continue;
+        };
+        let frames = frames.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let read =
+                    tokio::time::timeout(Duration::from_secs(10), sock.read(&mut chunk)).await;
+                let n = match read {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                loop {
+                    match decode_frame(&buf) {
+                        Ok((payload, used)) => {
+                            if frames.try_send(payload.to_vec()).is_err() {
+                                metrics.drop_packet("queue_full");
+                            }
+                            buf.drain(..used);
+                        }
+                        Err(FrameError::Incomplete { .. }) => break,
+                        Err(FrameError::TooLarge { .. }) => {
+                            metrics.drop_packet("oversized_frame");
+                            return;
+                        }
+                        Err(FrameError::Empty) => {
+                            metrics.drop_packet("empty_frame");
+                            return;
+                        }
+                    }
+                }
+                if buf.len() > MAX_FRAME_BYTES + 4 {
+                    metrics.drop_packet("oversized_frame");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// One traffic sample for per-second rates.
+#[derive(Clone, Copy)]
+struct Sample {
+    at: Instant,
+    msgs_in: u64,
+    msgs_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+struct Loop {
+    core: Membership<PeerId>,
+    udp: Arc<UdpSocket>,
+    started: Instant,
+    timers: BinaryHeap<Reverse<(u64, u64)>>,
+    timer_seq: u64,
+    metrics: Arc<Metrics>,
+    streams: Arc<Semaphore>,
+    cpu: CpuSampler,
+    samples: VecDeque<Sample>,
+    last_cpu: Option<f32>,
+    profile: String,
+    http: String,
+    seeds: Vec<SocketAddr>,
+}
+
+/// Rates are averaged over this window.
+const RATE_WINDOW: usize = 10;
+
+impl Loop {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut frames: mpsc::Receiver<Vec<u8>>,
+    ) {
+        let mut pending: std::collections::HashMap<u64, CoreTimer<PeerId>> =
+            std::collections::HashMap::new();
+        let now = self.now_ms();
+        self.core.start(now);
+        self.flush(&mut pending).await;
+        let mut buf = vec![0u8; MAX_DATAGRAM_ACCEPT_BYTES + 1];
+        let mut sample_every = tokio::time::interval(Duration::from_secs(1));
+        let udp = self.udp.clone();
+        loop {
+            let next_due = self.timers.peek().map(|Reverse((at, _))| *at);
+            let sleep = async {
+                match next_due {
+                    Some(at) => {
+                        tokio::time::sleep_until((self.started + Duration::from_millis(at)).into())
+                            .await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                recv = udp.recv_from(&mut buf) => {
+                    let Ok((n, _from)) = recv else { continue };
+                    self.metrics.messages_in.inc();
+                    self.metrics.bytes_in.inc_by(n as u64);
+                    if n > MAX_DATAGRAM_ACCEPT_BYTES {
+                        self.metrics.drop_packet("oversized");
+                    } else {
+                        let now = self.now_ms();
+                        if let Err(e) = self.core.handle_datagram(now, &buf[..n]) {
+                            self.metrics.drop_packet(e.reason());
+                            tracing::debug!(error = %e, "dropped datagram");
+                        }
+                    }
+                }
+                Some(frame) = frames.recv() => {
+                    self.metrics.messages_in.inc();
+                    self.metrics.bytes_in.inc_by(frame.len() as u64 + 4);
+                    let now = self.now_ms();
+                    if let Err(e) = self.core.handle_stream(now, &frame) {
+                        self.metrics.drop_packet(e.reason());
+                    }
+                }
+                _ = sleep => {
+                    let now = self.now_ms();
+                    while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+                        if at > now { break; }
+                        self.timers.pop();
+                        if let Some(t) = pending.remove(&id) {
+                            self.core.handle_timer(now, t);
+                        }
+                    }
+                }
+                _ = sample_every.tick() => self.sample(),
+                req = requests.recv() => match req {
+                    Some(Request::Status(tx)) => { let _ = tx.send(self.snapshot()); }
+                    Some(Request::Leave(tx)) => {
+                        let now = self.now_ms();
+                        self.core.leave(now);
+                        self.flush(&mut pending).await;
+                        tracing::info!("left the mesh");
+                        let _ = tx.send(());
+                        return;
+                    }
+                    None => return,
+                },
+            }
+            self.flush(&mut pending).await;
+        }
+    }
+
+    async fn flush(&mut self, pending: &mut std::collections::HashMap<u64, CoreTimer<PeerId>>) {
+        let outputs: Vec<Output<PeerId>> = self.core.drain_outputs().collect();
+        for out in outputs {
+            match out {
+                Output::Send {
+                    to,
+                    channel: Channel::Datagram,
+                    bytes,
+                } => {
+                    self.metrics.messages_out.inc();
+                    self.metrics.bytes_out.inc_by(bytes.len() as u64);
+                    if let Err(e) = self.udp.send_to(&bytes, to).await {
+                        tracing::debug!(%to, error = %e, "datagram send failed");
+                    }
+                }
+                Output::Send {
+                    to,
+                    channel: Channel::Stream,
+                    bytes,
+                } => {
+                    self.metrics.messages_out.inc();
+                    self.metrics.bytes_out.inc_by(bytes.len() as u64 + 4);
+                    let Ok(permit) = self.streams.clone().try_acquire_owned() else {
+                        self.metrics.drop_packet("outbound_streams_full");
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let send = async {
+                            let mut s = TcpStream::connect(to).await?;
+                            s.write_all(&encode_frame(&bytes)).await?;
+                            s.shutdown().await
+                        };
+                        if let Err(e) = tokio::time::timeout(Duration::from_secs(5), send)
+                            .await
+                            .unwrap_or_else(|_| Err(std::io::Error::other("timed out")))
+                        {
+                            tracing::debug!(%to, error = %e, "stream send failed");
+                        }
+                    });
+                }
+                Output::Timer { after_ms, timer } => {
+                    self.timer_seq += 1;
+                    let at = self.now_ms() + after_ms;
+                    self.timers.push(Reverse((at, self.timer_seq)));
+                    pending.insert(self.timer_seq, timer);
+                }
+                Output::Event(ev) => self.report(&ev),
+            }
+        }
+    }
+
+    fn report(&self, ev: &MembershipEvent) {
+        let kind = serde_json::to_value(&ev.kind)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str().map(String::from)))
+            .unwrap_or_default();
+        self.metrics
+            .events
+            .get_or_create(&KindLabel { kind: kind.clone() })
+            .inc();
+        match &ev.kind {
+            EventKind::SoftUpdated { .. } => {
+                tracing::debug!(subject = %ev.subject, "soft state updated")
+            }
+            EventKind::JoinRetry {
+                attempt,
+                next_in_ms,
+            } => tracing::warn!(
+                seeds = ?self.seeds, attempt, next_in_ms,
+                "no seed answered yet; retrying with backoff (this node runs alone meanwhile)"
+            ),
+            _ => {
+                tracing::info!(subject = %ev.subject, generation = ev.generation, by = ?ev.by, "member {kind}")
+            }
+        }
+    }
+
+    fn sample(&mut self) {
+        let s = Sample {
+            at: Instant::now(),
+            msgs_in: self.metrics.messages_in.get(),
+            msgs_out: self.metrics.messages_out.get(),
+            bytes_in: self.metrics.bytes_in.get(),
+            bytes_out: self.metrics.bytes_out.get(),
+        };
+        if self.samples.len() >= RATE_WINDOW {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(s);
+        self.last_cpu = self.cpu.sample();
+        if let Some(cpu) = self.last_cpu {
+            self.metrics.cpu_percent.set(cpu as f64);
+            let now = self.now_ms();
+            let mut load = self.core.local_soft().load.clone();
+            load.cpu_percent = Some(cpu);
+            self.core.update_load(now, load);
+        }
+        if let Some(rss) = resident_bytes() {
+            self.metrics.resident_bytes.set(rss as i64);
+        }
+        let members = self.core.members();
+        for state in ["alive", "suspect", "dead", "left"] {
+            let n = members.iter().filter(|m| m.state.as_str() == state).count();
+            self.metrics
+                .members
+                .get_or_create(&StateLabel {
+                    state: state.into(),
+                })
+                .set(n as i64);
+        }
+        for m in members.iter().filter(|m| !m.is_self) {
+            if let Some(rtt) = m.rtt_ms {
+                self.metrics
+                    .peer_rtt_ms
+                    .get_or_create(&PeerLabel { peer: m.id.clone() })
+                    .set(rtt);
+            }
+        }
+        self.metrics
+            .read_only
+            .set((self.core.mode() == mesh_membership::Mode::ReadOnly) as i64);
+    }
+
+    fn rates(&self) -> [Option<f64>; 4] {
+        let (Some(a), Some(b)) = (self.samples.front(), self.samples.back()) else {
+            return [None; 4];
+        };
+        let secs = b.at.duration_since(a.at).as_secs_f64();
+        if secs <= 0.0 {
+            return [None; 4];
+        }
+        let r = |x: u64, y: u64| Some((y - x) as f64 / secs);
+        [
+            r(a.msgs_in, b.msgs_in),
+            r(a.msgs_out, b.msgs_out),
+            r(a.bytes_in, b.bytes_in),
+            r(a.bytes_out, b.bytes_out),
+        ]
+    }
+
+    fn snapshot(&self) -> StatusSnapshot {
+        let [mi, mo, bi, bo] = self.rates();
+        let (reachable, known) = self.core.reachability();
+        let id = self.core.identity();
+        let dropped: u64 = {
+            // Sum of the dropped-packets family, read through the encoded text (no iteration API).
+            self.metrics
+                .encode()
+                .lines()
+                .filter(|l| l.starts_with("mesh_packets_dropped_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        };
+        StatusSnapshot {
+            node_id: id.name.clone(),
+            generation: id.generation,
+            addr: id.addr.to_string(),
+            http: self.http.clone(),
+            profile: self.profile.clone(),
+            mode: self.core.mode().as_str().to_string(),
+            reachable,
+            known,
+            uptime_ms: self.now_ms(),
+            suspect_to_down_ms: self.core.suspect_to_down_ms(),
+            health: Health {
+                messages_in_per_sec: mi,
+                messages_out_per_sec: mo,
+                bytes_in_per_sec: bi,
+                bytes_out_per_sec: bo,
+                messages_in_total: self.metrics.messages_in.get(),
+                messages_out_total: self.metrics.messages_out.get(),
+                packets_dropped_total: dropped,
+                cpu_percent: self.last_cpu,
+                resident_bytes: resident_bytes(),
+            },
+            members: self
+                .core
+                .members()
+                .iter()
+                .filter_map(|m| serde_json::to_value(m).ok())
+                .collect(),
+            events: self
+                .core
+                .recent_events()
+                .filter_map(|e| serde_json::to_value(e).ok())
+                .collect(),
+        }
+    }
+}

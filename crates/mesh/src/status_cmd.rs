@@ -1,0 +1,129 @@
+//! `mesh status`: a node's view of the mesh, as a table or JSON.
+
+use clap::Args;
+use serde_json::Value;
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The node's HTTP URL
+    #[arg(long, env = "MESH_NODE", default_value = "http://127.0.0.1:7070")]
+    node: String,
+    /// Print the raw JSON of /v1/status
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn fetch(url: &str) -> anyhow::Result<Value> {
+    let base = url.trim_end_matches('/');
+    let full = format!("{base}/v1/status");
+    let body = ureq::get(&full)
+        .call()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach a mesh node at {base}: {e} (is `mesh up` running? use --node URL)"
+            )
+        })?
+        .body_mut()
+        .read_to_string()?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+fn fmt_opt(v: &Value, f: impl Fn(&Value) -> Option<String>) -> String {
+    if v.is_null() {
+        "-".into()
+    } else {
+        f(v).unwrap_or_else(|| "-".into())
+    }
+}
+
+pub fn render(s: &Value) -> String {
+    let mut out = String::new();
+    let h = &s["health"];
+    out += &format!(
+        "node {}  mode {}  reachable {}/{}  profile {}  uptime {:.0}s\n",
+        s["node_id"].as_str().unwrap_or("?"),
+        s["mode"].as_str().unwrap_or("?"),
+        s["reachable"],
+        s["known"],
+        s["profile"].as_str().unwrap_or("?"),
+        s["uptime_ms"].as_f64().unwrap_or(0.0) / 1000.0
+    );
+    out += &format!(
+        "traffic in {} msg/s, out {} msg/s; dropped {}; cpu {}; rss {}\n\n",
+        fmt_opt(&h["messages_in_per_sec"], |v| v
+            .as_f64()
+            .map(|x| format!("{x:.1}"))),
+        fmt_opt(&h["messages_out_per_sec"], |v| v
+            .as_f64()
+            .map(|x| format!("{x:.1}"))),
+        h["packets_dropped_total"],
+        fmt_opt(&h["cpu_percent"], |v| v
+            .as_f64()
+            .map(|x| format!("{x:.1}%"))),
+        fmt_opt(&h["resident_bytes"], |v| v
+            .as_f64()
+            .map(|x| format!("{:.1} MiB", x / 1048576.0))),
+    );
+    out += &format!(
+        "{:<18} {:<22} {:<8} {:>4} {:<10} {:<20} {:>8} {:>12}\n",
+        "ID", "ADDR", "STATE", "INC", "ZONE", "CAPS", "RTT", "CHANGED"
+    );
+    for m in s["members"].as_array().into_iter().flatten() {
+        let id = format!(
+            "{}{}",
+            m["id"].as_str().unwrap_or("?"),
+            if m["self"].as_bool() == Some(true) {
+                " *"
+            } else {
+                ""
+            }
+        );
+        let caps = m["caps"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        out += &format!(
+            "{:<18} {:<22} {:<8} {:>4} {:<10} {:<20} {:>8} {:>12}\n",
+            id,
+            m["addr"].as_str().unwrap_or("?"),
+            m["state"].as_str().unwrap_or("?"),
+            m["incarnation"],
+            m["zone"].as_str().unwrap_or("-"),
+            if caps.is_empty() { "-".into() } else { caps },
+            fmt_opt(&m["rtt_ms"], |v| v.as_f64().map(|x| format!("{x:.1}ms"))),
+            fmt_opt(&m["last_change_ms"], |v| v
+                .as_f64()
+                .map(|x| format!("{:.1}s ago", x / 1000.0))),
+        );
+        let by = |k: &str| {
+            m[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default()
+        };
+        let (s_by, c_by) = (by("suspected_by"), by("confirmed_by"));
+        if !s_by.is_empty() || !c_by.is_empty() {
+            out += &format!("{:<18} suspected by [{s_by}], confirmed by [{c_by}]\n", "");
+        }
+    }
+    out
+}
+
+pub fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let s = fetch(&args.node)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", render(&s));
+    }
+    Ok(())
+}

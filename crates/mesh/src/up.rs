@@ -1,0 +1,86 @@
+//! `mesh up`: run one mesh node in the foreground until SIGINT or SIGTERM, which
+//! make it leave gracefully (peers record `left`, not `dead`).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use mesh_node::config::{DEFAULT_BIND, DEFAULT_HTTP, FileConfig, NodeConfig, Overrides};
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Node name, unique in the mesh [default: read from the data directory, or generated and persisted]
+    #[arg(long, env = "MESH_NODE_ID")]
+    node_id: Option<String>,
+    /// Address for UDP gossip and TCP RPC (one port for both) [default: 127.0.0.1:7946]
+    #[arg(long, env = "MESH_BIND", value_name = "HOST:PORT")]
+    bind: Option<String>,
+    /// Seed nodes to join through, comma-separated; retried with backoff until one answers
+    #[arg(
+        long,
+        env = "MESH_JOIN",
+        value_name = "HOST:PORT[,HOST:PORT...]",
+        value_delimiter = ','
+    )]
+    join: Option<Vec<String>>,
+    /// HTTP address for /v1/status, /v1/members and /metrics [default: 127.0.0.1:7070]
+    #[arg(long, env = "MESH_HTTP", value_name = "HOST:PORT")]
+    http: Option<String>,
+    /// Data directory (node id; later the replicated log) [default: ~/.local/share/agent-mesh]
+    #[arg(long, env = "MESH_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Timing preset: local (one host), lan, wan [default: lan]
+    #[arg(long, env = "MESH_PROFILE", value_name = "local|lan|wan")]
+    profile: Option<String>,
+    /// Failure domain of this node (rack, zone, host)
+    #[arg(long, env = "MESH_ZONE")]
+    zone: Option<String>,
+    /// Capabilities this node offers, comma-separated
+    #[arg(long, env = "MESH_CAPS", value_name = "a,b,c", value_delimiter = ',')]
+    caps: Option<Vec<String>>,
+    /// TOML file with the same settings (keys: node_id, bind, join, http, data_dir, profile, zone, caps); flags and MESH_* variables win
+    #[arg(long, env = "MESH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+pub fn resolve(args: UpArgs) -> anyhow::Result<NodeConfig> {
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let over = Overrides {
+        node_id: args.node_id,
+        bind: args.bind,
+        join: args.join,
+        http: args.http,
+        data_dir: args.data_dir,
+        profile: args.profile,
+        zone: args.zone,
+        caps: args.caps,
+    };
+    let _ = (DEFAULT_BIND, DEFAULT_HTTP);
+    Ok(NodeConfig::resolve(over, file)?)
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    let cfg = resolve(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let node = mesh_node::start(cfg).await?;
+        eprintln!(
+            "mesh node {} up: gossip {} (udp+tcp), http http://{}  (Ctrl-C leaves the mesh)",
+            node.node_id, node.gossip_addr, node.http_addr
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("leaving the mesh…");
+        node.shutdown().await;
+        Ok(())
+    })
+}
