@@ -115,7 +115,8 @@ impl InputError {
 /// Measured per-member data that foca does not keep.
 #[derive(Debug, Clone, Default)]
 struct MemberMeta {
-    last_change_ms: Option<u64>,
+    /// Local time (µs) of the last state change.
+    last_change_us: Option<u64>,
     /// Smoothed round-trip time of direct probes (EWMA, alpha 0.2).
     rtt_ms: Option<f64>,
 }
@@ -131,7 +132,7 @@ struct DownEntry<I> {
 struct ProbeSent<K> {
     key: K,
     number: u8,
-    at_ms: u64,
+    at_us: u64,
 }
 
 const MAX_PROBES_TRACKED: usize = 16;
@@ -143,7 +144,7 @@ pub struct Membership<I: MeshIdentity> {
     identity: I,
     cfg: MembershipConfig<I::Endpoint>,
     rng: Xoshiro256PlusPlus,
-    now_ms: u64,
+    now_us: u64,
     local_soft: SoftState,
     out: Vec<Output<I>>,
     notes: Vec<OwnedNotification<I>>,
@@ -216,7 +217,7 @@ impl<I: MeshIdentity> Membership<I> {
         identity: I,
         cfg: MembershipConfig<I::Endpoint>,
         seed: u64,
-        now_ms: u64,
+        now_us: u64,
         soft: SoftState,
     ) -> Self {
         let max_packet = cfg.max_datagram_bytes - HEADER_LEN;
@@ -231,7 +232,7 @@ impl<I: MeshIdentity> Membership<I> {
             foca,
             identity,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
-            now_ms,
+            now_us,
             local_soft: SoftState::default(),
             out: Vec::new(),
             notes: Vec::new(),
@@ -260,8 +261,8 @@ impl<I: MeshIdentity> Membership<I> {
     // ----- inputs -------------------------------------------------------------
 
     /// Starts the node: contacts the seeds and schedules periodic work.
-    pub fn start(&mut self, now_ms: u64) {
-        self.now_ms = now_ms;
+    pub fn start(&mut self, now_us: u64) {
+        self.now_us = now_us;
         let ae = self.jittered(self.cfg.timings.anti_entropy_interval_ms);
         self.schedule(ae, CoreTimer::AntiEntropy);
         if !self.cfg.seeds.is_empty() {
@@ -280,8 +281,8 @@ impl<I: MeshIdentity> Membership<I> {
 
     /// Teaches the core a converged member list without any traffic (simulator
     /// bootstrap of large meshes). No events are reported for these members.
-    pub fn bootstrap<It: IntoIterator<Item = I>>(&mut self, now_ms: u64, members: It) {
-        self.now_ms = now_ms;
+    pub fn bootstrap<It: IntoIterator<Item = I>>(&mut self, now_us: u64, members: It) {
+        self.now_us = now_us;
         self.quiet = true;
         let me = self.identity.clone();
         let updates = members.into_iter().filter(|m| *m != me).map(Member::alive);
@@ -290,8 +291,8 @@ impl<I: MeshIdentity> Membership<I> {
     }
 
     /// A datagram arrived from `from` (the sender's transport address; informative only).
-    pub fn handle_datagram(&mut self, now_ms: u64, bytes: &[u8]) -> Result<(), InputError> {
-        self.now_ms = now_ms;
+    pub fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]) -> Result<(), InputError> {
+        self.now_us = now_us;
         if bytes.len() > self.cfg.max_datagram_bytes {
             return Err(InputError::Swim(foca::Error::DataTooBig));
         }
@@ -351,9 +352,9 @@ impl<I: MeshIdentity> Membership<I> {
     }
 
     /// A frame arrived on a stream (anti-entropy).
-    pub fn handle_stream(&mut self, now_ms: u64, bytes: &[u8]) -> Result<(), InputError> {
-        self.now_ms = now_ms;
-        self.foca.broadcast_handler_mut().now_ms = now_ms;
+    pub fn handle_stream(&mut self, now_us: u64, bytes: &[u8]) -> Result<(), InputError> {
+        self.now_us = now_us;
+        self.foca.broadcast_handler_mut().now_ms = now_us / 1000;
         match Envelope::<I>::decode(bytes)? {
             Envelope::SyncDigest { from, digest } => {
                 let theirs: HashMap<I::Addr, (u64, u64)> = digest
@@ -424,8 +425,8 @@ impl<I: MeshIdentity> Membership<I> {
     }
 
     /// A timer set earlier fired.
-    pub fn handle_timer(&mut self, now_ms: u64, timer: CoreTimer<I>) {
-        self.now_ms = now_ms;
+    pub fn handle_timer(&mut self, now_us: u64, timer: CoreTimer<I>) {
+        self.now_us = now_us;
         match timer {
             CoreTimer::Foca(t) => {
                 if let foca::Timer::ChangeSuspectToDown { member_id, .. } = &t {
@@ -522,15 +523,15 @@ impl<I: MeshIdentity> Membership<I> {
     }
 
     /// Replaces the operator-controlled part of the soft state (zone, caps, http address).
-    pub fn set_soft_state(&mut self, now_ms: u64, soft: SoftState) {
-        self.now_ms = now_ms;
+    pub fn set_soft_state(&mut self, now_us: u64, soft: SoftState) {
+        self.now_us = now_us;
         self.install_soft(soft, true);
     }
 
     /// Records a new load measurement; gossips it only if it changed meaningfully
     /// (CPU by 5 points or more, or running/queued work), to bound gossip volume.
-    pub fn update_load(&mut self, now_ms: u64, load: Load) {
-        self.now_ms = now_ms;
+    pub fn update_load(&mut self, now_us: u64, load: Load) {
+        self.now_us = now_us;
         let old = &self.local_soft.load;
         let cpu_moved = match (old.cpu_percent, load.cpu_percent) {
             (Some(a), Some(b)) => (a - b).abs() >= 5.0,
@@ -545,8 +546,8 @@ impl<I: MeshIdentity> Membership<I> {
     }
 
     /// Leaves the mesh gracefully: peers record `left`, not `dead`.
-    pub fn leave(&mut self, now_ms: u64) {
-        self.now_ms = now_ms;
+    pub fn leave(&mut self, now_us: u64) {
+        self.now_us = now_us;
         if self.has_left {
             return;
         }
@@ -647,8 +648,8 @@ impl<I: MeshIdentity> Membership<I> {
                 load: soft.map(|s| s.load.clone()),
                 rtt_ms: meta.and_then(|m| m.rtt_ms),
                 last_change_ms: meta
-                    .and_then(|m| m.last_change_ms)
-                    .map(|t| self.now_ms.saturating_sub(t)),
+                    .and_then(|m| m.last_change_us)
+                    .map(|t| self.now_us.saturating_sub(t) / 1000),
                 suspected_by: record
                     .map(|r| r.suspected_by.iter().map(|(k, _)| k.to_string()).collect())
                     .unwrap_or_default(),
@@ -701,7 +702,7 @@ impl<I: MeshIdentity> Membership<I> {
     where
         F: FnOnce(&mut FocaInstance<I>, &mut FocaRt<'_, I>) -> Result<(), foca::Error>,
     {
-        self.foca.broadcast_handler_mut().now_ms = self.now_ms;
+        self.foca.broadcast_handler_mut().now_ms = self.now_us / 1000;
         let mut rt = FocaRt {
             out: &mut self.out,
             notes: &mut self.notes,
@@ -837,7 +838,7 @@ impl<I: MeshIdentity> Membership<I> {
                         self.probes.push(ProbeSent {
                             key: header.dst.key(),
                             number,
-                            at_ms: self.now_ms,
+                            at_us: self.now_us,
                         });
                     }
                 }
@@ -850,7 +851,7 @@ impl<I: MeshIdentity> Membership<I> {
                             .position(|p| p.key == key && p.number == number)
                         {
                             let sent = self.probes.remove(pos);
-                            let sample = self.now_ms.saturating_sub(sent.at_ms) as f64;
+                            let sample = self.now_us.saturating_sub(sent.at_us) as f64 / 1000.0;
                             let meta = self.meta.entry(key).or_default();
                             meta.rtt_ms = Some(match meta.rtt_ms {
                                 Some(prev) => prev + RTT_EWMA_ALPHA * (sample - prev),
@@ -918,7 +919,7 @@ impl<I: MeshIdentity> Membership<I> {
                         .map(|k| k.identity.generation())
                         .unwrap_or(0);
                     self.out.push(Output::Event(MembershipEvent {
-                        at_ms: self.now_ms,
+                        at_ms: self.now_us / 1000,
                         subject: origin.to_string(),
                         generation,
                         kind: EventKind::SoftUpdated { version },
@@ -935,7 +936,7 @@ impl<I: MeshIdentity> Membership<I> {
                         if subject != self.identity.key() {
                             self.touch(&subject);
                             self.push_event(MembershipEvent {
-                                at_ms: self.now_ms,
+                                at_ms: self.now_us / 1000,
                                 subject: subject.to_string(),
                                 generation,
                                 kind: EventKind::Suspected,
@@ -950,7 +951,7 @@ impl<I: MeshIdentity> Membership<I> {
                         {
                             entry.left = true;
                             self.push_event(MembershipEvent {
-                                at_ms: self.now_ms,
+                                at_ms: self.now_us / 1000,
                                 subject: subject.to_string(),
                                 generation,
                                 kind: EventKind::Left,
@@ -1010,13 +1011,13 @@ impl<I: MeshIdentity> Membership<I> {
         self.local_soft = soft.clone();
         let me = self.identity.clone();
         let handler = self.foca.broadcast_handler_mut();
-        handler.now_ms = self.now_ms;
+        handler.now_ms = self.now_us / 1000;
         handler.soft.insert(
             me.key(),
             crate::rumor::KnownSoft {
                 identity: me.clone(),
                 state: soft.clone(),
-                received_at_ms: self.now_ms,
+                received_at_ms: self.now_us / 1000,
             },
         );
         if announce {
@@ -1037,7 +1038,7 @@ impl<I: MeshIdentity> Membership<I> {
     fn apply_soft_entries(&mut self, entries: &[(I, SoftState)]) {
         let own = self.identity.key();
         let handler = self.foca.broadcast_handler_mut();
-        handler.now_ms = self.now_ms;
+        handler.now_ms = self.now_us / 1000;
         for (identity, state) in entries {
             if identity.key() != own {
                 handler.apply_soft(identity, state);
@@ -1084,7 +1085,7 @@ impl<I: MeshIdentity> Membership<I> {
 
     fn touch(&mut self, key: &I::Addr) {
         if !self.quiet {
-            self.meta.entry(key.clone()).or_default().last_change_ms = Some(self.now_ms);
+            self.meta.entry(key.clone()).or_default().last_change_us = Some(self.now_us);
         }
     }
 
@@ -1098,7 +1099,7 @@ impl<I: MeshIdentity> Membership<I> {
 
     fn event(&mut self, subject: I, kind: EventKind, by: Vec<String>) {
         let ev = MembershipEvent {
-            at_ms: self.now_ms,
+            at_ms: self.now_us / 1000,
             subject: subject.key().to_string(),
             generation: subject.generation(),
             kind,

@@ -288,8 +288,12 @@ struct Loop {
 const RATE_WINDOW: usize = 10;
 
 impl Loop {
+    fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        self.now_us() / 1000
     }
 
     async fn run(
@@ -299,7 +303,7 @@ impl Loop {
     ) {
         let mut pending: std::collections::HashMap<u64, CoreTimer<PeerId>> =
             std::collections::HashMap::new();
-        let now = self.now_ms();
+        let now = self.now_us();
         self.core.start(now);
         self.flush(&mut pending).await;
         let mut buf = vec![0u8; MAX_DATAGRAM_ACCEPT_BYTES + 1];
@@ -324,7 +328,7 @@ impl Loop {
                     if n > MAX_DATAGRAM_ACCEPT_BYTES {
                         self.metrics.drop_packet("oversized");
                     } else {
-                        let now = self.now_ms();
+                        let now = self.now_us();
                         if let Err(e) = self.core.handle_datagram(now, &buf[..n]) {
                             self.metrics.drop_packet(e.reason());
                             tracing::debug!(error = %e, "dropped datagram");
@@ -334,7 +338,7 @@ impl Loop {
                 Some(frame) = frames.recv() => {
                     self.metrics.messages_in.inc();
                     self.metrics.bytes_in.inc_by(frame.len() as u64 + 4);
-                    let now = self.now_ms();
+                    let now = self.now_us();
                     if let Err(e) = self.core.handle_stream(now, &frame) {
                         self.metrics.drop_packet(e.reason());
                     }
@@ -345,7 +349,8 @@ impl Loop {
                         if at > now { break; }
                         self.timers.pop();
                         if let Some(t) = pending.remove(&id) {
-                            self.core.handle_timer(now, t);
+                            let now_us = self.now_us();
+                            self.core.handle_timer(now_us, t);
                         }
                     }
                 }
@@ -353,7 +358,7 @@ impl Loop {
                 req = requests.recv() => match req {
                     Some(Request::Status(tx)) => { let _ = tx.send(self.snapshot()); }
                     Some(Request::Leave(tx)) => {
-                        let now = self.now_ms();
+                        let now = self.now_us();
                         self.core.leave(now);
                         self.flush(&mut pending).await;
                         tracing::info!("left the mesh");
@@ -460,7 +465,7 @@ impl Loop {
         self.last_cpu = self.cpu.sample();
         if let Some(cpu) = self.last_cpu {
             self.metrics.cpu_percent.set(cpu as f64);
-            let now = self.now_ms();
+            let now = self.now_us();
             let mut load = self.core.local_soft().load.clone();
             load.cpu_percent = Some(cpu);
             self.core.update_load(now, load);

@@ -243,7 +243,7 @@ impl Sim {
         let id = SimId { idx, generation };
         let cfg = MembershipConfig::new(self.timings.clone(), seeds);
         let seed = self.node_seed(idx, generation);
-        let core = Membership::new(id, cfg, seed, self.now_ms(), SoftState::default());
+        let core = Membership::new(id, cfg, seed, self.now_us, SoftState::default());
         self.nodes[idx as usize].core = Some(core);
     }
 
@@ -273,7 +273,7 @@ impl Sim {
 
     /// Graceful leave (what SIGTERM does in the daemon).
     pub fn leave(&mut self, idx: u32) {
-        let now = self.now_ms();
+        let now = self.now_us;
         if let Some(core) = self.nodes[idx as usize].core.as_mut() {
             core.leave(now);
         }
@@ -282,7 +282,7 @@ impl Sim {
 
     /// Publishes a new fact from `idx`: a soft-state change. Returns its version.
     pub fn publish(&mut self, idx: u32, caps: Vec<String>) -> u64 {
-        let now = self.now_ms();
+        let now = self.now_us;
         let core = self.nodes[idx as usize]
             .core
             .as_mut()
@@ -343,7 +343,7 @@ impl Sim {
         if !node.up {
             return;
         }
-        let now_ms = self.now_us / 1000;
+        let now_us = self.now_us;
         match ev.what {
             Pending::Boot { bootstrap } => {
                 if ev.boot != node.boot {
@@ -361,13 +361,13 @@ impl Sim {
                         .core
                         .as_mut()
                         .expect("up node has a core");
-                    core.bootstrap(now_ms, ids);
-                    core.start(now_ms);
+                    core.bootstrap(now_us, ids);
+                    core.start(now_us);
                 } else {
                     node.core
                         .as_mut()
                         .expect("up node has a core")
-                        .start(now_ms);
+                        .start(now_us);
                 }
             }
             Pending::Timer(t) => {
@@ -377,13 +377,13 @@ impl Sim {
                 node.core
                     .as_mut()
                     .expect("up node has a core")
-                    .handle_timer(now_ms, t);
+                    .handle_timer(now_us, t);
             }
             Pending::Deliver { channel, bytes } => {
                 let core = node.core.as_mut().expect("up node has a core");
                 let result = match channel {
-                    Channel::Datagram => core.handle_datagram(now_ms, &bytes),
-                    Channel::Stream => core.handle_stream(now_ms, &bytes),
+                    Channel::Datagram => core.handle_datagram(now_us, &bytes),
+                    Channel::Stream => core.handle_stream(now_us, &bytes),
                 };
                 if result.is_err() {
                     self.stats.inputs_rejected += 1;
