@@ -1032,7 +1032,6 @@ impl<I: MeshIdentity> Membership<I> {
         let bytes = postcard::to_allocvec(rumor).expect("encoding to a Vec cannot fail");
         // Too large to piggyback (a long capability list): anti-entropy over TCP carries it.
         let _ = self.foca.add_broadcast(&bytes);
-        self.foca.broadcast_handler_mut().learned.clear();
     }
 
     fn apply_soft_entries(&mut self, entries: &[(I, SoftState)]) {

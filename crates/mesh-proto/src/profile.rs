@@ -137,11 +137,11 @@ impl Timings {
         (scale * self.suspicion_mult * self.probe_period_ms as f64).round() as u64
     }
 
-    /// How many times each update is piggybacked: 4 x log10(N + 1), at least 3
-    /// (memberlist's `RetransmitMult` rule).
+    /// How many times each update is piggybacked: 4 x ceil(log10(N + 1)), memberlist's
+    /// `RetransmitMult` rule (so at least 4).
     pub fn max_transmissions(&self, members: usize) -> u8 {
-        let tx = 4.0 * ((members as f64) + 1.0).log10();
-        tx.ceil().clamp(3.0, 255.0) as u8
+        let tx = 4.0 * ((members as f64) + 1.0).log10().ceil().max(1.0);
+        tx.clamp(4.0, 255.0) as u8
     }
 }
 
@@ -161,8 +161,9 @@ mod tests {
     #[test]
     fn retransmissions_have_a_floor() {
         let t = Profile::Lan.timings();
-        assert_eq!(t.max_transmissions(1), 3);
-        assert_eq!(t.max_transmissions(10_000), 17);
+        assert_eq!(t.max_transmissions(1), 4);
+        assert_eq!(t.max_transmissions(20), 8);
+        assert_eq!(t.max_transmissions(10_000), 20);
     }
 
     #[test]

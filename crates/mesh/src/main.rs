@@ -3,6 +3,8 @@
 //! Each subcommand lives in its own module; this file only parses the command line
 //! and dispatches.
 
+mod bench;
+mod demo;
 mod sim_cmd;
 mod status_cmd;
 mod up;
@@ -24,6 +26,10 @@ enum Command {
     Up(up::UpArgs),
     /// Show a node's view of the mesh.
     Status(status_cmd::StatusArgs),
+    /// Start a 5-node mesh on loopback, kill one hard, show detection and rejoin.
+    Demo(demo::DemoArgs),
+    /// Benchmarks on real processes (see `mesh bench membership --help`).
+    Bench(bench::BenchArgs),
     /// Run the deterministic simulator.
     Sim(sim_cmd::SimArgs),
 }
@@ -39,6 +45,8 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Status(args) => status_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
     };

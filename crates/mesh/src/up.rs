@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use mesh_node::config::{DEFAULT_BIND, DEFAULT_HTTP, FileConfig, NodeConfig, Overrides};
+use mesh_cli::cluster::NodeFile;
+use mesh_node::config::{FileConfig, NodeConfig, Overrides};
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct UpArgs {
     /// Node name, unique in the mesh [default: read from the data directory, or generated and persisted]
     #[arg(long, env = "MESH_NODE_ID")]
@@ -41,9 +42,13 @@ pub struct UpArgs {
     /// TOML file with the same settings (keys: node_id, bind, join, http, data_dir, profile, zone, caps); flags and MESH_* variables win
     #[arg(long, env = "MESH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Leave the mesh when this process id is gone (used by `mesh demo` and tests)
+    #[arg(long, hide = true)]
+    parent_pid: Option<u32>,
 }
 
-pub fn resolve(args: UpArgs) -> anyhow::Result<NodeConfig> {
+pub fn resolve(args: &UpArgs) -> anyhow::Result<NodeConfig> {
+    let args = args.clone();
     let file = match &args.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
@@ -58,26 +63,55 @@ pub fn resolve(args: UpArgs) -> anyhow::Result<NodeConfig> {
         zone: args.zone,
         caps: args.caps,
     };
-    let _ = (DEFAULT_BIND, DEFAULT_HTTP);
     Ok(NodeConfig::resolve(over, file)?)
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
-    let cfg = resolve(args)?;
+    let cfg = resolve(&args)?;
+    let parent = args.parent_pid;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let data_dir = cfg.data_dir.clone();
     rt.block_on(async move {
         let node = mesh_node::start(cfg).await?;
         eprintln!(
             "mesh node {} up: gossip {} (udp+tcp), http http://{}  (Ctrl-C leaves the mesh)",
             node.node_id, node.gossip_addr, node.http_addr
         );
+        let status = node
+            .status()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("node stopped at start"))?;
+        let file = NodeFile {
+            node_id: node.node_id.clone(),
+            gossip: node.gossip_addr,
+            http: node.http_addr,
+            pid: std::process::id(),
+            generation: status.generation,
+        };
+        // Written last, atomically: its presence means the node serves.
+        let tmp = data_dir.join("node.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&file)?)?;
+        std::fs::rename(&tmp, data_dir.join("node.json"))?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let parent_gone = async {
+            match parent {
+                Some(pid) => loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        eprintln!("parent process {pid} is gone");
+                        break;
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            _ = parent_gone => {}
         }
         eprintln!("leaving the mesh…");
         node.shutdown().await;

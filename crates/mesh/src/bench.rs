@@ -1,0 +1,291 @@
+//! `mesh bench membership`: failure detection of real processes on loopback.
+//!
+//! For each mesh size, start the nodes, wait until they converge, then repeat:
+//! `kill -9` one node, time the first confirmed death and the moment every
+//! survivor agrees (from the nodes' own event records), restart it, wait for
+//! convergence. Prints median / min / max over the trials, the targets, and idle
+//! CPU and memory per node. No peer implementation runs on this machine (no Go
+//! toolchain for memberlist), so the reference figures are quoted, not measured.
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use mesh_cli::cluster::{Cluster, wait_for};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchWhat,
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Crash detection time of real `mesh up` processes on loopback.
+    Membership(MembershipBench),
+}
+
+#[derive(Args)]
+struct MembershipBench {
+    /// Mesh sizes to measure, comma-separated
+    #[arg(long, default_value = "5,20", value_delimiter = ',')]
+    nodes: Vec<usize>,
+    /// Kills per mesh size
+    #[arg(long, default_value_t = 7)]
+    trials: usize,
+    /// Timing profile of the nodes
+    #[arg(long, default_value = "lan")]
+    profile: String,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Spread {
+    median_ms: Option<f64>,
+    min_ms: Option<f64>,
+    max_ms: Option<f64>,
+}
+
+fn spread(mut v: Vec<f64>) -> Spread {
+    if v.is_empty() {
+        return Spread {
+            median_ms: None,
+            min_ms: None,
+            max_ms: None,
+        };
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    };
+    Spread {
+        median_ms: Some(median),
+        min_ms: v.first().copied(),
+        max_ms: v.last().copied(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct SizeResult {
+    nodes: usize,
+    trials: usize,
+    detected: usize,
+    first_suspicion: Spread,
+    first_detection: Spread,
+    full_agreement: Spread,
+    false_positives: usize,
+    idle_cpu_percent: Spread,
+    idle_resident_mib: Spread,
+    converge_ms: f64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn bench_size(n: usize, trials: usize, profile: &str) -> anyhow::Result<SizeResult> {
+    let exe = std::env::current_exe()?;
+    let mut c = Cluster::new(&exe, profile, &format!("bench{n}"))?;
+    let seed = c.spawn("b1", &[])?;
+    let seed_addr = c.info(seed).gossip;
+    for i in 2..=n {
+        c.spawn(&format!("b{i}"), &[seed_addr])?;
+    }
+    let converge = wait_for(Duration::from_secs(30), Duration::from_millis(50), || {
+        c.converged()
+    })
+    .ok_or_else(|| anyhow::anyhow!("{n} nodes did not converge within 30 s"))?;
+
+    // Idle figures: after three seconds of quiet, each node's own measurement.
+    let settle = Instant::now();
+    let _ = wait_for(Duration::from_secs(8), Duration::from_millis(200), || {
+        settle.elapsed() >= Duration::from_secs(3)
+            && (0..n).all(|i| {
+                c.status(i)
+                    .is_ok_and(|(s, _)| !s["health"]["cpu_percent"].is_null())
+            })
+    });
+    let mut cpu = Vec::new();
+    let mut rss = Vec::new();
+    for i in 0..n {
+        if let Ok((s, _)) = c.status(i) {
+            if let Some(x) = s["health"]["cpu_percent"].as_f64() {
+                cpu.push(x);
+            }
+            if let Some(x) = s["health"]["resident_bytes"].as_f64() {
+                rss.push(x / 1048576.0);
+            }
+        }
+    }
+
+    let (mut suspicion, mut detection, mut agreement) = (Vec::new(), Vec::new(), Vec::new());
+    let mut false_positives = 0;
+    for t in 0..trials {
+        let victim = 1 + t % (n - 1);
+        let name = c.nodes[victim].name.clone();
+        let generation = c.info(victim).generation;
+        let survivors: Vec<usize> = (0..n).filter(|&i| i != victim).collect();
+        let killed = Instant::now();
+        c.kill_hard(victim)?;
+        let all = wait_for(Duration::from_secs(20), Duration::from_millis(25), || {
+            survivors.iter().all(|&s| {
+                c.events_about(s, &name, generation)
+                    .is_ok_and(|e| e.iter().any(|e| e.kind == "dead"))
+            })
+        });
+        if all.is_some() {
+            let mut deads = Vec::new();
+            let mut susp = Vec::new();
+            for &s in &survivors {
+                let ev = c.events_about(s, &name, generation)?;
+                if let Some(e) = ev.iter().find(|e| e.kind == "dead") {
+                    deads.push(ms(e.at.saturating_duration_since(killed)));
+                }
+                if let Some(e) = ev.iter().find(|e| e.kind == "suspected") {
+                    susp.push(ms(e.at.saturating_duration_since(killed)));
+                }
+            }
+            detection.push(deads.iter().copied().fold(f64::INFINITY, f64::min));
+            agreement.push(deads.iter().copied().fold(0.0, f64::max));
+            if !susp.is_empty() {
+                suspicion.push(susp.iter().copied().fold(f64::INFINITY, f64::min));
+            }
+        }
+        // Healthy nodes declared dead during this trial.
+        for &s in &survivors {
+            for &o in &survivors {
+                if o != s {
+                    let g = c.info(o).generation;
+                    if c.events_about(s, &c.nodes[o].name.clone(), g)
+                        .is_ok_and(|e| e.iter().any(|e| e.kind == "dead"))
+                    {
+                        false_positives += 1;
+                    }
+                }
+            }
+        }
+        c.restart(victim, &[seed_addr])?;
+        wait_for(Duration::from_secs(30), Duration::from_millis(50), || {
+            c.converged()
+        })
+        .ok_or_else(|| anyhow::anyhow!("{n} nodes did not reconverge after restarting {name}"))?;
+    }
+    c.stop_all();
+    Ok(SizeResult {
+        nodes: n,
+        trials,
+        detected: detection.len(),
+        first_suspicion: spread(suspicion),
+        first_detection: spread(detection),
+        full_agreement: spread(agreement),
+        false_positives,
+        idle_cpu_percent: spread(cpu),
+        idle_resident_mib: spread(rss),
+        converge_ms: ms(converge),
+    })
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let BenchWhat::Membership(a) = args.what;
+    if a.trials == 0 {
+        anyhow::bail!("--trials must be at least 1");
+    }
+    if a.nodes.iter().any(|&n| !(3..=64).contains(&n)) {
+        anyhow::bail!("--nodes values must be between 3 and 64 (one machine, real processes)");
+    }
+    let mut results = Vec::new();
+    for &n in &a.nodes {
+        eprintln!("measuring {n} nodes, {} kills…", a.trials);
+        results.push(bench_size(n, a.trials, &a.profile)?);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    let f = |v: Option<f64>| {
+        v.map(|x| format!("{x:.0}"))
+            .unwrap_or_else(|| "null".into())
+    };
+    println!(
+        "membership failure detection, real processes on loopback, profile {}",
+        a.profile
+    );
+    println!(
+        "{:>5} {:>7} {:>26} {:>26} {:>22} {:>5}",
+        "nodes",
+        "kills",
+        "first detection ms",
+        "all survivors agree ms",
+        "first suspicion ms",
+        "FP"
+    );
+    println!(
+        "{:>5} {:>7} {:>26} {:>26} {:>22} {:>5}",
+        "", "", "median (min-max)", "median (min-max)", "median", ""
+    );
+    for r in &results {
+        println!(
+            "{:>5} {:>7} {:>26} {:>26} {:>22} {:>5}",
+            r.nodes,
+            format!("{}/{}", r.detected, r.trials),
+            format!(
+                "{} ({}-{})",
+                f(r.first_detection.median_ms),
+                f(r.first_detection.min_ms),
+                f(r.first_detection.max_ms)
+            ),
+            format!(
+                "{} ({}-{})",
+                f(r.full_agreement.median_ms),
+                f(r.full_agreement.min_ms),
+                f(r.full_agreement.max_ms)
+            ),
+            f(r.first_suspicion.median_ms),
+            r.false_positives
+        );
+    }
+    println!("targets: first detection median <= 1000 ms, agreement median <= 1500 ms");
+    println!(
+        "reference (quoted, not run here): memberlist's LAN defaults suspect for >= 4 s before declaring death\n"
+    );
+    println!(
+        "{:>5} {:>22} {:>22} {:>14}",
+        "nodes", "idle cpu % per node", "idle RSS MiB per node", "converge ms"
+    );
+    for r in &results {
+        println!(
+            "{:>5} {:>22} {:>22} {:>14.0}",
+            r.nodes,
+            format!(
+                "{} (max {})",
+                r.idle_cpu_percent
+                    .median_ms
+                    .map(|x| format!("{x:.1}"))
+                    .unwrap_or("null".into()),
+                r.idle_cpu_percent
+                    .max_ms
+                    .map(|x| format!("{x:.1}"))
+                    .unwrap_or("null".into())
+            ),
+            format!(
+                "{} (max {})",
+                r.idle_resident_mib
+                    .median_ms
+                    .map(|x| format!("{x:.1}"))
+                    .unwrap_or("null".into()),
+                r.idle_resident_mib
+                    .max_ms
+                    .map(|x| format!("{x:.1}"))
+                    .unwrap_or("null".into())
+            ),
+            r.converge_ms
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! A cluster of real `mesh up` child processes on loopback.
+//!
+//! Each child gets its own data directory under a temporary directory and binds
+//! port 0; once up it writes `node.json` (its addresses and pid) into the data
+//! directory, which is how we find it. Children also watch our pid and leave the
+//! mesh if we die, so an interrupted demo or test leaves nothing behind. Dropping
+//! the [`Cluster`] kills what is still running and removes the directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// What `mesh up` writes to `<data-dir>/node.json` once it serves.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeFile {
+    pub node_id: String,
+    pub gossip: SocketAddr,
+    pub http: SocketAddr,
+    pub pid: u32,
+    pub generation: u64,
+}
+
+/// One child node.
+pub struct ChildNode {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+    pub info: Option<NodeFile>,
+}
+
+/// A set of child nodes.
+pub struct Cluster {
+    exe: PathBuf,
+    dir: PathBuf,
+    profile: String,
+    pub nodes: Vec<ChildNode>,
+}
+
+/// An event a node reported, placed on our clock.
+#[derive(Debug, Clone)]
+pub struct SeenEvent {
+    pub kind: String,
+    pub at: Instant,
+    pub by: Vec<String>,
+}
+
+impl Cluster {
+    /// A cluster running `exe` (the `mesh` binary) with `profile`.
+    pub fn new(exe: &Path, profile: &str, tag: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("mesh-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self {
+            exe: exe.to_path_buf(),
+            dir,
+            profile: profile.to_string(),
+            nodes: Vec::new(),
+        })
+    }
+
+    /// Starts a node named `name`, joining through `join` if given; waits until it serves.
+    pub fn spawn(&mut self, name: &str, join: &[SocketAddr]) -> anyhow::Result<usize> {
+        let data_dir = self.dir.join(name);
+        std::fs::create_dir_all(&data_dir)?;
+        self.nodes.push(ChildNode {
+            name: name.to_string(),
+            data_dir,
+            child: None,
+            info: None,
+        });
+        let i = self.nodes.len() - 1;
+        self.start(i, join)?;
+        Ok(i)
+    }
+
+    fn start(&mut self, i: usize, join: &[SocketAddr]) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        let _ = std::fs::remove_file(node.data_dir.join("node.json"));
+        let log = std::fs::File::create(node.data_dir.join("node.log"))?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("up")
+            .args(["--node-id", &node.name])
+            .args(["--bind", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--profile", &self.profile])
+            .args(["--parent-pid", &std::process::id().to_string()])
+            .env_remove("MESH_JOIN")
+            .env_remove("MESH_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if !join.is_empty() {
+            let seeds: Vec<String> = join.iter().map(|a| a.to_string()).collect();
+            cmd.args(["--join", &seeds.join(",")]);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.exe.display()))?;
+        let pid = child.id();
+        node.child = Some(child);
+        let file = node.data_dir.join("node.json");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&file)
+                && let Ok(info) = serde_json::from_str::<NodeFile>(&text)
+                && info.pid == pid
+            {
+                node.info = Some(info);
+                return Ok(());
+            }
+            if let Some(status) = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let log =
+                    std::fs::read_to_string(node.data_dir.join("node.log")).unwrap_or_default();
+                bail!("node {} exited at start ({status}):\n{log}", node.name);
+            }
+            if Instant::now() > deadline {
+                bail!("node {} did not come up within 15 s", node.name);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn info(&self, i: usize) -> &NodeFile {
+        self.nodes[i].info.as_ref().expect("node started")
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some()
+    }
+
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.is_running(i))
+            .collect()
+    }
+
+    /// `kill -9`: no leave, no goodbye.
+    pub fn kill_hard(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM: the node leaves the mesh gracefully.
+    pub fn stop(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while c.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    c.kill()?;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Restarts a stopped node with the same name and data directory (new generation).
+    pub fn restart(&mut self, i: usize, join: &[SocketAddr]) -> anyhow::Result<()> {
+        assert!(self.nodes[i].child.is_none(), "restart of a running node");
+        self.start(i, join)
+    }
+
+    /// `GET /v1/status` of node `i`, with the instant it was answered.
+    pub fn status(&self, i: usize) -> anyhow::Result<(Value, Instant)> {
+        let url = format!("http://{}/v1/status", self.info(i).http);
+        let body = ureq::get(&url).call()?.body_mut().read_to_string()?;
+        Ok((serde_json::from_str(&body)?, Instant::now()))
+    }
+
+    /// True when every running node sees every running node alive (current generation).
+    pub fn converged(&self) -> bool {
+        let running = self.running();
+        running.iter().all(|&o| {
+            let Ok((s, _)) = self.status(o) else {
+                return false;
+            };
+            running.iter().all(|&x| {
+                let want = self.info(x);
+                s["members"].as_array().into_iter().flatten().any(|m| {
+                    m["id"] == want.node_id.as_str()
+                        && m["generation"] == want.generation
+                        && m["state"] == "alive"
+                })
+            })
+        })
+    }
+
+    /// Events node `observer` reported about `subject` at `generation`, on our clock.
+    pub fn events_about(
+        &self,
+        observer: usize,
+        subject: &str,
+        generation: u64,
+    ) -> anyhow::Result<Vec<SeenEvent>> {
+        let (s, answered) = self.status(observer)?;
+        let uptime = s["uptime_ms"].as_u64().unwrap_or(0);
+        let mut out = Vec::new();
+        for e in s["events"].as_array().into_iter().flatten() {
+            if e["subject"] != subject || e["generation"] != generation {
+                continue;
+            }
+            let at_ms = e["at_ms"].as_u64().unwrap_or(0);
+            let ago = Duration::from_millis(uptime.saturating_sub(at_ms));
+            out.push(SeenEvent {
+                kind: e["type"].as_str().unwrap_or("").to_string(),
+                at: answered.checked_sub(ago).unwrap_or(answered),
+                by: e["by"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Resident memory of node `i` as it reports it.
+    pub fn resident_bytes(&self, i: usize) -> Option<u64> {
+        self.status(i).ok()?.0["health"]["resident_bytes"].as_u64()
+    }
+
+    /// Stops every node gracefully.
+    pub fn stop_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            let _ = self.stop(i);
+        }
+    }
+}
+
+/// Polls `cond` every `every` until it holds or `within` passes; returns the time it took.
+pub fn wait_for(
+    within: Duration,
+    every: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= within {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
