@@ -159,12 +159,11 @@ impl MembershipRun {
                         *slot = Some(at_ms);
                     }
                 }
-                EventKind::Suspected => {
+                EventKind::Suspected
                     if t.crashed.as_ref().is_some_and(|(s, _)| *s == ev.subject)
-                        && t.first_suspicion.is_none()
-                    {
-                        t.first_suspicion = Some(at_ms);
-                    }
+                        && t.first_suspicion.is_none() =>
+                {
+                    t.first_suspicion = Some(at_ms);
                 }
                 EventKind::Dead => {
                     let crashed_now = t.crashed.as_ref().is_some_and(|(s, _)| *s == ev.subject);

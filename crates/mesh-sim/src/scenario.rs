@@ -106,7 +106,7 @@ fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let v: f64 = num
         .parse()
         .map_err(|_| format!("'{s}' is not a duration"))?;
-    if !(v >= 0.0) {
+    if v.is_nan() || v < 0.0 {
         return Err(format!("'{s}' is negative"));
     }
     Ok((v * mult).round() as u64)

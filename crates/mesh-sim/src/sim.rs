@@ -82,6 +82,9 @@ pub struct Observed {
     pub event: MembershipEvent,
 }
 
+/// A callback for every reported event: (virtual µs, observer, event).
+pub type EventHook = Box<dyn FnMut(u64, u32, &MembershipEvent)>;
+
 /// Settings of one simulation.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -109,7 +112,7 @@ pub struct Sim {
     record_events: bool,
     pub observed: Vec<Observed>,
     /// Called for every reported event (used by reports that must not keep them all).
-    pub on_event: Option<Box<dyn FnMut(u64, u32, &MembershipEvent)>>,
+    pub on_event: Option<EventHook>,
 }
 
 impl Sim {

@@ -70,8 +70,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         anyhow::bail!("the survivors did not all declare {vname} dead within 15 s");
     }
     println!(
-        "{:<10} {:>16} {:>16}   {}",
-        "peer", "suspected after", "declared dead", "confirmed by"
+        "{:<10} {:>16} {:>16}   confirmed by",
+        "peer", "suspected after", "declared dead"
     );
     let mut first_suspect: Option<Duration> = None;
     let mut dead_times = Vec::new();
