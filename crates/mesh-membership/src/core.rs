@@ -351,6 +351,26 @@ impl<I: MeshIdentity> Membership<I> {
         }
     }
 
+    /// A peer address was discovered (mDNS): ask it to let us in, unless it is
+    /// already a member. Harmless when repeated.
+    pub fn contact(&mut self, now_us: u64, endpoint: I::Endpoint) {
+        self.now_us = now_us;
+        if self.has_left || endpoint == self.identity.endpoint() {
+            return;
+        }
+        let known = self
+            .foca
+            .iter_members()
+            .any(|m| m.id().endpoint() == endpoint);
+        if !known {
+            let join = Envelope::Join {
+                from: self.identity.clone(),
+            }
+            .encode();
+            self.send(endpoint, Channel::Datagram, join);
+        }
+    }
+
     /// A frame arrived on a stream (anti-entropy).
     pub fn handle_stream(&mut self, now_us: u64, bytes: &[u8]) -> Result<(), InputError> {
         self.now_us = now_us;

@@ -30,6 +30,7 @@ pub struct FileConfig {
     pub profile: Option<String>,
     pub zone: Option<String>,
     pub caps: Option<Vec<String>>,
+    pub mdns: Option<bool>,
 }
 
 /// Settings from flags and environment (`None`: not given).
@@ -43,6 +44,7 @@ pub struct Overrides {
     pub profile: Option<String>,
     pub zone: Option<String>,
     pub caps: Option<Vec<String>>,
+    pub mdns: Option<bool>,
 }
 
 /// Resolved, checked settings of one node.
@@ -57,6 +59,8 @@ pub struct NodeConfig {
     pub profile: Profile,
     pub zone: Option<String>,
     pub caps: Vec<String>,
+    /// Announce and discover peers with mDNS on the local network.
+    pub mdns: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +198,7 @@ impl NodeConfig {
             profile,
             zone,
             caps,
+            mdns: over.mdns.or(file.mdns).unwrap_or(false),
         })
     }
 }

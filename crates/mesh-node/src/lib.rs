@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod http;
+pub mod mdns;
 pub mod metrics;
 pub mod node;
 pub mod procstat;

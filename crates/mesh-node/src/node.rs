@@ -62,6 +62,8 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cannot start mDNS discovery: {0}")]
+    Mdns(String),
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -177,6 +179,16 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
     let seed = generation ^ (gossip_addr.port() as u64).rotate_left(40);
     let core_cfg = MembershipConfig::new(cfg.profile.timings(), cfg.join.clone());
     let core = Membership::new(identity, core_cfg, seed, 0, soft);
+    let (found_tx, found_rx) = mpsc::channel(256);
+    let mdns = if cfg.mdns {
+        Some(
+            crate::mdns::start(&name, gossip_addr, found_tx)
+                .map_err(|e| StartError::Mdns(e.to_string()))?,
+        )
+    } else {
+        drop(found_tx);
+        None
+    };
     tracing::info!(node = %name, gossip = %gossip_addr, http = %http_addr, profile = %cfg.profile, seeds = ?cfg.join, "node starting");
 
     let looper = Loop {
@@ -193,8 +205,9 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         profile: cfg.profile.to_string(),
         http: http_addr.to_string(),
         seeds: cfg.join.clone(),
+        mdns,
     };
-    let task = tokio::spawn(looper.run(req_rx, frame_rx));
+    let task = tokio::spawn(looper.run(req_rx, frame_rx, found_rx));
     Ok(NodeHandle {
         node_id: name,
         gossip_addr,
@@ -282,6 +295,7 @@ struct Loop {
     profile: String,
     http: String,
     seeds: Vec<SocketAddr>,
+    mdns: Option<mdns_sd::ServiceDaemon>,
 }
 
 /// Rates are averaged over this window.
@@ -300,6 +314,7 @@ impl Loop {
         mut self,
         mut requests: mpsc::Receiver<Request>,
         mut frames: mpsc::Receiver<Vec<u8>>,
+        mut found: mpsc::Receiver<SocketAddr>,
     ) {
         let mut pending: std::collections::HashMap<u64, CoreTimer<PeerId>> =
             std::collections::HashMap::new();
@@ -354,6 +369,10 @@ impl Loop {
                         }
                     }
                 }
+                Some(addr) = found.recv() => {
+                    let now = self.now_us();
+                    self.core.contact(now, addr);
+                }
                 _ = sample_every.tick() => self.sample(),
                 req = requests.recv() => match req {
                     Some(Request::Status(tx)) => { let _ = tx.send(self.snapshot()); }
@@ -362,6 +381,9 @@ impl Loop {
                         self.core.leave(now);
                         self.flush(&mut pending).await;
                         tracing::info!("left the mesh");
+                        if let Some(d) = self.mdns.take() {
+                            let _ = d.shutdown();
+                        }
                         let _ = tx.send(());
                         return;
                     }

@@ -27,6 +27,8 @@ pub struct NodeFile {
 /// One child node.
 pub struct ChildNode {
     pub name: String,
+    /// Extra `mesh up` arguments.
+    pub extra: Vec<String>,
     pub data_dir: PathBuf,
     pub child: Option<Child>,
     pub info: Option<NodeFile>,
@@ -64,10 +66,21 @@ impl Cluster {
 
     /// Starts a node named `name`, joining through `join` if given; waits until it serves.
     pub fn spawn(&mut self, name: &str, join: &[SocketAddr]) -> anyhow::Result<usize> {
+        self.spawn_with(name, join, &[])
+    }
+
+    /// Like [`Cluster::spawn`], with extra `mesh up` arguments.
+    pub fn spawn_with(
+        &mut self,
+        name: &str,
+        join: &[SocketAddr],
+        extra: &[&str],
+    ) -> anyhow::Result<usize> {
         let data_dir = self.dir.join(name);
         std::fs::create_dir_all(&data_dir)?;
         self.nodes.push(ChildNode {
             name: name.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             data_dir,
             child: None,
             info: None,
@@ -89,6 +102,7 @@ impl Cluster {
             .arg(&node.data_dir)
             .args(["--profile", &self.profile])
             .args(["--parent-pid", &std::process::id().to_string()])
+            .args(&node.extra)
             .env_remove("MESH_JOIN")
             .env_remove("MESH_CONFIG")
             .stdin(Stdio::null())

@@ -39,7 +39,10 @@ pub struct UpArgs {
     /// Capabilities this node offers, comma-separated
     #[arg(long, env = "MESH_CAPS", value_name = "a,b,c", value_delimiter = ',')]
     caps: Option<Vec<String>>,
-    /// TOML file with the same settings (keys: node_id, bind, join, http, data_dir, profile, zone, caps); flags and MESH_* variables win
+    /// Announce this node and discover peers with mDNS on the local network
+    #[arg(long, env = "MESH_MDNS")]
+    mdns: bool,
+    /// TOML file with the same settings (keys: node_id, bind, join, http, data_dir, profile, zone, caps, mdns); flags and MESH_* variables win
     #[arg(long, env = "MESH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Leave the mesh when this process id is gone (used by `mesh demo` and tests)
@@ -62,6 +65,7 @@ pub fn resolve(args: &UpArgs) -> anyhow::Result<NodeConfig> {
         profile: args.profile,
         zone: args.zone,
         caps: args.caps,
+        mdns: args.mdns.then_some(true),
     };
     Ok(NodeConfig::resolve(over, file)?)
 }

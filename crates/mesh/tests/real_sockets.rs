@@ -258,3 +258,15 @@ fn config_file_and_environment_are_applied_with_flags_winning() {
     assert_eq!(me["caps"], serde_json::json!(["env-cap"]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn mdns_finds_peers_without_a_join() {
+    let mut c = Cluster::new(Path::new(EXE), "lan", "e2emdns").unwrap();
+    c.spawn_with("mdns-a", &[], &["--mdns"]).unwrap();
+    c.spawn_with("mdns-b", &[], &["--mdns"]).unwrap();
+    let found = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+        c.converged()
+    });
+    assert!(found.is_some(), "two --mdns nodes did not find each other");
+    c.stop_all();
+}
