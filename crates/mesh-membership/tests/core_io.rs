@@ -256,3 +256,93 @@ fn leaving_marks_self_left_and_says_goodbye() {
         .count();
     assert!(sends >= 1, "the leave is gossiped");
 }
+
+fn stream_to(out: &[Output<PeerId>], port: u16) -> Vec<u8> {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Send {
+                to,
+                channel: Channel::Stream,
+                bytes,
+            } if *to == addr(port) => Some(bytes.clone()),
+            _ => None,
+        })
+        .expect("a stream message to that peer")
+}
+
+#[test]
+fn anti_entropy_push_pull_repairs_what_gossip_missed() {
+    let mut a = core("a", 1, vec![]);
+    let mut b = core("b", 2, vec![]);
+    a.bootstrap(0, vec![peer("b", 2)]);
+    b.bootstrap(0, vec![peer("a", 1)]);
+    // a holds c's soft state (version 5); b never heard of it.
+    let c_soft = SoftState {
+        version: 5,
+        caps: vec!["gpu".into()],
+        ..Default::default()
+    };
+    let push = Envelope::SyncPush {
+        from: peer("x", 7),
+        entries: vec![(peer("c", 3), c_soft.clone())],
+    }
+    .encode();
+    a.handle_stream(1, &push).unwrap();
+    assert_eq!(a.soft_version(&"c".to_string()), Some(5));
+    outputs(&mut a);
+    outputs(&mut b);
+
+    // 1. a's timer: its digest goes to its only member, b, over a stream.
+    a.handle_timer(10, CoreTimer::AntiEntropy);
+    let digest = stream_to(&outputs(&mut a), 2);
+    assert!(matches!(
+        Envelope::<PeerId>::decode(&digest).unwrap(),
+        Envelope::SyncDigest { .. }
+    ));
+    // 2. b answers with what a lacks (b's own state) and asks for c.
+    b.handle_stream(11, &digest).unwrap();
+    let reply = stream_to(&outputs(&mut b), 1);
+    match Envelope::<PeerId>::decode(&reply).unwrap() {
+        Envelope::SyncReply { entries, want, .. } => {
+            assert_eq!(want, vec!["a".to_string(), "c".to_string()], "b lacks both");
+            assert_eq!(
+                entries
+                    .iter()
+                    .map(|(i, _)| i.name.clone())
+                    .collect::<Vec<_>>(),
+                vec!["b"]
+            );
+        }
+        other => panic!("expected a reply, got {other:?}"),
+    }
+    // 3. a applies b's state and pushes c's.
+    a.handle_stream(12, &reply).unwrap();
+    assert!(a.soft_version(&"b".to_string()).is_some());
+    let push = stream_to(&outputs(&mut a), 2);
+    b.handle_stream(13, &push).unwrap();
+    assert_eq!(b.soft_version(&"c".to_string()), Some(5));
+    assert_eq!(
+        b.members().len(),
+        2,
+        "soft state alone does not make c a member"
+    );
+}
+
+#[test]
+fn anti_entropy_messages_on_the_datagram_path_are_refused() {
+    let mut a = core("a", 1, vec![]);
+    let digest = Envelope::SyncDigest {
+        from: peer("b", 2),
+        digest: vec![],
+    }
+    .encode();
+    assert_eq!(
+        a.handle_datagram(1, &digest).unwrap_err().reason(),
+        "wrong_channel"
+    );
+    let join = Envelope::Join { from: peer("b", 2) }.encode();
+    assert_eq!(
+        a.handle_stream(1, &join).unwrap_err().reason(),
+        "wrong_channel"
+    );
+}

@@ -7,19 +7,48 @@
 
 use rand::{RngExt, rngs::Xoshiro256PlusPlus};
 
-/// Per-message one-way delay: `base_us` plus a uniform jitter in `[0, jitter_us]`.
+/// The distribution of one-way message delays.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Latency {
-    pub base_us: u64,
-    pub jitter_us: u64,
+pub enum Latency {
+    /// Uniform between `min_us` and `max_us`.
+    Uniform { min_us: u64, max_us: u64 },
+    /// `base_us` plus an exponentially distributed extra delay of mean `mean_extra_us`
+    /// (a long tail, as queues produce), capped at 20 means.
+    Exponential { base_us: u64, mean_extra_us: u64 },
 }
 
 impl Latency {
     /// A LAN: 200 µs to 1 ms one way.
-    pub const LAN: Latency = Latency {
-        base_us: 200,
-        jitter_us: 800,
+    pub const LAN: Latency = Latency::Uniform {
+        min_us: 200,
+        max_us: 1_000,
     };
+    /// A WAN: 20 ms to 80 ms one way.
+    pub const WAN: Latency = Latency::Uniform {
+        min_us: 20_000,
+        max_us: 80_000,
+    };
+
+    fn sample(&self, rng: &mut Xoshiro256PlusPlus) -> u64 {
+        match *self {
+            Latency::Uniform { min_us, max_us } => {
+                if max_us > min_us {
+                    rng.random_range(min_us..=max_us)
+                } else {
+                    min_us
+                }
+            }
+            Latency::Exponential {
+                base_us,
+                mean_extra_us,
+            } => {
+                let u: f64 = rng.random_range(0.0..1.0);
+                let extra =
+                    (-(1.0 - u).ln() * mean_extra_us as f64).min(20.0 * mean_extra_us as f64);
+                base_us + extra as u64
+            }
+        }
+    }
 }
 
 /// Fault settings of the simulated network.
@@ -111,12 +140,7 @@ impl Partitions {
 /// The delivery delays of one message: empty if it is lost, two if duplicated.
 pub fn deliveries(cfg: &NetConfig, rng: &mut Xoshiro256PlusPlus, reliable: bool) -> Vec<u64> {
     fn delay(cfg: &NetConfig, rng: &mut Xoshiro256PlusPlus) -> u64 {
-        let jitter = if cfg.latency.jitter_us > 0 {
-            rng.random_range(0..=cfg.latency.jitter_us)
-        } else {
-            0
-        };
-        cfg.latency.base_us + jitter
+        cfg.latency.sample(rng)
     }
     if reliable {
         return vec![delay(cfg, rng)];
@@ -129,4 +153,64 @@ pub fn deliveries(cfg: &NetConfig, rng: &mut Xoshiro256PlusPlus, reliable: bool)
         return vec![first, delay(cfg, rng)];
     }
     vec![first]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn loss_and_duplication_follow_their_probabilities() {
+        let cfg = NetConfig {
+            latency: Latency::LAN,
+            loss: 0.1,
+            duplicate: 0.05,
+        };
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+        let (mut lost, mut dup) = (0, 0);
+        for _ in 0..100_000 {
+            match deliveries(&cfg, &mut rng, false).len() {
+                0 => lost += 1,
+                2 => dup += 1,
+                _ => {}
+            }
+        }
+        assert!((9_000..11_000).contains(&lost), "{lost}");
+        assert!((4_000..5_500).contains(&dup), "{dup}");
+        // Streams are never lost or duplicated.
+        assert!((0..1000).all(|_| deliveries(&cfg, &mut rng, true).len() == 1));
+    }
+
+    #[test]
+    fn latency_stays_in_its_distribution() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let u = Latency::Uniform {
+            min_us: 100,
+            max_us: 200,
+        };
+        assert!(
+            (0..1000)
+                .map(|_| u.sample(&mut rng))
+                .all(|d| (100..=200).contains(&d))
+        );
+        let e = Latency::Exponential {
+            base_us: 1000,
+            mean_extra_us: 500,
+        };
+        let samples: Vec<u64> = (0..20_000).map(|_| e.sample(&mut rng)).collect();
+        assert!(samples.iter().all(|&d| (1000..=11_000).contains(&d)));
+        let mean = samples.iter().sum::<u64>() as f64 / samples.len() as f64;
+        assert!((1450.0..1550.0).contains(&mean), "{mean}");
+    }
+
+    #[test]
+    fn partitions_cut_the_right_directions() {
+        let mut p = Partitions::new(6);
+        p.isolate(&[1, 2], true);
+        assert!(!p.allows(1, 0) && p.allows(0, 1) && p.allows(1, 2));
+        p.heal();
+        p.isolate(&[4], false);
+        assert!(!p.allows(4, 0) && !p.allows(0, 4) && p.allows(0, 5));
+    }
 }

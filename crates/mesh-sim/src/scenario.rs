@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! profile lan            # timing preset (before start)
-//! loss 20%               # datagram loss; also: dup 5%, latency 1ms 5ms
+//! loss 20%               # datagram loss; also: dup 5%, latency 1ms 5ms (uniform),
+//!                        # latency exp 1ms 4ms (1 ms + exponential tail of mean 4 ms)
 //! start 20               # 20 nodes that already know each other
 //! join 3 via 0           # 3 more nodes joining cold through node 0
 //! partition {1..7}       # cut {1..7} off (both ways); oneway {1..7}: they can't send
@@ -161,6 +162,44 @@ fn parse_set(s: &str) -> Result<Vec<u32>, String> {
     Ok(out)
 }
 
+/// Splits a line into commands at `;` and at `,` outside `{...}` sets.
+fn split_commands(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0u32;
+    for ch in line.chars() {
+        match ch {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if ch == ';' || (ch == ',' && depth == 0) {
+            out.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(ch);
+        }
+    }
+    out.push(cur);
+    out.into_iter()
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+/// Joins "5 s" into "5s" so durations may be written either way.
+fn merge_units(words: Vec<&str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in words {
+        let is_unit = matches!(w, "ms" | "s" | "m" | "h");
+        if is_unit && out.last().is_some_and(|p| p.parse::<f64>().is_ok()) {
+            out.last_mut().expect("checked").push_str(w);
+        } else {
+            out.push(w.to_string());
+        }
+    }
+    out
+}
+
 fn parse_within(words: &[&str]) -> Result<u64, String> {
     match words {
         [] => Ok(0),
@@ -177,19 +216,20 @@ impl Scenario {
         let mut steps = Vec::new();
         for (lineno, raw_line) in text.lines().enumerate() {
             let line = raw_line.split('#').next().unwrap_or("");
-            for cmd in line.split(';').map(str::trim).filter(|c| !c.is_empty()) {
-                let step = Self::parse_step(cmd).map_err(|msg| ScenarioError::Parse {
+            for cmd in split_commands(line) {
+                let step = Self::parse_step(&cmd).map_err(|msg| ScenarioError::Parse {
                     line: lineno + 1,
                     msg,
                 })?;
-                steps.push((cmd.to_string(), step));
+                steps.push((cmd, step));
             }
         }
         Ok(Scenario { steps })
     }
 
     fn parse_step(cmd: &str) -> Result<Step, String> {
-        let w: Vec<&str> = cmd.split_whitespace().collect();
+        let w = merge_units(cmd.split_whitespace().collect());
+        let w: Vec<&str> = w.iter().map(String::as_str).collect();
         let idx = |s: &str| {
             s.parse::<u32>()
                 .map_err(|_| format!("'{s}' is not a node index"))
@@ -203,11 +243,15 @@ impl Scenario {
                 if hi < lo {
                     return Err("latency range is reversed".into());
                 }
-                Step::Latency(Latency {
-                    base_us: lo * 1000,
-                    jitter_us: (hi - lo) * 1000,
+                Step::Latency(Latency::Uniform {
+                    min_us: lo * 1000,
+                    max_us: hi * 1000,
                 })
             }
+            ["latency", "exp", base, mean] => Step::Latency(Latency::Exponential {
+                base_us: parse_duration_ms(base)? * 1000,
+                mean_extra_us: parse_duration_ms(mean)? * 1000,
+            }),
             ["start", n] => Step::Start(n.parse().map_err(|_| format!("'{n}' is not a count"))?),
             ["join", n, "via", k] => Step::Join {
                 count: n.parse().map_err(|_| format!("'{n}' is not a count"))?,
@@ -488,6 +532,30 @@ mod tests {
             }
         );
         assert_eq!(s.steps[2].1, Step::Wait(5000));
+    }
+
+    #[test]
+    fn accepts_the_issue_s_own_wording() {
+        let s = Scenario::parse("start 20, partition {1..7}, wait 5 s, heal, assert converged")
+            .unwrap();
+        assert_eq!(s.steps.len(), 5);
+        assert_eq!(
+            s.steps[1].1,
+            Step::Partition {
+                nodes: (1..=7).collect(),
+                one_way: false
+            }
+        );
+        assert_eq!(s.steps[2].1, Step::Wait(5000));
+        let t = Scenario::parse("crash {1,4,9}; latency exp 1ms 4ms").unwrap();
+        assert_eq!(t.steps[0].1, Step::Crash(vec![1, 4, 9]));
+        assert_eq!(
+            t.steps[1].1,
+            Step::Latency(Latency::Exponential {
+                base_us: 1000,
+                mean_extra_us: 4000
+            })
+        );
     }
 
     #[test]

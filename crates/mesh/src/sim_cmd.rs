@@ -56,12 +56,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                 loss: a.loss,
                 duration_ms: a.duration,
                 profile: a.profile,
-                latency: match a.profile {
-                    Profile::Wan => Latency {
-                        base_us: 20_000,
-                        jitter_us: 60_000,
-                    },
-                    _ => Latency::LAN,
+                latency: if a.profile == Profile::Wan {
+                    Latency::WAN
+                } else {
+                    Latency::LAN
                 },
             };
             let report = run.run();
