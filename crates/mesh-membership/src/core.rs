@@ -135,6 +135,22 @@ struct ProbeSent<K> {
     at_us: u64,
 }
 
+/// A suspicion this node started (its probe failed), whose `ChangeSuspectToDown`
+/// timer it owns. Kept so the timer can fire earlier as independent suspicions
+/// from other members arrive (Lifeguard's dynamic suspicion timeout).
+#[derive(Debug, Clone)]
+struct LocalSuspicion<I> {
+    timer: foca::Timer<I>,
+    generation: u64,
+    started_us: u64,
+    deadline_us: u64,
+}
+
+/// Independent suspicions after which the timeout reaches its minimum (Lifeguard's K).
+const SUSPICION_CONFIRMATIONS_K: f64 = 3.0;
+/// The shortest suspicion timeout, as a fraction of the full one.
+const SUSPICION_MIN_FRACTION: f64 = 0.4;
+
 const MAX_PROBES_TRACKED: usize = 16;
 const RTT_EWMA_ALPHA: f64 = 0.2;
 
@@ -159,6 +175,7 @@ pub struct Membership<I: MeshIdentity> {
     quiet: bool,
     /// The suspect whose `ChangeSuspectToDown` timer is being handled (we confirm it).
     confirming: Option<I::Addr>,
+    suspicions: BTreeMap<I::Addr, LocalSuspicion<I>>,
     applied: (u8, u64),
     has_left: bool,
 }
@@ -245,6 +262,7 @@ impl<I: MeshIdentity> Membership<I> {
             events: std::collections::VecDeque::new(),
             quiet: false,
             confirming: None,
+            suspicions: BTreeMap::new(),
             applied: (0, 0),
             has_left: false,
             cfg,
@@ -451,6 +469,13 @@ impl<I: MeshIdentity> Membership<I> {
             CoreTimer::Foca(t) => {
                 if let foca::Timer::ChangeSuspectToDown { member_id, .. } = &t {
                     self.confirming = Some(member_id.key());
+                    if self
+                        .suspicions
+                        .get(&member_id.key())
+                        .is_some_and(|s| s.timer == t)
+                    {
+                        self.suspicions.remove(&member_id.key());
+                    }
                 }
                 let _ = self.foca_call(|foca, rt| foca.handle_timer(t, rt));
                 self.confirming = None;
@@ -741,6 +766,7 @@ impl<I: MeshIdentity> Membership<I> {
                 OwnedNotification::MemberUp(id) => {
                     membership_changed = true;
                     let key = id.key();
+                    self.suspicions.remove(&key);
                     let was_down = self.down.remove(&key).is_some();
                     if !self.quiet {
                         self.touch(&key);
@@ -755,6 +781,7 @@ impl<I: MeshIdentity> Membership<I> {
                 OwnedNotification::MemberDown(id) => {
                     membership_changed = true;
                     let key = id.key();
+                    self.suspicions.remove(&key);
                     if self.confirming.as_ref() == Some(&key) {
                         let me = self.identity.clone();
                         let incarnation = self
@@ -902,6 +929,7 @@ impl<I: MeshIdentity> Membership<I> {
                         by: me,
                     };
                     self.add_rumor(&rumor);
+                    self.remember_suspicion(&id);
                     self.send_suspect_notice(&id, incarnation);
                     let every = self.cfg.timings.probe_rtt_ms.max(1);
                     let remaining = (self.applied.1 / every).saturating_sub(1) as u32;
@@ -954,6 +982,7 @@ impl<I: MeshIdentity> Membership<I> {
                 } => match kind {
                     DetectionKind::Suspected => {
                         if subject != self.identity.key() {
+                            self.shorten_suspicion(&subject, generation);
                             self.touch(&subject);
                             self.push_event(MembershipEvent {
                                 at_ms: self.now_us / 1000,
@@ -983,6 +1012,68 @@ impl<I: MeshIdentity> Membership<I> {
                     DetectionKind::Confirmed => {}
                 },
             }
+        }
+    }
+
+    /// Records the `ChangeSuspectToDown` timer foca just asked for (it is among the
+    /// outputs of the call that reported the failed probe).
+    fn remember_suspicion(&mut self, id: &I) {
+        let found = self.out.iter().rev().find_map(|o| match o {
+            Output::Timer {
+                after_ms,
+                timer: CoreTimer::Foca(t @ foca::Timer::ChangeSuspectToDown { member_id, .. }),
+            } if member_id == id => Some((t.clone(), *after_ms)),
+            _ => None,
+        });
+        if let Some((timer, after_ms)) = found {
+            self.suspicions.insert(
+                id.key(),
+                LocalSuspicion {
+                    timer,
+                    generation: id.generation(),
+                    started_us: self.now_us,
+                    deadline_us: self.now_us + after_ms * 1000,
+                },
+            );
+        }
+    }
+
+    /// Lifeguard's dynamic suspicion timeout (Dadgar, Phillips, Currey, "Lifeguard:
+    /// Local Health Awareness for More Accurate Failure Detection", 2018, §IV-B):
+    /// each independent suspicion of the same member shortens our own timeout, from
+    /// the full value towards `SUSPICION_MIN_FRACTION` of it after K confirmations,
+    /// logarithmically. Independent probers failing together are strong evidence;
+    /// a refutation still cancels everything, since foca checks the incarnation.
+    fn shorten_suspicion(&mut self, subject: &I::Addr, generation: u64) {
+        let Some(local) = self.suspicions.get(subject) else {
+            return;
+        };
+        if local.generation != generation {
+            return;
+        }
+        let others = self
+            .foca
+            .broadcast_handler()
+            .detection(subject, generation)
+            .map(|r| {
+                r.suspected_by
+                    .iter()
+                    .filter(|(k, _)| *k != self.identity.key())
+                    .count()
+            })
+            .unwrap_or(0) as f64;
+        let full = self.applied.1 as f64 * 1000.0;
+        let min = full * SUSPICION_MIN_FRACTION;
+        let frac = ((others + 1.0).ln() / (SUSPICION_CONFIRMATIONS_K + 1.0).ln()).min(1.0);
+        let timeout_us = (full - (full - min) * frac).max(min) as u64;
+        let deadline = local.started_us + timeout_us;
+        if deadline + 1000 < local.deadline_us {
+            let timer = local.timer.clone();
+            if let Some(l) = self.suspicions.get_mut(subject) {
+                l.deadline_us = deadline;
+            }
+            let after_ms = deadline.saturating_sub(self.now_us).div_ceil(1000);
+            self.schedule(after_ms, CoreTimer::Foca(timer));
         }
     }
 

@@ -206,6 +206,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         http: http_addr.to_string(),
         seeds: cfg.join.clone(),
         mdns,
+        started_unix_ms: generation,
     };
     let task = tokio::spawn(looper.run(req_rx, frame_rx, found_rx));
     Ok(NodeHandle {
@@ -296,6 +297,7 @@ struct Loop {
     http: String,
     seeds: Vec<SocketAddr>,
     mdns: Option<mdns_sd::ServiceDaemon>,
+    started_unix_ms: u64,
 }
 
 /// Rates are averaged over this window.
@@ -558,6 +560,7 @@ impl Loop {
             reachable,
             known,
             uptime_ms: self.now_ms(),
+            started_unix_ms: self.started_unix_ms,
             suspect_to_down_ms: self.core.suspect_to_down_ms(),
             health: Health {
                 messages_in_per_sec: mi,

@@ -29,6 +29,8 @@ pub struct StatusSnapshot {
     pub reachable: usize,
     pub known: usize,
     pub uptime_ms: u64,
+    /// Wall-clock start in Unix milliseconds: event `at_ms` values count from here.
+    pub started_unix_ms: u64,
     pub suspect_to_down_ms: u64,
     pub health: Health,
     pub members: Vec<serde_json::Value>,

@@ -183,3 +183,42 @@ fn a_failing_scenario_names_its_seed() {
     assert!(msg.contains("seed 4242"), "{msg}");
     assert!(msg.contains("step 3"), "{msg}");
 }
+
+fn report(
+    nodes: usize,
+    loss: f64,
+    duration_ms: u64,
+    seed: u64,
+) -> mesh_sim::report::MembershipReport {
+    mesh_sim::report::MembershipRun {
+        nodes,
+        seed,
+        loss,
+        duration_ms,
+        profile: mesh_proto::Profile::Lan,
+        latency: mesh_sim::net::Latency::LAN,
+    }
+    .run()
+}
+
+#[test]
+fn an_hour_at_ten_percent_loss_has_no_false_positives() {
+    // Issue target: N = 50, 10% datagram loss, one hour of virtual time.
+    let r = report(50, 0.10, 3_600_000, 1);
+    assert!(r.invariant_violation.is_none(), "{}", r.to_text());
+    assert_eq!(r.false_positives, 0, "{}", r.to_text());
+    assert_eq!(r.crash.agreed, 49, "{}", r.to_text());
+}
+
+#[test]
+fn a_fact_reaches_all_but_one_in_ten_thousand_within_two_virtual_seconds() {
+    // Virtual time, so deterministic; the 10,000-node run is `mesh sim membership`.
+    let r = report(2_000, 0.0, 12_000, 3);
+    let t = r.dissemination.to_99_99pct_ms.expect("reached 99.99%");
+    assert!(t <= 2_000, "{}", r.to_text());
+    assert!(
+        (r.traffic.steady_messages_per_member_per_sec - 10.0).abs() < 0.5,
+        "{}",
+        r.to_text()
+    );
+}

@@ -102,25 +102,23 @@ fn bench_size(n: usize, trials: usize, profile: &str) -> anyhow::Result<SizeResu
     })
     .ok_or_else(|| anyhow::anyhow!("{n} nodes did not converge within 30 s"))?;
 
-    // Idle figures: after three seconds of quiet, each node's own measurement.
-    let settle = Instant::now();
-    let _ = wait_for(Duration::from_secs(8), Duration::from_millis(200), || {
-        settle.elapsed() >= Duration::from_secs(3)
-            && (0..n).all(|i| {
-                c.status(i)
-                    .is_ok_and(|(s, _)| !s["health"]["cpu_percent"].is_null())
-            })
+    // Idle figures: CPU time each process used over a 10 s quiet window (from
+    // /proc, 10 ms resolution, so 0.1% here), and its resident memory after it.
+    const IDLE_WINDOW: Duration = Duration::from_secs(10);
+    let before: Vec<Option<u64>> = (0..n).map(|i| c.cpu_ticks(i)).collect();
+    let window_start = Instant::now();
+    let _ = wait_for(IDLE_WINDOW, Duration::from_millis(500), || {
+        window_start.elapsed() >= IDLE_WINDOW
     });
+    let secs = window_start.elapsed().as_secs_f64();
     let mut cpu = Vec::new();
     let mut rss = Vec::new();
-    for i in 0..n {
-        if let Ok((s, _)) = c.status(i) {
-            if let Some(x) = s["health"]["cpu_percent"].as_f64() {
-                cpu.push(x);
-            }
-            if let Some(x) = s["health"]["resident_bytes"].as_f64() {
-                rss.push(x / 1048576.0);
-            }
+    for (i, b) in before.iter().enumerate() {
+        if let (Some(b), Some(a)) = (b, c.cpu_ticks(i)) {
+            cpu.push((a - b) as f64 / 100.0 / secs * 100.0);
+        }
+        if let Some(x) = c.resident_bytes(i) {
+            rss.push(x as f64 / 1048576.0);
         }
     }
 

@@ -245,6 +245,16 @@ impl Cluster {
         Ok(out)
     }
 
+    /// CPU time (user + system) node `i` has used, read from `/proc/<pid>/stat`
+    /// in clock ticks (100 per second on Linux); `None` if not running or not Linux.
+    pub fn cpu_ticks(&self, i: usize) -> Option<u64> {
+        let pid = self.nodes[i].child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    }
+
     /// Resident memory of node `i` as it reports it.
     pub fn resident_bytes(&self, i: usize) -> Option<u64> {
         self.status(i).ok()?.0["health"]["resident_bytes"].as_u64()
