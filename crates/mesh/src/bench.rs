@@ -4,8 +4,10 @@
 //! `kill -9` one node, time the first confirmed death and the moment every
 //! survivor agrees (from the nodes' own event records), restart it, wait for
 //! convergence. Prints median / min / max over the trials, the targets, and idle
-//! CPU and memory per node. No peer implementation runs on this machine (no Go
-//! toolchain for memberlist), so the reference figures are quoted, not measured.
+//! CPU and memory per node. With `--peer memberlist` the same harness also runs
+//! hashicorp/memberlist (Debian's package, stock `DefaultLANConfig`, through the
+//! small Go program in `bench/memberlist-peer`) and prints both side by side with
+//! ratios.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,11 @@ struct MembershipBench {
     /// Timing profile of the nodes
     #[arg(long, default_value = "lan")]
     profile: String,
+    /// Also measure a peer implementation in the same run: `memberlist`
+    /// (built from Debian's golang-go and golang-github-hashicorp-memberlist-dev,
+    /// installed on first use)
+    #[arg(long, value_parser = ["memberlist"])]
+    peer: Option<String>,
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -73,6 +80,7 @@ fn spread(mut v: Vec<f64>) -> Spread {
 
 #[derive(Debug, Serialize)]
 struct SizeResult {
+    implementation: String,
     nodes: usize,
     trials: usize,
     detected: usize,
@@ -89,9 +97,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn bench_size(n: usize, trials: usize, profile: &str) -> anyhow::Result<SizeResult> {
-    let exe = std::env::current_exe()?;
-    let mut c = Cluster::new(&exe, profile, &format!("bench{n}"))?;
+fn bench_size(
+    exe: &std::path::Path,
+    implementation: &str,
+    n: usize,
+    trials: usize,
+    profile: &str,
+) -> anyhow::Result<SizeResult> {
+    let mut c = Cluster::new(exe, profile, &format!("bench-{implementation}-{n}"))?;
     let seed = c.spawn("b1", &[])?;
     let seed_addr = c.info(seed).gossip;
     for i in 2..=n {
@@ -176,6 +189,7 @@ fn bench_size(n: usize, trials: usize, profile: &str) -> anyhow::Result<SizeResu
     }
     c.stop_all();
     Ok(SizeResult {
+        implementation: implementation.to_string(),
         nodes: n,
         trials,
         detected: detection.len(),
@@ -197,10 +211,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if a.nodes.iter().any(|&n| !(3..=64).contains(&n)) {
         anyhow::bail!("--nodes values must be between 3 and 64 (one machine, real processes)");
     }
+    let ours = std::env::current_exe()?;
+    let peer = match a.peer.as_deref() {
+        Some("memberlist") => Some(build_memberlist_peer()?),
+        _ => None,
+    };
     let mut results = Vec::new();
     for &n in &a.nodes {
-        eprintln!("measuring {n} nodes, {} kills…", a.trials);
-        results.push(bench_size(n, a.trials, &a.profile)?);
+        eprintln!("measuring agent-mesh with {n} nodes, {} kills…", a.trials);
+        results.push(bench_size(&ours, "agent-mesh", n, a.trials, &a.profile)?);
+        if let Some(p) = &peer {
+            eprintln!("measuring memberlist with {n} nodes, {} kills…", a.trials);
+            results.push(bench_size(p, "memberlist", n, a.trials, &a.profile)?);
+        }
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
@@ -211,25 +234,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| "null".into())
     };
     println!(
-        "membership failure detection, real processes on loopback, profile {}",
+        "membership failure detection, real processes on loopback (agent-mesh profile {})",
         a.profile
     );
     println!(
-        "{:>5} {:>7} {:>26} {:>26} {:>22} {:>5}",
+        "{:<11} {:>5} {:>6} {:>22} {:>22} {:>10} {:>4} {:>10} {:>8}",
+        "impl",
         "nodes",
         "kills",
         "first detection ms",
-        "all survivors agree ms",
-        "first suspicion ms",
-        "FP"
+        "all agree ms",
+        "suspect ms",
+        "FP",
+        "idle cpu%",
+        "RSS MiB"
     );
     println!(
-        "{:>5} {:>7} {:>26} {:>26} {:>22} {:>5}",
-        "", "", "median (min-max)", "median (min-max)", "median", ""
+        "{:<11} {:>5} {:>6} {:>22} {:>22} {:>10}",
+        "", "", "", "median (min-max)", "median (min-max)", "median"
     );
     for r in &results {
         println!(
-            "{:>5} {:>7} {:>26} {:>26} {:>22} {:>5}",
+            "{:<11} {:>5} {:>6} {:>22} {:>22} {:>10} {:>4} {:>10} {:>8}",
+            r.implementation,
             r.nodes,
             format!("{}/{}", r.detected, r.trials),
             format!(
@@ -245,45 +272,64 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 f(r.full_agreement.max_ms)
             ),
             f(r.first_suspicion.median_ms),
-            r.false_positives
+            r.false_positives,
+            r.idle_cpu_percent
+                .median_ms
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "null".into()),
+            r.idle_resident_mib
+                .median_ms
+                .map(|x| format!("{x:.1}"))
+                .unwrap_or_else(|| "null".into()),
         );
     }
-    println!("targets: first detection median <= 1000 ms, agreement median <= 1500 ms");
-    println!(
-        "reference (quoted, not run here): memberlist's LAN defaults suspect for >= 4 s before declaring death\n"
-    );
-    println!(
-        "{:>5} {:>22} {:>22} {:>14}",
-        "nodes", "idle cpu % per node", "idle RSS MiB per node", "converge ms"
-    );
-    for r in &results {
+    if peer.is_some() {
         println!(
-            "{:>5} {:>22} {:>22} {:>14.0}",
-            r.nodes,
-            format!(
-                "{} (max {})",
-                r.idle_cpu_percent
-                    .median_ms
-                    .map(|x| format!("{x:.1}"))
-                    .unwrap_or("null".into()),
-                r.idle_cpu_percent
-                    .max_ms
-                    .map(|x| format!("{x:.1}"))
-                    .unwrap_or("null".into())
-            ),
-            format!(
-                "{} (max {})",
-                r.idle_resident_mib
-                    .median_ms
-                    .map(|x| format!("{x:.1}"))
-                    .unwrap_or("null".into()),
-                r.idle_resident_mib
-                    .max_ms
-                    .map(|x| format!("{x:.1}"))
-                    .unwrap_or("null".into())
-            ),
-            r.converge_ms
+            "\nratios, memberlist / agent-mesh (medians; above 1 means agent-mesh is faster):"
+        );
+        for &n in &a.nodes {
+            let get = |imp: &str| {
+                results
+                    .iter()
+                    .find(|r| r.nodes == n && r.implementation == imp)
+            };
+            if let (Some(o), Some(p)) = (get("agent-mesh"), get("memberlist")) {
+                let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
+                    (Some(x), Some(y)) if x > 0.0 => format!("{:.2}x", y / x),
+                    _ => "null".into(),
+                };
+                println!(
+                    "  {n:>3} nodes: first detection {}, all agree {}",
+                    ratio(o.first_detection.median_ms, p.first_detection.median_ms),
+                    ratio(o.full_agreement.median_ms, p.full_agreement.median_ms)
+                );
+            }
+        }
+    }
+    println!(
+        "targets (agent-mesh): first detection median <= 1000 ms, agreement median <= 1500 ms"
+    );
+    Ok(())
+}
+
+/// Builds the memberlist peer with `bench/memberlist-peer/build.sh`.
+fn build_memberlist_peer() -> anyhow::Result<std::path::PathBuf> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../bench/memberlist-peer/build.sh");
+    if !script.exists() {
+        anyhow::bail!(
+            "{} not found: --peer memberlist needs the source tree",
+            script.display()
         );
     }
-    Ok(())
+    let out = std::env::temp_dir().join("mesh-memberlist-peer");
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        anyhow::bail!("building the memberlist peer failed ({status})");
+    }
+    Ok(out)
 }

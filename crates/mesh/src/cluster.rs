@@ -92,12 +92,18 @@ impl Cluster {
 
     fn start(&mut self, i: usize, join: &[SocketAddr]) -> anyhow::Result<()> {
         let node = &mut self.nodes[i];
+        let bind = match &node.info {
+            Some(info) => info.gossip.to_string(),
+            None => "127.0.0.1:0".to_string(),
+        };
         let _ = std::fs::remove_file(node.data_dir.join("node.json"));
         let log = std::fs::File::create(node.data_dir.join("node.log"))?;
         let mut cmd = Command::new(&self.exe);
         cmd.arg("up")
             .args(["--node-id", &node.name])
-            .args(["--bind", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            // A restart keeps its gossip port, as a restarted service does (memberlist,
+            // the peer we compare with, refuses a known name at a new address).
+            .args(["--bind", &bind, "--http", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--profile", &self.profile])
@@ -255,9 +261,19 @@ impl Cluster {
         Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
     }
 
-    /// Resident memory of node `i` as it reports it.
+    /// Resident memory of node `i`, read from `/proc/<pid>/status` (so it is the
+    /// same measurement for any implementation the harness runs).
     pub fn resident_bytes(&self, i: usize) -> Option<u64> {
-        self.status(i).ok()?.0["health"]["resident_bytes"].as_u64()
+        let pid = self.nodes[i].child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
     }
 
     /// Stops every node gracefully.
