@@ -783,26 +783,7 @@ impl<I: MeshIdentity> Membership<I> {
                     let key = id.key();
                     self.suspicions.remove(&key);
                     if self.confirming.as_ref() == Some(&key) {
-                        let me = self.identity.clone();
-                        let incarnation = self
-                            .foca
-                            .iter_membership_state()
-                            .find(|m| m.id() == &id)
-                            .map(|m| m.incarnation())
-                            .unwrap_or_default();
-                        self.foca.broadcast_handler_mut().apply_detection(
-                            &id,
-                            incarnation,
-                            DetectionKind::Confirmed,
-                            &me,
-                        );
-                        let rumor = Rumor::Detection {
-                            subject: id.clone(),
-                            incarnation,
-                            kind: DetectionKind::Confirmed,
-                            by: me,
-                        };
-                        self.add_rumor(&rumor);
+                        self.report_detection(&id, DetectionKind::Confirmed);
                     }
                     let left = self
                         .foca
@@ -909,26 +890,7 @@ impl<I: MeshIdentity> Membership<I> {
                 }
                 OwnedNotification::ProbeFailed(_, id) => {
                     // We are the suspecter: record it, tell everyone, and tell the suspect.
-                    let incarnation = self
-                        .foca
-                        .iter_membership_state()
-                        .find(|m| m.id() == &id)
-                        .map(|m| m.incarnation())
-                        .unwrap_or_default();
-                    let me = self.identity.clone();
-                    self.foca.broadcast_handler_mut().apply_detection(
-                        &id,
-                        incarnation,
-                        DetectionKind::Suspected,
-                        &me,
-                    );
-                    let rumor = Rumor::Detection {
-                        subject: id.clone(),
-                        incarnation,
-                        kind: DetectionKind::Suspected,
-                        by: me,
-                    };
-                    self.add_rumor(&rumor);
+                    let incarnation = self.report_detection(&id, DetectionKind::Suspected);
                     self.remember_suspicion(&id);
                     self.send_suspect_notice(&id, incarnation);
                     let every = self.cfg.timings.probe_rtt_ms.max(1);
@@ -1013,6 +975,28 @@ impl<I: MeshIdentity> Membership<I> {
                 },
             }
         }
+    }
+
+    /// Records a detection this node made itself and gossips it; returns the
+    /// subject's incarnation the report is about.
+    fn report_detection(&mut self, id: &I, kind: DetectionKind) -> u16 {
+        let incarnation = self
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id() == id)
+            .map(|m| m.incarnation())
+            .unwrap_or_default();
+        let me = self.identity.clone();
+        self.foca
+            .broadcast_handler_mut()
+            .apply_detection(id, incarnation, kind, &me);
+        self.add_rumor(&Rumor::Detection {
+            subject: id.clone(),
+            incarnation,
+            kind,
+            by: me,
+        });
+        incarnation
     }
 
     /// Records the `ChangeSuspectToDown` timer foca just asked for (it is among the

@@ -1,7 +1,7 @@
 //! Node settings: defaults, a TOML file, `MESH_*` environment variables and flags.
 //!
 //! Precedence: flags > environment > file > defaults. The CLI gathers flags and
-//! environment (clap does both) into [`Overrides`]; [`NodeConfig::resolve`] lays
+//! environment (clap does both) into [`Settings`]; [`NodeConfig::resolve`] lays
 //! them over the file and the defaults and checks everything, so a bad value is a
 //! clear error before anything starts.
 
@@ -18,24 +18,11 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:7946";
 /// Default HTTP address.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7070";
 
-/// Settings as they may appear in `--config FILE` (all optional).
+/// One layer of settings, all optional: the `--config` TOML file, or the flags
+/// and environment together (same fields, so one type serves both layers).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub node_id: Option<String>,
-    pub bind: Option<String>,
-    pub join: Option<Vec<String>>,
-    pub http: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub profile: Option<String>,
-    pub zone: Option<String>,
-    pub caps: Option<Vec<String>>,
-    pub mdns: Option<bool>,
-}
-
-/// Settings from flags and environment (`None`: not given).
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
+pub struct Settings {
     pub node_id: Option<String>,
     pub bind: Option<String>,
     pub join: Option<Vec<String>>,
@@ -82,7 +69,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-impl FileConfig {
+impl Settings {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
             path: path.into(),
@@ -137,7 +124,8 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 impl NodeConfig {
-    pub fn resolve(over: Overrides, file: FileConfig) -> Result<Self, ConfigError> {
+    /// Lays `over` (flags and environment) over `file` and the defaults, and checks the result.
+    pub fn resolve(over: Settings, file: Settings) -> Result<Self, ConfigError> {
         let node_id = over.node_id.or(file.node_id);
         if let Some(id) = &node_id {
             validate_name("node id", id).map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -209,10 +197,10 @@ mod tests {
 
     #[test]
     fn flags_win_over_file() {
-        let file: FileConfig =
+        let file: Settings =
             toml::from_str("node_id = \"a\"\nzone = \"z1\"\ncaps = [\"gpu\"]\nprofile = \"wan\"")
                 .unwrap();
-        let over = Overrides {
+        let over = Settings {
             node_id: Some("b".into()),
             caps: Some(vec!["rust,review".into()]),
             ..Default::default()
@@ -227,39 +215,39 @@ mod tests {
 
     #[test]
     fn bad_values_are_clear_errors() {
-        let bad = |o: Overrides| {
-            NodeConfig::resolve(o, FileConfig::default())
+        let bad = |o: Settings| {
+            NodeConfig::resolve(o, Settings::default())
                 .unwrap_err()
                 .to_string()
         };
         assert!(
-            bad(Overrides {
+            bad(Settings {
                 bind: Some("127.0.0.1".into()),
                 ..Default::default()
             })
             .contains("missing ':PORT'")
         );
         assert!(
-            bad(Overrides {
+            bad(Settings {
                 join: Some(vec!["host:99999".into()]),
                 ..Default::default()
             })
             .contains("not a port number")
         );
         assert!(
-            bad(Overrides {
+            bad(Settings {
                 profile: Some("fast".into()),
                 ..Default::default()
             })
             .contains("local, lan, wan")
         );
         assert!(
-            bad(Overrides {
+            bad(Settings {
                 caps: Some(vec!["a b".into()]),
                 ..Default::default()
             })
             .contains("capability")
         );
-        assert!(toml::from_str::<FileConfig>("colour = 1").is_err());
+        assert!(toml::from_str::<Settings>("colour = 1").is_err());
     }
 }

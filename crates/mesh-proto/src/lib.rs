@@ -6,13 +6,15 @@
 //! - [`profile`]: the timing presets (`local`, `lan`, `wan`) every node of one mesh shares;
 //! - [`soft`]: the soft state a node gossips about itself (load, capabilities, zone, version);
 //! - [`frame`]: the length-prefixed frame codec used on TCP streams, with its size limit;
-//! - [`limits`]: the hard caps on packet and frame sizes, so bad input is bounded.
+//! - [`limits`]: the hard caps on packet and frame sizes, so bad input is bounded;
+//! - [`units`]: parsing of durations (`250ms`, `5s`) and probabilities (`10%`).
 #![forbid(unsafe_code)]
 
 pub mod frame;
 pub mod limits;
 pub mod profile;
 pub mod soft;
+pub mod units;
 
 pub use frame::{FrameError, decode_frame, encode_frame};
 pub use profile::{Profile, Timings};

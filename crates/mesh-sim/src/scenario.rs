@@ -28,6 +28,7 @@ use crate::net::{Latency, NetConfig};
 use crate::sim::{Sim, SimConfig};
 use mesh_membership::{MemberState, Mode};
 use mesh_proto::Profile;
+use mesh_proto::units::{parse_duration_ms, parse_fraction};
 
 /// One scenario command.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,43 +91,6 @@ pub enum ScenarioError {
 #[derive(Debug, Clone)]
 pub struct Scenario {
     steps: Vec<(String, Step)>,
-}
-
-fn parse_duration_ms(s: &str) -> Result<u64, String> {
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1000.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60_000.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3_600_000.0)
-    } else {
-        return Err(format!("'{s}' is not a duration (use 250ms, 5s, 2m, 1h)"));
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration"))?;
-    if v.is_nan() || v < 0.0 {
-        return Err(format!("'{s}' is negative"));
-    }
-    Ok((v * mult).round() as u64)
-}
-
-fn parse_fraction(s: &str) -> Result<f64, String> {
-    let v = if let Some(p) = s.strip_suffix('%') {
-        p.parse::<f64>()
-            .map_err(|_| format!("'{s}' is not a percentage"))?
-            / 100.0
-    } else {
-        s.parse::<f64>()
-            .map_err(|_| format!("'{s}' is not a probability"))?
-    };
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("'{s}' is outside 0..100%"))
-    }
 }
 
 fn parse_set(s: &str) -> Result<Vec<u32>, String> {

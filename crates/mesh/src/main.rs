@@ -8,7 +8,6 @@ mod demo;
 mod sim_cmd;
 mod status_cmd;
 mod up;
-mod util;
 
 use clap::{Parser, Subcommand};
 

@@ -2,8 +2,8 @@
 
 use clap::{Args, Subcommand};
 
-use crate::util::{parse_duration_ms, parse_fraction};
 use mesh_proto::Profile;
+use mesh_proto::units::{parse_duration_ms, parse_fraction};
 use mesh_sim::net::Latency;
 use mesh_sim::report::{MIN_DURATION_MS, MembershipRun};
 

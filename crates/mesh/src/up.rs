@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use mesh_cli::cluster::NodeFile;
-use mesh_node::config::{FileConfig, NodeConfig, Overrides};
+use mesh_node::config::{NodeConfig, Settings};
 
 #[derive(Args, Debug, Clone)]
 pub struct UpArgs {
@@ -53,10 +53,10 @@ pub struct UpArgs {
 pub fn resolve(args: &UpArgs) -> anyhow::Result<NodeConfig> {
     let args = args.clone();
     let file = match &args.config {
-        Some(p) => FileConfig::load(p)?,
-        None => FileConfig::default(),
+        Some(p) => Settings::load(p)?,
+        None => Settings::default(),
     };
-    let over = Overrides {
+    let over = Settings {
         node_id: args.node_id,
         bind: args.bind,
         join: args.join,

@@ -1,6 +1,7 @@
-//! Small parsing helpers shared by subcommands.
+//! Parsing of human-written durations and probabilities, shared by the CLI and
+//! the simulator's scenario language.
 
-/// Parses `250ms`, `5s`, `2m`, `1h` or a bare number of seconds.
+/// Parses `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
@@ -15,6 +16,7 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
         (s, 1000.0)
     };
     let v: f64 = num
+        .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a duration (examples: 500ms, 30s, 2m, 1h)"))?;
     if !v.is_finite() || v < 0.0 {
@@ -39,5 +41,29 @@ pub fn parse_fraction(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("'{s}' must be between 0 and 1 (or 0% and 100%)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert_eq!(parse_duration_ms("5s"), Ok(5000));
+        assert_eq!(parse_duration_ms("1.5m"), Ok(90_000));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms("7"), Ok(7000));
+        assert!(parse_duration_ms("soon").is_err());
+        assert!(parse_duration_ms("-1s").is_err());
+    }
+
+    #[test]
+    fn fractions() {
+        assert_eq!(parse_fraction("10%"), Ok(0.1));
+        assert_eq!(parse_fraction("0.25"), Ok(0.25));
+        assert!(parse_fraction("140%").is_err());
+        assert!(parse_fraction("x").is_err());
     }
 }
