@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 /// Agent Mesh: a peer-to-peer coordination layer for swarms of agents.
 #[derive(Parser)]
-#[command(name = "mesh", version, about, long_about = None)]
+#[command(name = "mesh", version, about = "Agent Mesh: a peer-to-peer coordination layer for swarms of agents and workers", long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -40,7 +40,7 @@ pub struct UpArgs {
     #[arg(long, env = "MESH_CAPS", value_name = "a,b,c", value_delimiter = ',')]
     caps: Option<Vec<String>>,
     /// Announce this node and discover peers with mDNS on the local network
-    #[arg(long, env = "MESH_MDNS")]
+    #[arg(long, env = "MESH_MDNS", value_parser = clap::builder::BoolishValueParser::new())]
     mdns: bool,
     /// TOML file with the same settings (keys: node_id, bind, join, http, data_dir, profile, zone, caps, mdns); flags and MESH_* variables win
     #[arg(long, env = "MESH_CONFIG", value_name = "FILE")]
