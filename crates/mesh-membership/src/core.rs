@@ -561,6 +561,15 @@ impl<I: MeshIdentity> Membership<I> {
                 if self.down.get(&key).is_some_and(|d| d.identity == subject) {
                     self.down.remove(&key);
                     self.meta.remove(&key);
+                    // Its soft state goes too, unless a newer generation wrote it.
+                    let handler = self.foca.broadcast_handler_mut();
+                    if handler
+                        .soft
+                        .get(&key)
+                        .is_some_and(|k| k.identity.generation() <= subject.generation())
+                    {
+                        handler.soft.remove(&key);
+                    }
                     self.update_mode();
                 }
             }

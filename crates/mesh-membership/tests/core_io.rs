@@ -346,3 +346,28 @@ fn anti_entropy_messages_on_the_datagram_path_are_refused() {
         "wrong_channel"
     );
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any bytes, on either path, with or without a valid header: an error or
+        /// nothing, never a panic.
+        #[test]
+        fn arbitrary_input_never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..1500), kind in 0u8..9, framed in any::<bool>(), stream in any::<bool>()) {
+            let mut c = core("a", 1, vec![]);
+            c.start(0);
+            c.bootstrap(0, vec![peer("b", 2)]);
+            if framed && bytes.len() >= 3 {
+                bytes[0] = b'M';
+                bytes[1] = 1;
+                bytes[2] = kind;
+            }
+            let _ = if stream { c.handle_stream(5, &bytes) } else { c.handle_datagram(5, &bytes) };
+            let _ = c.members();
+        }
+    }
+}

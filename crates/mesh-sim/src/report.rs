@@ -87,6 +87,8 @@ pub struct MembershipReport {
     /// (observer, subject) pairs where a healthy node was declared dead.
     pub false_positives: usize,
     pub false_positive_subjects: usize,
+    /// Healthy nodes that were told they were dead and rejoined under a new generation.
+    pub renewals: usize,
     pub traffic: Traffic,
     pub invariant_violation: Option<String>,
     pub replay: String,
@@ -101,6 +103,7 @@ struct Tracker {
     first_detection: Option<u64>,
     dead_seen_by: Vec<Option<u64>>,
     false_pairs: usize,
+    renewals: usize,
     false_subjects: std::collections::BTreeSet<String>,
 }
 
@@ -165,6 +168,7 @@ impl MembershipRun {
                 {
                     t.first_suspicion = Some(at_ms);
                 }
+                EventKind::Renewed => t.renewals += 1,
                 EventKind::Dead => {
                     let crashed_now = t.crashed.as_ref().is_some_and(|(s, _)| *s == ev.subject);
                     if crashed_now {
@@ -255,6 +259,7 @@ impl MembershipRun {
             },
             false_positives: t.false_pairs,
             false_positive_subjects: t.false_subjects.len(),
+            renewals: t.renewals,
             traffic: Traffic {
                 steady_messages_per_member_per_sec: steady_msgs / n as f64 / steady_secs,
                 steady_bytes_per_member_per_sec: steady_bytes / n as f64 / steady_secs,
@@ -309,8 +314,8 @@ impl MembershipReport {
             ms(c.full_agreement_ms)
         );
         s += &format!(
-            "false positives: {} (healthy nodes declared dead: {})\n",
-            self.false_positives, self.false_positive_subjects
+            "false positives: {} (healthy nodes declared dead: {}); forced rejoins: {}\n",
+            self.false_positives, self.false_positive_subjects, self.renewals
         );
         s += &format!(
             "messages per member per second: {:.2} steady ({:.0} bytes/s), {:.2} over the run\n",

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! profile lan            # timing preset (before start)
+//! skew 5%                # nodes started from now on get clocks running up to 5% fast or slow
 //! loss 20%               # datagram loss; also: dup 5%, latency 1ms 5ms (uniform),
 //!                        # latency exp 1ms 4ms (1 ms + exponential tail of mean 4 ms)
 //! start 20               # 20 nodes that already know each other
@@ -37,6 +38,7 @@ pub enum Step {
     Loss(f64),
     Dup(f64),
     Latency(Latency),
+    Skew(f64),
     Start(usize),
     Join {
         count: usize,
@@ -216,6 +218,7 @@ impl Scenario {
                 base_us: parse_duration_ms(base)? * 1000,
                 mean_extra_us: parse_duration_ms(mean)? * 1000,
             }),
+            ["skew", p] => Step::Skew(parse_fraction(p)?),
             ["start", n] => Step::Start(n.parse().map_err(|_| format!("'{n}' is not a count"))?),
             ["join", n, "via", k] => Step::Join {
                 count: n.parse().map_err(|_| format!("'{n}' is not a count"))?,
@@ -267,6 +270,7 @@ impl Scenario {
     pub fn run(&self, seed: u64) -> Result<Sim, ScenarioError> {
         let mut profile = Profile::Lan;
         let mut net = NetConfig::default();
+        let mut skew = 0.0;
         let mut sim: Option<Sim> = None;
         let mut published: Vec<(u32, u64)> = Vec::new();
         for (i, (text, step)) in self.steps.iter().enumerate() {
@@ -274,7 +278,11 @@ impl Scenario {
                 step: i + 1,
                 text: text.clone(),
                 at_ms: sim.as_ref().map(|s| s.now_ms()).unwrap_or(0),
-                msg,
+                // An invariant violation stops the run early: it is the real failure.
+                msg: match sim.as_ref().and_then(|s| s.violation()) {
+                    Some(v) => v.to_string(),
+                    None => msg,
+                },
                 seed,
             };
             let need = |sim: &mut Option<Sim>| -> Result<(), ScenarioError> {
@@ -304,6 +312,12 @@ impl Scenario {
                         s.net.latency = *l
                     }
                 }
+                Step::Skew(p) => {
+                    skew = *p;
+                    if let Some(s) = sim.as_mut() {
+                        s.max_skew = *p
+                    }
+                }
                 Step::Start(n) => {
                     let s = sim.get_or_insert_with(|| {
                         Sim::new(SimConfig {
@@ -313,6 +327,7 @@ impl Scenario {
                             record_events: true,
                         })
                     });
+                    s.max_skew = skew;
                     s.start_converged(*n);
                     // Let every node boot (boots are spread over one probe period).
                     let period = s.timings().probe_period_ms;
@@ -457,11 +472,23 @@ impl Scenario {
                 }
                 Step::AssertNoFalsePositives => {
                     need(&mut sim)?;
-                    let fps = sim.as_ref().expect("checked").false_positives();
+                    let s = sim.as_ref().expect("checked");
+                    let fps = s.false_positives();
                     if !fps.is_empty() {
                         return Err(fail(
                             &sim,
                             format!("{} false positives, first: {:?}", fps.len(), fps[0]),
+                        ));
+                    }
+                    let renewals = s.renewals();
+                    if !renewals.is_empty() {
+                        return Err(fail(
+                            &sim,
+                            format!(
+                                "{} forced rejoins of healthy nodes, first: {:?}",
+                                renewals.len(),
+                                renewals[0]
+                            ),
                         ));
                     }
                 }

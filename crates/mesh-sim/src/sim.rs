@@ -59,6 +59,15 @@ struct SimNode {
     boot: u32,
     generation: u32,
     up: bool,
+    /// Clock rate: the node's clock advances `rate` µs per virtual µs (clock skew).
+    rate: f64,
+}
+
+impl SimNode {
+    /// The node's own clock reading at virtual time `virtual_us`.
+    fn local_us(&self, virtual_us: u64) -> u64 {
+        (virtual_us as f64 * self.rate) as u64
+    }
 }
 
 /// Traffic counters (datagrams are what SWIM's "messages per member" counts).
@@ -110,6 +119,10 @@ pub struct Sim {
     invariants: Vec<Box<dyn Invariant>>,
     violation: Option<String>,
     record_events: bool,
+    /// Processes that crashed or left: (index, generation, virtual µs).
+    gone: Vec<(u32, u64, u64)>,
+    /// Largest clock-rate error given to nodes created from now on (0.05: ±5%).
+    pub max_skew: f64,
     pub observed: Vec<Observed>,
     /// Called for every reported event (used by reports that must not keep them all).
     pub on_event: Option<EventHook>,
@@ -131,6 +144,8 @@ impl Sim {
             invariants: invariants::all(),
             violation: None,
             record_events: cfg.record_events,
+            gone: Vec::new(),
+            max_skew: 0.0,
             observed: Vec::new(),
             on_event: None,
         }
@@ -231,11 +246,17 @@ impl Sim {
 
     fn add_node(&mut self, idx: u32, seeds: Vec<u32>) {
         debug_assert_eq!(idx as usize, self.nodes.len());
+        let rate = if self.max_skew > 0.0 {
+            1.0 + self.rng.random_range(-self.max_skew..=self.max_skew)
+        } else {
+            1.0
+        };
         self.nodes.push(SimNode {
             core: None,
             boot: 0,
             generation: 1,
             up: true,
+            rate,
         });
         self.partitions.grow(self.nodes.len());
         self.make_core(idx, seeds);
@@ -246,12 +267,15 @@ impl Sim {
         let id = SimId { idx, generation };
         let cfg = MembershipConfig::new(self.timings.clone(), seeds);
         let seed = self.node_seed(idx, generation);
-        let core = Membership::new(id, cfg, seed, self.now_us, SoftState::default());
+        let now = self.nodes[idx as usize].local_us(self.now_us);
+        let core = Membership::new(id, cfg, seed, now, SoftState::default());
         self.nodes[idx as usize].core = Some(core);
     }
 
     /// Kills a node: its state is lost, its timers die, packets to it vanish.
     pub fn crash(&mut self, idx: u32) {
+        let generation = self.current_generation(idx);
+        self.gone.push((idx, generation, self.now_us));
         let n = &mut self.nodes[idx as usize];
         // Remember a generation the core renewed to, so the restart goes above it.
         if let Some(core) = n.core.as_ref() {
@@ -260,6 +284,9 @@ impl Sim {
         n.core = None;
         n.up = false;
         n.boot += 1;
+        for inv in self.invariants.iter_mut() {
+            inv.forget_observer(idx);
+        }
     }
 
     /// Restarts a crashed node with a new generation, joining through live `seeds`.
@@ -276,7 +303,9 @@ impl Sim {
 
     /// Graceful leave (what SIGTERM does in the daemon).
     pub fn leave(&mut self, idx: u32) {
-        let now = self.now_us;
+        let generation = self.current_generation(idx);
+        self.gone.push((idx, generation, self.now_us));
+        let now = self.nodes[idx as usize].local_us(self.now_us);
         if let Some(core) = self.nodes[idx as usize].core.as_mut() {
             core.leave(now);
         }
@@ -285,7 +314,7 @@ impl Sim {
 
     /// Publishes a new fact from `idx`: a soft-state change. Returns its version.
     pub fn publish(&mut self, idx: u32, caps: Vec<String>) -> u64 {
-        let now = self.now_us;
+        let now = self.nodes[idx as usize].local_us(self.now_us);
         let core = self.nodes[idx as usize]
             .core
             .as_mut()
@@ -346,7 +375,8 @@ impl Sim {
         if !node.up {
             return;
         }
-        let now_us = self.now_us;
+        // Every input gets the node's own (possibly skewed) clock reading.
+        let now_us = node.local_us(self.now_us);
         match ev.what {
             Pending::Boot { bootstrap } => {
                 if ev.boot != node.boot {
@@ -407,12 +437,10 @@ impl Sim {
             match out {
                 Output::Send { to, channel, bytes } => self.send(idx, to, channel, bytes),
                 Output::Timer { after_ms, timer } => {
-                    self.push(
-                        self.now_us + after_ms * 1000,
-                        idx,
-                        boot,
-                        Pending::Timer(timer),
-                    );
+                    // `after_ms` is on the node's clock; convert to virtual time.
+                    let rate = self.nodes[idx as usize].rate;
+                    let after_us = (after_ms as f64 * 1000.0 / rate).round() as u64;
+                    self.push(self.now_us + after_us, idx, boot, Pending::Timer(timer));
                 }
                 Output::Event(event) => self.observe(idx, event),
             }
@@ -547,6 +575,16 @@ impl Sim {
 
     /// How many (observer, subject) pairs declared a node dead while it was running
     /// under the generation declared: false positives.
+    /// Nodes that rejoined under a new generation because they were told they
+    /// were dead (spurious unless a partition or a crash explains it).
+    pub fn renewals(&self) -> Vec<(u32, u64)> {
+        self.observed
+            .iter()
+            .filter(|o| o.event.kind == EventKind::Renewed)
+            .map(|o| (o.observer, o.at_us / 1000))
+            .collect()
+    }
+
     pub fn false_positives(&self) -> Vec<(u32, String, u64)> {
         self.observed
             .iter()
@@ -558,9 +596,12 @@ impl Sim {
                     .trim_start_matches('n')
                     .parse()
                     .unwrap_or(u32::MAX);
-                self.nodes
-                    .get(idx as usize)
-                    .is_some_and(|n| n.up && n.generation as u64 == o.event.generation)
+                // Legitimate only if that process (index, generation) had crashed or
+                // left by then; a generation the node later renewed away from counts too.
+                !self
+                    .gone
+                    .iter()
+                    .any(|&(i, g, at)| i == idx && g == o.event.generation && at <= o.at_us)
             })
             .map(|o| (o.observer, o.event.subject.clone(), o.at_us / 1000))
             .collect()

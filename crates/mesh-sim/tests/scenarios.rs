@@ -207,6 +207,7 @@ fn an_hour_at_ten_percent_loss_has_no_false_positives() {
     let r = report(50, 0.10, 3_600_000, 1);
     assert!(r.invariant_violation.is_none(), "{}", r.to_text());
     assert_eq!(r.false_positives, 0, "{}", r.to_text());
+    assert_eq!(r.renewals, 0, "{}", r.to_text());
     assert_eq!(r.crash.agreed, 49, "{}", r.to_text());
 }
 
@@ -220,5 +221,13 @@ fn a_fact_reaches_all_but_one_in_ten_thousand_within_two_virtual_seconds() {
         (r.traffic.steady_messages_per_member_per_sec - 10.0).abs() < 0.5,
         "{}",
         r.to_text()
+    );
+}
+
+#[test]
+fn clocks_running_ten_percent_apart() {
+    run(
+        "clocks_running_ten_percent_apart",
+        "skew 10%; loss 5%; start 20; wait 10s; crash {3}; assert gone {3} within 5s; restart {3}; assert converged within 10s; assert no-false-positives",
     );
 }

@@ -727,11 +727,17 @@ where
                             member.incarnation() == incarnation
                         })
                     {
+                        // Vendored fix: only a member this timer actually declared
+                        // down is told so. `apply_existing_if` also returns a summary
+                        // when the condition failed (the suspect refuted with a higher
+                        // incarnation); telling a refuted, healthy member to turn
+                        // undead made it drop its identity and rejoin for nothing.
+                        let declared_down = summary.apply_successful && !summary.is_active_now;
                         self.handle_apply_summary(summary, as_down, true, &mut runtime)?;
                         // Member went down we might need to adjust our internal state
                         self.adjust_connection_state(&mut runtime);
 
-                        if self.config.notify_down_members {
+                        if declared_down && self.config.notify_down_members {
                             // As a courtesy, we send a lightweight message to the member
                             // we're declaring down so that if it manages to receive it,
                             // it can react accordingly

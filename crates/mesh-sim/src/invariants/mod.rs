@@ -15,6 +15,9 @@ pub trait Invariant {
     /// Called for each event `observer` reports; `Err` describes a violation.
     fn observe(&mut self, at_us: u64, observer: u32, event: &MembershipEvent)
     -> Result<(), String>;
+    /// The observer crashed: what its process knew is gone, and so is what we
+    /// remember of it (a restarted process starts from nothing).
+    fn forget_observer(&mut self, observer: u32);
 }
 
 /// The default set.

@@ -45,4 +45,8 @@ impl Invariant for NoResurrection {
         }
         Ok(())
     }
+
+    fn forget_observer(&mut self, observer: u32) {
+        self.dead_at.retain(|(o, _), _| *o != observer);
+    }
 }

@@ -37,4 +37,8 @@ impl Invariant for SoftMonotonic {
         }
         Ok(())
     }
+
+    fn forget_observer(&mut self, observer: u32) {
+        self.held.retain(|(o, _), _| *o != observer);
+    }
 }
