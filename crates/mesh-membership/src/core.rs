@@ -308,26 +308,27 @@ impl<I: MeshIdentity> Membership<I> {
         self.quiet = false;
     }
 
-    /// A datagram arrived from `from` (the sender's transport address; informative only).
+    /// A datagram arrived. Errors say why it was dropped; nothing changed then.
     pub fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]) -> Result<(), InputError> {
         self.now_us = now_us;
         if bytes.len() > self.cfg.max_datagram_bytes {
             return Err(InputError::Swim(foca::Error::DataTooBig));
         }
+        // The hot path: SWIM packets go to foca without being copied.
+        if let Some(body) = crate::wire::swim_body(bytes) {
+            return match self.foca_call(|foca, rt| foca.handle_data(body, rt)) {
+                Ok(()) => Ok(()),
+                Err(
+                    e @ (foca::Error::MalformedPacket
+                    | foca::Error::Decode(_)
+                    | foca::Error::DataTooBig),
+                ) => Err(InputError::Swim(e)),
+                // Benign protocol conditions (stale data, our own echo, not connected yet).
+                Err(_) => Ok(()),
+            };
+        }
         match Envelope::<I>::decode(bytes)? {
-            Envelope::Swim(_) => {
-                let body = &bytes[HEADER_LEN..];
-                match self.foca_call(|foca, rt| foca.handle_data(body, rt)) {
-                    Ok(()) => Ok(()),
-                    Err(
-                        e @ (foca::Error::MalformedPacket
-                        | foca::Error::Decode(_)
-                        | foca::Error::DataTooBig),
-                    ) => Err(InputError::Swim(e)),
-                    // Benign protocol conditions (stale data, our own echo, not connected yet).
-                    Err(_) => Ok(()),
-                }
-            }
+            Envelope::Swim(_) => unreachable!("SWIM packets take the path above"),
             Envelope::Join { from } => {
                 if from.key() != self.identity.key() && !self.has_left {
                     let joiner = from.clone();
@@ -769,8 +770,9 @@ impl<I: MeshIdentity> Membership<I> {
 
     fn process_notifications(&mut self) {
         let mut membership_changed = false;
-        let notes = std::mem::take(&mut self.notes);
-        for note in notes {
+        // Reuse the buffer: this runs after every input.
+        let mut notes = std::mem::take(&mut self.notes);
+        for note in notes.drain(..) {
             match note {
                 OwnedNotification::MemberUp(id) => {
                     membership_changed = true;
@@ -915,6 +917,7 @@ impl<I: MeshIdentity> Membership<I> {
                 }
             }
         }
+        self.notes = notes;
         if membership_changed && !self.quiet {
             self.reconfigure();
             self.update_mode();

@@ -32,6 +32,14 @@ const KIND_SYNC_DIGEST: u8 = 5;
 const KIND_SYNC_REPLY: u8 = 6;
 const KIND_SYNC_PUSH: u8 = 7;
 
+/// The foca packet inside a well-formed SWIM datagram, without copying it.
+pub fn swim_body(bytes: &[u8]) -> Option<&[u8]> {
+    match bytes {
+        [MAGIC, VERSION, KIND_SWIM, body @ ..] if !body.is_empty() => Some(body),
+        _ => None,
+    }
+}
+
 /// How a message travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub peer_rtt_ms: Family<PeerLabel, Gauge<f64, AtomicU64>>,
     pub cpu_percent: Gauge<f64, AtomicU64>,
     pub resident_bytes: Gauge,
+    /// Sum over every drop reason (for the status document).
+    dropped_total: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -65,6 +67,7 @@ impl Metrics {
             peer_rtt_ms: Family::default(),
             cpu_percent: Gauge::default(),
             resident_bytes: Gauge::default(),
+            dropped_total: AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register(
@@ -123,6 +126,14 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+        self.dropped_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Packets and frames dropped so far, every reason together.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_total
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The text exposition format.

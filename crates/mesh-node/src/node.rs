@@ -541,15 +541,7 @@ impl Loop {
         let [mi, mo, bi, bo] = self.rates();
         let (reachable, known) = self.core.reachability();
         let id = self.core.identity();
-        let dropped: u64 = {
-            // Sum of the dropped-packets family, read through the encoded text (no iteration API).
-            self.metrics
-                .encode()
-                .lines()
-                .filter(|l| l.starts_with("mesh_packets_dropped_total{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>() as u64
-        };
+        let dropped = self.metrics.dropped_total();
         StatusSnapshot {
             node_id: id.name.clone(),
             generation: id.generation,
