@@ -551,6 +551,7 @@ impl Loop {
             mode: self.core.mode().as_str().to_string(),
             reachable,
             known,
+            reachable_fraction: reachable as f64 / known.max(1) as f64,
             uptime_ms: self.now_ms(),
             started_unix_ms: self.started_unix_ms,
             suspect_to_down_ms: self.core.suspect_to_down_ms(),

@@ -28,6 +28,8 @@ pub struct StatusSnapshot {
     /// Members reachable (alive or suspect, self included) and last known (also dead).
     pub reachable: usize,
     pub known: usize,
+    /// reachable / known: at or below 0.5 the node is read-only.
+    pub reachable_fraction: f64,
     pub uptime_ms: u64,
     /// Wall-clock start in Unix milliseconds: event `at_ms` values count from here.
     pub started_unix_ms: u64,
