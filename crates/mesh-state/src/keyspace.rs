@@ -1,0 +1,309 @@
+//! The keyspace: keys to values, each with an optional expiry, and the reads.
+//!
+//! Writes go through [`StateMachine::apply`](crate::StateMachine::apply), which
+//! first removes every key whose expiry is at or before the command's stamp (so all
+//! replicas expire the same keys at the same log position). Reads take the reader's
+//! `now_ms` and treat a key past its expiry as absent, so a read between two log
+//! entries never sees a dead key either.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StateError;
+use crate::glob;
+use crate::value::{HashFields, Value, ValueType, ZSet};
+
+/// A stored value and its expiry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub value: Value,
+    /// Unix milliseconds; `None`: no expiry.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Entry {
+    fn live(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+}
+
+/// Every key of the mesh.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Vec<(Vec<u8>, Entry)>", into = "Vec<(Vec<u8>, Entry)>")]
+pub struct Keyspace {
+    entries: BTreeMap<Vec<u8>, Entry>,
+    /// (expiry, key) for every key with an expiry, to expire in time order.
+    expiries: BTreeSet<(u64, Vec<u8>)>,
+}
+
+impl From<Vec<(Vec<u8>, Entry)>> for Keyspace {
+    fn from(items: Vec<(Vec<u8>, Entry)>) -> Self {
+        let mut k = Keyspace::default();
+        for (key, e) in items {
+            k.put(key, e);
+        }
+        k
+    }
+}
+impl From<Keyspace> for Vec<(Vec<u8>, Entry)> {
+    fn from(k: Keyspace) -> Self {
+        k.entries.into_iter().collect()
+    }
+}
+
+fn wrong_type() -> StateError {
+    StateError::WrongType
+}
+
+/// Resolves Redis's inclusive, possibly negative `start..=stop` over `len` items.
+pub fn resolve_range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let norm = |i: i64| if i < 0 { len + i } else { i };
+    let (s, e) = (norm(start).max(0), norm(stop).min(len - 1));
+    if len == 0 || s > e || s >= len {
+        None
+    } else {
+        Some((s as usize, e as usize))
+    }
+}
+
+impl Keyspace {
+    // ----- storage (crate-internal; the machine keeps the index right) ----------
+
+    pub(crate) fn put(&mut self, key: Vec<u8>, entry: Entry) {
+        if let Some(old) = self.entries.get(&key)
+            && let Some(at) = old.expires_at_ms
+        {
+            self.expiries.remove(&(at, key.clone()));
+        }
+        if let Some(at) = entry.expires_at_ms {
+            self.expiries.insert((at, key.clone()));
+        }
+        self.entries.insert(key, entry);
+    }
+
+    pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let e = self.entries.remove(key)?;
+        if let Some(at) = e.expires_at_ms {
+            self.expiries.remove(&(at, key.to_vec()));
+        }
+        Some(e)
+    }
+
+    pub(crate) fn set_expiry(&mut self, key: &[u8], at: Option<u64>) -> bool {
+        let Some(e) = self.entries.get_mut(key) else {
+            return false;
+        };
+        if let Some(old) = e.expires_at_ms {
+            self.expiries.remove(&(old, key.to_vec()));
+        }
+        e.expires_at_ms = at;
+        if let Some(at) = at {
+            self.expiries.insert((at, key.to_vec()));
+        }
+        true
+    }
+
+    /// Removes every key expired at `now_ms`; returns how many.
+    pub(crate) fn expire_due(&mut self, now_ms: u64) -> usize {
+        let due: Vec<Vec<u8>> = self
+            .expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .map(|(_, k)| k.clone())
+            .collect();
+        for key in &due {
+            self.remove(key);
+        }
+        due.len()
+    }
+
+    /// A live entry, for writes (expired keys were swept before the write).
+    pub(crate) fn entry_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
+        self.entries.get_mut(key)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.expiries.clear();
+    }
+
+    /// Removes `key` if its container became empty.
+    pub(crate) fn drop_if_empty(&mut self, key: &[u8]) {
+        if self
+            .entries
+            .get(key)
+            .is_some_and(|e| e.value.is_empty_container())
+        {
+            self.remove(key);
+        }
+    }
+
+    // ----- reads --------------------------------------------------------------
+
+    /// The entry at `key` if it exists and has not expired at `now_ms`.
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        self.entries.get(key).filter(|e| e.live(now_ms))
+    }
+
+    pub fn exists(&self, key: &[u8], now_ms: u64) -> bool {
+        self.get(key, now_ms).is_some()
+    }
+
+    pub fn value_type(&self, key: &[u8], now_ms: u64) -> Option<ValueType> {
+        self.get(key, now_ms).map(|e| e.value.value_type())
+    }
+
+    /// Remaining time to live: `None` no such key, `Some(None)` no expiry.
+    pub fn ttl_ms(&self, key: &[u8], now_ms: u64) -> Option<Option<u64>> {
+        self.get(key, now_ms)
+            .map(|e| e.expires_at_ms.map(|at| at - now_ms))
+    }
+
+    /// Live keys (keys already past their expiry but not yet swept are not counted).
+    pub fn len(&self, now_ms: u64) -> usize {
+        let expired = self
+            .expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .count();
+        self.entries.len() - expired
+    }
+
+    pub fn is_empty(&self, now_ms: u64) -> bool {
+        self.len(now_ms) == 0
+    }
+
+    pub fn get_string(&self, key: &[u8], now_ms: u64) -> Result<Option<&[u8]>, StateError> {
+        match self.get(key, now_ms).map(|e| &e.value) {
+            None => Ok(None),
+            Some(Value::Str(s)) => Ok(Some(s)),
+            Some(_) => Err(wrong_type()),
+        }
+    }
+
+    pub fn list(&self, key: &[u8], now_ms: u64) -> Result<Option<&VecDeque<Vec<u8>>>, StateError> {
+        match self.get(key, now_ms).map(|e| &e.value) {
+            None => Ok(None),
+            Some(Value::List(l)) => Ok(Some(l)),
+            Some(_) => Err(wrong_type()),
+        }
+    }
+
+    /// `LRANGE key start stop`.
+    pub fn list_range(
+        &self,
+        key: &[u8],
+        start: i64,
+        stop: i64,
+        now_ms: u64,
+    ) -> Result<Vec<Vec<u8>>, StateError> {
+        let Some(l) = self.list(key, now_ms)? else {
+            return Ok(vec![]);
+        };
+        Ok(match resolve_range(start, stop, l.len()) {
+            Some((s, e)) => l.range(s..=e).cloned().collect(),
+            None => vec![],
+        })
+    }
+
+    /// `LINDEX key index`.
+    pub fn list_index(
+        &self,
+        key: &[u8],
+        index: i64,
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        let Some(l) = self.list(key, now_ms)? else {
+            return Ok(None);
+        };
+        let i = if index < 0 {
+            l.len() as i64 + index
+        } else {
+            index
+        };
+        Ok(if i < 0 {
+            None
+        } else {
+            l.get(i as usize).cloned()
+        })
+    }
+
+    pub fn set(&self, key: &[u8], now_ms: u64) -> Result<Option<&BTreeSet<Vec<u8>>>, StateError> {
+        match self.get(key, now_ms).map(|e| &e.value) {
+            None => Ok(None),
+            Some(Value::Set(s)) => Ok(Some(s)),
+            Some(_) => Err(wrong_type()),
+        }
+    }
+
+    pub fn zset(&self, key: &[u8], now_ms: u64) -> Result<Option<&ZSet>, StateError> {
+        match self.get(key, now_ms).map(|e| &e.value) {
+            None => Ok(None),
+            Some(Value::ZSet(z)) => Ok(Some(z)),
+            Some(_) => Err(wrong_type()),
+        }
+    }
+
+    pub fn hash(&self, key: &[u8], now_ms: u64) -> Result<Option<&HashFields>, StateError> {
+        match self.get(key, now_ms).map(|e| &e.value) {
+            None => Ok(None),
+            Some(Value::Hash(h)) => Ok(Some(h)),
+            Some(_) => Err(wrong_type()),
+        }
+    }
+
+    /// `KEYS pattern`, in key order.
+    pub fn keys(&self, pattern: &[u8], now_ms: u64) -> Vec<Vec<u8>> {
+        self.entries
+            .iter()
+            .filter(|(k, e)| e.live(now_ms) && glob::matches(pattern, k))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// `SCAN`: up to `count` keys after `cursor` (exclusive; empty = from the
+    /// start), matching `pattern` and `of_type` if given. Returns the keys and the
+    /// cursor to continue from (`None` when the scan is complete). Keys present for
+    /// the whole scan are returned exactly once, as Redis guarantees.
+    pub fn scan(
+        &self,
+        cursor: &[u8],
+        count: usize,
+        pattern: Option<&[u8]>,
+        of_type: Option<ValueType>,
+        now_ms: u64,
+    ) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
+        use std::ops::Bound;
+        let start = if cursor.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(cursor.to_vec())
+        };
+        let mut out = Vec::new();
+        let mut last = None;
+        let mut visited = 0usize;
+        for (k, e) in self.entries.range((start, Bound::Unbounded)) {
+            visited += 1;
+            last = Some(k.clone());
+            if e.live(now_ms)
+                && pattern.is_none_or(|p| glob::matches(p, k))
+                && of_type.is_none_or(|t| e.value.value_type() == t)
+            {
+                out.push(k.clone());
+            }
+            // COUNT bounds the work per call, as in Redis, not the number returned.
+            if visited >= count.max(1) {
+                break;
+            }
+        }
+        let more = last.as_ref().is_some_and(|l| {
+            self.entries
+                .range::<Vec<u8>, _>((Bound::Excluded(l.clone()), Bound::Unbounded))
+                .next()
+                .is_some()
+        });
+        (out, if more { last } else { None })
+    }
+}

@@ -1,0 +1,32 @@
+//! The replicated state machine of Agent Mesh.
+//!
+//! Everything that must not be lost is a [`Command`] in the replicated log; every
+//! replica applies the same commands in the same order to a [`StateMachine`] and
+//! ends in the same state. `apply` is deterministic: no clock, no unseeded
+//! randomness, no unordered iteration. The leader stamps each command with its
+//! time (`now_ms`) and a random seed, so TTL expiry and random choices (`SPOP`)
+//! are decided at the same log position, the same way, on every replica.
+//!
+//! - [`keyspace`]: strings, lists, sets, sorted sets and hashes, each key with an
+//!   optional expiry, enough of the Redis data model to serve Redis clients later;
+//! - [`command`]: the commands and their replies;
+//! - [`machine`]: apply, request-id deduplication, snapshots and a state digest;
+//! - [`glob`]: Redis-style key patterns (`KEYS`, `SCAN MATCH`).
+//!
+//! Proposals and votes, agents and barriers (issue 3) and tasks (issue 4) join the
+//! same machine next.
+#![forbid(unsafe_code)]
+
+pub mod command;
+pub mod error;
+pub mod glob;
+pub mod keyspace;
+pub mod limits;
+pub mod machine;
+pub mod value;
+
+pub use command::{Command, Expiry, KvCmd, Reply, RequestId, SetCond, Stamped, ZAddFlags};
+pub use error::StateError;
+pub use keyspace::Keyspace;
+pub use machine::StateMachine;
+pub use value::{Value, ValueType};

@@ -1,0 +1,797 @@
+//! The state machine: applies stamped commands, deduplicates retried requests,
+//! and produces snapshots and a digest to compare replicas.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, Expiry, KvCmd, Reply, RequestId, SetCond, Stamped, ZAddFlags};
+use crate::error::StateError;
+use crate::keyspace::{Entry, Keyspace};
+use crate::limits::*;
+use crate::value::{Score, Value, ZSet};
+
+/// The replicated state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateMachine {
+    /// Index of the last applied log entry.
+    pub applied_index: u64,
+    /// The newest stamp applied: reads at a replica are as of this time at least.
+    pub clock_ms: u64,
+    pub keyspace: Keyspace,
+    /// Replies to recent requests by id, with the stamp they were applied at.
+    dedup: BTreeMap<RequestId, (u64, Reply)>,
+}
+
+fn check_key(key: &[u8]) -> Result<(), StateError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(StateError::TooLarge {
+            what: "key".into(),
+            len: key.len(),
+            max: MAX_KEY_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn check_value(v: &[u8]) -> Result<(), StateError> {
+    if v.len() > MAX_VALUE_BYTES {
+        return Err(StateError::TooLarge {
+            what: "value".into(),
+            len: v.len(),
+            max: MAX_VALUE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn check_count(n: usize) -> Result<(), StateError> {
+    if n > MAX_ITEMS_PER_COMMAND {
+        return Err(StateError::Invalid(format!(
+            "{n} items in one command (at most {MAX_ITEMS_PER_COMMAND})"
+        )));
+    }
+    Ok(())
+}
+
+fn check_expiry(e: Expiry) -> Result<(), StateError> {
+    match e {
+        Expiry::At(at) if at > MAX_EXPIRY_MS => Err(StateError::BadExpiry),
+        _ => Ok(()),
+    }
+}
+
+/// Checks everything about a command that does not depend on the state, so a bad
+/// command is refused before it touches anything.
+pub fn validate(cmd: &KvCmd) -> Result<(), StateError> {
+    for k in cmd.keys() {
+        check_key(k)?;
+    }
+    match cmd {
+        KvCmd::Set { value, expiry, .. } => {
+            check_value(value)?;
+            check_expiry(*expiry)
+        }
+        KvCmd::Cas {
+            expected,
+            new,
+            expiry,
+            ..
+        } => {
+            if let Some(e) = expected {
+                check_value(e)?;
+            }
+            check_value(new)?;
+            check_expiry(*expiry)
+        }
+        KvCmd::Append { value, .. } => check_value(value),
+        KvCmd::Expire {
+            at_ms: Some(at), ..
+        } if *at > MAX_EXPIRY_MS => Err(StateError::BadExpiry),
+        KvCmd::Del { keys } => check_count(keys.len()),
+        KvCmd::Push { values, .. } => {
+            check_count(values.len())?;
+            values.iter().try_for_each(|v| check_value(v))
+        }
+        KvCmd::Pop { count: Some(c), .. } | KvCmd::SPop { count: Some(c), .. } => check_count(*c),
+        KvCmd::ZPop { count, .. } => check_count(*count),
+        KvCmd::LRem { value, .. } => check_value(value),
+        KvCmd::SAdd { members, .. } | KvCmd::SRem { members, .. } | KvCmd::ZRem { members, .. } => {
+            check_count(members.len())?;
+            members.iter().try_for_each(|v| check_value(v))
+        }
+        KvCmd::ZAdd { items, flags, .. } => {
+            check_count(items.len())?;
+            if flags.nx && flags.xx {
+                return Err(StateError::Invalid(
+                    "XX and NX options at the same time are not compatible".into(),
+                ));
+            }
+            if (flags.gt || flags.lt) && flags.nx || flags.gt && flags.lt {
+                return Err(StateError::Invalid(
+                    "GT, LT, and/or NX options at the same time are not compatible".into(),
+                ));
+            }
+            if flags.incr && items.len() != 1 {
+                return Err(StateError::Invalid(
+                    "INCR option supports a single increment-element pair".into(),
+                ));
+            }
+            if items.iter().any(|(s, _)| s.is_nan()) {
+                return Err(StateError::NotFloat);
+            }
+            items.iter().try_for_each(|(_, m)| check_value(m))
+        }
+        KvCmd::ZIncrBy { by, member, .. } => {
+            if by.is_nan() {
+                return Err(StateError::NotFloat);
+            }
+            check_value(member)
+        }
+        KvCmd::HSet { pairs, .. } => {
+            if pairs.is_empty() {
+                return Err(StateError::Invalid(
+                    "wrong number of arguments for 'hset' command".into(),
+                ));
+            }
+            check_count(pairs.len())?;
+            pairs
+                .iter()
+                .try_for_each(|(f, v)| check_value(f).and_then(|_| check_value(v)))
+        }
+        KvCmd::HDel { fields, .. } => check_count(fields.len()),
+        KvCmd::HIncrBy { field, .. } => check_value(field),
+        _ => Ok(()),
+    }
+}
+
+fn parse_int(bytes: &[u8]) -> Result<i64, StateError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .filter(|s| !s.is_empty() && !s.starts_with('+') && s.trim() == *s)
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or(StateError::NotInteger)
+}
+
+/// Redis's float formatting for replies (`ZINCRBY`, `ZADD INCR`): shortest round trip.
+pub fn format_score(v: f64) -> String {
+    if v.is_infinite() {
+        return if v > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    format!("{v}")
+}
+
+impl StateMachine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies the command at log `index`. Deterministic: the same commands in the
+    /// same order give the same state and replies on every replica. An error
+    /// changes nothing (but the index and clock still advance: the entry is in the log).
+    pub fn apply(&mut self, index: u64, stamped: &Stamped) -> Result<Reply, StateError> {
+        debug_assert!(index > self.applied_index, "log index went backwards");
+        self.applied_index = index;
+        // The leader's clock never runs backwards in the log; a stale stamp
+        // (a new leader with a slower clock) must not un-expire anything.
+        self.clock_ms = self.clock_ms.max(stamped.now_ms);
+        let now = self.clock_ms;
+        self.keyspace.expire_due(now);
+        self.dedup
+            .retain(|_, (at, _)| at.saturating_add(DEDUP_WINDOW_MS) > now);
+
+        if let Some(id) = &stamped.request_id {
+            if id.0.len() > MAX_REQUEST_ID_BYTES {
+                return Err(StateError::TooLarge {
+                    what: "request id".into(),
+                    len: id.0.len(),
+                    max: MAX_REQUEST_ID_BYTES,
+                });
+            }
+            if let Some((_, reply)) = self.dedup.get(id) {
+                return Ok(reply.clone());
+            }
+        }
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(stamped.seed);
+        let result = match &stamped.command {
+            Command::Tick => Ok(Reply::Ok),
+            Command::Kv(cmd) => validate(cmd).and_then(|_| self.apply_kv(cmd, now, &mut rng)),
+            Command::Multi(cmds) => Ok(Reply::Array(
+                cmds.iter()
+                    .map(
+                        |c| match validate(c).and_then(|_| self.apply_kv(c, now, &mut rng)) {
+                            Ok(r) => r,
+                            Err(e) => Reply::Error(e),
+                        },
+                    )
+                    .collect(),
+            )),
+        };
+        if let (Some(id), Ok(reply)) = (&stamped.request_id, &result) {
+            self.dedup.insert(id.clone(), (now, reply.clone()));
+        }
+        result
+    }
+
+    fn apply_kv(
+        &mut self,
+        cmd: &KvCmd,
+        now: u64,
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> Result<Reply, StateError> {
+        let ks = &mut self.keyspace;
+        match cmd {
+            KvCmd::Set {
+                key,
+                value,
+                cond,
+                get,
+                expiry,
+            } => {
+                let old = ks.get(key, now).cloned();
+                let old_str = match &old {
+                    Some(Entry {
+                        value: Value::Str(s),
+                        ..
+                    }) => Some(s.clone()),
+                    Some(_) if *get => return Err(StateError::WrongType),
+                    _ => None,
+                };
+                let allowed = match cond {
+                    SetCond::Always => true,
+                    SetCond::IfAbsent => old.is_none(),
+                    SetCond::IfPresent => old.is_some(),
+                };
+                if allowed {
+                    let expires_at_ms = match expiry {
+                        Expiry::Never => None,
+                        Expiry::Keep => old.as_ref().and_then(|e| e.expires_at_ms),
+                        Expiry::At(at) => Some(*at),
+                    };
+                    if expires_at_ms.is_some_and(|at| at <= now) {
+                        ks.remove(key);
+                    } else {
+                        ks.put(
+                            key.clone(),
+                            Entry {
+                                value: Value::Str(value.clone()),
+                                expires_at_ms,
+                            },
+                        );
+                    }
+                }
+                Ok(match (get, allowed) {
+                    (true, _) => old_str.map(Reply::Bulk).unwrap_or(Reply::Nil),
+                    (false, true) => Reply::Ok,
+                    (false, false) => Reply::Nil,
+                })
+            }
+            KvCmd::Cas {
+                key,
+                expected,
+                new,
+                expiry,
+            } => {
+                let current = ks.get_string(key, now)?.map(<[u8]>::to_vec);
+                if current != *expected {
+                    return Ok(Reply::Int(0));
+                }
+                let expires_at_ms = match expiry {
+                    Expiry::Never => None,
+                    Expiry::Keep => ks.get(key, now).and_then(|e| e.expires_at_ms),
+                    Expiry::At(at) => Some(*at),
+                };
+                ks.put(
+                    key.clone(),
+                    Entry {
+                        value: Value::Str(new.clone()),
+                        expires_at_ms,
+                    },
+                );
+                Ok(Reply::Int(1))
+            }
+            KvCmd::IncrBy { key, by } => {
+                let current = match ks.get_string(key, now)? {
+                    Some(s) => parse_int(s)?,
+                    None => 0,
+                };
+                let next = current.checked_add(*by).ok_or(StateError::Overflow)?;
+                let expires_at_ms = ks.get(key, now).and_then(|e| e.expires_at_ms);
+                ks.put(
+                    key.clone(),
+                    Entry {
+                        value: Value::Str(next.to_string().into_bytes()),
+                        expires_at_ms,
+                    },
+                );
+                Ok(Reply::Int(next))
+            }
+            KvCmd::Append { key, value } => {
+                let mut s = ks
+                    .get_string(key, now)?
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default();
+                if s.len() + value.len() > MAX_VALUE_BYTES {
+                    return Err(StateError::TooLarge {
+                        what: "value".into(),
+                        len: s.len() + value.len(),
+                        max: MAX_VALUE_BYTES,
+                    });
+                }
+                s.extend_from_slice(value);
+                let len = s.len() as i64;
+                let expires_at_ms = ks.get(key, now).and_then(|e| e.expires_at_ms);
+                ks.put(
+                    key.clone(),
+                    Entry {
+                        value: Value::Str(s),
+                        expires_at_ms,
+                    },
+                );
+                Ok(Reply::Int(len))
+            }
+            KvCmd::GetDel { key } => match ks.get_string(key, now)?.map(<[u8]>::to_vec) {
+                Some(v) => {
+                    ks.remove(key);
+                    Ok(Reply::Bulk(v))
+                }
+                None => Ok(Reply::Nil),
+            },
+            KvCmd::Del { keys } => {
+                let mut n = 0;
+                for k in keys {
+                    if ks.remove(k).is_some() {
+                        n += 1;
+                    }
+                }
+                Ok(Reply::Int(n))
+            }
+            KvCmd::Expire { key, at_ms } => {
+                if !ks.exists(key, now) {
+                    return Ok(Reply::Int(0));
+                }
+                match at_ms {
+                    Some(at) if *at <= now => {
+                        ks.remove(key);
+                        Ok(Reply::Int(1))
+                    }
+                    Some(at) => Ok(Reply::Int(ks.set_expiry(key, Some(*at)) as i64)),
+                    None => {
+                        let had = ks.get(key, now).is_some_and(|e| e.expires_at_ms.is_some());
+                        if had {
+                            ks.set_expiry(key, None);
+                        }
+                        Ok(Reply::Int(had as i64))
+                    }
+                }
+            }
+            KvCmd::Push {
+                key,
+                values,
+                front,
+                only_if_exists,
+            } => {
+                if ks.list(key, now)?.is_none() {
+                    if *only_if_exists {
+                        return Ok(Reply::Int(0));
+                    }
+                    ks.put(
+                        key.clone(),
+                        Entry {
+                            value: Value::List(VecDeque::new()),
+                            expires_at_ms: None,
+                        },
+                    );
+                }
+                let Some(Entry {
+                    value: Value::List(l),
+                    ..
+                }) = ks.entry_mut(key)
+                else {
+                    unreachable!("checked above")
+                };
+                for v in values {
+                    if *front {
+                        l.push_front(v.clone())
+                    } else {
+                        l.push_back(v.clone())
+                    }
+                }
+                let len = l.len() as i64;
+                ks.drop_if_empty(key);
+                Ok(Reply::Int(len))
+            }
+            KvCmd::Pop { key, front, count } => {
+                if ks.list(key, now)?.is_none() {
+                    return Ok(Reply::Nil);
+                }
+                let Some(Entry {
+                    value: Value::List(l),
+                    ..
+                }) = ks.entry_mut(key)
+                else {
+                    unreachable!("checked above")
+                };
+                let n = count.unwrap_or(1);
+                let mut out = Vec::new();
+                while out.len() < n {
+                    match if *front { l.pop_front() } else { l.pop_back() } {
+                        Some(v) => out.push(v),
+                        None => break,
+                    }
+                }
+                ks.drop_if_empty(key);
+                Ok(match count {
+                    None => out.pop().map(Reply::Bulk).unwrap_or(Reply::Nil),
+                    Some(_) => Reply::Array(out.into_iter().map(Reply::Bulk).collect()),
+                })
+            }
+            KvCmd::LRem { key, count, value } => {
+                if ks.list(key, now)?.is_none() {
+                    return Ok(Reply::Int(0));
+                }
+                let Some(Entry {
+                    value: Value::List(l),
+                    ..
+                }) = ks.entry_mut(key)
+                else {
+                    unreachable!("checked above")
+                };
+                let limit = if *count == 0 {
+                    usize::MAX
+                } else {
+                    count.unsigned_abs() as usize
+                };
+                let mut removed = 0usize;
+                if *count >= 0 {
+                    let mut i = 0;
+                    while i < l.len() && removed < limit {
+                        if l[i] == *value {
+                            l.remove(i);
+                            removed += 1;
+                        } else {
+                            i += 1;
+                        }
+                    }
+                } else {
+                    let mut i = l.len();
+                    while i > 0 && removed < limit {
+                        i -= 1;
+                        if l[i] == *value {
+                            l.remove(i);
+                            removed += 1;
+                        }
+                    }
+                }
+                ks.drop_if_empty(key);
+                Ok(Reply::Int(removed as i64))
+            }
+            KvCmd::LMove {
+                src,
+                dst,
+                from_front,
+                to_front,
+            } => {
+                if ks.list(src, now)?.is_none() {
+                    return Ok(Reply::Nil);
+                }
+                // Redis checks the destination's type before popping.
+                ks.list(dst, now)?;
+                let Some(Entry {
+                    value: Value::List(l),
+                    ..
+                }) = ks.entry_mut(src)
+                else {
+                    unreachable!("checked above")
+                };
+                let Some(v) = (if *from_front {
+                    l.pop_front()
+                } else {
+                    l.pop_back()
+                }) else {
+                    return Ok(Reply::Nil);
+                };
+                ks.drop_if_empty(src);
+                if ks.list(dst, now)?.is_none() {
+                    ks.put(
+                        dst.clone(),
+                        Entry {
+                            value: Value::List(VecDeque::new()),
+                            expires_at_ms: None,
+                        },
+                    );
+                }
+                let Some(Entry {
+                    value: Value::List(d),
+                    ..
+                }) = ks.entry_mut(dst)
+                else {
+                    unreachable!("just made")
+                };
+                if *to_front {
+                    d.push_front(v.clone())
+                } else {
+                    d.push_back(v.clone())
+                }
+                Ok(Reply::Bulk(v))
+            }
+            KvCmd::SAdd { key, members } => {
+                if ks.set(key, now)?.is_none() {
+                    ks.put(
+                        key.clone(),
+                        Entry {
+                            value: Value::Set(BTreeSet::new()),
+                            expires_at_ms: None,
+                        },
+                    );
+                }
+                let Some(Entry {
+                    value: Value::Set(s),
+                    ..
+                }) = ks.entry_mut(key)
+                else {
+                    unreachable!("checked above")
+                };
+                let added = members.iter().filter(|m| s.insert((*m).clone())).count();
+                ks.drop_if_empty(key);
+                Ok(Reply::Int(added as i64))
+            }
+            KvCmd::SRem { key, members } => {
+                if ks.set(key, now)?.is_none() {
+                    return Ok(Reply::Int(0));
+                }
+                let Some(Entry {
+                    value: Value::Set(s),
+                    ..
+                }) = ks.entry_mut(key)
+                else {
+                    unreachable!("checked above")
+                };
+                let removed = members.iter().filter(|m| s.remove(*m)).count();
+                ks.drop_if_empty(key);
+                Ok(Reply::Int(removed as i64))
+            }
+            KvCmd::SPop { key, count } => {
+                if ks.set(key, now)?.is_none() {
+                    return Ok(if count.is_some() {
+                        Reply::Array(vec![])
+                    } else {
+                        Reply::Nil
+                    });
+                }
+                let Some(Entry {
+                    value: Value::Set(s),
+                    ..
+                }) = ks.entry_mut(key)
+                else {
+                    unreachable!("checked above")
+                };
+                let n = count.unwrap_or(1).min(s.len());
+                let mut out = Vec::with_capacity(n);
+                for _ in 0..n {
+                    // The leader's seed picks; every replica picks the same.
+                    let i = rng.random_range(0..s.len());
+                    let m = s.iter().nth(i).cloned().expect("index in range");
+                    s.remove(&m);
+                    out.push(m);
+                }
+                ks.drop_if_empty(key);
+                Ok(match count {
+                    None => out.pop().map(Reply::Bulk).unwrap_or(Reply::Nil),
+                    Some(_) => Reply::Array(out.into_iter().map(Reply::Bulk).collect()),
+                })
+            }
+            KvCmd::ZAdd { key, items, flags } => self.zadd(key, items, *flags, now),
+            KvCmd::ZRem { key, members } => {
+                let ks = &mut self.keyspace;
+                if ks.zset(key, now)?.is_none() {
+                    return Ok(Reply::Int(0));
+                }
+                let Some(Entry {
+                    value: Value::ZSet(z),
+                    ..
+                }) = ks.entry_mut(key)
+                else {
+                    unreachable!("checked above")
+                };
+                let removed = members.iter().filter(|m| z.remove(m).is_some()).count();
+                ks.drop_if_empty(key);
+                Ok(Reply::Int(removed as i64))
+            }
+            KvCmd::ZIncrBy { key, by, member } => {
+                let flags = ZAddFlags {
+                    incr: true,
+                    ..Default::default()
+                };
+                self.zadd(key, &[(*by, member.clone())], flags, now)
+            }
+            KvCmd::ZPop {
+                key,
+                count,
+                highest,
+            } => {
+                let ks = &mut self.keyspace;
+                if ks.zset(key, now)?.is_none() {
+                    return Ok(Reply::Array(vec![]));
+                }
+                let Some(Entry {
+                    value: Value::ZSet(z),
+                    ..
+                }) = ks.entry_mut(key)
+                else {
+                    unreachable!("checked above")
+                };
+                let popped = z.pop(*count, *highest);
+                ks.drop_if_empty(key);
+                Ok(Reply::Array(
+                    popped
+                        .into_iter()
+                        .flat_map(|(m, s)| {
+                            [Reply::Bulk(m), Reply::Bulk(format_score(s).into_bytes())]
+                        })
+                        .collect(),
+                ))
+            }
+            KvCmd::HSet { key, pairs } => {
+                if ks.hash(key, now)?.is_none() {
+                    ks.put(
+                        key.clone(),
+                        Entry {
+                            value: Value::Hash(BTreeMap::new()),
+                            expires_at_ms: None,
+                        },
+                    );
+                }
+                let Some(Entry {
+                    value: Value::Hash(h),
+                    ..
+                }) = ks.entry_mut(key)
+                else {
+                    unreachable!("checked above")
+                };
+                let added = pairs
+                    .iter()
+                    .filter(|(f, v)| h.insert(f.clone(), v.clone()).is_none())
+                    .count();
+                Ok(Reply::Int(added as i64))
+            }
+            KvCmd::HDel { key, fields } => {
+                if ks.hash(key, now)?.is_none() {
+                    return Ok(Reply::Int(0));
+                }
+                let Some(Entry {
+                    value: Value::Hash(h),
+                    ..
+                }) = ks.entry_mut(key)
+                else {
+                    unreachable!("checked above")
+                };
+                let removed = fields.iter().filter(|f| h.remove(*f).is_some()).count();
+                ks.drop_if_empty(key);
+                Ok(Reply::Int(removed as i64))
+            }
+            KvCmd::HIncrBy { key, field, by } => {
+                let current = match ks.hash(key, now)?.and_then(|h| h.get(field)) {
+                    Some(v) => parse_int(v)?,
+                    None => 0,
+                };
+                let next = current.checked_add(*by).ok_or(StateError::Overflow)?;
+                if ks.hash(key, now)?.is_none() {
+                    ks.put(
+                        key.clone(),
+                        Entry {
+                            value: Value::Hash(BTreeMap::new()),
+                            expires_at_ms: None,
+                        },
+                    );
+                }
+                let Some(Entry {
+                    value: Value::Hash(h),
+                    ..
+                }) = ks.entry_mut(key)
+                else {
+                    unreachable!("checked above")
+                };
+                h.insert(field.clone(), next.to_string().into_bytes());
+                Ok(Reply::Int(next))
+            }
+            KvCmd::FlushAll => {
+                ks.clear();
+                Ok(Reply::Ok)
+            }
+        }
+    }
+
+    fn zadd(
+        &mut self,
+        key: &[u8],
+        items: &[(f64, Vec<u8>)],
+        f: ZAddFlags,
+        now: u64,
+    ) -> Result<Reply, StateError> {
+        let ks = &mut self.keyspace;
+        let exists = ks.zset(key, now)?.is_some();
+        // With INCR, compute first: an error (NaN) must change nothing.
+        if !exists {
+            if f.xx {
+                return Ok(if f.incr { Reply::Nil } else { Reply::Int(0) });
+            }
+            ks.put(
+                key.to_vec(),
+                Entry {
+                    value: Value::ZSet(ZSet::default()),
+                    expires_at_ms: None,
+                },
+            );
+        }
+        let Some(Entry {
+            value: Value::ZSet(z),
+            ..
+        }) = ks.entry_mut(key)
+        else {
+            unreachable!("checked above")
+        };
+        let mut added = 0i64;
+        let mut changed = 0i64;
+        let mut incr_result = None;
+        for (score, member) in items {
+            let old = z.score(member);
+            if (f.nx && old.is_some()) || (f.xx && old.is_none()) {
+                continue;
+            }
+            let new = if f.incr {
+                old.unwrap_or(0.0) + score
+            } else {
+                *score
+            };
+            let Some(new_score) = Score::new(new) else {
+                ks.drop_if_empty(key);
+                return Err(StateError::NanScore);
+            };
+            if let Some(o) = old
+                && ((f.gt && new <= o) || (f.lt && new >= o))
+            {
+                continue;
+            }
+            z.insert(member.clone(), new_score);
+            match old {
+                None => added += 1,
+                Some(o) if o != new => changed += 1,
+                _ => {}
+            }
+            incr_result = Some(new_score.get());
+        }
+        ks.drop_if_empty(key);
+        Ok(if f.incr {
+            incr_result
+                .map(|s| Reply::Bulk(format_score(s).into_bytes()))
+                .unwrap_or(Reply::Nil)
+        } else if f.ch {
+            Reply::Int(added + changed)
+        } else {
+            Reply::Int(added)
+        })
+    }
+
+    /// A snapshot of the whole state (for Raft snapshots and new replicas).
+    pub fn snapshot(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("encoding to a Vec cannot fail")
+    }
+
+    /// Restores a snapshot taken with [`StateMachine::snapshot`].
+    pub fn restore(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+
+    /// A 64-bit digest of the state (FNV-1a over the snapshot): equal states have
+    /// equal digests, so replicas can be compared cheaply.
+    pub fn digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.snapshot() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+}
