@@ -33,6 +33,83 @@ pub enum Command {
     Multi(Vec<KvCmd>),
     /// Nothing but the stamp: lets the leader's time advance TTL expiry when idle.
     Tick,
+    /// Agents, proposals and votes, barriers.
+    Coord(CoordCmd),
+}
+
+/// A coordination command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CoordCmd {
+    /// Registers an agent, or re-registers it with the same public key.
+    RegisterAgent {
+        id: String,
+        kind: String,
+        caps: Vec<String>,
+        node: String,
+        public_key: Vec<u8>,
+    },
+    SetAgentState {
+        id: String,
+        state: crate::agents::AgentState,
+    },
+    Heartbeat {
+        id: String,
+    },
+    UnregisterAgent {
+        id: String,
+    },
+    /// The membership layer confirmed `node` dead: mark its agents.
+    NodeDead {
+        node: String,
+    },
+    /// A new proposal. `voters: None` means every agent registered now.
+    Propose {
+        id: String,
+        body: String,
+        proposer: Option<String>,
+        voters: Option<Vec<String>>,
+        threshold: Option<f64>,
+        deadline_ms: u64,
+    },
+    /// A vote, signed over [`crate::proposals::vote_signing_bytes`].
+    Vote {
+        proposal_id: String,
+        agent_id: String,
+        approve: bool,
+        reason: Option<String>,
+        seq: u64,
+        signature: Vec<u8>,
+    },
+    CreateBarrier {
+        id: String,
+        spec: crate::barriers::BarrierSpec,
+    },
+    DeleteBarrier {
+        id: String,
+    },
+}
+
+/// Something an applied command caused, for the node to publish (events channel,
+/// waiting clients). Derived from the log, so every replica reports the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    ProposalDecided {
+        id: String,
+        status: crate::proposals::ProposalStatus,
+        latency_ms: u64,
+        participation: f64,
+    },
+    BarrierReleased {
+        id: String,
+    },
+    AgentStateChanged {
+        id: String,
+        state: crate::agents::AgentState,
+    },
+    AgentsOrphaned {
+        node: String,
+        agents: Vec<String>,
+    },
 }
 
 /// When a written key expires.

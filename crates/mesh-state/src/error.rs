@@ -25,6 +25,12 @@ pub enum StateError {
     BadExpiry,
     #[error("ERR {0}")]
     Invalid(String),
+    #[error("ERR no such {what}: '{id}'")]
+    NotFound { what: String, id: String },
+    #[error("ERR {0}")]
+    Conflict(String),
+    #[error("ERR {0}")]
+    Forbidden(String),
 }
 
 impl StateError {
@@ -39,6 +45,9 @@ impl StateError {
             StateError::TooLarge { .. } => "too_large",
             StateError::BadExpiry => "bad_expiry",
             StateError::Invalid(_) => "invalid",
+            StateError::NotFound { .. } => "not_found",
+            StateError::Conflict(_) => "conflict",
+            StateError::Forbidden(_) => "forbidden",
         }
     }
 }

@@ -13,19 +13,25 @@
 //! - [`machine`]: apply, request-id deduplication, snapshots and a state digest;
 //! - [`glob`]: Redis-style key patterns (`KEYS`, `SCAN MATCH`).
 //!
-//! Proposals and votes, agents and barriers (issue 3) and tasks (issue 4) join the
-//! same machine next.
+//! - [`agents`], [`proposals`] (signed votes), [`barriers`]: the coordination state.
+//!
+//! Tasks (issue 4) join the same machine next.
 #![forbid(unsafe_code)]
 
+pub mod agents;
+pub mod barriers;
 pub mod command;
 pub mod error;
 pub mod glob;
 pub mod keyspace;
 pub mod limits;
 pub mod machine;
+pub mod proposals;
 pub mod value;
 
-pub use command::{Command, Expiry, KvCmd, Reply, RequestId, SetCond, Stamped, ZAddFlags};
+pub use command::{
+    Command, CoordCmd, Event, Expiry, KvCmd, Reply, RequestId, SetCond, Stamped, ZAddFlags,
+};
 pub use error::StateError;
 pub use keyspace::Keyspace;
 pub use machine::StateMachine;

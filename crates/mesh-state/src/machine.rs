@@ -6,10 +6,18 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, Expiry, KvCmd, Reply, RequestId, SetCond, Stamped, ZAddFlags};
+use crate::agents::{self, Agent, AgentState, MAX_AGENT_CAPS};
+use crate::barriers::{Barrier, BarrierSpec};
+use crate::command::{
+    Command, CoordCmd, Event, Expiry, KvCmd, Reply, RequestId, SetCond, Stamped, ZAddFlags,
+};
 use crate::error::StateError;
 use crate::keyspace::{Entry, Keyspace};
 use crate::limits::*;
+use crate::proposals::{
+    self, DEFAULT_THRESHOLD, MAX_BODY_BYTES, MAX_REASON_BYTES, MAX_VOTERS, Proposal,
+    ProposalStatus, Vote,
+};
 use crate::value::{Score, Value, ZSet};
 
 /// The replicated state.
@@ -22,6 +30,11 @@ pub struct StateMachine {
     pub keyspace: Keyspace,
     /// Replies to recent requests by id, with the stamp they were applied at.
     dedup: BTreeMap<RequestId, (u64, Reply)>,
+    pub agents: BTreeMap<String, Agent>,
+    pub proposals: BTreeMap<String, Proposal>,
+    /// (deadline, id) of open proposals, to expire them in time order.
+    deadlines: BTreeSet<(u64, String)>,
+    pub barriers: BTreeMap<String, Barrier>,
 }
 
 fn check_key(key: &[u8]) -> Result<(), StateError> {
@@ -154,6 +167,31 @@ fn parse_int(bytes: &[u8]) -> Result<i64, StateError> {
         .ok_or(StateError::NotInteger)
 }
 
+fn not_found(what: &str, id: &str) -> StateError {
+    StateError::NotFound {
+        what: what.into(),
+        id: id.into(),
+    }
+}
+
+fn status_name(s: ProposalStatus) -> &'static str {
+    match s {
+        ProposalStatus::Open => "open",
+        ProposalStatus::Approved => "approved",
+        ProposalStatus::Rejected => "rejected",
+        ProposalStatus::Expired => "expired",
+    }
+}
+
+fn decided(p: &Proposal) -> Event {
+    Event::ProposalDecided {
+        id: p.id.clone(),
+        status: p.status,
+        latency_ms: p.decision_latency_ms().unwrap_or(0),
+        participation: p.participation(),
+    }
+}
+
 /// Redis's float formatting for replies (`ZINCRBY`, `ZADD INCR`): shortest round trip.
 pub fn format_score(v: f64) -> String {
     if v.is_infinite() {
@@ -171,6 +209,17 @@ impl StateMachine {
     /// same order give the same state and replies on every replica. An error
     /// changes nothing (but the index and clock still advance: the entry is in the log).
     pub fn apply(&mut self, index: u64, stamped: &Stamped) -> Result<Reply, StateError> {
+        self.apply_with_events(index, stamped, &mut Vec::new())
+    }
+
+    /// [`StateMachine::apply`], also collecting what the command caused (decisions,
+    /// released barriers, agent changes) into `events`.
+    pub fn apply_with_events(
+        &mut self,
+        index: u64,
+        stamped: &Stamped,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, StateError> {
         debug_assert!(index > self.applied_index, "log index went backwards");
         self.applied_index = index;
         // The leader's clock never runs backwards in the log; a stale stamp
@@ -178,6 +227,7 @@ impl StateMachine {
         self.clock_ms = self.clock_ms.max(stamped.now_ms);
         let now = self.clock_ms;
         self.keyspace.expire_due(now);
+        self.expire_proposals(now, events);
         self.dedup
             .retain(|_, (at, _)| at.saturating_add(DEDUP_WINDOW_MS) > now);
 
@@ -196,6 +246,7 @@ impl StateMachine {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(stamped.seed);
         let result = match &stamped.command {
             Command::Tick => Ok(Reply::Ok),
+            Command::Coord(cmd) => self.apply_coord(cmd, now, events),
             Command::Kv(cmd) => validate(cmd).and_then(|_| self.apply_kv(cmd, now, &mut rng)),
             Command::Multi(cmds) => Ok(Reply::Array(
                 cmds.iter()
@@ -699,6 +750,340 @@ impl StateMachine {
             KvCmd::FlushAll => {
                 ks.clear();
                 Ok(Reply::Ok)
+            }
+        }
+    }
+
+    fn expire_proposals(&mut self, now: u64, events: &mut Vec<Event>) {
+        while let Some((deadline, id)) = self.deadlines.first().cloned() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(p) = self.proposals.get_mut(&id)
+                && p.status == ProposalStatus::Open
+            {
+                p.status = ProposalStatus::Expired;
+                p.decided_at_ms = Some(deadline);
+                events.push(decided(p));
+            }
+        }
+    }
+
+    fn apply_coord(
+        &mut self,
+        cmd: &CoordCmd,
+        now: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, StateError> {
+        match cmd {
+            CoordCmd::RegisterAgent {
+                id,
+                kind,
+                caps,
+                node,
+                public_key,
+            } => {
+                agents::check_name("agent id", id)?;
+                agents::check_name("agent type", kind)?;
+                agents::check_name("node", node)?;
+                if caps.len() > MAX_AGENT_CAPS {
+                    return Err(StateError::Invalid(format!(
+                        "{} capabilities (at most {MAX_AGENT_CAPS})",
+                        caps.len()
+                    )));
+                }
+                caps.iter()
+                    .try_for_each(|c| agents::check_name("capability", c))?;
+                agents::check_public_key(public_key)?;
+                if let Some(old) = self.agents.get(id)
+                    && old.public_key != *public_key
+                {
+                    return Err(StateError::Conflict(format!(
+                        "agent '{id}' is registered with another public key; unregister it first"
+                    )));
+                }
+                let registered_at_ms = self
+                    .agents
+                    .get(id)
+                    .map(|a| a.registered_at_ms)
+                    .unwrap_or(now);
+                self.agents.insert(
+                    id.clone(),
+                    Agent {
+                        id: id.clone(),
+                        kind: kind.clone(),
+                        caps: caps.clone(),
+                        node: node.clone(),
+                        public_key: public_key.clone(),
+                        state: AgentState::Active,
+                        registered_at_ms,
+                        last_seen_ms: now,
+                        node_dead_at_ms: None,
+                    },
+                );
+                events.push(Event::AgentStateChanged {
+                    id: id.clone(),
+                    state: AgentState::Active,
+                });
+                self.check_barriers(now, events);
+                Ok(Reply::Ok)
+            }
+            CoordCmd::SetAgentState { id, state } => {
+                let agent = self.agent_mut(id)?;
+                agent.last_seen_ms = now;
+                if agent.state != *state {
+                    agent.state = *state;
+                    events.push(Event::AgentStateChanged {
+                        id: id.clone(),
+                        state: *state,
+                    });
+                    self.check_barriers(now, events);
+                }
+                Ok(Reply::Ok)
+            }
+            CoordCmd::Heartbeat { id } => {
+                self.agent_mut(id)?.last_seen_ms = now;
+                Ok(Reply::Ok)
+            }
+            CoordCmd::UnregisterAgent { id } => {
+                self.agents
+                    .remove(id)
+                    .ok_or_else(|| not_found("agent", id))?;
+                self.check_barriers(now, events);
+                Ok(Reply::Ok)
+            }
+            CoordCmd::NodeDead { node } => {
+                let mut marked = Vec::new();
+                for a in self
+                    .agents
+                    .values_mut()
+                    .filter(|a| a.node == *node && a.node_dead_at_ms.is_none())
+                {
+                    a.node_dead_at_ms = Some(now);
+                    marked.push(a.id.clone());
+                }
+                let n = marked.len() as i64;
+                if !marked.is_empty() {
+                    events.push(Event::AgentsOrphaned {
+                        node: node.clone(),
+                        agents: marked,
+                    });
+                }
+                Ok(Reply::Int(n))
+            }
+            CoordCmd::Propose {
+                id,
+                body,
+                proposer,
+                voters,
+                threshold,
+                deadline_ms,
+            } => {
+                agents::check_name("proposal id", id)?;
+                if self.proposals.contains_key(id) {
+                    return Err(StateError::Conflict(format!("proposal '{id}' exists")));
+                }
+                if body.len() > MAX_BODY_BYTES {
+                    return Err(StateError::TooLarge {
+                        what: "proposal body".into(),
+                        len: body.len(),
+                        max: MAX_BODY_BYTES,
+                    });
+                }
+                let threshold = threshold.unwrap_or(DEFAULT_THRESHOLD);
+                if !(threshold > 0.0 && threshold <= 1.0) {
+                    return Err(StateError::Invalid(format!(
+                        "threshold {threshold} is not in (0, 1]"
+                    )));
+                }
+                if *deadline_ms <= now || *deadline_ms > MAX_EXPIRY_MS {
+                    return Err(StateError::Invalid(
+                        "the deadline must be in the future".into(),
+                    ));
+                }
+                let voters: Vec<String> = match voters {
+                    Some(list) => {
+                        let mut v = list.clone();
+                        v.sort();
+                        v.dedup();
+                        if let Some(unknown) = v.iter().find(|a| !self.agents.contains_key(*a)) {
+                            return Err(not_found("agent", unknown));
+                        }
+                        v
+                    }
+                    None => self.agents.keys().cloned().collect(),
+                };
+                if voters.is_empty() {
+                    return Err(StateError::Invalid(
+                        "a proposal needs at least one eligible voter".into(),
+                    ));
+                }
+                if voters.len() > MAX_VOTERS {
+                    return Err(StateError::Invalid(format!(
+                        "{} voters (at most {MAX_VOTERS})",
+                        voters.len()
+                    )));
+                }
+                self.deadlines.insert((*deadline_ms, id.clone()));
+                self.proposals.insert(
+                    id.clone(),
+                    Proposal {
+                        id: id.clone(),
+                        body: body.clone(),
+                        proposer: proposer.clone(),
+                        voters,
+                        threshold,
+                        created_at_ms: now,
+                        deadline_ms: *deadline_ms,
+                        votes: BTreeMap::new(),
+                        status: ProposalStatus::Open,
+                        decided_at_ms: None,
+                    },
+                );
+                Ok(Reply::Ok)
+            }
+            CoordCmd::Vote {
+                proposal_id,
+                agent_id,
+                approve,
+                reason,
+                seq,
+                signature,
+            } => {
+                if let Some(r) = reason
+                    && r.len() > MAX_REASON_BYTES
+                {
+                    return Err(StateError::TooLarge {
+                        what: "reason".into(),
+                        len: r.len(),
+                        max: MAX_REASON_BYTES,
+                    });
+                }
+                let agent = self
+                    .agents
+                    .get(agent_id)
+                    .ok_or_else(|| not_found("agent", agent_id))?;
+                let message = proposals::vote_signing_bytes(
+                    proposal_id,
+                    agent_id,
+                    *approve,
+                    reason.as_deref(),
+                    *seq,
+                );
+                proposals::verify_vote(&agent.public_key, &message, signature)?;
+                let p = self
+                    .proposals
+                    .get_mut(proposal_id)
+                    .ok_or_else(|| not_found("proposal", proposal_id))?;
+                if p.status != ProposalStatus::Open {
+                    return Err(StateError::Conflict(format!(
+                        "proposal '{proposal_id}' is already {}",
+                        status_name(p.status)
+                    )));
+                }
+                if p.voters.binary_search(agent_id).is_err() {
+                    return Err(StateError::Forbidden(format!(
+                        "agent '{agent_id}' is not an eligible voter of '{proposal_id}'"
+                    )));
+                }
+                if let Some(old) = p.votes.get(agent_id)
+                    && old.seq >= *seq
+                {
+                    return Err(StateError::Conflict(format!(
+                        "a vote with seq {} or higher is already counted (replayed or stale vote)",
+                        old.seq
+                    )));
+                }
+                p.votes.insert(
+                    agent_id.clone(),
+                    Vote {
+                        approve: *approve,
+                        reason: reason.clone(),
+                        seq: *seq,
+                        signature: signature.clone(),
+                        at_ms: now,
+                    },
+                );
+                if p.evaluate(now) {
+                    self.deadlines.remove(&(p.deadline_ms, p.id.clone()));
+                    events.push(decided(p));
+                }
+                Ok(Reply::Bulk(status_name(p.status).as_bytes().to_vec()))
+            }
+            CoordCmd::CreateBarrier { id, spec } => {
+                agents::check_name("barrier id", id)?;
+                if self.barriers.contains_key(id) {
+                    return Err(StateError::Conflict(format!("barrier '{id}' exists")));
+                }
+                match spec {
+                    BarrierSpec::Agents(list) if list.is_empty() => {
+                        return Err(StateError::Invalid(
+                            "a barrier needs at least one agent".into(),
+                        ));
+                    }
+                    BarrierSpec::Agents(list) => list
+                        .iter()
+                        .try_for_each(|a| agents::check_name("agent id", a))?,
+                    BarrierSpec::Group { kind, count } => {
+                        agents::check_name("agent type", kind)?;
+                        if *count == 0 {
+                            return Err(StateError::Invalid(
+                                "a group barrier needs a count of at least 1".into(),
+                            ));
+                        }
+                    }
+                }
+                self.barriers.insert(
+                    id.clone(),
+                    Barrier {
+                        id: id.clone(),
+                        spec: spec.clone(),
+                        created_at_ms: now,
+                        released_at_ms: None,
+                    },
+                );
+                self.check_barriers(now, events);
+                Ok(Reply::Ok)
+            }
+            CoordCmd::DeleteBarrier { id } => {
+                self.barriers
+                    .remove(id)
+                    .ok_or_else(|| not_found("barrier", id))?;
+                Ok(Reply::Ok)
+            }
+        }
+    }
+
+    fn agent_mut(&mut self, id: &str) -> Result<&mut Agent, StateError> {
+        self.agents
+            .get_mut(id)
+            .ok_or_else(|| not_found("agent", id))
+    }
+
+    /// Releases every barrier whose condition now holds.
+    fn check_barriers(&mut self, now: u64, events: &mut Vec<Event>) {
+        let complete = |a: &Agent| a.state == AgentState::Complete;
+        for b in self
+            .barriers
+            .values_mut()
+            .filter(|b| b.released_at_ms.is_none())
+        {
+            let met = match &b.spec {
+                BarrierSpec::Agents(list) => list
+                    .iter()
+                    .all(|id| self.agents.get(id).is_some_and(complete)),
+                BarrierSpec::Group { kind, count } => {
+                    self.agents
+                        .values()
+                        .filter(|a| a.kind == *kind && complete(a))
+                        .count()
+                        >= *count
+                }
+            };
+            if met {
+                b.released_at_ms = Some(now);
+                events.push(Event::BarrierReleased { id: b.id.clone() });
             }
         }
     }
