@@ -1,0 +1,65 @@
+//! The engine-agnostic ordering trait.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use mesh_state::{Command, Reply, RequestId, StateError, StateMachine};
+use serde::Serialize;
+
+/// A committed and applied command's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// Log index the command was applied at.
+    pub index: u64,
+    /// The state machine's reply (an error changed nothing).
+    pub reply: Result<Reply, StateError>,
+}
+
+/// Why a command could not be ordered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OrderError {
+    /// This node is not the leader; `leader` is who is, if known. The caller
+    /// forwards (the node does it for its clients).
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    /// No quorum reachable: writes are refused.
+    #[error("read-only: no quorum is reachable")]
+    ReadOnly,
+    /// The engine stopped (shutdown or fatal storage error).
+    #[error("ordering engine stopped: {0}")]
+    Stopped(String),
+}
+
+/// What an engine reports about itself. Unknown figures are `None`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrderStatus {
+    pub node_id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+/// The replica's state, shared between the engine (which applies) and readers.
+pub type SharedState = Arc<RwLock<StateMachine>>;
+
+/// An ordering engine.
+pub trait Ordering: Send + Sync + 'static {
+    /// Orders `command`; resolves once it is committed on a quorum and applied here.
+    fn propose(
+        &self,
+        command: Command,
+        request_id: Option<RequestId>,
+    ) -> impl Future<Output = Result<Applied, OrderError>> + Send;
+
+    /// Resolves once this replica has applied everything committed before the
+    /// call: reading [`Ordering::state`] afterwards is linearizable.
+    fn read_barrier(&self) -> impl Future<Output = Result<(), OrderError>> + Send;
+
+    fn status(&self) -> OrderStatus;
+
+    /// The replica's state machine.
+    fn state(&self) -> SharedState;
+}

@@ -1,0 +1,154 @@
+//! [`RaftOrdering`]: the [`Ordering`] trait over an openraft `Raft`.
+//!
+//! The leader stamps each command with its clock and a fresh seed before it goes
+//! into the log (the state machine itself reads neither). Reads use openraft's
+//! read-index (`ensure_linearizable`): the leader confirms it still leads with a
+//! quorum round, then waits until the read point is applied.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Config, Raft, RaftNetworkFactory};
+
+use super::log_store::MemLogStore;
+use super::sm_store::SmStore;
+use super::{NodeId, TypeConfig};
+use crate::ordering::{Applied, OrderError, OrderStatus, Ordering, SharedState};
+use mesh_state::{Command, RequestId, Stamped};
+
+/// Raft timings for a LAN: heartbeats every 50 ms, elections after 150–300 ms.
+pub fn lan_config(cluster: &str) -> Config {
+    Config {
+        cluster_name: cluster.to_string(),
+        heartbeat_interval: 50,
+        election_timeout_min: 150,
+        election_timeout_max: 300,
+        ..Default::default()
+    }
+}
+
+/// One node's Raft engine.
+#[derive(Clone)]
+pub struct RaftOrdering {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    sm: SmStore,
+    seeds: Arc<AtomicU64>,
+}
+
+impl RaftOrdering {
+    /// Starts the engine. `network` reaches the other nodes.
+    pub async fn start<N: RaftNetworkFactory<TypeConfig>>(
+        id: NodeId,
+        config: Config,
+        network: N,
+        log: MemLogStore,
+        sm: SmStore,
+    ) -> Result<Self, OrderError> {
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| OrderError::Stopped(e.to_string()))?,
+        );
+        let raft = Raft::new(id, config, network, log, sm.clone())
+            .await
+            .map_err(|e| OrderError::Stopped(e.to_string()))?;
+        Ok(Self {
+            id,
+            raft,
+            sm,
+            seeds: Arc::new(AtomicU64::new(id)),
+        })
+    }
+
+    /// The openraft handle (for membership changes and RPC handlers).
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Events caused by applied entries.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(u64, mesh_state::Event)> {
+        self.sm.subscribe()
+    }
+
+    fn stamp(&self, command: Command, request_id: Option<RequestId>) -> Stamped {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        // SplitMix64 over a counter and the clock: a fresh seed per command.
+        let mut z = self
+            .seeds
+            .fetch_add(0x9e37_79b9_7f4a_7c15, AtomicOrdering::Relaxed)
+            ^ now.as_nanos() as u64;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Stamped {
+            now_ms: now.as_millis() as u64,
+            seed: z ^ (z >> 31),
+            request_id,
+            command,
+        }
+    }
+}
+
+impl Ordering for RaftOrdering {
+    async fn propose(
+        &self,
+        command: Command,
+        request_id: Option<RequestId>,
+    ) -> Result<Applied, OrderError> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader != Some(self.id) {
+            return Err(OrderError::NotLeader { leader });
+        }
+        let stamped = self.stamp(command, request_id);
+        match self.raft.client_write(stamped).await {
+            Ok(resp) => Ok(Applied {
+                index: resp.data.index,
+                reply: resp.data.reply,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(OrderError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(OrderError::Stopped(e.to_string())),
+        }
+    }
+
+    async fn read_barrier(&self) -> Result<(), OrderError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(OrderError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(OrderError::ReadOnly)
+            }
+            Err(e) => Err(OrderError::Stopped(e.to_string())),
+        }
+    }
+
+    fn status(&self) -> OrderStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        OrderStatus {
+            node_id: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            // openraft 0.9 does not report the commit index in its metrics; unknown is null.
+            commit_index: None,
+            applied_index: m.last_applied.map(|l| l.index),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+        }
+    }
+
+    fn state(&self) -> SharedState {
+        self.sm.state()
+    }
+}

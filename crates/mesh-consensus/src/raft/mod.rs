@@ -1,0 +1,57 @@
+//! Raft, with openraft. Everything openraft-specific lives under this module.
+//!
+//! - [`log_store`]: the Raft log and vote (in memory for now; redb next);
+//! - [`sm_store`]: the adapter from openraft's state-machine API to
+//!   [`mesh_state::StateMachine`], with snapshots;
+//! - [`net_mem`]: an in-process network for tests;
+//! - [`engine`]: [`RaftOrdering`], the [`crate::Ordering`] implementation.
+
+pub mod engine;
+pub mod log_store;
+pub mod net_mem;
+pub mod sm_store;
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+pub use engine::RaftOrdering;
+
+/// Raft node ids are u64; a node's id is derived from its name (see [`node_id_of`]).
+pub type NodeId = u64;
+
+/// What the log carries: a command stamped by the leader.
+pub type Request = mesh_state::Stamped;
+
+/// What applying one entry returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub index: u64,
+    pub reply: Result<mesh_state::Reply, mesh_state::StateError>,
+}
+
+openraft::declare_raft_types!(
+    /// Agent Mesh's Raft types.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// A stable Raft id for a node name (64-bit FNV-1a; collisions among a mesh's
+/// few names are negligible, and a join with a colliding id is refused).
+pub fn node_id_of(name: &str) -> NodeId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Converts a storage failure to openraft's error.
+pub(crate) fn io_err(e: impl std::fmt::Display) -> openraft::StorageError<NodeId> {
+    openraft::StorageIOError::<NodeId>::write(&std::io::Error::other(e.to_string())).into()
+}

@@ -1,0 +1,194 @@
+//! The adapter from openraft's state-machine API to [`mesh_state::StateMachine`].
+//!
+//! Applying an entry runs the deterministic state machine; what the command
+//! caused (decisions, released barriers, ...) goes out on a broadcast channel for
+//! the node to push to waiting clients. Snapshots are the state machine's own
+//! snapshot plus the Raft metadata (last applied log id, membership).
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, RwLock};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::{NodeId, Response, TypeConfig, io_err};
+use crate::ordering::SharedState;
+use mesh_state::{Event, Reply, StateMachine};
+
+/// What a snapshot file holds.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    machine: Vec<u8>,
+}
+
+struct Meta {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
+    snapshots_built: u64,
+}
+
+/// The state-machine store; clones share the state.
+#[derive(Clone)]
+pub struct SmStore {
+    state: SharedState,
+    meta: Arc<Mutex<Meta>>,
+    events: broadcast::Sender<(u64, Event)>,
+}
+
+impl SmStore {
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Self {
+            state: Arc::new(RwLock::new(StateMachine::new())),
+            meta: Arc::new(Mutex::new(Meta {
+                last_applied: None,
+                membership: StoredMembership::default(),
+                snapshot: None,
+                snapshots_built: 0,
+            })),
+            events,
+        }
+    }
+
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    /// Every event applied entries cause, with their log index.
+    pub fn subscribe(&self) -> broadcast::Receiver<(u64, Event)> {
+        self.events.subscribe()
+    }
+
+    fn meta(&self) -> std::sync::MutexGuard<'_, Meta> {
+        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Default for SmStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SmStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let machine = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot();
+        let mut meta = self.meta();
+        meta.snapshots_built += 1;
+        let body = SnapshotBody {
+            last_applied: meta.last_applied,
+            membership: meta.membership.clone(),
+            machine,
+        };
+        let data = postcard::to_allocvec(&body).map_err(io_err)?;
+        let snapshot_meta = SnapshotMeta {
+            last_log_id: meta.last_applied,
+            last_membership: meta.membership.clone(),
+            snapshot_id: format!(
+                "{}-{}",
+                meta.last_applied.map(|l| l.index).unwrap_or(0),
+                meta.snapshots_built
+            ),
+        };
+        meta.snapshot = Some((snapshot_meta.clone(), data.clone()));
+        Ok(Snapshot {
+            meta: snapshot_meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for SmStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), StorageError<NodeId>>
+    {
+        let meta = self.meta();
+        Ok((meta.last_applied, meta.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        let mut caused = Vec::new();
+        let mut machine = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        for entry in entries {
+            let index = entry.log_id.index;
+            meta.last_applied = Some(entry.log_id);
+            let reply = match entry.payload {
+                EntryPayload::Blank => Ok(Reply::Ok),
+                EntryPayload::Normal(stamped) => {
+                    let mut events = Vec::new();
+                    let r = machine.apply_with_events(index, &stamped, &mut events);
+                    caused.extend(events.into_iter().map(|e| (index, e)));
+                    r
+                }
+                EntryPayload::Membership(m) => {
+                    meta.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Ok(Reply::Ok)
+                }
+            };
+            out.push(Response { index, reply });
+        }
+        drop(meta);
+        drop(machine);
+        for e in caused {
+            // No subscriber is fine: nobody is waiting.
+            let _ = self.events.send(e);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let data = snapshot.into_inner();
+        let body: SnapshotBody = postcard::from_bytes(&data).map_err(io_err)?;
+        let machine = StateMachine::restore(&body.machine).map_err(io_err)?;
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = machine;
+        let mut m = self.meta();
+        m.last_applied = meta.last_log_id;
+        m.membership = meta.last_membership.clone();
+        m.snapshot = Some((meta.clone(), data));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        Ok(self.meta().snapshot.clone().map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
