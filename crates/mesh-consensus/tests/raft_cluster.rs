@@ -207,3 +207,119 @@ async fn an_isolated_leader_cannot_serve_linearizable_reads() {
         Some(&b"2"[..])
     );
 }
+
+mod durable {
+    use super::*;
+    use mesh_consensus::raft::redb_store::RedbLogStore;
+    use openraft::storage::RaftLogStorage;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
+
+    fn dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("mesh-raft-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn entry(index: u64) -> Entry<mesh_consensus::raft::TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    #[tokio::test]
+    async fn log_vote_and_purge_survive_a_reopen() {
+        let d = dir("reopen");
+        let path = d.join("raft.redb");
+        {
+            let mut s = RedbLogStore::open(&path).unwrap();
+            s.save_vote(&Vote::new(3, 7)).await.unwrap();
+            openraft::storage::RaftLogStorageExt::blocking_append(&mut s, (1..=10).map(entry))
+                .await
+                .unwrap();
+            s.truncate(LogId::new(CommittedLeaderId::new(1, 1), 9))
+                .await
+                .unwrap();
+            s.purge(LogId::new(CommittedLeaderId::new(1, 1), 3))
+                .await
+                .unwrap();
+        }
+        let mut s = RedbLogStore::open(&path).unwrap();
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(3, 7)));
+        let state = s.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(8));
+        let got: Vec<u64> = s
+            .try_get_log_entries(0..100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(got, (4..=8).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A node stops, the others keep writing, it restarts from its own disk (log
+    /// and vote) with an empty state machine, and catches up to the same state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_node_recovers_from_disk_and_catches_up() {
+        let d = dir("restart");
+        let ids = [1u64, 2, 3];
+        let router = MemRouter::new();
+        let mut nodes = BTreeMap::new();
+        for &id in &ids {
+            let log = RedbLogStore::open(&d.join(format!("n{id}.redb"))).unwrap();
+            let o =
+                RaftOrdering::start(id, lan_config("t"), router.network(id), log, SmStore::new())
+                    .await
+                    .unwrap();
+            router.add(id, o.raft().clone());
+            nodes.insert(id, o);
+        }
+        let members: BTreeMap<NodeId, BasicNode> = ids
+            .iter()
+            .map(|&i| (i, BasicNode::new(format!("n{i}"))))
+            .collect();
+        nodes[&1].raft().initialize(members).await.unwrap();
+        let leader = leader_of(&nodes, &ids).await;
+        for i in 0..20 {
+            nodes[&leader]
+                .propose(set(&format!("a{i}"), "x"), None)
+                .await
+                .unwrap();
+        }
+        let victim = *ids.iter().find(|&&i| i != leader).unwrap();
+        router.remove(victim);
+        nodes[&victim].raft().shutdown().await.unwrap();
+        nodes.remove(&victim);
+        let mut last = 0;
+        for i in 0..20 {
+            last = nodes[&leader]
+                .propose(set(&format!("b{i}"), "y"), None)
+                .await
+                .unwrap()
+                .index;
+        }
+        // Restart from the same file, with a fresh (empty) state machine.
+        let log = RedbLogStore::open(&d.join(format!("n{victim}.redb"))).unwrap();
+        let o = RaftOrdering::start(
+            victim,
+            lan_config("t"),
+            router.network(victim),
+            log,
+            SmStore::new(),
+        )
+        .await
+        .unwrap();
+        router.add(victim, o.raft().clone());
+        wait_applied(&o, last).await;
+        let want = nodes[&leader].state().read().unwrap().keyspace.clone();
+        assert_eq!(o.state().read().unwrap().keyspace, want);
+        for n in nodes.values().chain(std::iter::once(&o)) {
+            n.raft().shutdown().await.unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

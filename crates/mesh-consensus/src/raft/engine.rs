@@ -12,7 +12,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Config, Raft, RaftNetworkFactory};
 
-use super::log_store::MemLogStore;
 use super::sm_store::SmStore;
 use super::{NodeId, TypeConfig};
 use crate::ordering::{Applied, OrderError, OrderStatus, Ordering, SharedState};
@@ -40,13 +39,17 @@ pub struct RaftOrdering {
 
 impl RaftOrdering {
     /// Starts the engine. `network` reaches the other nodes.
-    pub async fn start<N: RaftNetworkFactory<TypeConfig>>(
+    pub async fn start<N, L>(
         id: NodeId,
         config: Config,
         network: N,
-        log: MemLogStore,
+        log: L,
         sm: SmStore,
-    ) -> Result<Self, OrderError> {
+    ) -> Result<Self, OrderError>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+        L: openraft::storage::RaftLogStorage<TypeConfig>,
+    {
         let config = Arc::new(
             config
                 .validate()

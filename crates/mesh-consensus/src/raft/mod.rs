@@ -1,6 +1,7 @@
 //! Raft, with openraft. Everything openraft-specific lives under this module.
 //!
-//! - [`log_store`]: the Raft log and vote (in memory for now; redb next);
+//! - [`log_store`]: the Raft log and vote in memory (tests);
+//! - [`redb_store`]: the same, durable in redb (fsync per commit);
 //! - [`sm_store`]: the adapter from openraft's state-machine API to
 //!   [`mesh_state::StateMachine`], with snapshots;
 //! - [`net_mem`]: an in-process network for tests;
@@ -9,6 +10,7 @@
 pub mod engine;
 pub mod log_store;
 pub mod net_mem;
+pub mod redb_store;
 pub mod sm_store;
 
 use std::io::Cursor;
