@@ -5,11 +5,13 @@
 //! - [`sm_store`]: the adapter from openraft's state-machine API to
 //!   [`mesh_state::StateMachine`], with snapshots;
 //! - [`net_mem`]: an in-process network for tests;
+//! - [`net_tcp`]: Raft RPCs over TCP frames;
 //! - [`engine`]: [`RaftOrdering`], the [`crate::Ordering`] implementation.
 
 pub mod engine;
 pub mod log_store;
 pub mod net_mem;
+pub mod net_tcp;
 pub mod redb_store;
 pub mod sm_store;
 

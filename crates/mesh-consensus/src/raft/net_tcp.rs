@@ -1,0 +1,204 @@
+//! Raft RPCs over TCP: length-prefixed frames, one request and one response at a
+//! time per connection, a connection per peer kept open and re-dialled on error.
+//!
+//! Frame payload: `'R' | version | kind | postcard body`. Requests are
+//! AppendEntries (1), Vote (2), InstallSnapshot (3); the response to kind `k` has
+//! kind `k | 0x80` and carries `Result<response, RaftError>`. The node's accept
+//! loop recognises the `'R'` magic and hands such frames to [`handle_frame`].
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{NodeId, TypeConfig};
+
+/// First byte of a Raft frame.
+pub const MAGIC: u8 = b'R';
+const VERSION: u8 = 1;
+const APPEND: u8 = 1;
+const VOTE: u8 = 2;
+const SNAPSHOT: u8 = 3;
+const REPLY: u8 = 0x80;
+/// Largest Raft frame (a snapshot chunk or a batch of entries).
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn encode<T: Serialize>(kind: u8, body: &T) -> Vec<u8> {
+    let payload = postcard::to_allocvec(body).expect("encoding to a Vec cannot fail");
+    let mut out = Vec::with_capacity(7 + payload.len());
+    out.extend_from_slice(&((payload.len() + 3) as u32).to_be_bytes());
+    out.extend_from_slice(&[MAGIC, VERSION, kind]);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// True if `payload` (a frame without its length) is a Raft frame.
+pub fn is_raft_frame(payload: &[u8]) -> bool {
+    payload.first() == Some(&MAGIC)
+}
+
+async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME_BYTES || len < 3 {
+        return Err(std::io::Error::other(format!(
+            "bad Raft frame length {len}"
+        )));
+    }
+    let mut buf = vec![0u8; len];
+    stream.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// Answers one Raft request frame (payload without the length prefix); returns
+/// the whole response frame, or `None` for a frame that is not a valid request.
+pub async fn handle_frame(raft: &Raft<TypeConfig>, payload: &[u8]) -> Option<Vec<u8>> {
+    let [MAGIC, VERSION, kind, body @ ..] = payload else {
+        return None;
+    };
+    match *kind {
+        APPEND => {
+            let req: AppendEntriesRequest<TypeConfig> = postcard::from_bytes(body).ok()?;
+            Some(encode(APPEND | REPLY, &raft.append_entries(req).await))
+        }
+        VOTE => {
+            let req: VoteRequest<NodeId> = postcard::from_bytes(body).ok()?;
+            Some(encode(VOTE | REPLY, &raft.vote(req).await))
+        }
+        SNAPSHOT => {
+            let req: InstallSnapshotRequest<TypeConfig> = postcard::from_bytes(body).ok()?;
+            Some(encode(SNAPSHOT | REPLY, &raft.install_snapshot(req).await))
+        }
+        _ => None,
+    }
+}
+
+/// Serves Raft RPCs on an already accepted connection until it closes.
+pub async fn serve_connection(raft: Raft<TypeConfig>, mut stream: TcpStream) {
+    while let Ok(frame) = read_frame(&mut stream).await {
+        let Some(reply) = handle_frame(&raft, &frame).await else {
+            return;
+        };
+        if stream.write_all(&reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Dials peers at their `BasicNode::addr`.
+#[derive(Clone, Default)]
+pub struct TcpNetwork;
+
+impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
+    type Network = TcpConn;
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> TcpConn {
+        TcpConn {
+            target,
+            addr: node.addr.clone(),
+            stream: None,
+        }
+    }
+}
+
+/// A connection to one peer.
+pub struct TcpConn {
+    target: NodeId,
+    addr: String,
+    stream: Option<TcpStream>,
+}
+
+impl TcpConn {
+    async fn call<Req: Serialize, Resp: DeserializeOwned, E>(
+        &mut self,
+        kind: u8,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        E: std::error::Error + DeserializeOwned,
+        Result<Resp, E>: DeserializeOwned,
+    {
+        let unreachable = |e: std::io::Error| RPCError::Unreachable(Unreachable::new(&e));
+        if self.stream.is_none() {
+            let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+                .await
+                .map_err(|_| unreachable(std::io::Error::other("connect timed out")))?
+                .map_err(unreachable)?;
+            let _ = s.set_nodelay(true);
+            self.stream = Some(s);
+        }
+        let stream = self.stream.as_mut().expect("just connected");
+        let exchange = async {
+            stream.write_all(&encode(kind, req)).await?;
+            read_frame(stream).await
+        };
+        let frame = match tokio::time::timeout(ttl, exchange).await {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => {
+                self.stream = None;
+                return Err(unreachable(e));
+            }
+            Err(_) => {
+                self.stream = None;
+                return Err(RPCError::Network(NetworkError::new(
+                    &std::io::Error::other("RPC timed out"),
+                )));
+            }
+        };
+        let [MAGIC, VERSION, k, body @ ..] = frame.as_slice() else {
+            self.stream = None;
+            return Err(unreachable(std::io::Error::other("malformed reply")));
+        };
+        if *k != kind | REPLY {
+            self.stream = None;
+            return Err(unreachable(std::io::Error::other(
+                "reply of the wrong kind",
+            )));
+        }
+        let result: Result<Resp, E> = postcard::from_bytes(body)
+            .map_err(|e| unreachable(std::io::Error::other(e.to_string())))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for TcpConn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(APPEND, &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(SNAPSHOT, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(VOTE, &rpc, option.hard_ttl()).await
+    }
+}
