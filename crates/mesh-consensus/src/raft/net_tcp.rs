@@ -53,7 +53,7 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME_BYTES || len < 3 {
+    if !(3..=MAX_FRAME_BYTES).contains(&len) {
         return Err(std::io::Error::other(format!(
             "bad Raft frame length {len}"
         )));
