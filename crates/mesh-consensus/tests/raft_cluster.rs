@@ -322,4 +322,85 @@ mod durable {
         }
         let _ = std::fs::remove_dir_all(&d);
     }
+
+    /// With snapshots every 20 entries and nothing kept behind them, the log a
+    /// node restarts with starts after its snapshot: the state must come back
+    /// from `snapshot.bin`, then the rest from the log and the leader.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_restarts_from_its_snapshot_after_the_log_was_purged() {
+        let d = dir("snap");
+        let ids = [1u64, 2, 3];
+        let mut config = lan_config("t");
+        config.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(20);
+        config.max_in_snapshot_log_to_keep = 0;
+        config.purge_batch_size = 1;
+        let router = MemRouter::new();
+        let mut nodes = BTreeMap::new();
+        let open = |id: u64| {
+            (
+                RedbLogStore::open(&d.join(format!("n{id}.redb"))).unwrap(),
+                SmStore::open(&d.join(format!("sm{id}"))).unwrap(),
+            )
+        };
+        for &id in &ids {
+            let (log, sm) = open(id);
+            let o = RaftOrdering::start(id, config.clone(), router.network(id), log, sm)
+                .await
+                .unwrap();
+            router.add(id, o.raft().clone());
+            nodes.insert(id, o);
+        }
+        let members: BTreeMap<NodeId, BasicNode> = ids
+            .iter()
+            .map(|&i| (i, BasicNode::new(format!("n{i}"))))
+            .collect();
+        nodes[&1].raft().initialize(members).await.unwrap();
+        let leader = leader_of(&nodes, &ids).await;
+        let mut last = 0;
+        for i in 0..100 {
+            last = nodes[&leader]
+                .propose(set(&format!("s{i}"), &i.to_string()), None)
+                .await
+                .unwrap()
+                .index;
+        }
+        let victim = *ids.iter().find(|&&i| i != leader).unwrap();
+        wait_applied(&nodes[&victim], last).await;
+        // Wait for the victim to have snapshotted and purged.
+        nodes[&victim]
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= 60),
+                "snapshot and purge",
+            )
+            .await
+            .unwrap();
+        assert!(d.join(format!("sm{victim}/snapshot.bin")).exists());
+        router.remove(victim);
+        nodes[&victim].raft().shutdown().await.unwrap();
+        nodes.remove(&victim);
+        // Restart: same log file and snapshot directory, then more writes meanwhile.
+        let (log, sm) = open(victim);
+        let resumed = sm.last_applied_index().expect("resumed from the snapshot");
+        assert!(resumed >= 60, "snapshot at {resumed}");
+        let o = RaftOrdering::start(victim, config.clone(), router.network(victim), log, sm)
+            .await
+            .unwrap();
+        router.add(victim, o.raft().clone());
+        for i in 100..110 {
+            last = nodes[&leader]
+                .propose(set(&format!("s{i}"), &i.to_string()), None)
+                .await
+                .unwrap()
+                .index;
+        }
+        wait_applied(&o, last).await;
+        let want = nodes[&leader].state().read().unwrap().keyspace.clone();
+        assert_eq!(o.state().read().unwrap().keyspace, want);
+        for n in nodes.values().chain(std::iter::once(&o)) {
+            n.raft().shutdown().await.unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -5,7 +5,8 @@
 //! the node to push to waiting clients. Snapshots are the state machine's own
 //! snapshot plus the Raft metadata (last applied log id, membership).
 
-use std::io::Cursor;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -41,9 +42,67 @@ pub struct SmStore {
     state: SharedState,
     meta: Arc<Mutex<Meta>>,
     events: broadcast::Sender<(u64, Event)>,
+    dir: Option<PathBuf>,
 }
 
+/// The snapshot file: Raft's metadata and the body.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
 impl SmStore {
+    /// A store that keeps its snapshot in `dir` and resumes from it.
+    pub fn open(dir: &Path) -> Result<Self, StorageError<NodeId>> {
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        let mut store = Self::new();
+        store.dir = Some(dir.to_path_buf());
+        let path = dir.join(SNAPSHOT_FILE);
+        if path.exists() {
+            let bytes = std::fs::read(&path).map_err(io_err)?;
+            let file: SnapshotFile = postcard::from_bytes(&bytes).map_err(io_err)?;
+            let body: SnapshotBody = postcard::from_bytes(&file.data).map_err(io_err)?;
+            let machine = StateMachine::restore(&body.machine).map_err(io_err)?;
+            *store.state.write().unwrap_or_else(|e| e.into_inner()) = machine;
+            let mut m = store.meta();
+            m.last_applied = file.meta.last_log_id;
+            m.membership = file.meta.last_membership.clone();
+            m.snapshot = Some((file.meta, file.data));
+        }
+        Ok(store)
+    }
+
+    /// Writes the snapshot durably (no-op without a directory).
+    fn persist(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        data: &[u8],
+    ) -> Result<(), StorageError<NodeId>> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let bytes = postcard::to_allocvec(&SnapshotFile {
+            meta: meta.clone(),
+            data: data.to_vec(),
+        })
+        .map_err(io_err)?;
+        let tmp = dir.join("snapshot.bin.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(io_err)?;
+        f.write_all(&bytes).map_err(io_err)?;
+        f.sync_all().map_err(io_err)?;
+        std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(io_err)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err)?;
+        Ok(())
+    }
+
+    /// Id of the last applied entry (for tests and status).
+    pub fn last_applied_index(&self) -> Option<u64> {
+        self.meta().last_applied.map(|l| l.index)
+    }
+
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
@@ -55,6 +114,7 @@ impl SmStore {
                 snapshots_built: 0,
             })),
             events,
+            dir: None,
         }
     }
 
@@ -103,6 +163,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SmStore {
             ),
         };
         meta.snapshot = Some((snapshot_meta.clone(), data.clone()));
+        drop(meta);
+        // Durable before openraft may purge the log entries it covers.
+        self.persist(&snapshot_meta, &data)?;
         Ok(Snapshot {
             meta: snapshot_meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -179,8 +242,9 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         let mut m = self.meta();
         m.last_applied = meta.last_log_id;
         m.membership = meta.last_membership.clone();
-        m.snapshot = Some((meta.clone(), data));
-        Ok(())
+        m.snapshot = Some((meta.clone(), data.clone()));
+        drop(m);
+        self.persist(meta, &data)
     }
 
     async fn get_current_snapshot(
