@@ -6,10 +6,6 @@
 //! write the leader acknowledges (durable on a majority) survives kill -9 of any
 //! node. openraft appends in batches, so one fsync covers many entries under load.
 
-// openraft's traits return its large `StorageError`; the helpers return the same
-// type so `?` works at the trait boundary, and boxing it here would buy nothing.
-#![allow(clippy::result_large_err)]
-
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
