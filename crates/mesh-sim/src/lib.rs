@@ -8,11 +8,13 @@
 //!
 //! - [`sim`]: the engine; [`net`]: the network model; [`id`]: compact identities;
 //! - [`scenario`]: a small text DSL for tests ("start 20; partition {1..7}; wait 5s; heal; assert converged");
-//! - [`report`]: the `mesh sim membership` measurement run.
+//! - [`report`]: the `mesh sim membership` measurement run;
+//! - [`linearizability`]: a Wing–Gong checker for register histories.
 #![forbid(unsafe_code)]
 
 pub mod id;
 pub mod invariants;
+pub mod linearizability;
 pub mod net;
 pub mod report;
 pub mod scenario;
