@@ -4,10 +4,10 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use mesh_state::{Command, Reply, RequestId, StateError, StateMachine};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A committed and applied command's outcome.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Applied {
     /// Log index the command was applied at.
     pub index: u64,
@@ -16,7 +16,7 @@ pub struct Applied {
 }
 
 /// Why a command could not be ordered.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 pub enum OrderError {
     /// This node is not the leader; `leader` is who is, if known. The caller
     /// forwards (the node does it for its clients).
@@ -28,6 +28,10 @@ pub enum OrderError {
     /// The engine stopped (shutdown or fatal storage error).
     #[error("ordering engine stopped: {0}")]
     Stopped(String),
+    /// Forwarding to the leader failed; the command may or may not have applied
+    /// (retry with the same request id: the state machine deduplicates).
+    #[error("could not reach the leader {leader}: {detail}")]
+    LeaderUnreachable { leader: u64, detail: String },
 }
 
 /// What an engine reports about itself. Unknown figures are `None`.

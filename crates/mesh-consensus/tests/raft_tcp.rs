@@ -58,11 +58,12 @@ async fn three_nodes_over_tcp_elect_replicate_and_fail_over() {
             SmStore::new(),
         )
         .await
-        .unwrap();
-        let raft = o.raft().clone();
+        .unwrap()
+        .with_forwarding();
+        let node = o.clone();
         let server = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve_connection(raft.clone(), stream));
+                tokio::spawn(serve_connection(node.clone(), stream));
             }
         });
         nodes.insert(id, (o, server));
@@ -85,6 +86,22 @@ async fn three_nodes_over_tcp_elect_replicate_and_fail_over() {
             .await
             .unwrap();
     }
+    // Any node accepts writes: a follower forwards to the leader and answers with
+    // the leader's reply; a follower read waits for the leader's read index.
+    let follower = *nodes.keys().find(|&&i| i != l).unwrap();
+    let f = &nodes[&follower].0;
+    let a = f.propose(set("via-follower"), None).await.unwrap();
+    assert_eq!(a.reply, Ok(mesh_state::Reply::Ok));
+    f.read_barrier().await.unwrap();
+    assert!(
+        f.state()
+            .read()
+            .unwrap()
+            .keyspace
+            .exists(b"via-follower", 0),
+        "follower read is not linearizable"
+    );
+
     // Kill the leader: stop serving and stop the engine.
     let (o, server) = nodes.remove(&l).unwrap();
     server.abort();

@@ -35,6 +35,8 @@ pub struct RaftOrdering {
     raft: Raft<TypeConfig>,
     sm: SmStore,
     seeds: Arc<AtomicU64>,
+    /// Forward writes and read-index requests to the leader over TCP.
+    forward: bool,
 }
 
 impl RaftOrdering {
@@ -63,7 +65,71 @@ impl RaftOrdering {
             raft,
             sm,
             seeds: Arc::new(AtomicU64::new(id)),
+            forward: false,
         })
+    }
+
+    /// Makes a non-leader forward writes and read-index requests to the leader
+    /// (at its `BasicNode::addr`, served by [`super::net_tcp`]), so clients may use
+    /// any node.
+    pub fn with_forwarding(mut self) -> Self {
+        self.forward = true;
+        self
+    }
+
+    /// The leader's id and address, if known.
+    fn leader_addr(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .addr
+            .clone();
+        Some((leader, addr))
+    }
+
+    /// Orders `command` here; fails unless this node leads (no re-forwarding).
+    pub async fn propose_local(
+        &self,
+        command: Command,
+        request_id: Option<RequestId>,
+    ) -> Result<Applied, OrderError> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader != Some(self.id) {
+            return Err(OrderError::NotLeader { leader });
+        }
+        let stamped = self.stamp(command, request_id);
+        match self.raft.client_write(stamped).await {
+            Ok(resp) => Ok(Applied {
+                index: resp.data.index,
+                reply: resp.data.reply,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(OrderError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(OrderError::Stopped(e.to_string())),
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the index a
+    /// linearizable read must wait for (read-index).
+    pub async fn read_index_local(&self) -> Result<u64, OrderError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(id) => Ok(id.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(OrderError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(OrderError::ReadOnly)
+            }
+            Err(e) => Err(OrderError::Stopped(e.to_string())),
+        }
     }
 
     /// The openraft handle (for membership changes and RPC handlers).
@@ -103,37 +169,32 @@ impl Ordering for RaftOrdering {
         request_id: Option<RequestId>,
     ) -> Result<Applied, OrderError> {
         let leader = self.raft.metrics().borrow().current_leader;
-        if leader != Some(self.id) {
+        if leader == Some(self.id) || !self.forward {
+            return self.propose_local(command, request_id).await;
+        }
+        let Some((leader, addr)) = self.leader_addr() else {
             return Err(OrderError::NotLeader { leader });
-        }
-        let stamped = self.stamp(command, request_id);
-        match self.raft.client_write(stamped).await {
-            Ok(resp) => Ok(Applied {
-                index: resp.data.index,
-                reply: resp.data.reply,
-            }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(OrderError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Err(e) => Err(OrderError::Stopped(e.to_string())),
-        }
+        };
+        super::net_tcp::forward_propose(leader, &addr, command, request_id).await
     }
 
     async fn read_barrier(&self) -> Result<(), OrderError> {
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(OrderError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
-                Err(OrderError::ReadOnly)
-            }
-            Err(e) => Err(OrderError::Stopped(e.to_string())),
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader == Some(self.id) || !self.forward {
+            // ensure_linearizable already waits for the local apply.
+            return self.read_index_local().await.map(|_| ());
         }
+        let Some((leader, addr)) = self.leader_addr() else {
+            return Err(OrderError::NotLeader { leader });
+        };
+        let index = super::net_tcp::forward_read_index(leader, &addr).await?;
+        // Follower read: wait until this replica has applied the leader's read index.
+        self.raft
+            .wait(None)
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map(|_| ())
+            .map_err(|e| OrderError::Stopped(e.to_string()))
     }
 
     fn status(&self) -> OrderStatus {

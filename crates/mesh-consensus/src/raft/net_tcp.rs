@@ -2,12 +2,15 @@
 //! time per connection, a connection per peer kept open and re-dialled on error.
 //!
 //! Frame payload: `'R' | version | kind | postcard body`. Requests are
-//! AppendEntries (1), Vote (2), InstallSnapshot (3); the response to kind `k` has
+//! AppendEntries (1), Vote (2), InstallSnapshot (3), and from followers on behalf
+//! of their clients: a forwarded write (4) and a read-index request (5). The
+//! response to kind `k` has
 //! kind `k | 0x80` and carries `Result<response, RaftError>`. The node's accept
 //! loop recognises the `'R'` magic and hands such frames to [`handle_frame`].
 
 use std::time::Duration;
 
+use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -16,13 +19,14 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Raft};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{NodeId, TypeConfig};
+use super::{NodeId, RaftOrdering, TypeConfig};
+use crate::ordering::{Applied, OrderError};
+use mesh_state::{Command, RequestId};
 
 /// First byte of a Raft frame.
 pub const MAGIC: u8 = b'R';
@@ -30,10 +34,14 @@ const VERSION: u8 = 1;
 const APPEND: u8 = 1;
 const VOTE: u8 = 2;
 const SNAPSHOT: u8 = 3;
+const FORWARD: u8 = 4;
+const READ_INDEX: u8 = 5;
 const REPLY: u8 = 0x80;
 /// Largest Raft frame (a snapshot chunk or a batch of entries).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a follower waits for the leader to apply a forwarded write.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn encode<T: Serialize>(kind: u8, body: &T) -> Vec<u8> {
     let payload = postcard::to_allocvec(body).expect("encoding to a Vec cannot fail");
@@ -63,12 +71,13 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Answers one Raft request frame (payload without the length prefix); returns
-/// the whole response frame, or `None` for a frame that is not a valid request.
-pub async fn handle_frame(raft: &Raft<TypeConfig>, payload: &[u8]) -> Option<Vec<u8>> {
+/// Answers one request frame (payload without the length prefix); returns the
+/// whole response frame, or `None` for a frame that is not a valid request.
+pub async fn handle_frame(node: &RaftOrdering, payload: &[u8]) -> Option<Vec<u8>> {
     let [MAGIC, VERSION, kind, body @ ..] = payload else {
         return None;
     };
+    let raft = node.raft();
     match *kind {
         APPEND => {
             let req: AppendEntriesRequest<TypeConfig> = postcard::from_bytes(body).ok()?;
@@ -82,20 +91,74 @@ pub async fn handle_frame(raft: &Raft<TypeConfig>, payload: &[u8]) -> Option<Vec
             let req: InstallSnapshotRequest<TypeConfig> = postcard::from_bytes(body).ok()?;
             Some(encode(SNAPSHOT | REPLY, &raft.install_snapshot(req).await))
         }
+        FORWARD => {
+            let (command, request_id): (Command, Option<RequestId>) =
+                postcard::from_bytes(body).ok()?;
+            // Only the leader's own path: a forwarded write is never forwarded again.
+            Some(encode(
+                FORWARD | REPLY,
+                &node.propose_local(command, request_id).await,
+            ))
+        }
+        READ_INDEX => Some(encode(READ_INDEX | REPLY, &node.read_index_local().await)),
         _ => None,
     }
 }
 
-/// Serves Raft RPCs on an already accepted connection until it closes.
-pub async fn serve_connection(raft: Raft<TypeConfig>, mut stream: TcpStream) {
+/// Serves requests on an already accepted connection until it closes.
+pub async fn serve_connection(node: RaftOrdering, mut stream: TcpStream) {
     while let Ok(frame) = read_frame(&mut stream).await {
-        let Some(reply) = handle_frame(&raft, &frame).await else {
+        let Some(reply) = handle_frame(&node, &frame).await else {
             return;
         };
         if stream.write_all(&reply).await.is_err() {
             return;
         }
     }
+}
+
+/// One request and its reply over a fresh connection (client forwarding).
+async fn one_shot<Req: Serialize, Resp: DeserializeOwned>(
+    leader: NodeId,
+    addr: &str,
+    kind: u8,
+    req: &Req,
+) -> Result<Resp, OrderError> {
+    let unreachable = |e: std::io::Error| OrderError::LeaderUnreachable {
+        leader,
+        detail: e.to_string(),
+    };
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await?;
+        let _ = s.set_nodelay(true);
+        s.write_all(&encode(kind, req)).await?;
+        read_frame(&mut s).await
+    };
+    let frame = tokio::time::timeout(FORWARD_TIMEOUT, exchange)
+        .await
+        .map_err(|_| unreachable(std::io::Error::other("timed out")))?
+        .map_err(unreachable)?;
+    match frame.as_slice() {
+        [MAGIC, VERSION, k, body @ ..] if *k == kind | REPLY => postcard::from_bytes(body)
+            .map_err(|e| unreachable(std::io::Error::other(e.to_string()))),
+        _ => Err(unreachable(std::io::Error::other("malformed reply"))),
+    }
+}
+
+/// Forwards a write to the leader; resolves with its reply once applied there.
+pub async fn forward_propose(
+    leader: NodeId,
+    addr: &str,
+    command: Command,
+    request_id: Option<RequestId>,
+) -> Result<Applied, OrderError> {
+    one_shot::<_, Result<Applied, OrderError>>(leader, addr, FORWARD, &(command, request_id))
+        .await?
+}
+
+/// Asks the leader for a read index.
+pub async fn forward_read_index(leader: NodeId, addr: &str) -> Result<u64, OrderError> {
+    one_shot::<_, Result<u64, OrderError>>(leader, addr, READ_INDEX, &()).await?
 }
 
 /// Dials peers at their `BasicNode::addr`.
