@@ -119,9 +119,93 @@ impl Keyspace {
         due.len()
     }
 
-    /// A live entry, for writes (expired keys were swept before the write).
-    pub(crate) fn entry_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        self.entries.get_mut(key)
+    /// The container at `key` for a write: `Ok(None)` if absent and not `create`d,
+    /// `WrongType` if the key holds another type. A created container has no
+    /// expiry; the caller drops it again if it stays empty ([`Keyspace::drop_if_empty`]).
+    fn typed_mut<T>(
+        &mut self,
+        key: &[u8],
+        now: u64,
+        create: Option<fn() -> Value>,
+        pick: impl FnOnce(&mut Value) -> Option<&mut T>,
+    ) -> Result<Option<&mut T>, StateError> {
+        if self.get(key, now).is_none() {
+            let Some(make) = create else { return Ok(None) };
+            self.put(
+                key.to_vec(),
+                Entry {
+                    value: make(),
+                    expires_at_ms: None,
+                },
+            );
+        }
+        let entry = self
+            .entries
+            .get_mut(key)
+            .expect("present: checked or just inserted");
+        pick(&mut entry.value)
+            .map(Some)
+            .ok_or(StateError::WrongType)
+    }
+
+    pub(crate) fn list_mut(
+        &mut self,
+        key: &[u8],
+        now: u64,
+        create: bool,
+    ) -> Result<Option<&mut VecDeque<Vec<u8>>>, StateError> {
+        let make: fn() -> Value = || Value::List(VecDeque::new());
+        self.typed_mut(key, now, create.then_some(make), |v| {
+            if let Value::List(l) = v {
+                Some(l)
+            } else {
+                None
+            }
+        })
+    }
+
+    pub(crate) fn set_mut(
+        &mut self,
+        key: &[u8],
+        now: u64,
+        create: bool,
+    ) -> Result<Option<&mut BTreeSet<Vec<u8>>>, StateError> {
+        let make: fn() -> Value = || Value::Set(BTreeSet::new());
+        self.typed_mut(key, now, create.then_some(make), |v| {
+            if let Value::Set(s) = v { Some(s) } else { None }
+        })
+    }
+
+    pub(crate) fn zset_mut(
+        &mut self,
+        key: &[u8],
+        now: u64,
+        create: bool,
+    ) -> Result<Option<&mut ZSet>, StateError> {
+        let make: fn() -> Value = || Value::ZSet(ZSet::default());
+        self.typed_mut(key, now, create.then_some(make), |v| {
+            if let Value::ZSet(z) = v {
+                Some(z)
+            } else {
+                None
+            }
+        })
+    }
+
+    pub(crate) fn hash_mut(
+        &mut self,
+        key: &[u8],
+        now: u64,
+        create: bool,
+    ) -> Result<Option<&mut HashFields>, StateError> {
+        let make: fn() -> Value = || Value::Hash(HashFields::new());
+        self.typed_mut(key, now, create.then_some(make), |v| {
+            if let Value::Hash(h) = v {
+                Some(h)
+            } else {
+                None
+            }
+        })
     }
 
     pub(crate) fn clear(&mut self) {

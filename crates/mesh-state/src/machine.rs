@@ -1,7 +1,7 @@
 //! The state machine: applies stamped commands, deduplicates retried requests,
 //! and produces snapshots and a digest to compare replicas.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{RngExt, SeedableRng, rngs::Xoshiro256PlusPlus};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use crate::proposals::{
     self, DEFAULT_THRESHOLD, MAX_BODY_BYTES, MAX_REASON_BYTES, MAX_VOTERS, Proposal,
     ProposalStatus, Vote,
 };
-use crate::value::{Score, Value, ZSet};
+use crate::value::{Score, Value};
 
 /// The replicated state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -423,24 +423,8 @@ impl StateMachine {
                 front,
                 only_if_exists,
             } => {
-                if ks.list(key, now)?.is_none() {
-                    if *only_if_exists {
-                        return Ok(Reply::Int(0));
-                    }
-                    ks.put(
-                        key.clone(),
-                        Entry {
-                            value: Value::List(VecDeque::new()),
-                            expires_at_ms: None,
-                        },
-                    );
-                }
-                let Some(Entry {
-                    value: Value::List(l),
-                    ..
-                }) = ks.entry_mut(key)
-                else {
-                    unreachable!("checked above")
+                let Some(l) = ks.list_mut(key, now, !*only_if_exists)? else {
+                    return Ok(Reply::Int(0));
                 };
                 for v in values {
                     if *front {
@@ -454,15 +438,8 @@ impl StateMachine {
                 Ok(Reply::Int(len))
             }
             KvCmd::Pop { key, front, count } => {
-                if ks.list(key, now)?.is_none() {
+                let Some(l) = ks.list_mut(key, now, false)? else {
                     return Ok(Reply::Nil);
-                }
-                let Some(Entry {
-                    value: Value::List(l),
-                    ..
-                }) = ks.entry_mut(key)
-                else {
-                    unreachable!("checked above")
                 };
                 let n = count.unwrap_or(1);
                 let mut out = Vec::new();
@@ -479,15 +456,8 @@ impl StateMachine {
                 })
             }
             KvCmd::LRem { key, count, value } => {
-                if ks.list(key, now)?.is_none() {
+                let Some(l) = ks.list_mut(key, now, false)? else {
                     return Ok(Reply::Int(0));
-                }
-                let Some(Entry {
-                    value: Value::List(l),
-                    ..
-                }) = ks.entry_mut(key)
-                else {
-                    unreachable!("checked above")
                 };
                 let limit = if *count == 0 {
                     usize::MAX
@@ -529,13 +499,7 @@ impl StateMachine {
                 }
                 // Redis checks the destination's type before popping.
                 ks.list(dst, now)?;
-                let Some(Entry {
-                    value: Value::List(l),
-                    ..
-                }) = ks.entry_mut(src)
-                else {
-                    unreachable!("checked above")
-                };
+                let l = ks.list_mut(src, now, false)?.expect("checked above");
                 let Some(v) = (if *from_front {
                     l.pop_front()
                 } else {
@@ -544,22 +508,7 @@ impl StateMachine {
                     return Ok(Reply::Nil);
                 };
                 ks.drop_if_empty(src);
-                if ks.list(dst, now)?.is_none() {
-                    ks.put(
-                        dst.clone(),
-                        Entry {
-                            value: Value::List(VecDeque::new()),
-                            expires_at_ms: None,
-                        },
-                    );
-                }
-                let Some(Entry {
-                    value: Value::List(d),
-                    ..
-                }) = ks.entry_mut(dst)
-                else {
-                    unreachable!("just made")
-                };
+                let d = ks.list_mut(dst, now, true)?.expect("created");
                 if *to_front {
                     d.push_front(v.clone())
                 } else {
@@ -568,55 +517,26 @@ impl StateMachine {
                 Ok(Reply::Bulk(v))
             }
             KvCmd::SAdd { key, members } => {
-                if ks.set(key, now)?.is_none() {
-                    ks.put(
-                        key.clone(),
-                        Entry {
-                            value: Value::Set(BTreeSet::new()),
-                            expires_at_ms: None,
-                        },
-                    );
-                }
-                let Some(Entry {
-                    value: Value::Set(s),
-                    ..
-                }) = ks.entry_mut(key)
-                else {
-                    unreachable!("checked above")
-                };
+                let s = ks.set_mut(key, now, true)?.expect("created");
                 let added = members.iter().filter(|m| s.insert((*m).clone())).count();
                 ks.drop_if_empty(key);
                 Ok(Reply::Int(added as i64))
             }
             KvCmd::SRem { key, members } => {
-                if ks.set(key, now)?.is_none() {
+                let Some(s) = ks.set_mut(key, now, false)? else {
                     return Ok(Reply::Int(0));
-                }
-                let Some(Entry {
-                    value: Value::Set(s),
-                    ..
-                }) = ks.entry_mut(key)
-                else {
-                    unreachable!("checked above")
                 };
                 let removed = members.iter().filter(|m| s.remove(*m)).count();
                 ks.drop_if_empty(key);
                 Ok(Reply::Int(removed as i64))
             }
             KvCmd::SPop { key, count } => {
-                if ks.set(key, now)?.is_none() {
+                let Some(s) = ks.set_mut(key, now, false)? else {
                     return Ok(if count.is_some() {
                         Reply::Array(vec![])
                     } else {
                         Reply::Nil
                     });
-                }
-                let Some(Entry {
-                    value: Value::Set(s),
-                    ..
-                }) = ks.entry_mut(key)
-                else {
-                    unreachable!("checked above")
                 };
                 let n = count.unwrap_or(1).min(s.len());
                 let mut out = Vec::with_capacity(n);
@@ -635,16 +555,8 @@ impl StateMachine {
             }
             KvCmd::ZAdd { key, items, flags } => self.zadd(key, items, *flags, now),
             KvCmd::ZRem { key, members } => {
-                let ks = &mut self.keyspace;
-                if ks.zset(key, now)?.is_none() {
+                let Some(z) = ks.zset_mut(key, now, false)? else {
                     return Ok(Reply::Int(0));
-                }
-                let Some(Entry {
-                    value: Value::ZSet(z),
-                    ..
-                }) = ks.entry_mut(key)
-                else {
-                    unreachable!("checked above")
                 };
                 let removed = members.iter().filter(|m| z.remove(m).is_some()).count();
                 ks.drop_if_empty(key);
@@ -662,16 +574,8 @@ impl StateMachine {
                 count,
                 highest,
             } => {
-                let ks = &mut self.keyspace;
-                if ks.zset(key, now)?.is_none() {
+                let Some(z) = ks.zset_mut(key, now, false)? else {
                     return Ok(Reply::Array(vec![]));
-                }
-                let Some(Entry {
-                    value: Value::ZSet(z),
-                    ..
-                }) = ks.entry_mut(key)
-                else {
-                    unreachable!("checked above")
                 };
                 let popped = z.pop(*count, *highest);
                 ks.drop_if_empty(key);
@@ -685,22 +589,7 @@ impl StateMachine {
                 ))
             }
             KvCmd::HSet { key, pairs } => {
-                if ks.hash(key, now)?.is_none() {
-                    ks.put(
-                        key.clone(),
-                        Entry {
-                            value: Value::Hash(BTreeMap::new()),
-                            expires_at_ms: None,
-                        },
-                    );
-                }
-                let Some(Entry {
-                    value: Value::Hash(h),
-                    ..
-                }) = ks.entry_mut(key)
-                else {
-                    unreachable!("checked above")
-                };
+                let h = ks.hash_mut(key, now, true)?.expect("created");
                 let added = pairs
                     .iter()
                     .filter(|(f, v)| h.insert(f.clone(), v.clone()).is_none())
@@ -708,15 +597,8 @@ impl StateMachine {
                 Ok(Reply::Int(added as i64))
             }
             KvCmd::HDel { key, fields } => {
-                if ks.hash(key, now)?.is_none() {
+                let Some(h) = ks.hash_mut(key, now, false)? else {
                     return Ok(Reply::Int(0));
-                }
-                let Some(Entry {
-                    value: Value::Hash(h),
-                    ..
-                }) = ks.entry_mut(key)
-                else {
-                    unreachable!("checked above")
                 };
                 let removed = fields.iter().filter(|f| h.remove(*f).is_some()).count();
                 ks.drop_if_empty(key);
@@ -728,22 +610,7 @@ impl StateMachine {
                     None => 0,
                 };
                 let next = current.checked_add(*by).ok_or(StateError::Overflow)?;
-                if ks.hash(key, now)?.is_none() {
-                    ks.put(
-                        key.clone(),
-                        Entry {
-                            value: Value::Hash(BTreeMap::new()),
-                            expires_at_ms: None,
-                        },
-                    );
-                }
-                let Some(Entry {
-                    value: Value::Hash(h),
-                    ..
-                }) = ks.entry_mut(key)
-                else {
-                    unreachable!("checked above")
-                };
+                let h = ks.hash_mut(key, now, true)?.expect("created");
                 h.insert(field.clone(), next.to_string().into_bytes());
                 Ok(Reply::Int(next))
             }
@@ -1096,27 +963,10 @@ impl StateMachine {
         now: u64,
     ) -> Result<Reply, StateError> {
         let ks = &mut self.keyspace;
-        let exists = ks.zset(key, now)?.is_some();
-        // With INCR, compute first: an error (NaN) must change nothing.
-        if !exists {
-            if f.xx {
-                return Ok(if f.incr { Reply::Nil } else { Reply::Int(0) });
-            }
-            ks.put(
-                key.to_vec(),
-                Entry {
-                    value: Value::ZSet(ZSet::default()),
-                    expires_at_ms: None,
-                },
-            );
+        if f.xx && ks.zset(key, now)?.is_none() {
+            return Ok(if f.incr { Reply::Nil } else { Reply::Int(0) });
         }
-        let Some(Entry {
-            value: Value::ZSet(z),
-            ..
-        }) = ks.entry_mut(key)
-        else {
-            unreachable!("checked above")
-        };
+        let z = ks.zset_mut(key, now, true)?.expect("created");
         let mut added = 0i64;
         let mut changed = 0i64;
         let mut incr_result = None;
