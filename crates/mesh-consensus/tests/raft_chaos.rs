@@ -17,8 +17,10 @@ use mesh_consensus::raft::net_mem::MemRouter;
 use mesh_consensus::raft::redb_store::RedbLogStore;
 use mesh_consensus::raft::sm_store::SmStore;
 use mesh_consensus::raft::{NodeId, RaftOrdering};
-use mesh_state::{Command, Expiry, KvCmd, SetCond};
 use openraft::{BasicNode, ServerState};
+
+mod common;
+use common::set;
 
 /// A tiny deterministic generator for the fault schedule.
 struct Lcg(u64);
@@ -109,16 +111,6 @@ impl Cluster {
     }
 }
 
-fn set(key: &str) -> Command {
-    Command::Kv(KvCmd::Set {
-        key: key.into(),
-        value: b"v".to_vec(),
-        cond: SetCond::Always,
-        get: false,
-        expiry: Expiry::Never,
-    })
-}
-
 async fn run(seed: u64) {
     let dir = std::env::temp_dir().join(format!("mesh-raft-chaos-{seed}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -182,7 +174,8 @@ async fn run(seed: u64) {
             let key = format!("s{seed}-{next_key}");
             next_key += 1;
             if let Ok(Ok(a)) =
-                tokio::time::timeout(Duration::from_millis(500), l.propose(set(&key), None)).await
+                tokio::time::timeout(Duration::from_millis(500), l.propose(set(&key, "v"), None))
+                    .await
                 && a.reply.is_ok()
             {
                 acked.push(key);
@@ -207,7 +200,8 @@ async fn run(seed: u64) {
     let final_index = loop {
         if let Some(l) = c.leader()
             && let Ok(Ok(a)) =
-                tokio::time::timeout(Duration::from_secs(2), l.propose(set("final"), None)).await
+                tokio::time::timeout(Duration::from_secs(2), l.propose(set("final", "v"), None))
+                    .await
         {
             break a.index;
         }

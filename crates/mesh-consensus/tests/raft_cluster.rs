@@ -6,76 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use mesh_consensus::raft::engine::lan_config;
-use mesh_consensus::raft::log_store::MemLogStore;
 use mesh_consensus::raft::net_mem::MemRouter;
 use mesh_consensus::raft::sm_store::SmStore;
 use mesh_consensus::raft::{NodeId, RaftOrdering};
 use mesh_consensus::{OrderError, Ordering};
-use mesh_state::{Command, Expiry, KvCmd, Reply, RequestId, SetCond};
+use mesh_state::{Command, KvCmd, Reply, RequestId};
 use openraft::BasicNode;
 
-async fn cluster(ids: &[NodeId]) -> (MemRouter, BTreeMap<NodeId, RaftOrdering>) {
-    let router = MemRouter::new();
-    let mut nodes = BTreeMap::new();
-    for &id in ids {
-        let o = RaftOrdering::start(
-            id,
-            lan_config("test"),
-            router.network(id),
-            MemLogStore::new(),
-            SmStore::new(),
-        )
-        .await
-        .unwrap();
-        router.add(id, o.raft().clone());
-        nodes.insert(id, o);
-    }
-    let members: BTreeMap<NodeId, BasicNode> = ids
-        .iter()
-        .map(|&i| (i, BasicNode::new(format!("n{i}"))))
-        .collect();
-    nodes[&ids[0]].raft().initialize(members).await.unwrap();
-    (router, nodes)
-}
-
-async fn leader_of(nodes: &BTreeMap<NodeId, RaftOrdering>, among: &[NodeId]) -> NodeId {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let leaders: BTreeSet<Option<NodeId>> =
-            among.iter().map(|i| nodes[i].status().leader).collect();
-        if leaders.len() == 1
-            && let Some(Some(l)) = leaders.first()
-            && among.contains(l)
-        {
-            return *l;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no agreed leader among {among:?}: {leaders:?}"
-        );
-        // Wake on any metrics change rather than sleeping a fixed time.
-        let mut rx = nodes[&among[0]].raft().metrics();
-        let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
-    }
-}
-
-fn set(key: &str, v: &str) -> Command {
-    Command::Kv(KvCmd::Set {
-        key: key.into(),
-        value: v.into(),
-        cond: SetCond::Always,
-        get: false,
-        expiry: Expiry::Never,
-    })
-}
-
-async fn wait_applied(o: &RaftOrdering, index: u64) {
-    o.raft()
-        .wait(Some(Duration::from_secs(10)))
-        .applied_index_at_least(Some(index), "replica catches up")
-        .await
-        .unwrap();
-}
+mod common;
+use common::{leader_of, mem_cluster as cluster, set, wait_applied};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elect_replicate_fail_over_and_lose_nothing() {

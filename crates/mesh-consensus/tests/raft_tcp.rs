@@ -9,19 +9,11 @@ use mesh_consensus::raft::log_store::MemLogStore;
 use mesh_consensus::raft::net_tcp::{TcpNetwork, serve_connection};
 use mesh_consensus::raft::sm_store::SmStore;
 use mesh_consensus::raft::{NodeId, RaftOrdering};
-use mesh_state::{Command, Expiry, KvCmd, SetCond};
 use openraft::{BasicNode, ServerState};
 use tokio::net::TcpListener;
 
-fn set(key: &str) -> Command {
-    Command::Kv(KvCmd::Set {
-        key: key.into(),
-        value: b"v".to_vec(),
-        cond: SetCond::Always,
-        get: false,
-        expiry: Expiry::Never,
-    })
-}
+mod common;
+use common::set;
 
 async fn leader(nodes: &BTreeMap<NodeId, (RaftOrdering, tokio::task::JoinHandle<()>)>) -> NodeId {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -74,7 +66,7 @@ async fn three_nodes_over_tcp_elect_replicate_and_fail_over() {
     for i in 0..30 {
         last = nodes[&l]
             .0
-            .propose(set(&format!("k{i}")), None)
+            .propose(set(&format!("k{i}"), "v"), None)
             .await
             .unwrap()
             .index;
@@ -90,7 +82,7 @@ async fn three_nodes_over_tcp_elect_replicate_and_fail_over() {
     // the leader's reply; a follower read waits for the leader's read index.
     let follower = *nodes.keys().find(|&&i| i != l).unwrap();
     let f = &nodes[&follower].0;
-    let a = f.propose(set("via-follower"), None).await.unwrap();
+    let a = f.propose(set("via-follower", "v"), None).await.unwrap();
     assert_eq!(a.reply, Ok(mesh_state::Reply::Ok));
     f.read_barrier().await.unwrap();
     assert!(
@@ -108,7 +100,7 @@ async fn three_nodes_over_tcp_elect_replicate_and_fail_over() {
     o.raft().shutdown().await.unwrap();
     let l2 = leader(&nodes).await;
     assert_ne!(l2, l);
-    let a = nodes[&l2].0.propose(set("after"), None).await.unwrap();
+    let a = nodes[&l2].0.propose(set("after", "v"), None).await.unwrap();
     for (o, _) in nodes.values() {
         o.raft()
             .wait(Some(Duration::from_secs(10)))

@@ -1,0 +1,87 @@
+//! Helpers shared by the Raft tests: start a cluster, find its leader, wait for
+//! replicas, build commands. Waits are conditions with deadlines.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use mesh_consensus::Ordering;
+use mesh_consensus::raft::engine::lan_config;
+use mesh_consensus::raft::log_store::MemLogStore;
+use mesh_consensus::raft::net_mem::MemRouter;
+use mesh_consensus::raft::sm_store::SmStore;
+use mesh_consensus::raft::{NodeId, RaftOrdering};
+use mesh_state::{Command, Expiry, KvCmd, SetCond};
+use openraft::BasicNode;
+
+/// The initial membership: every id a voter, at the address `addr(id)`.
+pub fn members(ids: &[NodeId], addr: impl Fn(NodeId) -> String) -> BTreeMap<NodeId, BasicNode> {
+    ids.iter().map(|&i| (i, BasicNode::new(addr(i)))).collect()
+}
+
+/// Nodes with in-memory logs on an in-process network, initialised by the first.
+pub async fn mem_cluster(ids: &[NodeId]) -> (MemRouter, BTreeMap<NodeId, RaftOrdering>) {
+    let router = MemRouter::new();
+    let mut nodes = BTreeMap::new();
+    for &id in ids {
+        let o = RaftOrdering::start(
+            id,
+            lan_config("test"),
+            router.network(id),
+            MemLogStore::new(),
+            SmStore::new(),
+        )
+        .await
+        .unwrap();
+        router.add(id, o.raft().clone());
+        nodes.insert(id, o);
+    }
+    nodes[&ids[0]]
+        .raft()
+        .initialize(members(ids, |i| format!("n{i}")))
+        .await
+        .unwrap();
+    (router, nodes)
+}
+
+/// The leader every node in `among` agrees on (panics after 10 s).
+pub async fn leader_of(nodes: &BTreeMap<NodeId, RaftOrdering>, among: &[NodeId]) -> NodeId {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let leaders: BTreeSet<Option<NodeId>> =
+            among.iter().map(|i| nodes[i].status().leader).collect();
+        if leaders.len() == 1
+            && let Some(Some(l)) = leaders.first()
+            && among.contains(l)
+        {
+            return *l;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no agreed leader among {among:?}: {leaders:?}"
+        );
+        // Wake on any metrics change rather than sleeping a fixed time.
+        let mut rx = nodes[&among[0]].raft().metrics();
+        let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+    }
+}
+
+/// `SET key value`.
+pub fn set(key: &str, v: &str) -> Command {
+    Command::Kv(KvCmd::Set {
+        key: key.into(),
+        value: v.into(),
+        cond: SetCond::Always,
+        get: false,
+        expiry: Expiry::Never,
+    })
+}
+
+/// Waits until `o` has applied `index` (panics after 10 s).
+pub async fn wait_applied(o: &RaftOrdering, index: u64) {
+    o.raft()
+        .wait(Some(Duration::from_secs(10)))
+        .applied_index_at_least(Some(index), "replica catches up")
+        .await
+        .unwrap();
+}
