@@ -113,3 +113,82 @@ async fn three_nodes_over_tcp_elect_replicate_and_fail_over() {
         assert!(sm.keyspace.exists(b"after", 0));
     }
 }
+
+/// Starts one node serving on a fresh loopback port; returns it and its address.
+async fn tcp_node(id: NodeId) -> (RaftOrdering, tokio::task::JoinHandle<()>, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let o = RaftOrdering::start(
+        id,
+        lan_config("tcp"),
+        TcpNetwork,
+        MemLogStore::new(),
+        SmStore::new(),
+    )
+    .await
+    .unwrap()
+    .with_forwarding();
+    let node = o.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_connection(node.clone(), stream));
+        }
+    });
+    (o, server, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_nodes_join_as_learners_and_fill_the_voter_target() {
+    let mut nodes = BTreeMap::new();
+    let mut addrs = BTreeMap::new();
+    for id in 1u64..=3 {
+        let (o, server, addr) = tcp_node(id).await;
+        addrs.insert(id, addr);
+        nodes.insert(id, (o, server));
+    }
+    let members: BTreeMap<NodeId, BasicNode> = addrs
+        .iter()
+        .map(|(id, a)| (*id, BasicNode::new(a.clone())))
+        .collect();
+    nodes[&1].0.raft().initialize(members).await.unwrap();
+    let l = leader(&nodes).await;
+    for i in 0..10 {
+        nodes[&l]
+            .0
+            .propose(set(&format!("before{i}"), "v"), None)
+            .await
+            .unwrap();
+    }
+    // Node 4 joins through a follower with a target of 3 voters: it stays a learner.
+    let via = addrs[nodes.keys().find(|&&i| i != l).unwrap()].clone();
+    let (o4, s4, a4) = tcp_node(4).await;
+    assert_eq!(o4.join(&via, &a4, 3).await, Ok(false));
+    // Node 5 joins with a target of 5: promoted to voter.
+    let (o5, s5, a5) = tcp_node(5).await;
+    assert_eq!(o5.join(&via, &a5, 5).await, Ok(true));
+    let status = nodes[&l].0.status();
+    assert_eq!(status.voters, vec![1, 2, 3, 5]);
+    assert_eq!(status.learners, vec![4]);
+    // Both replicate; a write through the new learner is forwarded to the leader.
+    let a = o4.propose(set("from-learner", "v"), None).await.unwrap();
+    for o in [&o4, &o5] {
+        o.raft()
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(Some(a.index), "joined")
+            .await
+            .unwrap();
+        let state = o.state();
+        let sm = state.read().unwrap();
+        assert!((0..10).all(|i| sm.keyspace.exists(format!("before{i}").as_bytes(), 0)));
+        assert!(sm.keyspace.exists(b"from-learner", 0));
+    }
+    // Joining again is harmless.
+    assert_eq!(o5.join(&via, &a5, 5).await, Ok(true));
+    // An unreachable seed is a clear error, not a hang.
+    assert!(matches!(
+        o4.join("127.0.0.1:1", &a4, 3).await,
+        Err(mesh_consensus::OrderError::LeaderUnreachable { .. })
+    ));
+    s4.abort();
+    s5.abort();
+}

@@ -132,6 +132,65 @@ impl RaftOrdering {
         }
     }
 
+    /// On the leader: adds node `id` at `addr` as a learner (waiting until it has
+    /// caught up), then promotes it to voter if there are fewer than
+    /// `target_voters`. Returns whether it is a voter now.
+    pub async fn join_local(
+        &self,
+        id: NodeId,
+        addr: String,
+        target_voters: usize,
+    ) -> Result<bool, OrderError> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader != Some(self.id) {
+            return Err(OrderError::NotLeader { leader });
+        }
+        let write_err =
+            |e: RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>| match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                    OrderError::NotLeader {
+                        leader: f.leader_id,
+                    }
+                }
+                e => OrderError::Stopped(e.to_string()),
+            };
+        let voters: std::collections::BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if voters.contains(&id) {
+            return Ok(true);
+        }
+        self.raft
+            .add_learner(id, openraft::BasicNode::new(addr), true)
+            .await
+            .map_err(write_err)?;
+        if voters.len() >= target_voters {
+            return Ok(false);
+        }
+        let ids: std::collections::BTreeSet<NodeId> = [id].into();
+        self.raft
+            .change_membership(openraft::ChangeMembers::AddVoterIds(ids), true)
+            .await
+            .map_err(write_err)?;
+        Ok(true)
+    }
+
+    /// Joins the cluster through any member at `via` (it forwards to the leader).
+    /// Returns whether this node became a voter.
+    pub async fn join(
+        &self,
+        via: &str,
+        own_addr: &str,
+        target_voters: usize,
+    ) -> Result<bool, OrderError> {
+        super::net_tcp::request_join(via, self.id, own_addr, target_voters).await
+    }
+
     /// The openraft handle (for membership changes and RPC handlers).
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft

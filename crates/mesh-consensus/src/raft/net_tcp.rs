@@ -3,7 +3,8 @@
 //!
 //! Frame payload: `'R' | version | kind | postcard body`. Requests are
 //! AppendEntries (1), Vote (2), InstallSnapshot (3), and from followers on behalf
-//! of their clients: a forwarded write (4) and a read-index request (5). The
+//! of their clients: a forwarded write (4) and a read-index request (5); and a
+//! join request (6) from a node that wants to become a member. The
 //! response to kind `k` has
 //! kind `k | 0x80` and carries `Result<response, RaftError>`. The node's accept
 //! loop recognises the `'R'` magic and hands such frames to [`handle_frame`].
@@ -36,6 +37,7 @@ const VOTE: u8 = 2;
 const SNAPSHOT: u8 = 3;
 const FORWARD: u8 = 4;
 const READ_INDEX: u8 = 5;
+const JOIN: u8 = 6;
 const REPLY: u8 = 0x80;
 /// Largest Raft frame (a snapshot chunk or a batch of entries).
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
@@ -101,6 +103,28 @@ pub async fn handle_frame(node: &RaftOrdering, payload: &[u8]) -> Option<Vec<u8>
             ))
         }
         READ_INDEX => Some(encode(READ_INDEX | REPLY, &node.read_index_local().await)),
+        JOIN => {
+            let (id, addr, target, hops): (NodeId, String, usize, u8) =
+                postcard::from_bytes(body).ok()?;
+            let leader = node.raft().metrics().borrow().current_leader;
+            let reply = if leader == Some(node.raft().metrics().borrow().id) {
+                node.join_local(id, addr, target).await
+            } else {
+                // One hop to the leader; more would mean leadership is moving: retry later.
+                match (hops, leader_addr(node)) {
+                    (0, Some((l, leader_addr))) => one_shot::<_, Result<bool, OrderError>>(
+                        l,
+                        &leader_addr,
+                        JOIN,
+                        &(id, addr, target, 1u8),
+                    )
+                    .await
+                    .and_then(|r| r),
+                    _ => Err(OrderError::NotLeader { leader }),
+                }
+            };
+            Some(encode(JOIN | REPLY, &reply))
+        }
         _ => None,
     }
 }
@@ -143,6 +167,36 @@ async fn one_shot<Req: Serialize, Resp: DeserializeOwned>(
             .map_err(|e| unreachable(std::io::Error::other(e.to_string()))),
         _ => Err(unreachable(std::io::Error::other("malformed reply"))),
     }
+}
+
+fn leader_addr(node: &RaftOrdering) -> Option<(NodeId, String)> {
+    let m = node.raft().metrics().borrow().clone();
+    let leader = m.current_leader?;
+    Some((
+        leader,
+        m.membership_config
+            .membership()
+            .get_node(&leader)?
+            .addr
+            .clone(),
+    ))
+}
+
+/// Asks the member at `via` to add node `id` (at `addr`); it forwards to the leader.
+pub async fn request_join(
+    via: &str,
+    id: NodeId,
+    addr: &str,
+    target_voters: usize,
+) -> Result<bool, OrderError> {
+    // `via` is a seed address, not a known member id: report 0 if unreachable.
+    one_shot::<_, Result<bool, OrderError>>(
+        0,
+        via,
+        JOIN,
+        &(id, addr.to_string(), target_voters, 0u8),
+    )
+    .await?
 }
 
 /// Forwards a write to the leader; resolves with its reply once applied there.
