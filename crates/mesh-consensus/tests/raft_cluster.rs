@@ -2,19 +2,17 @@
 //! replication, linearizable reads, leader crash and failover, no acknowledged
 //! write lost. Waits are conditions on openraft's metrics with deadlines.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mesh_consensus::raft::engine::lan_config;
-use mesh_consensus::raft::net_mem::MemRouter;
 use mesh_consensus::raft::sm_store::SmStore;
 use mesh_consensus::raft::{NodeId, RaftOrdering};
 use mesh_consensus::{OrderError, Ordering};
 use mesh_state::{Command, KvCmd, Reply, RequestId};
-use openraft::BasicNode;
 
 mod common;
-use common::{leader_of, mem_cluster as cluster, set, wait_applied};
+use common::{cluster_with, leader_of, mem_cluster as cluster, set, wait_applied};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elect_replicate_fail_over_and_lose_nothing() {
@@ -206,22 +204,13 @@ mod durable {
     async fn a_restarted_node_recovers_from_disk_and_catches_up() {
         let d = dir("restart");
         let ids = [1u64, 2, 3];
-        let router = MemRouter::new();
-        let mut nodes = BTreeMap::new();
-        for &id in &ids {
-            let log = RedbLogStore::open(&d.join(format!("n{id}.redb"))).unwrap();
-            let o =
-                RaftOrdering::start(id, lan_config("t"), router.network(id), log, SmStore::new())
-                    .await
-                    .unwrap();
-            router.add(id, o.raft().clone());
-            nodes.insert(id, o);
-        }
-        let members: BTreeMap<NodeId, BasicNode> = ids
-            .iter()
-            .map(|&i| (i, BasicNode::new(format!("n{i}"))))
-            .collect();
-        nodes[&1].raft().initialize(members).await.unwrap();
+        let (router, mut nodes) = cluster_with(&ids, lan_config("t"), |id| {
+            (
+                RedbLogStore::open(&d.join(format!("n{id}.redb"))).unwrap(),
+                SmStore::new(),
+            )
+        })
+        .await;
         let leader = leader_of(&nodes, &ids).await;
         for i in 0..20 {
             nodes[&leader]
@@ -273,27 +262,13 @@ mod durable {
         config.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(20);
         config.max_in_snapshot_log_to_keep = 0;
         config.purge_batch_size = 1;
-        let router = MemRouter::new();
-        let mut nodes = BTreeMap::new();
         let open = |id: u64| {
             (
                 RedbLogStore::open(&d.join(format!("n{id}.redb"))).unwrap(),
                 SmStore::open(&d.join(format!("sm{id}"))).unwrap(),
             )
         };
-        for &id in &ids {
-            let (log, sm) = open(id);
-            let o = RaftOrdering::start(id, config.clone(), router.network(id), log, sm)
-                .await
-                .unwrap();
-            router.add(id, o.raft().clone());
-            nodes.insert(id, o);
-        }
-        let members: BTreeMap<NodeId, BasicNode> = ids
-            .iter()
-            .map(|&i| (i, BasicNode::new(format!("n{i}"))))
-            .collect();
-        nodes[&1].raft().initialize(members).await.unwrap();
+        let (router, mut nodes) = cluster_with(&ids, config.clone(), open).await;
         let leader = leader_of(&nodes, &ids).await;
         let mut last = 0;
         for i in 0..100 {

@@ -6,15 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mesh_consensus::raft::engine::lan_config;
-use mesh_consensus::raft::log_store::MemLogStore;
-use mesh_consensus::raft::net_mem::MemRouter;
-use mesh_consensus::raft::sm_store::SmStore;
 use mesh_consensus::raft::{NodeId, RaftOrdering};
 use mesh_consensus::{OrderError, Ordering};
+mod common;
+
 use mesh_sim::linearizability::{Operation, RegisterOp, check_register};
 use mesh_state::{Command, Expiry, KvCmd, SetCond};
-use openraft::{BasicNode, ServerState};
+use openraft::ServerState;
 
 type History = Arc<Mutex<BTreeMap<String, Vec<Operation>>>>;
 
@@ -105,26 +103,7 @@ async fn client(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn histories_under_leader_isolation_are_linearizable() {
     let ids = [1u64, 2, 3];
-    let router = MemRouter::new();
-    let mut nodes = BTreeMap::new();
-    for &id in &ids {
-        let o = RaftOrdering::start(
-            id,
-            lan_config("lin"),
-            router.network(id),
-            MemLogStore::new(),
-            SmStore::new(),
-        )
-        .await
-        .unwrap();
-        router.add(id, o.raft().clone());
-        nodes.insert(id, o);
-    }
-    let members: BTreeMap<NodeId, BasicNode> = ids
-        .iter()
-        .map(|&i| (i, BasicNode::new(format!("n{i}"))))
-        .collect();
-    nodes[&1].raft().initialize(members).await.unwrap();
+    let (router, nodes) = common::mem_cluster(&ids).await;
     let nodes = Arc::new(nodes);
     let history: History = Default::default();
     let start = Instant::now();

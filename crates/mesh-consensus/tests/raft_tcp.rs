@@ -30,34 +30,36 @@ async fn leader(nodes: &BTreeMap<NodeId, (RaftOrdering, tokio::task::JoinHandle<
     }
 }
 
+/// Starts one node serving on a fresh loopback port; returns it and its address.
+async fn tcp_node(id: NodeId) -> (RaftOrdering, tokio::task::JoinHandle<()>, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let o = RaftOrdering::start(
+        id,
+        lan_config("tcp"),
+        TcpNetwork,
+        MemLogStore::new(),
+        SmStore::new(),
+    )
+    .await
+    .unwrap()
+    .with_forwarding();
+    let node = o.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_connection(node.clone(), stream));
+        }
+    });
+    (o, server, addr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_over_tcp_elect_replicate_and_fail_over() {
-    let mut listeners = BTreeMap::new();
-    for id in 1u64..=3 {
-        listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
-    }
-    let members: BTreeMap<NodeId, BasicNode> = listeners
-        .iter()
-        .map(|(id, l)| (*id, BasicNode::new(l.local_addr().unwrap().to_string())))
-        .collect();
     let mut nodes = BTreeMap::new();
-    for (id, listener) in listeners {
-        let o = RaftOrdering::start(
-            id,
-            lan_config("tcp"),
-            TcpNetwork,
-            MemLogStore::new(),
-            SmStore::new(),
-        )
-        .await
-        .unwrap()
-        .with_forwarding();
-        let node = o.clone();
-        let server = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve_connection(node.clone(), stream));
-            }
-        });
+    let mut members = BTreeMap::new();
+    for id in 1u64..=3 {
+        let (o, server, addr) = tcp_node(id).await;
+        members.insert(id, BasicNode::new(addr));
         nodes.insert(id, (o, server));
     }
     nodes[&1].0.raft().initialize(members).await.unwrap();
@@ -112,29 +114,6 @@ async fn three_nodes_over_tcp_elect_replicate_and_fail_over() {
         assert!((0..30).all(|i| sm.keyspace.exists(format!("k{i}").as_bytes(), 0)));
         assert!(sm.keyspace.exists(b"after", 0));
     }
-}
-
-/// Starts one node serving on a fresh loopback port; returns it and its address.
-async fn tcp_node(id: NodeId) -> (RaftOrdering, tokio::task::JoinHandle<()>, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let o = RaftOrdering::start(
-        id,
-        lan_config("tcp"),
-        TcpNetwork,
-        MemLogStore::new(),
-        SmStore::new(),
-    )
-    .await
-    .unwrap()
-    .with_forwarding();
-    let node = o.clone();
-    let server = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve_connection(node.clone(), stream));
-        }
-    });
-    (o, server, addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

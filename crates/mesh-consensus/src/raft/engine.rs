@@ -78,7 +78,7 @@ impl RaftOrdering {
     }
 
     /// The leader's id and address, if known.
-    fn leader_addr(&self) -> Option<(NodeId, String)> {
+    pub(crate) fn leader_addr(&self) -> Option<(NodeId, String)> {
         let m = self.raft.metrics().borrow().clone();
         let leader = m.current_leader?;
         let addr = m

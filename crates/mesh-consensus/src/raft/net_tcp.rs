@@ -111,7 +111,7 @@ pub async fn handle_frame(node: &RaftOrdering, payload: &[u8]) -> Option<Vec<u8>
                 node.join_local(id, addr, target).await
             } else {
                 // One hop to the leader; more would mean leadership is moving: retry later.
-                match (hops, leader_addr(node)) {
+                match (hops, node.leader_addr()) {
                     (0, Some((l, leader_addr))) => one_shot::<_, Result<bool, OrderError>>(
                         l,
                         &leader_addr,
@@ -167,19 +167,6 @@ async fn one_shot<Req: Serialize, Resp: DeserializeOwned>(
             .map_err(|e| unreachable(std::io::Error::other(e.to_string()))),
         _ => Err(unreachable(std::io::Error::other("malformed reply"))),
     }
-}
-
-fn leader_addr(node: &RaftOrdering) -> Option<(NodeId, String)> {
-    let m = node.raft().metrics().borrow().clone();
-    let leader = m.current_leader?;
-    Some((
-        leader,
-        m.membership_config
-            .membership()
-            .get_node(&leader)?
-            .addr
-            .clone(),
-    ))
 }
 
 /// Asks the member at `via` to add node `id` (at `addr`); it forwards to the leader.

@@ -10,29 +10,35 @@ use mesh_consensus::raft::engine::lan_config;
 use mesh_consensus::raft::log_store::MemLogStore;
 use mesh_consensus::raft::net_mem::MemRouter;
 use mesh_consensus::raft::sm_store::SmStore;
-use mesh_consensus::raft::{NodeId, RaftOrdering};
+use mesh_consensus::raft::{NodeId, RaftOrdering, TypeConfig};
 use mesh_state::{Command, Expiry, KvCmd, SetCond};
 use openraft::BasicNode;
+use openraft::Config;
+use openraft::storage::RaftLogStorage;
 
 /// The initial membership: every id a voter, at the address `addr(id)`.
 pub fn members(ids: &[NodeId], addr: impl Fn(NodeId) -> String) -> BTreeMap<NodeId, BasicNode> {
     ids.iter().map(|&i| (i, BasicNode::new(addr(i)))).collect()
 }
 
-/// Nodes with in-memory logs on an in-process network, initialised by the first.
-pub async fn mem_cluster(ids: &[NodeId]) -> (MemRouter, BTreeMap<NodeId, RaftOrdering>) {
+/// Nodes on an in-process network, each with the stores `stores(id)` gives,
+/// initialised by the first.
+pub async fn cluster_with<L, F>(
+    ids: &[NodeId],
+    config: Config,
+    mut stores: F,
+) -> (MemRouter, BTreeMap<NodeId, RaftOrdering>)
+where
+    L: RaftLogStorage<TypeConfig>,
+    F: FnMut(NodeId) -> (L, SmStore),
+{
     let router = MemRouter::new();
     let mut nodes = BTreeMap::new();
     for &id in ids {
-        let o = RaftOrdering::start(
-            id,
-            lan_config("test"),
-            router.network(id),
-            MemLogStore::new(),
-            SmStore::new(),
-        )
-        .await
-        .unwrap();
+        let (log, sm) = stores(id);
+        let o = RaftOrdering::start(id, config.clone(), router.network(id), log, sm)
+            .await
+            .unwrap();
         router.add(id, o.raft().clone());
         nodes.insert(id, o);
     }
@@ -42,6 +48,14 @@ pub async fn mem_cluster(ids: &[NodeId]) -> (MemRouter, BTreeMap<NodeId, RaftOrd
         .await
         .unwrap();
     (router, nodes)
+}
+
+/// Nodes with in-memory logs on an in-process network, initialised by the first.
+pub async fn mem_cluster(ids: &[NodeId]) -> (MemRouter, BTreeMap<NodeId, RaftOrdering>) {
+    cluster_with(ids, lan_config("test"), |_| {
+        (MemLogStore::new(), SmStore::new())
+    })
+    .await
 }
 
 /// The leader every node in `among` agrees on (panics after 10 s).
