@@ -58,6 +58,26 @@ pub enum EventKind {
     SoftUpdated { version: u64 },
 }
 
+impl EventKind {
+    /// The snake_case name, as in the JSON `type` field and the metrics label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Joined => "joined",
+            EventKind::Restarted { .. } => "restarted",
+            EventKind::Rejoined => "rejoined",
+            EventKind::Suspected => "suspected",
+            EventKind::Dead => "dead",
+            EventKind::Left => "left",
+            EventKind::Connected => "connected",
+            EventKind::Isolated => "isolated",
+            EventKind::Renewed => "renewed",
+            EventKind::JoinRetry { .. } => "join_retry",
+            EventKind::ModeChanged { .. } => "mode_changed",
+            EventKind::SoftUpdated { .. } => "soft_updated",
+        }
+    }
+}
+
 /// One event, as seen by this node.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MembershipEvent {
@@ -72,4 +92,46 @@ pub struct MembershipEvent {
     /// Who reported it: suspecters for `suspected`, confirmers for `dead`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub by: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_json_type_field() {
+        for kind in [
+            EventKind::Joined,
+            EventKind::Restarted {
+                previous_generation: 1,
+            },
+            EventKind::Rejoined,
+            EventKind::Suspected,
+            EventKind::Dead,
+            EventKind::Left,
+            EventKind::Connected,
+            EventKind::Isolated,
+            EventKind::Renewed,
+            EventKind::JoinRetry {
+                attempt: 1,
+                next_in_ms: 2,
+            },
+            EventKind::ModeChanged {
+                mode: Mode::ReadOnly,
+                reachable: 1,
+                known: 3,
+            },
+            EventKind::SoftUpdated { version: 1 },
+        ] {
+            let ev = MembershipEvent {
+                at_ms: 0,
+                subject: "x".into(),
+                generation: 1,
+                kind: kind.clone(),
+                by: vec![],
+            };
+            let json = serde_json::to_value(&ev).unwrap();
+            assert_eq!(json["type"], kind.name());
+        }
+    }
 }

@@ -449,13 +449,12 @@ impl Loop {
     }
 
     fn report(&self, ev: &MembershipEvent) {
-        let kind = serde_json::to_value(&ev.kind)
-            .ok()
-            .and_then(|v| v.get("type").and_then(|t| t.as_str().map(String::from)))
-            .unwrap_or_default();
+        let kind = ev.kind.name();
         self.metrics
             .events
-            .get_or_create(&KindLabel { kind: kind.clone() })
+            .get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            })
             .inc();
         match &ev.kind {
             EventKind::SoftUpdated { .. } => {
