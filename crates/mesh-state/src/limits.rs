@@ -15,3 +15,6 @@ pub const MAX_EXPIRY_MS: u64 = 9_999_999_999_999;
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 /// How long a request id is remembered for deduplication.
 pub const DEDUP_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// Most request ids remembered at once: past it the oldest are forgotten first
+/// (a retry that late is applied again). Bounds memory under heavy write load.
+pub const DEDUP_MAX_ENTRIES: usize = 100_000;

@@ -30,6 +30,9 @@ pub struct StateMachine {
     pub keyspace: Keyspace,
     /// Replies to recent requests by id, with the stamp they were applied at.
     dedup: BTreeMap<RequestId, (u64, Reply)>,
+    /// The same ids in the order they were applied (stamps never decrease), so
+    /// forgetting the oldest is O(1) per command instead of a scan.
+    dedup_order: std::collections::VecDeque<(u64, RequestId)>,
     pub agents: BTreeMap<String, Agent>,
     pub proposals: BTreeMap<String, Proposal>,
     /// (deadline, id) of open proposals, to expire them in time order.
@@ -228,8 +231,7 @@ impl StateMachine {
         let now = self.clock_ms;
         self.keyspace.expire_due(now);
         self.expire_proposals(now, events);
-        self.dedup
-            .retain(|_, (at, _)| at.saturating_add(DEDUP_WINDOW_MS) > now);
+        self.forget_old_requests(now);
 
         if let Some(id) = &stamped.request_id {
             if id.0.len() > MAX_REQUEST_ID_BYTES {
@@ -261,8 +263,21 @@ impl StateMachine {
         };
         if let (Some(id), Ok(reply)) = (&stamped.request_id, &result) {
             self.dedup.insert(id.clone(), (now, reply.clone()));
+            self.dedup_order.push_back((now, id.clone()));
         }
         result
+    }
+
+    /// Forgets request ids older than the window, and the oldest past the cap.
+    fn forget_old_requests(&mut self, now: u64) {
+        while let Some((at, _)) = self.dedup_order.front() {
+            let expired = at.saturating_add(DEDUP_WINDOW_MS) <= now;
+            if !expired && self.dedup_order.len() <= DEDUP_MAX_ENTRIES {
+                break;
+            }
+            let (_, id) = self.dedup_order.pop_front().expect("front exists");
+            self.dedup.remove(&id);
+        }
     }
 
     fn apply_kv(

@@ -632,6 +632,30 @@ fn a_retried_request_applies_once() {
 }
 
 #[test]
+fn request_ids_past_the_cap_are_forgotten_oldest_first() {
+    use mesh_state::limits::DEDUP_MAX_ENTRIES;
+    let mut sm = StateMachine::new();
+    let incr = |i: usize, id: &str| Stamped {
+        now_ms: 1000,
+        seed: i as u64,
+        request_id: Some(RequestId(id.into())),
+        command: Command::Kv(KvCmd::IncrBy { key: b("n"), by: 1 }),
+    };
+    for i in 0..=DEDUP_MAX_ENTRIES {
+        sm.apply(i as u64 + 1, &incr(i, &format!("r{i}"))).unwrap();
+    }
+    let n = DEDUP_MAX_ENTRIES as u64 + 1;
+    // The newest is still remembered: its retry changes nothing.
+    let last = format!("r{DEDUP_MAX_ENTRIES}");
+    assert_eq!(sm.apply(n + 1, &incr(0, &last)), Ok(Reply::Int(n as i64)));
+    // The oldest was forgotten when the cap was passed: its retry applies again.
+    assert_eq!(
+        sm.apply(n + 2, &incr(0, "r0")),
+        Ok(Reply::Int(n as i64 + 1))
+    );
+}
+
+#[test]
 fn multi_applies_in_order_with_per_command_errors() {
     let mut sm = StateMachine::new();
     let cmds = vec![
