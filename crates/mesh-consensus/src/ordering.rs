@@ -42,6 +42,10 @@ pub struct OrderStatus {
     pub term: u64,
     pub commit_index: Option<u64>,
     pub applied_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+    /// On a leader: how long ago a quorum last acknowledged it (a leader cut off
+    /// from its quorum sees this grow). `None` elsewhere.
+    pub millis_since_quorum_ack: Option<u64>,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
 }

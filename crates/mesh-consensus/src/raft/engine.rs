@@ -5,6 +5,7 @@
 //! read-index (`ensure_linearizable`): the leader confirms it still leads with a
 //! quorum round, then waits until the read point is applied.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -28,6 +29,19 @@ pub fn lan_config(cluster: &str) -> Config {
     }
 }
 
+/// How the membership layer sees a peer, for [`RaftOrdering::reconcile_voters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerHealth {
+    Alive,
+    Suspect,
+    /// Confirmed dead (or left) this long ago.
+    Dead {
+        for_ms: u64,
+    },
+    /// Not in the membership view (yet).
+    Unknown,
+}
+
 /// One node's Raft engine.
 #[derive(Clone)]
 pub struct RaftOrdering {
@@ -37,6 +51,8 @@ pub struct RaftOrdering {
     seeds: Arc<AtomicU64>,
     /// Forward writes and read-index requests to the leader over TCP.
     forward: bool,
+    /// The log store's commit index, when it reports one.
+    commit_index: Option<super::redb_store::CommitIndex>,
 }
 
 impl RaftOrdering {
@@ -66,7 +82,20 @@ impl RaftOrdering {
             sm,
             seeds: Arc::new(AtomicU64::new(id)),
             forward: false,
+            commit_index: None,
         })
+    }
+
+    /// Reports `commit` (from [`super::redb_store::RedbLogStore::commit_index`]) as
+    /// the commit index in [`Ordering::status`].
+    pub fn with_commit_index(mut self, commit: super::redb_store::CommitIndex) -> Self {
+        self.commit_index = Some(commit);
+        self
+    }
+
+    /// This node's Raft id.
+    pub fn id(&self) -> NodeId {
+        self.id
     }
 
     /// Makes a non-leader forward writes and read-index requests to the leader
@@ -154,14 +183,21 @@ impl RaftOrdering {
                 }
                 e => OrderError::Stopped(e.to_string()),
             };
-        let voters: std::collections::BTreeSet<NodeId> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
+        let (voters, known_addr) = {
+            let m = self.raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            (voters, membership.get_node(&id).map(|n| n.addr.clone()))
+        };
+        if known_addr.as_ref().is_some_and(|a| *a != addr) {
+            // A member restarted on another address: update it (ids are derived
+            // from unique node names, so no two members can swap addresses).
+            let nodes = [(id, openraft::BasicNode::new(addr.clone()))].into();
+            self.raft
+                .change_membership(openraft::ChangeMembers::SetNodes(nodes), true)
+                .await
+                .map_err(write_err)?;
+        }
         if voters.contains(&id) {
             return Ok(true);
         }
@@ -172,7 +208,7 @@ impl RaftOrdering {
         if voters.len() >= target_voters {
             return Ok(false);
         }
-        let ids: std::collections::BTreeSet<NodeId> = [id].into();
+        let ids: BTreeSet<NodeId> = [id].into();
         self.raft
             .change_membership(openraft::ChangeMembers::AddVoterIds(ids), true)
             .await
@@ -189,6 +225,94 @@ impl RaftOrdering {
         target_voters: usize,
     ) -> Result<bool, OrderError> {
         super::net_tcp::request_join(via, self.id, own_addr, target_voters).await
+    }
+
+    /// Makes this node the first member (a one-voter cluster at `own_addr`) if
+    /// it has never been part of one. Returns whether it did.
+    pub async fn bootstrap_if_new(&self, own_addr: &str) -> Result<bool, OrderError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| OrderError::Stopped(e.to_string()))?;
+        if initialized {
+            return Ok(false);
+        }
+        let members: BTreeMap<NodeId, openraft::BasicNode> =
+            [(self.id, openraft::BasicNode::new(own_addr))].into();
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| OrderError::Stopped(e.to_string()))?;
+        Ok(true)
+    }
+
+    /// On the leader: keeps `target` voters, as far as the members allow. A voter
+    /// the membership layer has confirmed dead for at least `replace_after_ms` is
+    /// replaced by a healthy learner (it stays a learner, so it catches up if it
+    /// returns); missing voters are filled from healthy learners, lowest id first.
+    /// A dead voter with no learner to replace it stays: removing it would not
+    /// make the rest tolerate more failures, and keeping it lets it heal by coming
+    /// back. Returns the new voter set if it changed anything.
+    pub async fn reconcile_voters(
+        &self,
+        health: &BTreeMap<NodeId, PeerHealth>,
+        target: usize,
+        replace_after_ms: u64,
+    ) -> Result<Option<BTreeSet<NodeId>>, OrderError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.id) {
+            return Ok(None);
+        }
+        let membership = m.membership_config.membership();
+        if membership.get_joint_config().len() > 1 {
+            return Ok(None); // a change is in flight; look again next time
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let of = |id: &NodeId| health.get(id).copied().unwrap_or(PeerHealth::Unknown);
+        let replaceable: BTreeSet<NodeId> = voters
+            .iter()
+            .filter(|v| **v != self.id)
+            .filter(|v| matches!(of(v), PeerHealth::Dead { for_ms } if for_ms >= replace_after_ms))
+            .copied()
+            .collect();
+        let mut spare = membership
+            .learner_ids()
+            .filter(|l| of(l) == PeerHealth::Alive)
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut desired: BTreeSet<NodeId> = voters.difference(&replaceable).copied().collect();
+        // Each replaceable voter goes only if a learner takes its place.
+        for dead in &replaceable {
+            desired.insert(spare.next().unwrap_or(*dead));
+        }
+        while desired.len() < target {
+            match spare.next() {
+                Some(l) => {
+                    desired.insert(l);
+                }
+                None => break,
+            }
+        }
+        if desired == voters {
+            return Ok(None);
+        }
+        tracing::info!(?voters, ?desired, "changing Raft voters");
+        self.raft
+            .change_membership(
+                openraft::ChangeMembers::ReplaceAllVoters(desired.clone()),
+                true,
+            )
+            .await
+            .map_err(|e| match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                    OrderError::NotLeader {
+                        leader: f.leader_id,
+                    }
+                }
+                e => OrderError::Stopped(e.to_string()),
+            })?;
+        Ok(Some(desired))
     }
 
     /// The openraft handle (for membership changes and RPC handlers).
@@ -263,9 +387,12 @@ impl Ordering for RaftOrdering {
             node_id: self.id,
             leader: m.current_leader,
             term: m.current_term,
-            // openraft 0.9 does not report the commit index in its metrics; unknown is null.
-            commit_index: None,
+            // openraft 0.9 does not report the commit index in its metrics: the log
+            // store does; without one it is unknown (null).
+            commit_index: self.commit_index.as_ref().and_then(|c| c.get()),
             applied_index: m.last_applied.map(|l| l.index),
+            last_log_index: m.last_log_index,
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
         }

@@ -5,15 +5,19 @@
 //! `commit` returns; openraft is told an append is flushed only after that. So a
 //! write the leader acknowledges (durable on a majority) survives kill -9 of any
 //! node. openraft appends in batches, so one fsync covers many entries under load.
+//! The commit index is saved without an fsync (`Durability::None`, made durable
+//! by the next append): it only speeds up a restart, and losing it is safe, since
+//! the leader tells a restarted node again what is committed.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{NodeId, TypeConfig, io_err};
 
@@ -27,6 +31,27 @@ const PURGED: &str = "last_purged";
 #[derive(Clone)]
 pub struct RedbLogStore {
     db: Arc<Database>,
+    committed: CommitIndex,
+}
+
+/// The latest commit index this node's log store was told, shared with status
+/// reporting (openraft 0.9's metrics do not carry it).
+#[derive(Clone, Debug, Default)]
+pub struct CommitIndex(Arc<AtomicU64>);
+
+impl CommitIndex {
+    /// `None` until something is known committed.
+    pub fn get(&self) -> Option<u64> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n - 1),
+        }
+    }
+
+    fn set(&self, index: Option<u64>) {
+        self.0
+            .store(index.map(|i| i + 1).unwrap_or(0), Ordering::Relaxed);
+    }
 }
 
 impl RedbLogStore {
@@ -37,7 +62,15 @@ impl RedbLogStore {
         txn.open_table(LOG).map_err(io_err)?;
         txn.open_table(META).map_err(io_err)?;
         txn.commit().map_err(io_err)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            committed: CommitIndex::default(),
+        })
+    }
+
+    /// The commit index as this store last saved it.
+    pub fn commit_index(&self) -> CommitIndex {
+        self.committed.clone()
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -56,9 +89,11 @@ impl RedbLogStore {
         &self,
         key: &str,
         value: &T,
+        durability: Durability,
     ) -> Result<(), StorageError<NodeId>> {
         let bytes = postcard::to_allocvec(value).map_err(io_err)?;
-        let txn = self.db.begin_write().map_err(io_err)?;
+        let mut txn = self.db.begin_write().map_err(io_err)?;
+        txn.set_durability(durability).map_err(io_err)?;
         txn.open_table(META)
             .map_err(io_err)?
             .insert(key, bytes.as_slice())
@@ -121,7 +156,7 @@ impl RaftLogStorage<TypeConfig> for RedbLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(VOTE, vote)
+        self.write_meta(VOTE, vote, Durability::Immediate)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -132,13 +167,16 @@ impl RaftLogStorage<TypeConfig> for RedbLogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(COMMITTED, &committed)
+        self.committed.set(committed.map(|c| c.index));
+        self.write_meta(COMMITTED, &committed, Durability::None)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self
+        let committed = self
             .read_meta::<Option<LogId<NodeId>>>(COMMITTED)?
-            .flatten())
+            .flatten();
+        self.committed.set(committed.map(|c| c.index));
+        Ok(committed)
     }
 
     async fn append<I>(
@@ -179,7 +217,7 @@ impl RaftLogStorage<TypeConfig> for RedbLogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         // Record the purge point first: a crash in between leaves extra entries, never a gap.
-        self.write_meta(PURGED, &log_id)?;
+        self.write_meta(PURGED, &log_id, Durability::Immediate)?;
         self.remove_range(Bound::Unbounded, Bound::Included(log_id.index))
     }
 }
