@@ -32,7 +32,16 @@ pub struct Settings {
     pub zone: Option<String>,
     pub caps: Option<Vec<String>>,
     pub mdns: Option<bool>,
+    /// Target number of Raft voters: 1, 3, 5 or 7.
+    pub voters: Option<usize>,
+    /// How long a voter must be confirmed dead before a learner replaces it ("30s").
+    pub replace_dead_after: Option<String>,
 }
+
+/// Default Raft voter target.
+pub const DEFAULT_VOTERS: usize = 3;
+/// Default grace time before a dead voter is replaced.
+pub const DEFAULT_REPLACE_DEAD_AFTER_MS: u64 = 30_000;
 
 /// Resolved, checked settings of one node.
 #[derive(Debug, Clone)]
@@ -48,6 +57,10 @@ pub struct NodeConfig {
     pub caps: Vec<String>,
     /// Announce and discover peers with mDNS on the local network.
     pub mdns: bool,
+    /// Target number of Raft voters (fewer while the mesh is smaller).
+    pub voters: usize,
+    /// A voter confirmed dead this long is replaced by a healthy learner.
+    pub replace_dead_after_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,8 +187,21 @@ impl NodeConfig {
                 "--bind 0.0.0.0:0 cannot be advertised to peers: give a concrete address".into(),
             ));
         }
+        let voters = over.voters.or(file.voters).unwrap_or(DEFAULT_VOTERS);
+        if ![1, 3, 5, 7].contains(&voters) {
+            return Err(ConfigError::Invalid(format!(
+                "--voters {voters}: expected 1, 3, 5 or 7 (an odd number keeps a clear majority)"
+            )));
+        }
+        let replace_dead_after_ms = match over.replace_dead_after.or(file.replace_dead_after) {
+            Some(d) => mesh_proto::units::parse_duration_ms(&d)
+                .map_err(|e| ConfigError::Invalid(format!("--replace-dead-after: {e}")))?,
+            None => DEFAULT_REPLACE_DEAD_AFTER_MS,
+        };
         Ok(NodeConfig {
             node_id,
+            voters,
+            replace_dead_after_ms,
             bind,
             join,
             http,

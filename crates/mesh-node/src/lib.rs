@@ -4,16 +4,21 @@
 //! datagrams, TCP frames (from per-connection reader tasks), due timers, status
 //! queries and shutdown requests go in; the core's outputs (packets, timers,
 //! events) come out and are carried out here. Nothing in this crate decides
-//! protocol behaviour. HTTP (`/v1/status`, `/v1/members`, `/metrics`) asks the loop
-//! for a snapshot over a channel; it will move behind the `Service` API of
-//! `mesh-api` when that crate exists.
+//! protocol behaviour.
+//!
+//! [`consensus`] opens the Raft engine (log and snapshots in redb under the data
+//! directory) and runs the leader's housekeeping from the membership view;
+//! [`service::Service`] is the one API behind every front end; [`http`] is the
+//! HTTP/JSON front end over it.
 
 pub mod config;
+pub mod consensus;
 pub mod http;
 pub mod mdns;
 pub mod metrics;
 pub mod node;
 pub mod procstat;
+pub mod service;
 pub mod status;
 
 pub use config::{ConfigError, NodeConfig};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::config::NodeConfig;
 use crate::metrics::{KindLabel, Metrics, PeerLabel, StateLabel};
@@ -24,6 +24,8 @@ use mesh_proto::{FrameError, SoftState, decode_frame, encode_frame};
 /// Requests to the node loop.
 pub enum Request {
     Status(oneshot::Sender<StatusSnapshot>),
+    /// Ask the member at this address to let us in, unless it is one already.
+    Contact(SocketAddr),
     Leave(oneshot::Sender<()>),
 }
 
@@ -34,6 +36,8 @@ pub struct NodeHandle {
     pub http_addr: SocketAddr,
     pub requests: mpsc::Sender<Request>,
     pub metrics: Arc<Metrics>,
+    /// The one API every front end goes through.
+    pub service: crate::service::Service,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -64,6 +68,8 @@ pub enum StartError {
     },
     #[error("cannot start mDNS discovery: {0}")]
     Mdns(String),
+    #[error("cannot open the replicated log: {0}")]
+    Consensus(String),
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -162,13 +168,30 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
     let metrics = Arc::new(Metrics::new());
     let (req_tx, req_rx) = mpsc::channel(64);
     let (frame_tx, frame_rx) = mpsc::channel(1024);
+    let (members_tx, members_rx) = watch::channel(Arc::new(Vec::new()));
 
-    tokio::spawn(accept_loop(tcp, frame_tx, metrics.clone()));
-    tokio::spawn(crate::http::serve(
-        http_listener,
+    let engine = crate::consensus::open(&cfg.data_dir, &name)
+        .await
+        .map_err(StartError::Consensus)?;
+    tokio::spawn(accept_loop(tcp, frame_tx, engine.clone(), metrics.clone()));
+    crate::consensus::spawn_join(engine.clone(), gossip_addr, cfg.join.clone(), cfg.voters);
+    crate::consensus::spawn_keeper(
+        engine.clone(),
+        members_rx.clone(),
         req_tx.clone(),
+        crate::consensus::ConsensusSettings {
+            voters: cfg.voters,
+            replace_dead_after_ms: cfg.replace_dead_after_ms,
+        },
+    );
+    let service = crate::service::Service::new(
+        engine,
+        name.clone(),
+        req_tx.clone(),
+        members_rx,
         metrics.clone(),
-    ));
+    );
+    tokio::spawn(crate::http::serve(http_listener, service.clone()));
 
     let soft = SoftState {
         zone: cfg.zone.clone(),
@@ -207,6 +230,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         seeds: cfg.join.clone(),
         mdns,
         started_unix_ms: generation,
+        members_tx,
+        members_dirty: true,
     };
     let task = tokio::spawn(looper.run(req_rx, frame_rx, found_rx));
     Ok(NodeHandle {
@@ -215,15 +240,22 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         http_addr,
         requests: req_tx,
         metrics,
+        service,
         task,
     })
 }
 
-/// Accepts TCP connections and forwards each complete frame to the loop.
-async fn accept_loop(listener: TcpListener, frames: mpsc::Sender<Vec<u8>>, metrics: Arc<Metrics>) {
+/// Accepts TCP connections: Raft connections (first frame starts with `'R'`) go
+/// to the Raft server; membership frames are forwarded to the loop one by one.
+async fn accept_loop(
+    listener: TcpListener,
+    frames: mpsc::Sender<Vec<u8>>,
+    engine: crate::consensus::Engine,
+    metrics: Arc<Metrics>,
+) {
     let limit = Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS));
     loop {
-        let Ok((mut sock, _peer)) = listener.accept().await else {
+        let Ok((sock, _peer)) = listener.accept().await else {
             continue;
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
@@ -232,43 +264,78 @@ async fn accept_loop(listener: TcpListener, frames: mpsc::Sender<Vec<u8>>, metri
         };
         let frames = frames.clone();
         let metrics = metrics.clone();
+        let engine = engine.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut buf = Vec::new();
-            let mut chunk = vec![0u8; 64 * 1024];
-            loop {
-                let read =
-                    tokio::time::timeout(Duration::from_secs(10), sock.read(&mut chunk)).await;
-                let n = match read {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                    Ok(Ok(n)) => n,
-                };
-                buf.extend_from_slice(&chunk[..n]);
-                loop {
-                    match decode_frame(&buf) {
-                        Ok((payload, used)) => {
-                            if frames.try_send(payload.to_vec()).is_err() {
-                                metrics.drop_packet("queue_full");
-                            }
-                            buf.drain(..used);
-                        }
-                        Err(FrameError::Incomplete { .. }) => break,
-                        Err(FrameError::TooLarge { .. }) => {
-                            metrics.drop_packet("oversized_frame");
-                            return;
-                        }
-                        Err(FrameError::Empty) => {
-                            metrics.drop_packet("empty_frame");
-                            return;
-                        }
-                    }
+            match first_frame_magic(&sock).await {
+                Some(m) if m == mesh_consensus::raft::net_tcp::MAGIC => {
+                    let _ = sock.set_nodelay(true);
+                    mesh_consensus::raft::net_tcp::serve_connection(engine, sock).await;
                 }
-                if buf.len() > MAX_FRAME_BYTES + 4 {
+                Some(_) => read_membership_frames(sock, frames, metrics).await,
+                None => {}
+            }
+        });
+    }
+}
+
+/// Peeks at the first byte after the first frame's length, without consuming
+/// anything. `None` if the peer sends nothing useful within 10 s.
+async fn first_frame_magic(sock: &TcpStream) -> Option<u8> {
+    let mut head = [0u8; 5];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = tokio::time::timeout_at(deadline, sock.peek(&mut head))
+            .await
+            .ok()?
+            .ok()?;
+        match n {
+            0 => return None,
+            5 => return Some(head[4]),
+            // A frame header split across packets (rare): wait for the rest.
+            _ => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+}
+
+/// Reads membership frames from one connection and forwards each to the loop.
+async fn read_membership_frames(
+    mut sock: TcpStream,
+    frames: mpsc::Sender<Vec<u8>>,
+    metrics: Arc<Metrics>,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut chunk)).await;
+        let n = match read {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            match decode_frame(&buf) {
+                Ok((payload, used)) => {
+                    if frames.try_send(payload.to_vec()).is_err() {
+                        metrics.drop_packet("queue_full");
+                    }
+                    buf.drain(..used);
+                }
+                Err(FrameError::Incomplete { .. }) => break,
+                Err(FrameError::TooLarge { .. }) => {
                     metrics.drop_packet("oversized_frame");
                     return;
                 }
+                Err(FrameError::Empty) => {
+                    metrics.drop_packet("empty_frame");
+                    return;
+                }
             }
-        });
+        }
+        if buf.len() > MAX_FRAME_BYTES + 4 {
+            metrics.drop_packet("oversized_frame");
+            return;
+        }
     }
 }
 
@@ -298,6 +365,10 @@ struct Loop {
     seeds: Vec<SocketAddr>,
     mdns: Option<mdns_sd::ServiceDaemon>,
     started_unix_ms: u64,
+    /// The member list for consensus and the service, republished after
+    /// membership events and every sample.
+    members_tx: watch::Sender<Arc<Vec<mesh_membership::MemberInfo>>>,
+    members_dirty: bool,
 }
 
 /// Rates are averaged over this window.
@@ -378,6 +449,10 @@ impl Loop {
                 _ = sample_every.tick() => self.sample(),
                 req = requests.recv() => match req {
                     Some(Request::Status(tx)) => { let _ = tx.send(self.snapshot()); }
+                    Some(Request::Contact(addr)) => {
+                        let now = self.now_us();
+                        self.core.contact(now, addr);
+                    }
                     Some(Request::Leave(tx)) => {
                         let now = self.now_us();
                         self.core.leave(now);
@@ -393,6 +468,10 @@ impl Loop {
                 },
             }
             self.flush(&mut pending).await;
+            if self.members_dirty {
+                self.members_dirty = false;
+                self.members_tx.send_replace(Arc::new(self.core.members()));
+            }
         }
     }
 
@@ -448,8 +527,11 @@ impl Loop {
         }
     }
 
-    fn report(&self, ev: &MembershipEvent) {
+    fn report(&mut self, ev: &MembershipEvent) {
         let kind = ev.kind.name();
+        if !matches!(ev.kind, EventKind::SoftUpdated { .. }) {
+            self.members_dirty = true;
+        }
         self.metrics
             .events
             .get_or_create(&KindLabel {
@@ -497,6 +579,7 @@ impl Loop {
             self.metrics.resident_bytes.set(rss as i64);
         }
         let members = self.core.members();
+        self.members_tx.send_replace(Arc::new(members.clone()));
         for state in ["alive", "suspect", "dead", "left"] {
             let n = members.iter().filter(|m| m.state.as_str() == state).count();
             self.metrics

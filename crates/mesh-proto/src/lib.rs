@@ -7,10 +7,12 @@
 //! - [`soft`]: the soft state a node gossips about itself (load, capabilities, zone, version);
 //! - [`frame`]: the length-prefixed frame codec used on TCP streams, with its size limit;
 //! - [`limits`]: the hard caps on packet and frame sizes, so bad input is bounded;
+//! - [`hex`]: hex encoding of keys and signatures;
 //! - [`units`]: parsing of durations (`250ms`, `5s`) and probabilities (`10%`).
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod hex;
 pub mod limits;
 pub mod profile;
 pub mod soft;

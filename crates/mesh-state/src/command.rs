@@ -121,6 +121,9 @@ pub enum Expiry {
     Keep,
     /// Expire at this Unix time in milliseconds.
     At(u64),
+    /// Expire this many milliseconds after the command's stamp (`SETEX`, `EX`,
+    /// a TTL given over HTTP): relative to the leader's clock, not the client's.
+    In(u64),
 }
 
 /// `SET`'s condition.

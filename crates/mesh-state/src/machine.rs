@@ -73,7 +73,7 @@ fn check_count(n: usize) -> Result<(), StateError> {
 
 fn check_expiry(e: Expiry) -> Result<(), StateError> {
     match e {
-        Expiry::At(at) if at > MAX_EXPIRY_MS => Err(StateError::BadExpiry),
+        Expiry::At(at) | Expiry::In(at) if at > MAX_EXPIRY_MS => Err(StateError::BadExpiry),
         _ => Ok(()),
     }
 }
@@ -314,6 +314,7 @@ impl StateMachine {
                         Expiry::Never => None,
                         Expiry::Keep => old.as_ref().and_then(|e| e.expires_at_ms),
                         Expiry::At(at) => Some(*at),
+                        Expiry::In(ms) => Some(now.saturating_add(*ms)),
                     };
                     if expires_at_ms.is_some_and(|at| at <= now) {
                         ks.remove(key);
@@ -347,6 +348,7 @@ impl StateMachine {
                     Expiry::Never => None,
                     Expiry::Keep => ks.get(key, now).and_then(|e| e.expires_at_ms),
                     Expiry::At(at) => Some(*at),
+                    Expiry::In(ms) => Some(now.saturating_add(*ms)),
                 };
                 ks.put(
                     key.clone(),

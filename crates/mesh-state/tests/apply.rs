@@ -713,3 +713,26 @@ fn keys_and_scan() {
     }
     assert_eq!(seen, vec![b("task:1"), b("task:2"), b("task:3")]);
 }
+
+#[test]
+fn a_relative_expiry_counts_from_the_leaders_stamp() {
+    let mut sm = StateMachine::new();
+    let s = Stamped {
+        now_ms: 5_000,
+        seed: 0,
+        request_id: None,
+        command: Command::Kv(KvCmd::Set {
+            key: b("k"),
+            value: b("v"),
+            cond: SetCond::Always,
+            get: false,
+            expiry: Expiry::In(1_000),
+        }),
+    };
+    assert_eq!(sm.apply(1, &s), Ok(Reply::Ok));
+    assert_eq!(sm.keyspace.ttl_ms(b"k", 5_000), Some(Some(1_000)));
+    assert!(
+        sm.keyspace.get(b"k", 6_000).is_none(),
+        "gone at stamp + ttl"
+    );
+}

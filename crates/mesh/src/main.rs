@@ -3,11 +3,17 @@
 //! Each subcommand lives in its own module; this file only parses the command line
 //! and dispatches.
 
+mod agent_cmd;
+mod api;
+mod barrier_cmd;
 mod bench;
 mod demo;
+mod keys;
+mod kv_cmd;
 mod sim_cmd;
 mod status_cmd;
 mod up;
+mod vote_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +37,14 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the deterministic simulator.
     Sim(sim_cmd::SimArgs),
+    /// Shared memory: set, get, del, list keys in namespaces.
+    Kv(kv_cmd::KvArgs),
+    /// Proposals decided by votes signed with agents' keys.
+    Vote(vote_cmd::VoteArgs),
+    /// Register agents, list them, set their state.
+    Agent(agent_cmd::AgentArgs),
+    /// Wait until agents are COMPLETE.
+    Barrier(barrier_cmd::BarrierArgs),
 }
 
 fn main() {
@@ -48,6 +62,10 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Status(args) => status_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Kv(args) => kv_cmd::run(args),
+        Command::Vote(args) => vote_cmd::run(args),
+        Command::Agent(args) => agent_cmd::run(args),
+        Command::Barrier(args) => barrier_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

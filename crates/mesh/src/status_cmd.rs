@@ -64,6 +64,7 @@ pub fn render(s: &Value) -> String {
             .as_f64()
             .map(|x| format!("{:.1} MiB", x / 1048576.0))),
     );
+    out += &render_consensus(&s["consensus"]);
     out += &format!(
         "{:<18} {:<22} {:<8} {:>4} {:<10} {:<20} {:>8} {:>12}\n",
         "ID", "ADDR", "STATE", "INC", "ZONE", "CAPS", "RTT", "CHANGED"
@@ -116,6 +117,53 @@ pub fn render(s: &Value) -> String {
         }
     }
     out
+}
+
+/// The consensus lines: leader, term, commit index, voters and learners.
+fn render_consensus(c: &Value) -> String {
+    if c.is_null() {
+        return String::new();
+    }
+    let names = |ids: &Value, names: &Value| -> String {
+        let ids = ids.as_array().cloned().unwrap_or_default();
+        let names = names.as_array().cloned().unwrap_or_default();
+        let list: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| match names.get(i).and_then(|n| n.as_str()) {
+                Some(n) => n.to_string(),
+                None => format!("#{id}"),
+            })
+            .collect();
+        if list.is_empty() {
+            "-".into()
+        } else {
+            list.join(", ")
+        }
+    };
+    let leader = match (c["leader"].as_u64(), c["voters"].as_array()) {
+        (Some(l), Some(v)) => {
+            let i = v.iter().position(|x| x.as_u64() == Some(l));
+            i.and_then(|i| c["voter_names"][i].as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("#{l}"))
+        }
+        _ => "none".into(),
+    };
+    format!(
+        "consensus {}  leader {}  term {}  commit {}  applied {}  {}\nvoters [{}]  learners [{}]\n\n",
+        c["engine"].as_str().unwrap_or("?"),
+        leader,
+        c["term"],
+        fmt_opt(&c["commit_index"], |v| v.as_u64().map(|x| x.to_string())),
+        fmt_opt(&c["applied_index"], |v| v.as_u64().map(|x| x.to_string())),
+        if c["writable"] == true {
+            "writable"
+        } else {
+            "READ-ONLY"
+        },
+        names(&c["voters"], &c["voter_names"]),
+        names(&c["learners"], &c["learner_names"]),
+    )
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {

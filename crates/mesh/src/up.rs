@@ -16,7 +16,7 @@ pub struct UpArgs {
     /// Address for UDP gossip and TCP RPC (one port for both) [default: 127.0.0.1:7946]
     #[arg(long, env = "MESH_BIND", value_name = "HOST:PORT")]
     bind: Option<String>,
-    /// Seed nodes to join through, comma-separated; retried with backoff until one answers
+    /// Seed nodes to join through, comma-separated; retried with backoff until one answers. The first node of a mesh starts without it and bootstraps the replicated log
     #[arg(
         long,
         env = "MESH_JOIN",
@@ -27,7 +27,7 @@ pub struct UpArgs {
     /// HTTP address for /v1/status, /v1/members and /metrics [default: 127.0.0.1:7070]
     #[arg(long, env = "MESH_HTTP", value_name = "HOST:PORT")]
     http: Option<String>,
-    /// Data directory (node id; later the replicated log) [default: ~/.local/share/agent-mesh]
+    /// Data directory (node id, replicated log and snapshots) [default: ~/.local/share/agent-mesh]
     #[arg(long, env = "MESH_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Timing preset: local (one host), lan, wan [default: lan]
@@ -42,7 +42,13 @@ pub struct UpArgs {
     /// Announce this node and discover peers with mDNS on the local network
     #[arg(long, env = "MESH_MDNS", value_parser = clap::builder::BoolishValueParser::new())]
     mdns: bool,
-    /// TOML file with the same settings (keys: node_id, bind, join, http, data_dir, profile, zone, caps, mdns); flags and MESH_* variables win
+    /// Target number of Raft voters: 1, 3, 5 or 7 [default: 3; fewer while the mesh is smaller]
+    #[arg(long, env = "MESH_VOTERS")]
+    voters: Option<usize>,
+    /// Replace a voter confirmed dead this long by a healthy learner [default: 30s]
+    #[arg(long, env = "MESH_REPLACE_DEAD_AFTER", value_name = "DURATION")]
+    replace_dead_after: Option<String>,
+    /// TOML file with the same settings (keys: node_id, bind, join, http, data_dir, profile, zone, caps, mdns, voters, replace_dead_after); flags and MESH_* variables win
     #[arg(long, env = "MESH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Leave the mesh when this process id is gone (used by `mesh demo` and tests)
@@ -66,6 +72,8 @@ pub fn resolve(args: &UpArgs) -> anyhow::Result<NodeConfig> {
         zone: args.zone,
         caps: args.caps,
         mdns: args.mdns.then_some(true),
+        voters: args.voters,
+        replace_dead_after: args.replace_dead_after,
     };
     Ok(NodeConfig::resolve(over, file)?)
 }

@@ -315,6 +315,45 @@ impl RaftOrdering {
         Ok(Some(desired))
     }
 
+    /// Waits until some leader is known (or `until`); returns it.
+    pub async fn wait_for_leader(&self, until: tokio::time::Instant) -> Option<NodeId> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(l) = rx.borrow_and_update().current_leader {
+                return Some(l);
+            }
+            match tokio::time::timeout_at(until, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Waits until this replica has applied `index` (or `until`); returns whether it has.
+    pub async fn wait_applied(&self, index: u64, until: tokio::time::Instant) -> bool {
+        let timeout = until.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read your writes")
+            .await
+            .is_ok()
+    }
+
+    /// Every member of the Raft configuration (voters and learners) with its address.
+    pub fn member_addrs(&self) -> BTreeMap<NodeId, String> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
+    }
+
+    /// True if this node leads now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
     /// The openraft handle (for membership changes and RPC handlers).
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft

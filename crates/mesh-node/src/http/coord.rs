@@ -1,0 +1,278 @@
+//! `/v1/agents`, `/v1/proposals`, `/v1/barriers` over HTTP.
+//!
+//! - `POST /v1/agents` `{"id", "type", "caps": [...], "node"?, "public_key": hex}`;
+//!   `GET /v1/agents[/{id}]`; `PUT /v1/agents/{id}/state` `{"state": "COMPLETE"}`;
+//!   `POST /v1/agents/{id}/heartbeat`; `DELETE /v1/agents/{id}`.
+//! - `POST /v1/proposals` `{"id"?, "body": any, "voters"?: [...], "threshold"?,
+//!   "deadline_secs"?, "proposer"?}`; `GET /v1/proposals[/{id}]` with `wait`
+//!   (seconds, long-poll until decided); `POST /v1/proposals/{id}/votes`
+//!   `{"agent_id", "vote": "approve"|"reject", "reason"?, "seq", "signature": hex}`.
+//! - `POST /v1/barriers` `{"id"?, "agents": [...]}` or `{"id"?, "group":
+//!   {"type", "count"}}`; `GET /v1/barriers[/{id}]` with `wait`; `DELETE`.
+//!
+//! Every read takes `stale=true` to read the local replica.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+
+use super::{ApiError, ApiResult, parse_json, parse_query, request_id};
+use crate::service::coord::{NewAgent, NewProposal, SignedVote};
+use crate::service::{Service, ServiceError};
+use mesh_state::agents::AgentState;
+use mesh_state::barriers::BarrierSpec;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    stale: Option<bool>,
+    /// Seconds to wait for a decision or release (long-poll).
+    wait: Option<f64>,
+}
+
+impl ReadQuery {
+    fn wait(&self) -> Result<Option<Duration>, ApiError> {
+        match self.wait {
+            None => Ok(None),
+            Some(w) if w.is_finite() && w >= 0.0 => Ok(Some(Duration::from_secs_f64(w))),
+            Some(w) => Err(ApiError(ServiceError::bad(
+                "bad_wait",
+                format!("wait {w} is not a number of seconds >= 0"),
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentBody {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    caps: Vec<String>,
+    node: Option<String>,
+    public_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateBody {
+    state: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProposalBody {
+    id: Option<String>,
+    body: serde_json::Value,
+    proposer: Option<String>,
+    voters: Option<Vec<String>>,
+    threshold: Option<f64>,
+    deadline_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoteBody {
+    agent_id: String,
+    vote: String,
+    reason: Option<String>,
+    seq: u64,
+    signature: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupBody {
+    #[serde(rename = "type")]
+    kind: String,
+    count: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BarrierBody {
+    id: Option<String>,
+    agents: Option<Vec<String>>,
+    group: Option<GroupBody>,
+}
+
+fn created(v: impl serde::Serialize) -> ApiResult {
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn register_agent(State(svc): State<Service>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let b: AgentBody = parse_json(&body)?;
+    let a = NewAgent {
+        id: b.id,
+        kind: b.kind,
+        caps: b.caps,
+        node: b.node,
+        public_key_hex: b.public_key,
+    };
+    created(svc.register_agent(a, request_id(&headers)?).await?)
+}
+
+async fn list_agents(State(svc): State<Service>, RawQuery(q): RawQuery) -> ApiResult {
+    let q: ReadQuery = parse_query(q.as_deref())?;
+    let agents = svc.agents(q.stale.unwrap_or(false)).await?;
+    Ok(Json(serde_json::json!({ "agents": agents })).into_response())
+}
+
+async fn get_agent(
+    State(svc): State<Service>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let q: ReadQuery = parse_query(q.as_deref())?;
+    Ok(Json(svc.agent(&id, q.stale.unwrap_or(false)).await?).into_response())
+}
+
+async fn set_agent_state(
+    State(svc): State<Service>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let b: StateBody = parse_json(&body)?;
+    let state: AgentState = b
+        .state
+        .parse()
+        .map_err(|e: String| ApiError(ServiceError::bad("bad_state", e)))?;
+    Ok(Json(
+        svc.set_agent_state(&id, state, request_id(&headers)?)
+            .await?,
+    )
+    .into_response())
+}
+
+async fn heartbeat(State(svc): State<Service>, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(svc.agent_heartbeat(&id).await?).into_response())
+}
+
+async fn unregister_agent(State(svc): State<Service>, Path(id): Path<String>) -> ApiResult {
+    svc.unregister_agent(&id).await?;
+    Ok(Json(serde_json::json!({"deleted": true})).into_response())
+}
+
+async fn create_proposal(State(svc): State<Service>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let b: ProposalBody = parse_json(&body)?;
+    let p = NewProposal {
+        id: b.id,
+        body: b.body,
+        proposer: b.proposer,
+        voters: b.voters,
+        threshold: b.threshold,
+        deadline_secs: b.deadline_secs,
+    };
+    created(svc.propose(p, request_id(&headers)?).await?)
+}
+
+async fn list_proposals(State(svc): State<Service>, RawQuery(q): RawQuery) -> ApiResult {
+    let q: ReadQuery = parse_query(q.as_deref())?;
+    let proposals = svc.proposals(q.stale.unwrap_or(false)).await?;
+    Ok(Json(serde_json::json!({ "proposals": proposals })).into_response())
+}
+
+async fn get_proposal(
+    State(svc): State<Service>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let q: ReadQuery = parse_query(q.as_deref())?;
+    let p = svc
+        .proposal(&id, q.wait()?, q.stale.unwrap_or(false))
+        .await?;
+    Ok(Json(p).into_response())
+}
+
+async fn cast_vote(
+    State(svc): State<Service>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let b: VoteBody = parse_json(&body)?;
+    let approve = match b.vote.as_str() {
+        "approve" => true,
+        "reject" => false,
+        other => {
+            return Err(ApiError(ServiceError::bad(
+                "bad_vote",
+                format!("vote '{other}' must be approve or reject"),
+            )));
+        }
+    };
+    let v = SignedVote {
+        agent_id: b.agent_id,
+        approve,
+        reason: b.reason,
+        seq: b.seq,
+        signature_hex: b.signature,
+    };
+    Ok(Json(svc.vote(&id, v, request_id(&headers)?).await?).into_response())
+}
+
+async fn create_barrier(State(svc): State<Service>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let b: BarrierBody = parse_json(&body)?;
+    let spec = match (b.agents, b.group) {
+        (Some(list), None) => BarrierSpec::Agents(list),
+        (None, Some(g)) => BarrierSpec::Group {
+            kind: g.kind,
+            count: g.count,
+        },
+        _ => {
+            return Err(ApiError(ServiceError::bad(
+                "bad_barrier",
+                "give exactly one of \"agents\": [...] or \"group\": {\"type\", \"count\"}",
+            )));
+        }
+    };
+    created(
+        svc.create_barrier(b.id, spec, request_id(&headers)?)
+            .await?,
+    )
+}
+
+async fn list_barriers(State(svc): State<Service>, RawQuery(q): RawQuery) -> ApiResult {
+    let q: ReadQuery = parse_query(q.as_deref())?;
+    let barriers = svc.barriers(q.stale.unwrap_or(false)).await?;
+    Ok(Json(serde_json::json!({ "barriers": barriers })).into_response())
+}
+
+async fn get_barrier(
+    State(svc): State<Service>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let q: ReadQuery = parse_query(q.as_deref())?;
+    let b = svc
+        .barrier(&id, q.wait()?, q.stale.unwrap_or(false))
+        .await?;
+    Ok(Json(b).into_response())
+}
+
+async fn delete_barrier(State(svc): State<Service>, Path(id): Path<String>) -> ApiResult {
+    svc.delete_barrier(&id).await?;
+    Ok(Json(serde_json::json!({"deleted": true})).into_response())
+}
+
+pub fn routes() -> Router<Service> {
+    Router::new()
+        .route("/v1/agents", get(list_agents).post(register_agent))
+        .route("/v1/agents/{id}", get(get_agent).delete(unregister_agent))
+        .route("/v1/agents/{id}/state", put(set_agent_state))
+        .route("/v1/agents/{id}/heartbeat", post(heartbeat))
+        .route("/v1/proposals", get(list_proposals).post(create_proposal))
+        .route("/v1/proposals/{id}", get(get_proposal))
+        .route("/v1/proposals/{id}/votes", post(cast_vote))
+        .route("/v1/barriers", get(list_barriers).post(create_barrier))
+        .route("/v1/barriers/{id}", get(get_barrier).delete(delete_barrier))
+}

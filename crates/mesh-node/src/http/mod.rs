@@ -1,0 +1,161 @@
+//! The HTTP/JSON front end over the [`Service`].
+//!
+//! Handlers parse the request, call the service, and encode the result; they
+//! decide nothing. Every error is `{"error": {"code", "message", ...}}` with a
+//! fitting status. Writes accept an `Idempotency-Key` header: a retry with the
+//! same key is applied at most once.
+//!
+//! - status: `/v1/status`, `/v1/members`, `/metrics`, `/healthz`;
+//! - [`kv`]: `/v1/kv/{namespace}` and `/v1/kv/{namespace}/{key}`;
+//! - [`coord`]: `/v1/agents`, `/v1/proposals`, `/v1/barriers`.
+
+mod coord;
+mod kv;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+
+use crate::service::{Service, ServiceError};
+use mesh_state::RequestId;
+
+/// Largest request body: a value at its limit plus room for the envelope.
+const MAX_BODY_BYTES: usize = mesh_state::limits::MAX_VALUE_BYTES + 64 * 1024;
+
+/// A service error as an HTTP response.
+pub struct ApiError(pub ServiceError);
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut body = serde_json::json!({"code": e.code(), "message": e.to_string()});
+        if let serde_json::Value::Object(extra) = e.details() {
+            for (k, v) in extra {
+                body[k] = v;
+            }
+        }
+        (status, Json(serde_json::json!({ "error": body }))).into_response()
+    }
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+/// Parses a JSON body, with a clear error for malformed input.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError(ServiceError::bad(
+            "malformed_json",
+            format!("request body is not valid JSON for this endpoint: {e}"),
+        ))
+    })
+}
+
+/// Parses the query string into `T`, with a clear error.
+pub fn parse_query<T: DeserializeOwned + Default>(q: Option<&str>) -> Result<T, ApiError> {
+    match q {
+        None | Some("") => Ok(T::default()),
+        Some(q) => query_from_str(q),
+    }
+}
+
+fn query_from_str<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{q}")
+            .parse()
+            .map_err(|_| ApiError(ServiceError::bad("bad_query", "malformed query string")))?,
+    )
+    .map(|axum::extract::Query(t)| t)
+    .map_err(|e| ApiError(ServiceError::bad("bad_query", e.body_text())))
+}
+
+/// The `Idempotency-Key` header, if any.
+pub fn request_id(headers: &HeaderMap) -> Result<Option<RequestId>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| {
+                ApiError(ServiceError::bad(
+                    "bad_idempotency_key",
+                    "Idempotency-Key must be visible ASCII",
+                ))
+            })?;
+            if s.is_empty() || s.len() > mesh_state::limits::MAX_REQUEST_ID_BYTES {
+                return Err(ApiError(ServiceError::bad(
+                    "bad_idempotency_key",
+                    format!(
+                        "Idempotency-Key must be 1 to {} bytes",
+                        mesh_state::limits::MAX_REQUEST_ID_BYTES
+                    ),
+                )));
+            }
+            Ok(Some(RequestId(format!("http:{s}"))))
+        }
+    }
+}
+
+fn stopping() -> ApiError {
+    ApiError(ServiceError::Stopped("shutting down".into()))
+}
+
+async fn status(State(svc): State<Service>) -> ApiResult {
+    Ok(Json(svc.status().await.ok_or_else(stopping)?).into_response())
+}
+
+async fn members(State(svc): State<Service>) -> ApiResult {
+    let s = svc.membership_status().await.ok_or_else(stopping)?;
+    Ok(
+        Json(serde_json::json!({"node_id": s.node_id, "mode": s.mode, "members": s.members}))
+            .into_response(),
+    )
+}
+
+async fn metrics_text(State(svc): State<Service>) -> Response {
+    // A status request first, so the loop's gauges are fresh as of this scrape.
+    let _ = svc.membership_status().await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        svc.metrics().encode(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError(ServiceError::bad(
+        "no_such_endpoint",
+        "no such endpoint; see /v1/status, /v1/members, /v1/kv, /v1/agents, /v1/proposals, /v1/barriers, /metrics",
+    ))
+}
+
+/// The router, for tests and [`serve`].
+pub fn router(svc: Service) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/members", get(members))
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(kv::routes())
+        .merge(coord::routes())
+        .fallback(|| async { (StatusCode::NOT_FOUND, not_found().await) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(svc)
+}
+
+pub async fn serve(listener: TcpListener, svc: Service) {
+    if let Err(e) = axum::serve(listener, router(svc)).await {
+        tracing::error!(error = %e, "HTTP server stopped");
+    }
+}

@@ -1,0 +1,465 @@
+//! Agents, proposals with signed votes, and barriers, over the replicated state.
+//!
+//! Agents hold their ed25519 secret keys themselves (the CLI keeps them in a
+//! file); the mesh stores only public keys and verifies every vote's signature
+//! in the state machine, on every replica. Waiting for a decision or a barrier
+//! is a push: the caller subscribes to applied events before it looks at the
+//! state, then sleeps until the event for its id arrives or its wait runs out.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Service, ServiceError, unix_ms};
+use mesh_proto::hex;
+use mesh_state::agents::{Agent, AgentState};
+use mesh_state::barriers::{Barrier, BarrierSpec};
+use mesh_state::proposals::{Proposal, ProposalStatus};
+use mesh_state::{Command, CoordCmd, Event, RequestId, StateMachine};
+
+/// Longest wait a client may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+/// Default voting window.
+pub const DEFAULT_DEADLINE_SECS: u64 = 300;
+/// Longest voting window: thirty days.
+pub const MAX_DEADLINE_SECS: u64 = 30 * 24 * 3600;
+
+/// An agent registration.
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub id: String,
+    pub kind: String,
+    pub caps: Vec<String>,
+    /// The hosting node; this node when `None`.
+    pub node: Option<String>,
+    /// ed25519 public key, hex.
+    pub public_key_hex: String,
+}
+
+/// An agent as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub caps: Vec<String>,
+    pub node: String,
+    pub public_key: String,
+    pub state: AgentState,
+    pub registered_at_ms: u64,
+    pub last_seen_ms: u64,
+    /// When the hosting node was confirmed dead (`null`: it was not).
+    pub node_dead_at_ms: Option<u64>,
+}
+
+impl From<&Agent> for AgentView {
+    fn from(a: &Agent) -> Self {
+        AgentView {
+            id: a.id.clone(),
+            kind: a.kind.clone(),
+            caps: a.caps.clone(),
+            node: a.node.clone(),
+            public_key: hex::encode(&a.public_key),
+            state: a.state,
+            registered_at_ms: a.registered_at_ms,
+            last_seen_ms: a.last_seen_ms,
+            node_dead_at_ms: a.node_dead_at_ms,
+        }
+    }
+}
+
+/// A new proposal.
+#[derive(Debug, Clone)]
+pub struct NewProposal {
+    /// Generated when `None`.
+    pub id: Option<String>,
+    /// Any JSON value.
+    pub body: serde_json::Value,
+    pub proposer: Option<String>,
+    /// Eligible voters; every registered agent when `None`.
+    pub voters: Option<Vec<String>>,
+    /// Fraction of eligible voters needed, in (0, 1]; two thirds by default.
+    pub threshold: Option<f64>,
+    pub deadline_secs: Option<u64>,
+}
+
+/// A signed vote as a client submits it.
+#[derive(Debug, Clone)]
+pub struct SignedVote {
+    pub agent_id: String,
+    pub approve: bool,
+    pub reason: Option<String>,
+    pub seq: u64,
+    /// ed25519 signature over `vote_signing_bytes`, hex.
+    pub signature_hex: String,
+}
+
+/// One counted vote.
+#[derive(Debug, Clone, Serialize)]
+pub struct VoteView {
+    pub vote: &'static str,
+    pub reason: Option<String>,
+    pub seq: u64,
+    pub at_ms: u64,
+    pub signature: String,
+}
+
+/// A proposal as the API shows it, with its measured figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProposalView {
+    pub id: String,
+    pub body: serde_json::Value,
+    pub proposer: Option<String>,
+    pub voters: Vec<String>,
+    pub threshold: f64,
+    /// Approvals needed: ceil(threshold x voters).
+    pub needed: usize,
+    pub approvals: usize,
+    pub rejections: usize,
+    pub status: ProposalStatus,
+    pub created_at_ms: u64,
+    pub deadline_ms: u64,
+    pub decided_at_ms: Option<u64>,
+    /// From creation to decision or expiry; `null` while open.
+    pub decision_latency_ms: Option<u64>,
+    /// Fraction of eligible voters who voted.
+    pub participation: f64,
+    pub votes: std::collections::BTreeMap<String, VoteView>,
+}
+
+impl From<&Proposal> for ProposalView {
+    fn from(p: &Proposal) -> Self {
+        ProposalView {
+            id: p.id.clone(),
+            body: serde_json::from_str(&p.body)
+                .unwrap_or_else(|_| serde_json::Value::String(p.body.clone())),
+            proposer: p.proposer.clone(),
+            voters: p.voters.clone(),
+            threshold: p.threshold,
+            needed: p.needed(),
+            approvals: p.approvals(),
+            rejections: p.rejections(),
+            status: p.status,
+            created_at_ms: p.created_at_ms,
+            deadline_ms: p.deadline_ms,
+            decided_at_ms: p.decided_at_ms,
+            decision_latency_ms: p.decision_latency_ms(),
+            participation: p.participation(),
+            votes: p
+                .votes
+                .iter()
+                .map(|(a, v)| {
+                    (
+                        a.clone(),
+                        VoteView {
+                            vote: if v.approve { "approve" } else { "reject" },
+                            reason: v.reason.clone(),
+                            seq: v.seq,
+                            at_ms: v.at_ms,
+                            signature: hex::encode(&v.signature),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A barrier as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BarrierView {
+    pub id: String,
+    /// The agents it waits for, or `null` for a group barrier.
+    pub agents: Option<Vec<String>>,
+    /// `{"type": ..., "count": ...}` for a group barrier.
+    pub group: Option<serde_json::Value>,
+    pub released: bool,
+    pub created_at_ms: u64,
+    pub released_at_ms: Option<u64>,
+    /// Agents of the barrier not COMPLETE yet (for an agent-list barrier).
+    pub waiting_for: Vec<String>,
+}
+
+fn barrier_view(b: &Barrier, sm: &StateMachine) -> BarrierView {
+    let (agents, group, waiting_for) = match &b.spec {
+        BarrierSpec::Agents(list) => (
+            Some(list.clone()),
+            None,
+            list.iter()
+                .filter(|a| {
+                    sm.agents
+                        .get(*a)
+                        .is_none_or(|x| x.state != AgentState::Complete)
+                })
+                .cloned()
+                .collect(),
+        ),
+        BarrierSpec::Group { kind, count } => (
+            None,
+            Some(serde_json::json!({"type": kind, "count": count})),
+            Vec::new(),
+        ),
+    };
+    BarrierView {
+        id: b.id.clone(),
+        agents,
+        group,
+        released: b.released_at_ms.is_some(),
+        created_at_ms: b.created_at_ms,
+        released_at_ms: b.released_at_ms,
+        waiting_for,
+    }
+}
+
+fn check_wait(wait: Option<Duration>) -> Result<Duration, ServiceError> {
+    let w = wait.unwrap_or_default();
+    if w > MAX_WAIT {
+        return Err(ServiceError::bad(
+            "bad_wait",
+            format!(
+                "wait of {} s is over the limit of {} s",
+                w.as_secs(),
+                MAX_WAIT.as_secs()
+            ),
+        ));
+    }
+    Ok(w)
+}
+
+fn fresh_id(prefix: &str) -> String {
+    // Unique enough for ids: the clock and a process-wide counter.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{:x}{:04x}", unix_ms(), n & 0xffff)
+}
+
+impl Service {
+    pub async fn register_agent(
+        &self,
+        a: NewAgent,
+        request_id: Option<RequestId>,
+    ) -> Result<AgentView, ServiceError> {
+        let public_key = hex::decode(&a.public_key_hex)
+            .map_err(|e| ServiceError::bad("bad_public_key", format!("public_key: {e}")))?;
+        let id = a.id.clone();
+        let cmd = CoordCmd::RegisterAgent {
+            id: a.id,
+            kind: a.kind,
+            caps: a.caps,
+            node: a.node.unwrap_or_else(|| self.node_name().to_string()),
+            public_key,
+        };
+        self.write_ok(Command::Coord(cmd), request_id).await?;
+        self.agent(&id, true).await
+    }
+
+    pub async fn agent(&self, id: &str, stale: bool) -> Result<AgentView, ServiceError> {
+        self.read(stale, |sm| sm.agents.get(id).map(AgentView::from))
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
+                what: "agent",
+                id: id.to_string(),
+            })
+    }
+
+    pub async fn agents(&self, stale: bool) -> Result<Vec<AgentView>, ServiceError> {
+        self.read(stale, |sm| {
+            sm.agents.values().map(AgentView::from).collect()
+        })
+        .await
+    }
+
+    pub async fn set_agent_state(
+        &self,
+        id: &str,
+        state: AgentState,
+        request_id: Option<RequestId>,
+    ) -> Result<AgentView, ServiceError> {
+        let cmd = CoordCmd::SetAgentState {
+            id: id.to_string(),
+            state,
+        };
+        self.write_ok(Command::Coord(cmd), request_id).await?;
+        self.agent(id, true).await
+    }
+
+    pub async fn agent_heartbeat(&self, id: &str) -> Result<AgentView, ServiceError> {
+        let cmd = CoordCmd::Heartbeat { id: id.to_string() };
+        self.write_ok(Command::Coord(cmd), None).await?;
+        self.agent(id, true).await
+    }
+
+    pub async fn unregister_agent(&self, id: &str) -> Result<(), ServiceError> {
+        let cmd = CoordCmd::UnregisterAgent { id: id.to_string() };
+        self.write_ok(Command::Coord(cmd), None).await.map(|_| ())
+    }
+
+    pub async fn propose(
+        &self,
+        p: NewProposal,
+        request_id: Option<RequestId>,
+    ) -> Result<ProposalView, ServiceError> {
+        let secs = p.deadline_secs.unwrap_or(DEFAULT_DEADLINE_SECS);
+        if secs == 0 || secs > MAX_DEADLINE_SECS {
+            return Err(ServiceError::bad(
+                "bad_deadline",
+                format!("deadline of {secs} s is out of range: 1 to {MAX_DEADLINE_SECS} s"),
+            ));
+        }
+        if let Some(t) = p.threshold
+            && !(t > 0.0 && t <= 1.0)
+        {
+            return Err(ServiceError::bad(
+                "bad_threshold",
+                format!("threshold {t} is not in (0, 1]"),
+            ));
+        }
+        let id = p.id.unwrap_or_else(|| fresh_id("p"));
+        let cmd = CoordCmd::Propose {
+            id: id.clone(),
+            body: p.body.to_string(),
+            proposer: p.proposer,
+            voters: p.voters,
+            threshold: p.threshold,
+            deadline_ms: unix_ms() + secs * 1000,
+        };
+        self.write_ok(Command::Coord(cmd), request_id).await?;
+        self.proposal(&id, None, true).await
+    }
+
+    pub async fn vote(
+        &self,
+        proposal_id: &str,
+        v: SignedVote,
+        request_id: Option<RequestId>,
+    ) -> Result<ProposalView, ServiceError> {
+        let signature = hex::decode(&v.signature_hex)
+            .map_err(|e| ServiceError::bad("bad_signature", format!("signature: {e}")))?;
+        let cmd = CoordCmd::Vote {
+            proposal_id: proposal_id.to_string(),
+            agent_id: v.agent_id,
+            approve: v.approve,
+            reason: v.reason,
+            seq: v.seq,
+            signature,
+        };
+        self.write_ok(Command::Coord(cmd), request_id).await?;
+        self.proposal(proposal_id, None, true).await
+    }
+
+    /// A proposal; with `wait`, not before it is decided or the wait ran out.
+    pub async fn proposal(
+        &self,
+        id: &str,
+        wait: Option<Duration>,
+        stale: bool,
+    ) -> Result<ProposalView, ServiceError> {
+        let wait = check_wait(wait)?;
+        let until = tokio::time::Instant::now() + wait;
+        let mut events = self.subscribe();
+        let mut stale = stale;
+        loop {
+            let view = self
+                .read(stale, |sm| sm.proposals.get(id).map(ProposalView::from))
+                .await?
+                .ok_or_else(|| ServiceError::NotFound {
+                    what: "proposal",
+                    id: id.to_string(),
+                })?;
+            if view.status != ProposalStatus::Open || tokio::time::Instant::now() >= until {
+                return Ok(view);
+            }
+            // Events come from this replica's applies: the next look can be local.
+            stale = true;
+            wait_for_event(
+                &mut events,
+                until,
+                |e| matches!(e, Event::ProposalDecided { id: d, .. } if d == id),
+            )
+            .await;
+        }
+    }
+
+    pub async fn proposals(&self, stale: bool) -> Result<Vec<ProposalView>, ServiceError> {
+        self.read(stale, |sm| {
+            sm.proposals.values().map(ProposalView::from).collect()
+        })
+        .await
+    }
+
+    pub async fn create_barrier(
+        &self,
+        id: Option<String>,
+        spec: BarrierSpec,
+        request_id: Option<RequestId>,
+    ) -> Result<BarrierView, ServiceError> {
+        let id = id.unwrap_or_else(|| fresh_id("b"));
+        let cmd = CoordCmd::CreateBarrier {
+            id: id.clone(),
+            spec,
+        };
+        self.write_ok(Command::Coord(cmd), request_id).await?;
+        self.barrier(&id, None, true).await
+    }
+
+    /// A barrier; with `wait`, not before it is released or the wait ran out.
+    pub async fn barrier(
+        &self,
+        id: &str,
+        wait: Option<Duration>,
+        stale: bool,
+    ) -> Result<BarrierView, ServiceError> {
+        let wait = check_wait(wait)?;
+        let until = tokio::time::Instant::now() + wait;
+        let mut events = self.subscribe();
+        let mut stale = stale;
+        loop {
+            let view = self
+                .read(stale, |sm| sm.barriers.get(id).map(|b| barrier_view(b, sm)))
+                .await?
+                .ok_or_else(|| ServiceError::NotFound {
+                    what: "barrier",
+                    id: id.to_string(),
+                })?;
+            if view.released || tokio::time::Instant::now() >= until {
+                return Ok(view);
+            }
+            stale = true;
+            wait_for_event(
+                &mut events,
+                until,
+                |e| matches!(e, Event::BarrierReleased { id: d } if d == id),
+            )
+            .await;
+        }
+    }
+
+    pub async fn barriers(&self, stale: bool) -> Result<Vec<BarrierView>, ServiceError> {
+        self.read(stale, |sm| {
+            sm.barriers.values().map(|b| barrier_view(b, sm)).collect()
+        })
+        .await
+    }
+
+    pub async fn delete_barrier(&self, id: &str) -> Result<(), ServiceError> {
+        let cmd = CoordCmd::DeleteBarrier { id: id.to_string() };
+        self.write_ok(Command::Coord(cmd), None).await.map(|_| ())
+    }
+}
+
+/// Sleeps until an event matching `hit` is applied here, the channel lags (the
+/// caller looks at the state again either way), or `until`.
+async fn wait_for_event(
+    events: &mut tokio::sync::broadcast::Receiver<(u64, Event)>,
+    until: tokio::time::Instant,
+    hit: impl Fn(&Event) -> bool,
+) {
+    loop {
+        match tokio::time::timeout_at(until, events.recv()).await {
+            Ok(Ok((_, e))) if hit(&e) => return,
+            Ok(Ok(_)) => continue,
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => return,
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! The one API every front end (HTTP, CLI through HTTP, MCP and RESP later)
+//! goes through. Front ends parse their wire format into calls here and encode
+//! the results; none of them decides anything about coordination.
+//!
+//! Writes: checked for a reachable quorum of voters (else [`ServiceError::ReadOnly`]),
+//! given a request id (the client's, or a fresh one) so that retries inside the
+//! deadline are applied at most once, forwarded to the leader by the engine, and
+//! acknowledged only once committed on a majority and applied here. A write that
+//! runs out of time says whether it may still apply.
+//!
+//! Reads: linearizable by default (read-index through the leader, then read the
+//! local replica); `stale` reads the local replica at once.
+//!
+//! - [`kv`]: namespaced keys and values;
+//! - [`coord`]: agents, proposals and signed votes, barriers;
+//! - [`error`]: errors with stable codes.
+
+pub mod coord;
+pub mod error;
+pub mod kv;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::consensus::{Engine, MembersView};
+use crate::metrics::Metrics;
+use crate::node::Request;
+use crate::status::StatusSnapshot;
+use mesh_consensus::raft::node_id_of;
+use mesh_consensus::{Applied, OrderError, OrderStatus, Ordering};
+use mesh_membership::MemberState;
+use mesh_state::{Command, Reply, RequestId, StateMachine};
+
+pub use error::ServiceError;
+
+/// How long a write may take before the client is told it timed out.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a linearizable read waits for its read point.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The node's service; clones share everything.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    node: String,
+    requests: mpsc::Sender<Request>,
+    members: MembersView,
+    metrics: Arc<Metrics>,
+    next_request: AtomicU64,
+    /// Makes generated request ids unique across restarts of this node.
+    boot_ms: u64,
+}
+
+/// Consensus as seen by this node, for `mesh status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsensusStatus {
+    pub engine: &'static str,
+    #[serde(flatten)]
+    pub order: OrderStatus,
+    /// Names of the voters and learners, where the membership view knows them.
+    pub voter_names: Vec<Option<String>>,
+    pub learner_names: Vec<Option<String>>,
+    /// Whether this node would accept a write now (a quorum of voters reachable).
+    pub writable: bool,
+}
+
+/// The full status: membership and consensus.
+#[derive(Debug, Clone, Serialize)]
+pub struct FullStatus {
+    #[serde(flatten)]
+    pub membership: StatusSnapshot,
+    pub consensus: ConsensusStatus,
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Service {
+    pub fn new(
+        engine: Engine,
+        node: String,
+        requests: mpsc::Sender<Request>,
+        members: MembersView,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                node,
+                requests,
+                members,
+                metrics,
+                next_request: AtomicU64::new(0),
+                boot_ms: unix_ms(),
+            }),
+        }
+    }
+
+    /// This node's name.
+    pub fn node_name(&self) -> &str {
+        &self.inner.node
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The membership loop's snapshot (`None` while the node stops).
+    pub async fn membership_status(&self) -> Option<StatusSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.requests.send(Request::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Membership and consensus together.
+    pub async fn status(&self) -> Option<FullStatus> {
+        let membership = self.membership_status().await?;
+        Some(FullStatus {
+            membership,
+            consensus: self.consensus_status(),
+        })
+    }
+
+    pub fn consensus_status(&self) -> ConsensusStatus {
+        let order = self.inner.engine.status();
+        let members = self.inner.members.borrow().clone();
+        let addrs = self.inner.engine.member_addrs();
+        // The member's name, or its address if the membership view lacks it.
+        let name_of = |id: &u64| {
+            members
+                .iter()
+                .find(|m| node_id_of(&m.id) == *id)
+                .map(|m| m.id.clone())
+                .or_else(|| addrs.get(id).cloned())
+        };
+        ConsensusStatus {
+            engine: "raft",
+            voter_names: order.voters.iter().map(name_of).collect(),
+            learner_names: order.learners.iter().map(name_of).collect(),
+            writable: self.check_quorum().is_ok(),
+            order,
+        }
+    }
+
+    /// Refuses writes when this node cannot reach a majority of the voters, as
+    /// the membership layer sees them (voters it has not confirmed dead count as
+    /// reachable: an unconfirmed doubt does not make a node read-only).
+    pub fn check_quorum(&self) -> Result<(), ServiceError> {
+        let (reachable, voters) = self.reachable_voters();
+        if voters > 0 && reachable * 2 <= voters {
+            return Err(ServiceError::ReadOnly {
+                reachable_voters: reachable,
+                voters,
+            });
+        }
+        Ok(())
+    }
+
+    /// The engine found no quorum: say how many voters this node reaches.
+    fn read_only_error(&self) -> ServiceError {
+        let (reachable_voters, voters) = self.reachable_voters();
+        ServiceError::ReadOnly {
+            reachable_voters,
+            voters,
+        }
+    }
+
+    /// (voters not confirmed dead, voters). Zero voters: not initialised yet (a
+    /// write then waits for a leader instead of failing as read-only).
+    fn reachable_voters(&self) -> (usize, usize) {
+        let voters = self.inner.engine.status().voters;
+        let members = self.inner.members.borrow().clone();
+        let dead = voters
+            .iter()
+            .filter(|v| {
+                let rows: Vec<_> = members
+                    .iter()
+                    .filter(|m| node_id_of(&m.id) == **v)
+                    .collect();
+                !rows.is_empty()
+                    && rows
+                        .iter()
+                        .all(|m| matches!(m.state, MemberState::Dead | MemberState::Left))
+            })
+            .count();
+        (voters.len() - dead, voters.len())
+    }
+
+    fn fresh_request_id(&self) -> RequestId {
+        let n = self
+            .inner
+            .next_request
+            .fetch_add(1, AtomicOrdering::Relaxed);
+        RequestId(format!("{}:{}:{n}", self.inner.node, self.inner.boot_ms))
+    }
+
+    /// Orders `command` and returns its reply once applied on this node.
+    pub async fn write(
+        &self,
+        command: Command,
+        request_id: Option<RequestId>,
+    ) -> Result<Applied, ServiceError> {
+        self.check_quorum()?;
+        let request_id = request_id.unwrap_or_else(|| self.fresh_request_id());
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        let engine = &self.inner.engine;
+        // Whether an attempt may have reached a leader (then a timeout cannot
+        // promise that nothing applies).
+        let mut maybe_sent = false;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let attempt = tokio::time::timeout_at(
+                deadline,
+                engine.propose(command.clone(), Some(request_id.clone())),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(applied)) => {
+                    // Read your writes: a forwarded write applied on the leader is
+                    // visible here before the caller hears back.
+                    engine.wait_applied(applied.index, deadline).await;
+                    return Ok(applied);
+                }
+                Err(_) => {
+                    return Err(ServiceError::Timeout {
+                        request_id: request_id.0,
+                        may_have_applied: true,
+                    });
+                }
+                Ok(Err(OrderError::ReadOnly)) => return Err(self.read_only_error()),
+                Ok(Err(OrderError::Stopped(detail))) => {
+                    return Err(ServiceError::Stopped(detail));
+                }
+                Ok(Err(OrderError::NotLeader { leader: None })) => {
+                    // An election is under way: wait for its outcome.
+                    if engine.wait_for_leader(deadline).await.is_none() {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(Err(OrderError::NotLeader { leader: Some(_) }))
+                | Ok(Err(OrderError::LeaderUnreachable { .. })) => {
+                    maybe_sent = true;
+                }
+            }
+            // Same request id on every retry: the state machine applies it once.
+            if tokio::time::Instant::now() + backoff >= deadline {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+            self.check_quorum()?;
+        }
+        if !maybe_sent && engine.status().leader.is_none() {
+            return Err(ServiceError::NoLeader);
+        }
+        Err(ServiceError::Timeout {
+            request_id: request_id.0,
+            may_have_applied: maybe_sent,
+        })
+    }
+
+    /// A write whose reply must not be an error of the state machine.
+    pub async fn write_ok(
+        &self,
+        command: Command,
+        request_id: Option<RequestId>,
+    ) -> Result<Reply, ServiceError> {
+        let applied = self.write(command, request_id).await?;
+        applied.reply.map_err(ServiceError::State)
+    }
+
+    /// Runs `f` on the replica's state: after a read-index round unless `stale`.
+    pub async fn read<T>(
+        &self,
+        stale: bool,
+        f: impl FnOnce(&StateMachine) -> T,
+    ) -> Result<T, ServiceError> {
+        if !stale {
+            self.read_barrier().await?;
+        }
+        let state = self.inner.engine.state();
+        let sm = state.read().unwrap_or_else(|e| e.into_inner());
+        Ok(f(&sm))
+    }
+
+    async fn read_barrier(&self) -> Result<(), ServiceError> {
+        let engine = &self.inner.engine;
+        let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, engine.read_barrier()).await {
+                Ok(Ok(())) => return Ok(()),
+                Err(_) => return Err(ServiceError::ReadTimeout),
+                Ok(Err(OrderError::NotLeader { leader: None })) => {
+                    if engine.wait_for_leader(deadline).await.is_none() {
+                        return Err(ServiceError::NoLeader);
+                    }
+                }
+                Ok(Err(OrderError::ReadOnly)) => return Err(self.read_only_error()),
+                Ok(Err(OrderError::Stopped(d))) => return Err(ServiceError::Stopped(d)),
+                Ok(Err(_)) => {
+                    if tokio::time::Instant::now() + Duration::from_millis(20) >= deadline {
+                        return Err(ServiceError::ReadTimeout);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// Events from applied commands (decisions, released barriers, ...).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<(u64, mesh_state::Event)> {
+        self.inner.engine.subscribe()
+    }
+
+    /// The clock reads use for TTLs: the wall clock, never behind the newest
+    /// stamp applied (so a key the log expired never reappears here).
+    pub(crate) fn read_clock(sm: &StateMachine) -> u64 {
+        unix_ms().max(sm.clock_ms)
+    }
+}
