@@ -31,6 +31,9 @@ pub enum StateError {
     Conflict(String),
     #[error("ERR {0}")]
     Forbidden(String),
+    /// A vote whose signature does not verify against the agent's key.
+    #[error("ERR bad vote signature")]
+    BadSignature,
 }
 
 impl StateError {
@@ -48,6 +51,7 @@ impl StateError {
             StateError::NotFound { .. } => "not_found",
             StateError::Conflict(_) => "conflict",
             StateError::Forbidden(_) => "forbidden",
+            StateError::BadSignature => "bad_signature",
         }
     }
 }

@@ -83,7 +83,7 @@ pub fn vote_signing_bytes(
 
 /// Verifies a vote's signature against the agent's public key.
 pub fn verify_vote(public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(), StateError> {
-    let bad = || StateError::Invalid("bad vote signature".into());
+    let bad = || StateError::BadSignature;
     let key: [u8; 32] = public_key.try_into().map_err(|_| bad())?;
     let key = VerifyingKey::from_bytes(&key).map_err(|_| bad())?;
     let sig = Signature::from_slice(signature).map_err(|_| bad())?;

@@ -187,10 +187,7 @@ fn bad_signatures_and_ineligible_voters_change_nothing() {
     m.propose("p", Some(vec!["a1", "a2"]), None).unwrap();
     let before = m.sm.proposals["p"].clone();
     // a2's vote signed with a1's key.
-    assert_eq!(
-        m.vote("p", "a2", 1, true, 1),
-        Err(StateError::Invalid("bad vote signature".into()))
-    );
+    assert_eq!(m.vote("p", "a2", 1, true, 1), Err(StateError::BadSignature));
     // A signature over other bytes (a tampered reason).
     let sig = key(1)
         .sign(&vote_signing_bytes("p", "a1", true, Some("x"), 1))
