@@ -225,6 +225,28 @@ impl StateMachine {
     ) -> Result<Reply, StateError> {
         debug_assert!(index > self.applied_index, "log index went backwards");
         self.applied_index = index;
+        self.apply_one(stamped, events)
+    }
+
+    /// Applies a batch of commands that share one log entry at `index`, in
+    /// order, as if each had its own entry. The leader batches concurrent
+    /// writes this way so one log append (one fsync) carries many of them.
+    pub fn apply_batch_with_events(
+        &mut self,
+        index: u64,
+        batch: &[Stamped],
+        events: &mut Vec<Event>,
+    ) -> Vec<Result<Reply, StateError>> {
+        debug_assert!(index > self.applied_index, "log index went backwards");
+        self.applied_index = index;
+        batch.iter().map(|s| self.apply_one(s, events)).collect()
+    }
+
+    fn apply_one(
+        &mut self,
+        stamped: &Stamped,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, StateError> {
         // The leader's clock never runs backwards in the log; a stale stamp
         // (a new leader with a slower clock) must not un-expire anything.
         self.clock_ms = self.clock_ms.max(stamped.now_ms);

@@ -26,6 +26,8 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// Crash detection time of real `mesh up` processes on loopback.
     Membership(MembershipBench),
+    /// Replicated write latency, throughput and leader failover of real node processes.
+    Kv(crate::bench_kv::KvBench),
 }
 
 #[derive(Args)]
@@ -204,7 +206,10 @@ fn bench_size(
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let BenchWhat::Membership(a) = args.what;
+    let a = match args.what {
+        BenchWhat::Membership(a) => a,
+        BenchWhat::Kv(k) => return crate::bench_kv::run(k),
+    };
     if a.trials == 0 {
         anyhow::bail!("--trials must be at least 1");
     }

@@ -7,6 +7,7 @@ mod agent_cmd;
 mod api;
 mod barrier_cmd;
 mod bench;
+mod bench_kv;
 mod demo;
 mod keys;
 mod kv_cmd;

@@ -25,8 +25,24 @@ pub fn lan_config(cluster: &str) -> Config {
         heartbeat_interval: 50,
         election_timeout_min: 150,
         election_timeout_max: 300,
+        // Entries hold batches of up to 1 MiB (or one command of up to 4 MiB):
+        // 16 per AppendEntries keeps an RPC well under the frame limit.
+        max_payload_entries: 16,
         ..Default::default()
     }
+}
+
+/// The leader's id and address, as `raft` knows them.
+fn leader_addr_of(raft: &Raft<TypeConfig>) -> Option<(NodeId, String)> {
+    let m = raft.metrics().borrow().clone();
+    let leader = m.current_leader?;
+    let addr = m
+        .membership_config
+        .membership()
+        .get_node(&leader)?
+        .addr
+        .clone();
+    Some((leader, addr))
 }
 
 /// How the membership layer sees a peer, for [`RaftOrdering::reconcile_voters`].
@@ -53,6 +69,10 @@ pub struct RaftOrdering {
     forward: bool,
     /// The log store's commit index, when it reports one.
     commit_index: Option<super::redb_store::CommitIndex>,
+    /// Groups concurrent writes into one log entry.
+    batcher: tokio::sync::mpsc::Sender<super::batcher::Proposal>,
+    /// Sends writes to the leader in batches (set by [`RaftOrdering::with_forwarding`]).
+    forwarder: Option<tokio::sync::mpsc::Sender<super::forwarder::Forward>>,
 }
 
 impl RaftOrdering {
@@ -76,8 +96,11 @@ impl RaftOrdering {
         let raft = Raft::new(id, config, network, log, sm.clone())
             .await
             .map_err(|e| OrderError::Stopped(e.to_string()))?;
+        let batcher = super::batcher::spawn(raft.clone());
         Ok(Self {
             id,
+            batcher,
+            forwarder: None,
             raft,
             sm,
             seeds: Arc::new(AtomicU64::new(id)),
@@ -103,20 +126,15 @@ impl RaftOrdering {
     /// any node.
     pub fn with_forwarding(mut self) -> Self {
         self.forward = true;
+        let raft = self.raft.clone();
+        let leader: super::forwarder::LeaderLookup = Arc::new(move || leader_addr_of(&raft));
+        self.forwarder = Some(super::forwarder::spawn(leader));
         self
     }
 
     /// The leader's id and address, if known.
     pub(crate) fn leader_addr(&self) -> Option<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
-        let leader = m.current_leader?;
-        let addr = m
-            .membership_config
-            .membership()
-            .get_node(&leader)?
-            .addr
-            .clone();
-        Some((leader, addr))
+        leader_addr_of(&self.raft)
     }
 
     /// Orders `command` here; fails unless this node leads (no re-forwarding).
@@ -130,18 +148,18 @@ impl RaftOrdering {
             return Err(OrderError::NotLeader { leader });
         }
         let stamped = self.stamp(command, request_id);
-        match self.raft.client_write(stamped).await {
-            Ok(resp) => Ok(Applied {
-                index: resp.data.index,
-                reply: resp.data.reply,
-            }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(OrderError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Err(e) => Err(OrderError::Stopped(e.to_string())),
-        }
+        let bytes = postcard::experimental::serialized_size(&stamped).unwrap_or(0);
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.batcher
+            .send(super::batcher::Proposal {
+                stamped,
+                bytes,
+                reply,
+            })
+            .await
+            .map_err(|_| OrderError::Stopped("the batcher stopped".into()))?;
+        rx.await
+            .map_err(|_| OrderError::Stopped("the batcher dropped a write".into()))?
     }
 
     /// On the leader: confirms leadership with a quorum and returns the index a
@@ -394,10 +412,20 @@ impl Ordering for RaftOrdering {
         if leader == Some(self.id) || !self.forward {
             return self.propose_local(command, request_id).await;
         }
-        let Some((leader, addr)) = self.leader_addr() else {
+        let Some(forwarder) = &self.forwarder else {
             return Err(OrderError::NotLeader { leader });
         };
-        super::net_tcp::forward_propose(leader, &addr, command, request_id).await
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        forwarder
+            .send(super::forwarder::Forward {
+                command,
+                request_id,
+                reply,
+            })
+            .await
+            .map_err(|_| OrderError::Stopped("the forwarder stopped".into()))?;
+        rx.await
+            .map_err(|_| OrderError::Stopped("the forwarder dropped a write".into()))?
     }
 
     async fn read_barrier(&self) -> Result<(), OrderError> {

@@ -6,13 +6,17 @@
 //!   [`mesh_state::StateMachine`], with snapshots;
 //! - [`net_mem`]: an in-process network for tests;
 //! - [`net_tcp`]: Raft RPCs over TCP frames;
+//! - [`batcher`]: group commit of concurrent client writes into one entry;
+//! - [`forwarder`]: followers' batched forwarding of writes to the leader;
 //! - [`engine`]: [`RaftOrdering`], the [`crate::Ordering`] implementation.
 
 // openraft's traits return its large `StorageError`; our storage helpers return
 // the same type so `?` works at the trait boundary, and boxing it would buy nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod batcher;
 pub mod engine;
+pub mod forwarder;
 pub mod log_store;
 pub mod net_mem;
 pub mod net_tcp;
@@ -28,14 +32,22 @@ pub use engine::RaftOrdering;
 /// Raft node ids are u64; a node's id is derived from its name (see [`node_id_of`]).
 pub type NodeId = u64;
 
-/// What the log carries: a command stamped by the leader.
-pub type Request = mesh_state::Stamped;
+/// What one log entry carries: commands stamped by the leader, batched when
+/// they arrive together (one append, one fsync for all of them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request(pub Vec<mesh_state::Stamped>);
 
-/// What applying one entry returns.
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "batch of {}", self.0.len())
+    }
+}
+
+/// What applying one entry returns: a reply per command of the batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
     pub index: u64,
-    pub reply: Result<mesh_state::Reply, mesh_state::StateError>,
+    pub replies: Vec<Result<mesh_state::Reply, mesh_state::StateError>>,
 }
 
 openraft::declare_raft_types!(

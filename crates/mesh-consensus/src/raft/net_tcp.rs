@@ -3,8 +3,9 @@
 //!
 //! Frame payload: `'R' | version | kind | postcard body`. Requests are
 //! AppendEntries (1), Vote (2), InstallSnapshot (3), and from followers on behalf
-//! of their clients: a forwarded write (4) and a read-index request (5); and a
-//! join request (6) from a node that wants to become a member. The
+//! of their clients: a forwarded write (4), a read-index request (5) and a batch
+//! of forwarded writes (7); and a join request (6) from a node that wants to
+//! become a member. The
 //! response to kind `k` has
 //! kind `k | 0x80` and carries `Result<response, RaftError>`. The node's accept
 //! loop recognises the `'R'` magic and hands such frames to [`handle_frame`].
@@ -38,9 +39,10 @@ const SNAPSHOT: u8 = 3;
 const FORWARD: u8 = 4;
 const READ_INDEX: u8 = 5;
 const JOIN: u8 = 6;
+const FORWARD_BATCH: u8 = 7;
 const REPLY: u8 = 0x80;
 /// Largest Raft frame (a snapshot chunk or a batch of entries).
-pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_FRAME_BYTES: usize = 128 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a follower waits for the leader to apply a forwarded write.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,6 +103,26 @@ pub async fn handle_frame(node: &RaftOrdering, payload: &[u8]) -> Option<Vec<u8>
                 FORWARD | REPLY,
                 &node.propose_local(command, request_id).await,
             ))
+        }
+        FORWARD_BATCH => {
+            let items: Vec<(Command, Option<RequestId>)> = postcard::from_bytes(body).ok()?;
+            if items.len() > super::forwarder::MAX_BATCH {
+                return None;
+            }
+            // Each write on its own, concurrently: the leader's batcher groups them.
+            let mut set = tokio::task::JoinSet::new();
+            for (i, (command, request_id)) in items.into_iter().enumerate() {
+                let node = node.clone();
+                set.spawn(async move { (i, node.propose_local(command, request_id).await) });
+            }
+            let mut results: Vec<(usize, Result<Applied, OrderError>)> = Vec::new();
+            while let Some(r) = set.join_next().await {
+                results.push(r.ok()?);
+            }
+            results.sort_by_key(|(i, _)| *i);
+            let results: Vec<Result<Applied, OrderError>> =
+                results.into_iter().map(|(_, r)| r).collect();
+            Some(encode(FORWARD_BATCH | REPLY, &results))
         }
         READ_INDEX => Some(encode(READ_INDEX | REPLY, &node.read_index_local().await)),
         JOIN => {
@@ -195,6 +217,45 @@ pub async fn forward_propose(
 ) -> Result<Applied, OrderError> {
     one_shot::<_, Result<Applied, OrderError>>(leader, addr, FORWARD, &(command, request_id))
         .await?
+}
+
+/// Sends a batch of writes to the leader over `conn` (or a new connection);
+/// returns every outcome, in order, and the connection for reuse.
+pub async fn forward_batch(
+    leader: NodeId,
+    addr: &str,
+    conn: Option<TcpStream>,
+    items: &[(Command, Option<RequestId>)],
+) -> Result<(Vec<Result<Applied, OrderError>>, TcpStream), OrderError> {
+    let unreachable = |e: std::io::Error| OrderError::LeaderUnreachable {
+        leader,
+        detail: e.to_string(),
+    };
+    let exchange = async {
+        let mut s = match conn {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect(addr).await?;
+                let _ = s.set_nodelay(true);
+                s
+            }
+        };
+        s.write_all(&encode(FORWARD_BATCH, &items)).await?;
+        let frame = read_frame(&mut s).await?;
+        Ok::<_, std::io::Error>((frame, s))
+    };
+    let (frame, s) = tokio::time::timeout(FORWARD_TIMEOUT, exchange)
+        .await
+        .map_err(|_| unreachable(std::io::Error::other("timed out")))?
+        .map_err(unreachable)?;
+    match frame.as_slice() {
+        [MAGIC, VERSION, k, body @ ..] if *k == FORWARD_BATCH | REPLY => {
+            let results = postcard::from_bytes(body)
+                .map_err(|e| unreachable(std::io::Error::other(e.to_string())))?;
+            Ok((results, s))
+        }
+        _ => Err(unreachable(std::io::Error::other("malformed reply"))),
+    }
 }
 
 /// Asks the leader for a read index.

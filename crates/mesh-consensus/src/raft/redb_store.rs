@@ -1,19 +1,24 @@
-//! The durable Raft log and vote, in redb.
+//! The durable Raft log and vote, in redb, with group commit.
 //!
-//! fsync policy: every append, vote, truncate and purge is one redb write
-//! transaction committed with `Durability::Immediate`, which fsyncs before
-//! `commit` returns; openraft is told an append is flushed only after that. So a
-//! write the leader acknowledges (durable on a majority) survives kill -9 of any
-//! node. openraft appends in batches, so one fsync covers many entries under load.
-//! The commit index is saved without an fsync (`Durability::None`, made durable
-//! by the next append): it only speeds up a restart, and losing it is safe, since
-//! the leader tells a restarted node again what is committed.
+//! fsync policy: an append is acknowledged to openraft (its `LogFlushed`
+//! callback) only after the redb transaction holding it committed with
+//! `Durability::Immediate`, which fsyncs. So a write the leader acknowledges
+//! (durable on a majority) survives kill -9 of any node. Appends go to one
+//! writer thread; while it waits for an fsync, further appends queue up and the
+//! next transaction writes them all with one fsync (group commit): under load,
+//! one fsync covers many client writes. Until then the entries are readable from
+//! memory, as openraft requires. Votes, truncation and purges go through the same
+//! queue, in order, and their calls return once they are durable. The commit
+//! index is saved without an fsync (`Durability::None`, made durable by the next
+//! append): it only speeds up a restart, and losing it is safe, since the leader
+//! tells a restarted node again what is committed.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
@@ -27,11 +32,178 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
 
-/// A redb-backed log store; clones share the database.
+/// A redb-backed log store; clones share the database and the writer.
 #[derive(Clone)]
 pub struct RedbLogStore {
     db: Arc<Database>,
     committed: CommitIndex,
+    /// Appended entries not yet durable, by index, with the append's sequence
+    /// number (so the writer removes only what it wrote, not a newer entry at
+    /// the same index after a truncation).
+    pending: Pending,
+    writer: Arc<Writer>,
+}
+
+/// Work for the writer thread, done in order.
+enum Op {
+    Append {
+        seq: u64,
+        rows: Vec<(u64, Vec<u8>)>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    /// Removes the log entries in the range.
+    Remove {
+        from: Bound<u64>,
+        to: Bound<u64>,
+        done: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+    Meta {
+        key: &'static str,
+        bytes: Vec<u8>,
+        durability: Durability,
+        done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    },
+}
+
+/// The writer thread's handle; the last clone of the store stops and joins it,
+/// so the database is closed when the store is gone.
+struct Writer {
+    tx: Mutex<Option<mpsc::Sender<Op>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    next_seq: AtomicU64,
+}
+
+impl Writer {
+    fn send(&self, op: Op) -> Result<(), StorageError<NodeId>> {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        match tx.as_ref() {
+            Some(tx) => tx.send(op).map_err(|_| io_err("log writer stopped")),
+            None => Err(io_err("log writer stopped")),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+type Pending = Arc<Mutex<BTreeMap<u64, (u64, Entry<TypeConfig>)>>>;
+
+/// Most operations one transaction groups.
+const MAX_GROUP: usize = 4096;
+
+/// The writer thread: takes everything queued, writes runs of appends in one
+/// transaction (one fsync), and does other operations in between, in order.
+fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<Op>, pending: Pending) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut appends = Vec::new();
+        for op in ops {
+            match op {
+                Op::Append {
+                    seq,
+                    rows,
+                    callback,
+                } => appends.push((seq, rows, callback)),
+                other => {
+                    flush_appends(&db, &pending, std::mem::take(&mut appends));
+                    match other {
+                        Op::Remove { from, to, done } => {
+                            let _ = done.send(remove_range(&db, from, to));
+                        }
+                        Op::Meta {
+                            key,
+                            bytes,
+                            durability,
+                            done,
+                        } => {
+                            let r = write_meta(&db, key, &bytes, durability);
+                            if let Some(done) = done {
+                                let _ = done.send(r);
+                            } else if let Err(e) = r {
+                                tracing::warn!(error = %e, key, "saving Raft metadata failed");
+                            }
+                        }
+                        Op::Append { .. } => unreachable!("handled above"),
+                    }
+                }
+            }
+        }
+        flush_appends(&db, &pending, appends);
+    }
+}
+
+type AppendBatch = Vec<(u64, Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>)>;
+
+fn flush_appends(db: &Database, pending: &Pending, appends: AppendBatch) {
+    if appends.is_empty() {
+        return;
+    }
+    let result = (|| -> Result<(), String> {
+        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        {
+            let mut table = txn.open_table(LOG).map_err(|e| e.to_string())?;
+            for (_, rows, _) in &appends {
+                for (index, bytes) in rows {
+                    table
+                        .insert(*index, bytes.as_slice())
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        // Durability::Immediate (redb's default): fsynced when this returns.
+        txn.commit().map_err(|e| e.to_string())
+    })();
+    if result.is_ok() {
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (seq, rows, _) in &appends {
+            for (index, _) in rows {
+                if p.get(index).is_some_and(|(s, _)| s == seq) {
+                    p.remove(index);
+                }
+            }
+        }
+    }
+    for (_, _, callback) in appends {
+        callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+    }
+}
+
+fn write_meta(
+    db: &Database,
+    key: &str,
+    bytes: &[u8],
+    durability: Durability,
+) -> Result<(), String> {
+    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+    txn.set_durability(durability).map_err(|e| e.to_string())?;
+    txn.open_table(META)
+        .map_err(|e| e.to_string())?
+        .insert(key, bytes)
+        .map_err(|e| e.to_string())?;
+    txn.commit().map_err(|e| e.to_string())
+}
+
+fn remove_range(db: &Database, from: Bound<u64>, to: Bound<u64>) -> Result<(), String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut table = txn.open_table(LOG).map_err(|e| e.to_string())?;
+        table
+            .retain_in((from, to), |_, _| false)
+            .map_err(|e| e.to_string())?;
+    }
+    txn.commit().map_err(|e| e.to_string())
 }
 
 /// The latest commit index this node's log store was told, shared with status
@@ -62,9 +234,25 @@ impl RedbLogStore {
         txn.open_table(LOG).map_err(io_err)?;
         txn.open_table(META).map_err(io_err)?;
         txn.commit().map_err(io_err)?;
+        let db = Arc::new(db);
+        let pending: Pending = Arc::default();
+        let (tx, rx) = mpsc::channel();
+        let thread = {
+            let (db, pending) = (db.clone(), pending.clone());
+            std::thread::Builder::new()
+                .name("raft-log-writer".into())
+                .spawn(move || writer_loop(db, rx, pending))
+                .map_err(io_err)?
+        };
         Ok(Self {
-            db: Arc::new(db),
+            db,
             committed: CommitIndex::default(),
+            pending,
+            writer: Arc::new(Writer {
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                next_seq: AtomicU64::new(1),
+            }),
         })
     }
 
@@ -85,29 +273,53 @@ impl RedbLogStore {
         }
     }
 
-    fn write_meta<T: serde::Serialize>(
+    /// Queues a metadata write; waits until it is done if `wait`.
+    async fn write_meta<T: serde::Serialize>(
         &self,
-        key: &str,
+        key: &'static str,
         value: &T,
         durability: Durability,
+        wait: bool,
     ) -> Result<(), StorageError<NodeId>> {
         let bytes = postcard::to_allocvec(value).map_err(io_err)?;
-        let mut txn = self.db.begin_write().map_err(io_err)?;
-        txn.set_durability(durability).map_err(io_err)?;
-        txn.open_table(META)
-            .map_err(io_err)?
-            .insert(key, bytes.as_slice())
-            .map_err(io_err)?;
-        txn.commit().map_err(io_err)
+        let (done, rx) = if wait {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.writer.send(Op::Meta {
+            key,
+            bytes,
+            durability,
+            done,
+        })?;
+        if let Some(rx) = rx {
+            rx.await
+                .map_err(|_| io_err("log writer stopped"))?
+                .map_err(io_err)?;
+        }
+        Ok(())
     }
 
-    fn remove_range(&self, from: Bound<u64>, to: Bound<u64>) -> Result<(), StorageError<NodeId>> {
-        let txn = self.db.begin_write().map_err(io_err)?;
+    /// Removes log entries in the range, from memory at once and durably before returning.
+    async fn remove_range(
+        &self,
+        from: Bound<u64>,
+        to: Bound<u64>,
+    ) -> Result<(), StorageError<NodeId>> {
         {
-            let mut table = txn.open_table(LOG).map_err(io_err)?;
-            table.retain_in((from, to), |_, _| false).map_err(io_err)?;
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let doomed: Vec<u64> = p.range((from, to)).map(|(i, _)| *i).collect();
+            for i in doomed {
+                p.remove(&i);
+            }
         }
-        txn.commit().map_err(io_err)
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.writer.send(Op::Remove { from, to, done })?;
+        rx.await
+            .map_err(|_| io_err("log writer stopped"))?
+            .map_err(io_err)
     }
 }
 
@@ -116,17 +328,22 @@ impl RaftLogReader<TypeConfig> for RedbLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        // Under the lock, so the writer cannot move an entry from memory to disk
+        // between the two reads: each entry is seen in one place or both.
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: BTreeMap<u64, Entry<TypeConfig>> = BTreeMap::new();
         let txn = self.db.begin_read().map_err(io_err)?;
         let table = txn.open_table(LOG).map_err(io_err)?;
-        let mut out = Vec::new();
-        for item in table
-            .range::<u64>((range.start_bound().cloned(), range.end_bound().cloned()))
-            .map_err(io_err)?
-        {
-            let (_, v) = item.map_err(io_err)?;
-            out.push(postcard::from_bytes(v.value()).map_err(io_err)?);
+        for item in table.range::<u64>(bounds).map_err(io_err)? {
+            let (k, v) = item.map_err(io_err)?;
+            out.insert(k.value(), postcard::from_bytes(v.value()).map_err(io_err)?);
         }
-        Ok(out)
+        // Entries in memory are newer than any on disk at the same index.
+        for (i, (_, e)) in pending.range(bounds) {
+            out.insert(*i, e.clone());
+        }
+        Ok(out.into_values().collect())
     }
 }
 
@@ -135,9 +352,15 @@ impl RaftLogStorage<TypeConfig> for RedbLogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let purged: Option<LogId<NodeId>> = self.read_meta(PURGED)?;
+        let in_memory = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_key_value()
+            .map(|(_, (_, e))| e.log_id);
         let txn = self.db.begin_read().map_err(io_err)?;
         let table = txn.open_table(LOG).map_err(io_err)?;
-        let last = match table.last().map_err(io_err)? {
+        let on_disk = match table.last().map_err(io_err)? {
             Some((_, v)) => Some(
                 postcard::from_bytes::<Entry<TypeConfig>>(v.value())
                     .map_err(io_err)?
@@ -147,7 +370,7 @@ impl RaftLogStorage<TypeConfig> for RedbLogStore {
         };
         Ok(LogState {
             last_purged_log_id: purged,
-            last_log_id: last,
+            last_log_id: in_memory.or(on_disk),
         })
     }
 
@@ -156,7 +379,8 @@ impl RaftLogStorage<TypeConfig> for RedbLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(VOTE, vote, Durability::Immediate)
+        self.write_meta(VOTE, vote, Durability::Immediate, true)
+            .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -168,7 +392,8 @@ impl RaftLogStorage<TypeConfig> for RedbLogStore {
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
         self.committed.set(committed.map(|c| c.index));
-        self.write_meta(COMMITTED, &committed, Durability::None)
+        self.write_meta(COMMITTED, &committed, Durability::None, false)
+            .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -188,36 +413,34 @@ impl RaftLogStorage<TypeConfig> for RedbLogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let result = (|| {
-            let txn = self.db.begin_write().map_err(io_err)?;
-            {
-                let mut table = txn.open_table(LOG).map_err(io_err)?;
-                for e in entries {
-                    let bytes = postcard::to_allocvec(&e).map_err(io_err)?;
-                    table
-                        .insert(e.log_id.index, bytes.as_slice())
-                        .map_err(io_err)?;
-                }
+        let seq = self.writer.next_seq.fetch_add(1, Ordering::Relaxed);
+        let mut rows = Vec::new();
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for e in entries {
+                rows.push((e.log_id.index, postcard::to_allocvec(&e).map_err(io_err)?));
+                p.insert(e.log_id.index, (seq, e));
             }
-            // Durability::Immediate (redb's default): fsynced when this returns.
-            txn.commit().map_err(io_err)
-        })();
-        callback.log_io_completed(
-            result
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| std::io::Error::other(e.to_string())),
-        );
-        result
+        }
+        // Readable from memory now; durable (and acknowledged) when the writer
+        // has committed it.
+        self.writer.send(Op::Append {
+            seq,
+            rows,
+            callback,
+        })
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.remove_range(Bound::Included(log_id.index), Bound::Unbounded)
+            .await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         // Record the purge point first: a crash in between leaves extra entries, never a gap.
-        self.write_meta(PURGED, &log_id, Durability::Immediate)?;
+        self.write_meta(PURGED, &log_id, Durability::Immediate, true)
+            .await?;
         self.remove_range(Bound::Unbounded, Bound::Included(log_id.index))
+            .await
     }
 }

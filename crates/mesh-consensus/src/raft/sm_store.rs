@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 
 use super::{NodeId, Response, TypeConfig, io_err};
 use crate::ordering::SharedState;
-use mesh_state::{Event, Reply, StateMachine};
+use mesh_state::{Event, StateMachine};
 
 /// What a snapshot file holds.
 #[derive(Serialize, Deserialize)]
@@ -196,20 +196,20 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         for entry in entries {
             let index = entry.log_id.index;
             meta.last_applied = Some(entry.log_id);
-            let reply = match entry.payload {
-                EntryPayload::Blank => Ok(Reply::Ok),
-                EntryPayload::Normal(stamped) => {
+            let replies = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(batch) => {
                     let mut events = Vec::new();
-                    let r = machine.apply_with_events(index, &stamped, &mut events);
+                    let r = machine.apply_batch_with_events(index, &batch.0, &mut events);
                     caused.extend(events.into_iter().map(|e| (index, e)));
                     r
                 }
                 EntryPayload::Membership(m) => {
                     meta.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Ok(Reply::Ok)
+                    Vec::new()
                 }
             };
-            out.push(Response { index, reply });
+            out.push(Response { index, replies });
         }
         drop(meta);
         drop(machine);
