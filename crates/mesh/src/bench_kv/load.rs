@@ -1,0 +1,313 @@
+//! The load generator of `mesh bench kv`: many closed-loop clients as tasks on
+//! one thread, each with HTTP/1.1 keep-alive connections written and parsed by
+//! hand, so it costs far less CPU than the nodes it measures (they share two
+//! cores). The same generator drives Agent Mesh and the peer (etcd's JSON
+//! gateway), differing only in the request each write is.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+/// Which API a write goes to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Wire {
+    /// `PUT /v1/kv/bench/{key}` with the raw value.
+    Mesh,
+    /// etcd v3's JSON gateway: `POST /v3/kv/put` with base64 key and value.
+    Etcd,
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+impl Wire {
+    /// (method, path, body) of a write.
+    pub fn write(self, key: &str, value: &[u8]) -> (&'static str, String, Vec<u8>) {
+        match self {
+            Wire::Mesh => ("PUT", format!("/v1/kv/bench/{key}"), value.to_vec()),
+            Wire::Etcd => (
+                "POST",
+                "/v3/kv/put".into(),
+                serde_json::json!({"key": b64(format!("bench/{key}").as_bytes()), "value": b64(value)})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        }
+    }
+
+    /// (method, path, body) of a linearizable read.
+    pub fn read(self, key: &str) -> (&'static str, String, Vec<u8>) {
+        match self {
+            Wire::Mesh => ("GET", format!("/v1/kv/bench/{key}"), Vec::new()),
+            Wire::Etcd => (
+                "POST",
+                "/v3/kv/range".into(),
+                serde_json::json!({"key": b64(format!("bench/{key}").as_bytes())})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        }
+    }
+
+    /// Whether a read's reply shows the key.
+    pub fn found(self, status: u16, body: &[u8]) -> bool {
+        match self {
+            Wire::Mesh => status == 200,
+            Wire::Etcd => {
+                status == 200
+                    && serde_json::from_slice::<serde_json::Value>(body)
+                        .map(|v| v["kvs"].as_array().is_some_and(|a| !a.is_empty()))
+                        .unwrap_or(false)
+            }
+        }
+    }
+}
+
+/// Latency percentiles.
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+pub fn latency(mut us: Vec<u32>) -> Latency {
+    if us.is_empty() {
+        return Latency {
+            p50_ms: None,
+            p99_ms: None,
+            max_ms: None,
+        };
+    }
+    us.sort_unstable();
+    let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+    Latency {
+        p50_ms: Some(at(0.5)),
+        p99_ms: Some(at(0.99)),
+        max_ms: Some(at(1.0)),
+    }
+}
+
+/// What one client did.
+pub struct ClientLog {
+    pub latencies_us: Vec<u32>,
+    /// (key, sent at, acknowledged at) of each acknowledged write.
+    pub acked: Vec<(String, Instant, Instant)>,
+    pub errors: usize,
+}
+
+/// One HTTP/1.1 keep-alive connection.
+struct Conn {
+    addr: String,
+    stream: Option<tokio::io::BufStream<tokio::net::TcpStream>>,
+}
+
+impl Conn {
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        if self.stream.is_none() {
+            let s = tokio::net::TcpStream::connect(&self.addr).await?;
+            s.set_nodelay(true)?;
+            self.stream = Some(tokio::io::BufStream::new(s));
+        }
+        let s = self.stream.as_mut().expect("connected");
+        let result = async {
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                self.addr,
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await?;
+            s.write_all(body).await?;
+            s.flush().await?;
+            let mut line = String::new();
+            s.read_line(&mut line).await?;
+            let status: u16 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+            let mut len = 0usize;
+            loop {
+                line.clear();
+                if s.read_line(&mut line).await? == 0 {
+                    return Err(std::io::Error::other("connection closed"));
+                }
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut rest = vec![0u8; len];
+            s.read_exact(&mut rest).await?;
+            Ok((status, rest))
+        }
+        .await;
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+}
+
+fn conns(addrs: &[String]) -> Vec<Conn> {
+    addrs
+        .iter()
+        .map(|a| Conn {
+            addr: a.clone(),
+            stream: None,
+        })
+        .collect()
+}
+
+/// Writes distinct keys until `stop`, round-robin over `addrs` (HOST:PORT).
+async fn client(
+    id: usize,
+    addrs: Vec<String>,
+    wire: Wire,
+    value: Arc<Vec<u8>>,
+    stop: Arc<AtomicBool>,
+    keep_keys: bool,
+) -> ClientLog {
+    let mut conns = conns(&addrs);
+    let mut log = ClientLog {
+        latencies_us: Vec::new(),
+        acked: Vec::new(),
+        errors: 0,
+    };
+    let mut seq = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        seq += 1;
+        let n = conns.len();
+        let conn = &mut conns[(id + seq as usize) % n];
+        let key = format!("c{id}-{seq}");
+        let (method, path, body) = wire.write(&key, &value);
+        let sent = Instant::now();
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(5), conn.request(method, &path, &body)).await,
+            Ok(Ok((200, _)))
+        );
+        let done = Instant::now();
+        if ok {
+            log.latencies_us
+                .push(done.duration_since(sent).as_micros().min(u32::MAX as u128) as u32);
+            if keep_keys {
+                log.acked.push((key, sent, done));
+            }
+        } else {
+            log.errors += 1;
+            conn.stream = None;
+        }
+    }
+    log
+}
+
+/// Something to do during a run (the failover run kills the leader), after a delay.
+pub type During = (Duration, Box<dyn FnOnce() + Send>);
+
+/// Runs `n` clients on one thread for `run`; returns their logs.
+pub fn run_clients(
+    n: usize,
+    addrs: &[String],
+    wire: Wire,
+    value: &Arc<Vec<u8>>,
+    run: Duration,
+    keep_keys: bool,
+    during: Option<During>,
+) -> Vec<ClientLog> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let stop = Arc::new(AtomicBool::new(false));
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                tokio::spawn(client(
+                    i,
+                    addrs.to_vec(),
+                    wire,
+                    value.clone(),
+                    stop.clone(),
+                    keep_keys,
+                ))
+            })
+            .collect();
+        let started = tokio::time::Instant::now();
+        if let Some((at, f)) = during {
+            tokio::time::sleep(at).await;
+            tokio::task::spawn_blocking(f).await.expect("action");
+        }
+        tokio::time::sleep_until(started + run).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut logs = Vec::new();
+        for t in tasks {
+            logs.push(t.await.expect("client task"));
+        }
+        logs
+    })
+}
+
+/// Reads every key back (linearizably) through `addr`; returns how many are missing.
+pub fn count_missing(addr: &str, wire: Wire, keys: &[String]) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("reader runtime");
+    rt.block_on(async {
+        let chunk = keys.len().div_ceil(16).max(1);
+        let tasks: Vec<_> = keys
+            .chunks(chunk)
+            .map(|part| {
+                let part = part.to_vec();
+                let addr = addr.to_string();
+                tokio::spawn(async move {
+                    let mut conn = Conn { addr, stream: None };
+                    let mut missing = 0;
+                    for k in part {
+                        let (method, path, body) = wire.read(&k);
+                        // A read that errors counts as missing: never assume it is there.
+                        let found = match conn.request(method, &path, &body).await {
+                            Ok((status, body)) => wire.found(status, &body),
+                            Err(_) => false,
+                        };
+                        missing += usize::from(!found);
+                    }
+                    missing
+                })
+            })
+            .collect();
+        let mut missing = 0;
+        for t in tasks {
+            missing += t.await.expect("reader task");
+        }
+        missing
+    })
+}
+
+/// Resident memory of a process, from /proc.
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}

@@ -1,0 +1,478 @@
+//! `mesh bench kv`: replicated writes through real node processes.
+//!
+//! Starts `--nodes` `mesh up` processes on loopback (durable: the Raft log is
+//! fsynced in redb), waits for a leader and all voters, then for each client
+//! count runs that many client threads for `--duration`, each writing distinct
+//! keys over HTTP keep-alive (`PUT /v1/kv/bench/...`) and timing every
+//! acknowledged write. Clients talk to every node in turn (`--target any`, the
+//! default: followers forward to the leader) or only to the leader.
+//!
+//! Then the failover run: clients write, the leader is killed with SIGKILL, and
+//! the bench measures the time from the kill to the first acknowledged write
+//! sent after it, then reads back every acknowledged key from a survivor and
+//! counts any that are missing. Resident memory of each node is read from /proc.
+//!
+//! With `--peer etcd` the same runs are repeated against a three-member etcd
+//! cluster (Debian's etcd-server) through the same load generator, and the
+//! report shows both side by side with ratios.
+
+mod etcd;
+mod load;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+
+use load::{ClientLog, Latency, Wire, latency, rss_mib, run_clients};
+use mesh_cli::cluster::{Cluster, wait_for};
+
+#[derive(Args)]
+pub struct KvBench {
+    /// Node processes
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Client counts to measure, comma-separated
+    #[arg(long, default_value = "1,64", value_delimiter = ',')]
+    clients: Vec<usize>,
+    /// How long each client count runs
+    #[arg(long, default_value = "10s")]
+    duration: String,
+    /// Which nodes clients send to: any (round-robin over all nodes) or leader
+    #[arg(long, default_value = "any", value_parser = ["any", "leader"])]
+    target: String,
+    /// Bytes per value
+    #[arg(long, default_value_t = 64)]
+    value_bytes: usize,
+    /// Skip the leader-kill run
+    #[arg(long)]
+    no_failover: bool,
+    /// Also measure a peer in the same run: `etcd` (Debian's etcd-server,
+    /// installed on first use; driven through its JSON gateway)
+    #[arg(long, value_parser = ["etcd"])]
+    peer: Option<String>,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct LoadRun {
+    clients: usize,
+    writes: usize,
+    errors: usize,
+    seconds: f64,
+    writes_per_sec: f64,
+    latency: Latency,
+}
+
+#[derive(Debug, Serialize)]
+struct Failover {
+    clients: usize,
+    /// From the kill to the first acknowledged write that was sent after it.
+    recovery_ms: Option<f64>,
+    acked_before_kill: usize,
+    acked_total: usize,
+    /// Acknowledged writes not found afterwards on a survivor.
+    lost: usize,
+    /// Writes that failed or timed out (not acknowledged; a client may retry).
+    errors: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct SystemReport {
+    system: String,
+    runs: Vec<LoadRun>,
+    failover: Option<Failover>,
+    resident_mib: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    nodes: usize,
+    target: String,
+    value_bytes: usize,
+    systems: Vec<SystemReport>,
+}
+
+/// A replicated store under test.
+enum System {
+    Mesh(Cluster),
+    Etcd(etcd::Etcd),
+}
+
+fn status_consensus(addr: &str) -> serde_json::Value {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    agent
+        .get(format!("http://{addr}/v1/status"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map(|v| v["consensus"].clone())
+        .unwrap_or_default()
+}
+
+impl System {
+    fn name(&self) -> &'static str {
+        match self {
+            System::Mesh(_) => "agent-mesh",
+            System::Etcd(_) => "etcd",
+        }
+    }
+
+    fn wire(&self) -> Wire {
+        match self {
+            System::Mesh(_) => Wire::Mesh,
+            System::Etcd(_) => Wire::Etcd,
+        }
+    }
+
+    /// (index, HOST:PORT) of the running members' client endpoints.
+    fn addrs(&self) -> Vec<(usize, String)> {
+        match self {
+            System::Mesh(c) => c
+                .running()
+                .into_iter()
+                .map(|i| (i, c.info(i).http.to_string()))
+                .collect(),
+            System::Etcd(e) => e.addrs(),
+        }
+    }
+
+    /// The member all running members agree leads (and, for the mesh, accept writes).
+    fn leader(&self) -> Option<usize> {
+        match self {
+            System::Mesh(_) => {
+                let views: Vec<(usize, serde_json::Value)> = self
+                    .addrs()
+                    .into_iter()
+                    .map(|(i, a)| (i, status_consensus(&a)))
+                    .collect();
+                let l = views.first()?.1["leader"].as_u64()?;
+                if views
+                    .iter()
+                    .any(|(_, v)| v["leader"].as_u64() != Some(l) || v["writable"] != true)
+                {
+                    return None;
+                }
+                views
+                    .iter()
+                    .find(|(_, v)| v["node_id"].as_u64() == Some(l))
+                    .map(|(i, _)| *i)
+            }
+            System::Etcd(e) => e.leader(),
+        }
+    }
+
+    fn pid(&self, i: usize) -> Option<u32> {
+        match self {
+            System::Mesh(c) => c.nodes[i].child.as_ref().map(|ch| ch.id()),
+            System::Etcd(e) => e.pid(i),
+        }
+    }
+
+    fn reap(&mut self, i: usize) {
+        match self {
+            System::Mesh(c) => {
+                let _ = c.kill_hard(i);
+            }
+            System::Etcd(e) => e.reap(i),
+        }
+    }
+}
+
+fn start_mesh(nodes: usize) -> anyhow::Result<System> {
+    let exe = std::env::current_exe()?;
+    let mut c = Cluster::new(&exe, "lan", "bench-kv")?;
+    let first = c.spawn("kv0", &[])?;
+    let seed = c.info(first).gossip;
+    for i in 1..nodes {
+        c.spawn(&format!("kv{i}"), &[seed])?;
+    }
+    let voters = 3.min(nodes);
+    let sys = System::Mesh(c);
+    wait_for(Duration::from_secs(30), Duration::from_millis(20), || {
+        sys.addrs()
+            .iter()
+            .all(|(_, a)| status_consensus(a)["voters"].as_array().map(Vec::len) == Some(voters))
+            && sys.leader().is_some()
+    })
+    .ok_or_else(|| {
+        anyhow::anyhow!("the nodes did not elect a leader with {voters} voters within 30 s")
+    })?;
+    Ok(sys)
+}
+
+/// Runs the load runs and the failover run against `sys`.
+fn measure(mut sys: System, args: &KvBench, duration: Duration) -> anyhow::Result<SystemReport> {
+    let value = Arc::new(vec![b'v'; args.value_bytes]);
+    let wire = sys.wire();
+    let targets = |sys: &System| -> Vec<String> {
+        let all = sys.addrs();
+        match args.target.as_str() {
+            "leader" => sys
+                .leader()
+                .and_then(|l| {
+                    all.iter()
+                        .find(|(i, _)| *i == l)
+                        .map(|(_, a)| vec![a.clone()])
+                })
+                .unwrap_or_default(),
+            _ => all.into_iter().map(|(_, a)| a).collect(),
+        }
+    };
+    let mut runs = Vec::new();
+    for &n in &args.clients {
+        let addrs = targets(&sys);
+        if addrs.is_empty() {
+            anyhow::bail!("{}: no leader to send to", sys.name());
+        }
+        let started = Instant::now();
+        let logs = run_clients(n, &addrs, wire, &value, duration, false, None);
+        let seconds = started.elapsed().as_secs_f64();
+        let lat: Vec<u32> = logs
+            .iter()
+            .flat_map(|l| l.latencies_us.iter().copied())
+            .collect();
+        let writes = lat.len();
+        if !args.json {
+            eprintln!(
+                "  {}: {n} clients, {writes} writes in {seconds:.1} s",
+                sys.name()
+            );
+        }
+        runs.push(LoadRun {
+            clients: n,
+            writes,
+            errors: logs.iter().map(|l| l.errors).sum(),
+            seconds,
+            writes_per_sec: writes as f64 / seconds,
+            latency: latency(lat),
+        });
+    }
+    let resident_mib: Vec<Option<f64>> = (0..args.nodes)
+        .map(|i| sys.pid(i).and_then(rss_mib))
+        .collect();
+    let failover = if args.no_failover || args.nodes < 3 {
+        None
+    } else {
+        Some(failover(&mut sys, args, &value)?)
+    };
+    Ok(SystemReport {
+        system: sys.name().to_string(),
+        runs,
+        failover,
+        resident_mib,
+    })
+}
+
+/// Clients write through the members that will survive; the leader is killed
+/// with SIGKILL two seconds in, the run goes on for eight more; then every
+/// acknowledged key is read back.
+fn failover(sys: &mut System, args: &KvBench, value: &Arc<Vec<u8>>) -> anyhow::Result<Failover> {
+    let n = *args.clients.iter().max().unwrap_or(&1);
+    let l = sys
+        .leader()
+        .ok_or_else(|| anyhow::anyhow!("{}: no leader before the kill", sys.name()))?;
+    // Clients keep to the survivors, as a client library with a member list would.
+    let addrs: Vec<String> = sys
+        .addrs()
+        .into_iter()
+        .filter(|(i, _)| *i != l)
+        .map(|(_, a)| a)
+        .collect();
+    let pid = sys
+        .pid(l)
+        .ok_or_else(|| anyhow::anyhow!("leader process unknown"))?;
+    let killed = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let kill: Box<dyn FnOnce() + Send> = {
+        let killed = killed.clone();
+        Box::new(move || {
+            *killed.lock().unwrap() = Some(Instant::now());
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        })
+    };
+    let wire = sys.wire();
+    let logs: Vec<ClientLog> = run_clients(
+        n,
+        &addrs,
+        wire,
+        value,
+        Duration::from_secs(10),
+        true,
+        Some((Duration::from_secs(2), kill)),
+    );
+    sys.reap(l);
+    let killed_at = killed
+        .lock()
+        .unwrap()
+        .ok_or_else(|| anyhow::anyhow!("leader not killed"))?;
+    let acked: Vec<&(String, Instant, Instant)> =
+        logs.iter().flat_map(|l| l.acked.iter()).collect();
+    let recovery_ms = acked
+        .iter()
+        .filter(|(_, sent, _)| *sent >= killed_at)
+        .map(|(_, _, done)| done.duration_since(killed_at).as_secs_f64() * 1000.0)
+        .min_by(|a, b| a.total_cmp(b));
+    let keys: Vec<String> = acked.iter().map(|(k, _, _)| k.clone()).collect();
+    let lost = load::count_missing(&addrs[0], wire, &keys);
+    Ok(Failover {
+        clients: n,
+        recovery_ms,
+        acked_before_kill: acked
+            .iter()
+            .filter(|(_, _, done)| *done < killed_at)
+            .count(),
+        acked_total: acked.len(),
+        lost,
+        errors: logs.iter().map(|l| l.errors).sum(),
+    })
+}
+
+pub fn run(args: KvBench) -> anyhow::Result<()> {
+    if args.nodes == 0 || args.clients.contains(&0) {
+        anyhow::bail!("--nodes and --clients must be at least 1");
+    }
+    if args.peer.is_some() && args.nodes != 3 {
+        anyhow::bail!("--peer etcd runs three members: use --nodes 3");
+    }
+    let duration = Duration::from_millis(
+        mesh_proto::units::parse_duration_ms(&args.duration)
+            .map_err(|e| anyhow::anyhow!("--duration: {e}"))?,
+    );
+    let mut systems = vec![measure(start_mesh(args.nodes)?, &args, duration)?];
+    if args.peer.as_deref() == Some("etcd") {
+        systems.push(measure(
+            System::Etcd(etcd::Etcd::start(3)?),
+            &args,
+            duration,
+        )?);
+    }
+    let report = Report {
+        nodes: args.nodes,
+        target: args.target.clone(),
+        value_bytes: args.value_bytes,
+        systems,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into())
+}
+
+fn ratio(ours: Option<f64>, theirs: Option<f64>) -> String {
+    match (ours, theirs) {
+        (Some(a), Some(b)) if a > 0.0 => format!("{:.2}x", b / a),
+        _ => "-".into(),
+    }
+}
+
+fn print_report(r: &Report) {
+    println!(
+        "bench kv: {} nodes on loopback, durable (fsync before acknowledging), {}-byte values, clients to {} node(s)",
+        r.nodes, r.value_bytes, r.target
+    );
+    println!(
+        "{:<11} {:>8} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8}",
+        "system", "clients", "writes", "errors", "writes/s", "p50 ms", "p99 ms", "max ms"
+    );
+    for s in &r.systems {
+        for run in &s.runs {
+            println!(
+                "{:<11} {:>8} {:>9} {:>7} {:>10.0} {:>8} {:>8} {:>8}",
+                s.system,
+                run.clients,
+                run.writes,
+                run.errors,
+                run.writes_per_sec,
+                ms(run.latency.p50_ms),
+                ms(run.latency.p99_ms),
+                ms(run.latency.max_ms)
+            );
+        }
+    }
+    let ours = &r.systems[0];
+    if let Some(peer) = r.systems.get(1) {
+        for (a, b) in ours.runs.iter().zip(&peer.runs) {
+            println!(
+                "{} clients: {} / agent-mesh throughput {}, p50 latency {}",
+                a.clients,
+                peer.system,
+                ratio(Some(a.writes_per_sec), Some(b.writes_per_sec)),
+                ratio(a.latency.p50_ms, b.latency.p50_ms),
+            );
+        }
+    }
+    if let Some(one) = ours.runs.iter().find(|x| x.clients == 1) {
+        println!(
+            "target: 1-client median <= 1 ms: {} ({} ms)",
+            if one.latency.p50_ms.is_some_and(|x| x <= 1.0) {
+                "met"
+            } else {
+                "NOT met"
+            },
+            ms(one.latency.p50_ms)
+        );
+    }
+    if let Some(many) = ours.runs.iter().find(|x| x.clients == 64) {
+        println!(
+            "target: 64 clients >= 50,000 writes/s: {} ({:.0} writes/s)",
+            if many.writes_per_sec >= 50_000.0 {
+                "met"
+            } else {
+                "NOT met"
+            },
+            many.writes_per_sec
+        );
+    }
+    for s in &r.systems {
+        if let Some(f) = &s.failover {
+            println!(
+                "{}: leader kill -9 under load ({} clients): writes succeed again after {} ms{}; acknowledged {} ({} before the kill), lost {}, failed or timed out {}",
+                s.system,
+                f.clients,
+                ms(f.recovery_ms),
+                if s.system == "agent-mesh" {
+                    format!(
+                        " (target 1500: {})",
+                        if f.recovery_ms.is_some_and(|x| x <= 1500.0) {
+                            "met"
+                        } else {
+                            "NOT met"
+                        }
+                    )
+                } else {
+                    String::new()
+                },
+                f.acked_total,
+                f.acked_before_kill,
+                f.lost,
+                f.errors
+            );
+        }
+        let rss: Vec<String> = s
+            .resident_mib
+            .iter()
+            .map(|m| m.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into()))
+            .collect();
+        println!(
+            "{}: resident memory per node after the load runs (MiB): {}",
+            s.system,
+            rss.join(", ")
+        );
+    }
+}
