@@ -1,6 +1,7 @@
 //! Raft under a seeded schedule of partitions, crashes and restarts (from disk),
 //! with writes flowing throughout. Checked: election safety (at most one leader
-//! per term, Raft paper §5.2), no acknowledged write lost and identical replicas
+//! per term, Raft paper §5.2; openraft runs in standard-Raft mode, feature
+//! `single-term-leader`: by default it lets several leaders share a term), no acknowledged write lost and identical replicas
 //! at the end (state machine safety, §5.4.3).
 //!
 //! Real time, so not bit-for-bit reproducible; the seed fixes the fault schedule.

@@ -1,5 +1,7 @@
-//! `mesh demo`: a 5-node mesh on loopback, a hard kill, detection, rejoin, and a
-//! summary of measured times. Everything it prints is read from the nodes' own
+//! `mesh demo`: a 5-node mesh on loopback, a hard kill, detection, rejoin; then
+//! the replicated state (see [`crate::demo_replicated`]): shared memory, a
+//! proposal decided by signed votes, the Raft leader killed and the data still
+//! there; and a summary of measured times. Everything it prints is read from the nodes' own
 //! status and event records; nothing is estimated.
 
 use std::time::{Duration, Instant};
@@ -124,6 +126,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("{}", render(&c.status(victim)?.0));
 
+    let replicated = crate::demo_replicated::run(&mut c)?;
+
     let rss: Vec<u64> = (0..n).filter_map(|i| c.resident_bytes(i)).collect();
     println!("== Summary (measured on this machine) ==");
     println!("{:<44} {:>12}", "what", "time");
@@ -151,6 +155,33 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         "{:<44} {:>12}",
         format!("{vname} restarted until all see it alive"),
         ms(rejoin)
+    );
+    let opt_ms = |d: Option<Duration>| d.map(ms).unwrap_or_else(|| "null".into());
+    println!(
+        "{:<44} {:>12}",
+        "proposal decided after it opened",
+        replicated
+            .decision_ms
+            .map(|x| format!("{x} ms"))
+            .unwrap_or_else(|| "null".into())
+    );
+    println!(
+        "{:<44} {:>12}",
+        "vote participation",
+        replicated
+            .participation
+            .map(|p| format!("{:.0}%", p * 100.0))
+            .unwrap_or_else(|| "null".into())
+    );
+    println!(
+        "{:<44} {:>12}",
+        "Raft leader killed: first write accepted",
+        opt_ms(replicated.first_write_after)
+    );
+    println!(
+        "{:<44} {:>12}",
+        "Raft leader killed: new leader agreed",
+        opt_ms(replicated.new_leader_after)
     );
     if !rss.is_empty() {
         let max = *rss.iter().max().expect("non-empty");

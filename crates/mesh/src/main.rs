@@ -9,6 +9,7 @@ mod barrier_cmd;
 mod bench;
 mod bench_kv;
 mod demo;
+mod demo_replicated;
 mod keys;
 mod kv_cmd;
 mod sim_cmd;
@@ -32,7 +33,7 @@ enum Command {
     Up(up::UpArgs),
     /// Show a node's view of the mesh.
     Status(status_cmd::StatusArgs),
-    /// Start a 5-node mesh on loopback, kill one hard, show detection and rejoin.
+    /// Start a 5-node mesh on loopback: kill one hard (detection, rejoin), then shared memory, signed votes, and a Raft leader kill.
     Demo(demo::DemoArgs),
     /// Benchmarks on real processes (see `mesh bench membership --help`).
     Bench(bench::BenchArgs),
