@@ -202,7 +202,7 @@ async fn entries(log: &MemLogStore) -> BTreeMap<u64, Entry<TypeConfig>> {
 /// Runs one seed; returns a summary line, or what broke.
 async fn run_seed(seed: u64) -> Result<String, String> {
     let mut rng = Rng::new(seed);
-    let size = if seed % 2 == 0 { 3 } else { 5 };
+    let size = if seed.is_multiple_of(2) { 3 } else { 5 };
     let ids: Vec<NodeId> = (1..=size).collect();
     let router = MemRouter::new();
     let loss = rng.next(8) as f64 / 100.0; // 0-7 % each way
@@ -416,7 +416,7 @@ async fn hundreds_of_seeds_keep_every_raft_invariant() {
     for &seed in &seeds {
         match run_seed(seed).await {
             Ok(summary) => {
-                if seeds.len() == 1 || seed % 50 == 0 {
+                if seeds.len() == 1 || seed.is_multiple_of(50) {
                     println!("seed {seed}: {summary}");
                 }
             }
