@@ -149,6 +149,31 @@ fn replicated_state_survives_a_leader_kill() {
         "plan/v1\n"
     );
 
+    // A bulk write: all keys in one replicated command.
+    let bulk = json!({"items": {"b1": "one", "b2": "two"}, "ttl": 60});
+    let (s, v) = http(
+        "POST",
+        &url(&c, n2, "/v1/kv/bulk"),
+        Some(bulk.to_string().as_bytes()),
+    );
+    assert_eq!((s, v["written"].as_u64()), (200, Some(2)), "{v}");
+    assert_eq!(
+        ok(&cli(&c, n0, &keys, &["kv", "get", "bulk", "b2"])),
+        "two\n"
+    );
+    let bad = json!({"items": {"b3": "ok", "b4": 4}});
+    let (s, v) = http(
+        "POST",
+        &url(&c, n2, "/v1/kv/bulk"),
+        Some(bad.to_string().as_bytes()),
+    );
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("bad_items")));
+    assert_eq!(
+        ok(&cli(&c, n0, &keys, &["kv", "list", "bulk"])),
+        "b1\nb2\n",
+        "a refused bulk write writes nothing"
+    );
+
     // Bad input: a clear code, and nothing changes.
     let before = http("GET", &url(&c, n0, "/v1/kv/team"), None).1;
     for (method, path, body, status, code) in [

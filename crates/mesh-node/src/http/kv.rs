@@ -8,6 +8,8 @@
 //! - `DELETE /v1/kv/{ns}/{key}`: `{"deleted": true|false}`.
 //! - `GET /v1/kv/{ns}`: keys, with `prefix`, `match` (a glob on the key),
 //!   `limit` (default 1000, at most 10000) and `stale`.
+//! - `POST /v1/kv/{ns}` `{"items": {"key": "value", ...}, "ttl"?: seconds}`:
+//!   up to 1000 keys in one replicated command, all or none; `{"written": n}`.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -151,8 +153,38 @@ async fn list(
     Ok(Json(out).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkBody {
+    items: serde_json::Map<String, serde_json::Value>,
+    ttl: Option<u64>,
+}
+
+async fn put_many(
+    State(svc): State<Service>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let b: BulkBody = super::parse_json(&body)?;
+    let mut items = Vec::with_capacity(b.items.len());
+    for (k, v) in b.items {
+        let serde_json::Value::String(v) = v else {
+            return Err(ApiError(ServiceError::bad(
+                "bad_items",
+                format!("the value of '{k}' must be a string"),
+            )));
+        };
+        items.push((k, v.into_bytes()));
+    }
+    let n = svc
+        .kv_put_many(&ns, items, b.ttl, request_id(&headers)?)
+        .await?;
+    Ok(Json(serde_json::json!({"written": n})).into_response())
+}
+
 pub fn routes() -> Router<Service> {
     Router::new()
-        .route("/v1/kv/{ns}", get(list))
+        .route("/v1/kv/{ns}", get(list).post(put_many))
         .route("/v1/kv/{ns}/{*key}", get(get_one).put(put).delete(delete))
 }

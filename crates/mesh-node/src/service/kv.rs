@@ -23,6 +23,8 @@ pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 pub const MAX_LIST_LIMIT: usize = 10_000;
 /// Keys a listing returns unless asked otherwise.
 pub const DEFAULT_LIST_LIMIT: usize = 1_000;
+/// Most keys one bulk write sets.
+pub const MAX_BULK_ITEMS: usize = 1_000;
 
 pub fn validate_namespace(ns: &str) -> Result<(), ServiceError> {
     if ns.is_empty() || ns.len() > MAX_NAMESPACE_BYTES {
@@ -210,6 +212,59 @@ impl Service {
         };
         let reply = self.write_ok(Command::Kv(cmd), opts.request_id).await?;
         Ok(matches!(reply, Reply::Ok | Reply::Int(1)))
+    }
+
+    /// Writes many keys of `ns` as one replicated command: all of them or, if
+    /// any is refused, none (everything is checked before anything is
+    /// proposed). Returns how many were written.
+    pub async fn kv_put_many(
+        &self,
+        ns: &str,
+        items: Vec<(String, Vec<u8>)>,
+        ttl_secs: Option<u64>,
+        request_id: Option<RequestId>,
+    ) -> Result<usize, ServiceError> {
+        if items.is_empty() || items.len() > MAX_BULK_ITEMS {
+            return Err(ServiceError::bad(
+                "bad_items",
+                format!("give 1 to {MAX_BULK_ITEMS} items, not {}", items.len()),
+            ));
+        }
+        let expiry = match ttl_secs {
+            Some(t) => Expiry::In(ttl_ms(t)?),
+            None => Expiry::Never,
+        };
+        let mut cmds = Vec::with_capacity(items.len());
+        let mut total = 0usize;
+        for (key, value) in items {
+            let key = full_key(ns, &key)?;
+            if value.len() > MAX_VALUE_BYTES {
+                return Err(ServiceError::bad(
+                    "too_large",
+                    format!(
+                        "value of {} bytes is over the limit of {MAX_VALUE_BYTES} bytes",
+                        value.len()
+                    ),
+                ));
+            }
+            total += key.len() + value.len();
+            cmds.push(KvCmd::Set {
+                key,
+                value,
+                cond: SetCond::Always,
+                get: false,
+                expiry,
+            });
+        }
+        if total > MAX_VALUE_BYTES {
+            return Err(ServiceError::bad(
+                "too_large",
+                format!("a bulk write of {total} bytes is over the limit of {MAX_VALUE_BYTES}"),
+            ));
+        }
+        let n = cmds.len();
+        self.write_ok(Command::Multi(cmds), request_id).await?;
+        Ok(n)
     }
 
     /// Reads a key (any type).

@@ -26,17 +26,41 @@ fn b64(b: &[u8]) -> String {
 }
 
 impl Wire {
-    /// (method, path, body) of a write.
-    pub fn write(self, key: &str, value: &[u8]) -> (&'static str, String, Vec<u8>) {
-        match self {
-            Wire::Mesh => ("PUT", format!("/v1/kv/bench/{key}"), value.to_vec()),
-            Wire::Etcd => (
+    /// (method, path, body) of a request writing `keys` (one, or a batch in
+    /// one replicated command: the mesh's bulk write, an etcd transaction).
+    pub fn write(self, keys: &[String], value: &[u8]) -> (&'static str, String, Vec<u8>) {
+        match (self, keys) {
+            (Wire::Mesh, [key]) => ("PUT", format!("/v1/kv/bench/{key}"), value.to_vec()),
+            (Wire::Mesh, keys) => {
+                let v = String::from_utf8_lossy(value);
+                let items: serde_json::Map<String, serde_json::Value> = keys
+                    .iter()
+                    .map(|k| (k.clone(), serde_json::Value::String(v.to_string())))
+                    .collect();
+                (
+                    "POST",
+                    "/v1/kv/bench".into(),
+                    serde_json::json!({ "items": items }).to_string().into_bytes(),
+                )
+            }
+            (Wire::Etcd, [key]) => (
                 "POST",
                 "/v3/kv/put".into(),
-                serde_json::json!({"key": b64(format!("bench/{key}").as_bytes()), "value": b64(value)})
+                serde_json::json!({"key": b64(format!("bench:{key}").as_bytes()), "value": b64(value)})
                     .to_string()
                     .into_bytes(),
             ),
+            (Wire::Etcd, keys) => {
+                let puts: Vec<serde_json::Value> = keys
+                    .iter()
+                    .map(|k| serde_json::json!({"requestPut": {"key": b64(format!("bench:{k}").as_bytes()), "value": b64(value)}}))
+                    .collect();
+                (
+                    "POST",
+                    "/v3/kv/txn".into(),
+                    serde_json::json!({ "success": puts }).to_string().into_bytes(),
+                )
+            }
         }
     }
 
@@ -47,7 +71,7 @@ impl Wire {
             Wire::Etcd => (
                 "POST",
                 "/v3/kv/range".into(),
-                serde_json::json!({"key": b64(format!("bench/{key}").as_bytes())})
+                serde_json::json!({"key": b64(format!("bench:{key}").as_bytes())})
                     .to_string()
                     .into_bytes(),
             ),
@@ -95,7 +119,10 @@ pub fn latency(mut us: Vec<u32>) -> Latency {
 
 /// What one client did.
 pub struct ClientLog {
+    /// Per request (a request writes `batch` keys).
     pub latencies_us: Vec<u32>,
+    /// Keys acknowledged.
+    pub writes: usize,
     /// (key, sent at, acknowledged at) of each acknowledged write.
     pub acked: Vec<(String, Instant, Instant)>,
     pub errors: usize,
@@ -175,16 +202,19 @@ fn conns(addrs: &[String]) -> Vec<Conn> {
 }
 
 /// Writes distinct keys until `stop`, round-robin over `addrs` (HOST:PORT).
+#[allow(clippy::too_many_arguments)]
 async fn client(
     id: usize,
     addrs: Vec<String>,
     wire: Wire,
+    batch: usize,
     value: Arc<Vec<u8>>,
     stop: Arc<AtomicBool>,
     keep_keys: bool,
 ) -> ClientLog {
     let mut conns = conns(&addrs);
     let mut log = ClientLog {
+        writes: 0,
         latencies_us: Vec::new(),
         acked: Vec::new(),
         errors: 0,
@@ -194,8 +224,8 @@ async fn client(
         seq += 1;
         let n = conns.len();
         let conn = &mut conns[(id + seq as usize) % n];
-        let key = format!("c{id}-{seq}");
-        let (method, path, body) = wire.write(&key, &value);
+        let keys: Vec<String> = (0..batch).map(|j| format!("c{id}-{seq}-{j}")).collect();
+        let (method, path, body) = wire.write(&keys, &value);
         let sent = Instant::now();
         let ok = matches!(
             tokio::time::timeout(Duration::from_secs(5), conn.request(method, &path, &body)).await,
@@ -205,8 +235,11 @@ async fn client(
         if ok {
             log.latencies_us
                 .push(done.duration_since(sent).as_micros().min(u32::MAX as u128) as u32);
+            log.writes += keys.len();
             if keep_keys {
-                log.acked.push((key, sent, done));
+                for key in keys {
+                    log.acked.push((key, sent, done));
+                }
             }
         } else {
             log.errors += 1;
@@ -220,10 +253,12 @@ async fn client(
 pub type During = (Duration, Box<dyn FnOnce() + Send>);
 
 /// Runs `n` clients on one thread for `run`; returns their logs.
+#[allow(clippy::too_many_arguments)]
 pub fn run_clients(
     n: usize,
     addrs: &[String],
     wire: Wire,
+    batch: usize,
     value: &Arc<Vec<u8>>,
     run: Duration,
     keep_keys: bool,
@@ -241,6 +276,7 @@ pub fn run_clients(
                     i,
                     addrs.to_vec(),
                     wire,
+                    batch,
                     value.clone(),
                     stop.clone(),
                     keep_keys,
