@@ -6,10 +6,8 @@
 //! linearizable read point, report status. [`raft`] implements it with openraft
 //! (all openraft specifics stay in that module); pBFT will implement the same trait.
 //!
-//! State of this crate (issue 3, first step): the trait, the Raft type config, an
-//! in-memory log store, the state-machine adapter with snapshots, and an
-//! in-process network for multi-node tests. Durable storage (redb) and the TCP
-//! transport come next.
+//! See `ALGORITHM.md` for how the Raft engine batches writes, what it fsyncs and
+//! when, how reads stay linearizable, and how voters are kept.
 
 pub mod ordering;
 pub mod raft;

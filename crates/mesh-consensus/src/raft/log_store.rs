@@ -1,7 +1,8 @@
 //! The Raft log and the vote, in memory.
 //!
-//! Not durable yet: a restarted node starts empty and catches up from the
-//! leader's log or snapshot. The redb store that replaces it keeps the same API.
+//! For tests: clones share the log, so a "restarted" node given a clone finds
+//! its log and vote as a durable disk would keep them. Production uses
+//! [`super::redb_store::RedbLogStore`].
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
