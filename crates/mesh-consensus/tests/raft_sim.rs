@@ -291,22 +291,45 @@ async fn run_seed(seed: u64) -> Result<String, String> {
     // Heal: no more faults; a final write through the leader settles every replica.
     sim.router.set_faults(0.0, 0, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let final_index = loop {
-        let leader = ids.iter().find_map(|i| {
-            sim.node(*i)
-                .filter(|o| o.raft().metrics().borrow().state == ServerState::Leader)
-        });
-        if let Some(l) = leader
-            && let Ok(Ok(a)) =
-                tokio::time::timeout(Duration::from_secs(2), l.propose(Command::Tick, None)).await
-        {
-            break a.index;
-        }
-        if Instant::now() > deadline {
-            return Err("no leader after the faults stopped".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let final_index =
+        loop {
+            let leader = ids.iter().find_map(|i| {
+                sim.node(*i)
+                    .filter(|o| o.raft().metrics().borrow().state == ServerState::Leader)
+            });
+            if let Some(l) = leader
+                && let Ok(Ok(a)) =
+                    tokio::time::timeout(Duration::from_secs(2), l.propose(Command::Tick, None))
+                        .await
+            {
+                break a.index;
+            }
+            if Instant::now() > deadline {
+                let views: Vec<String> = ids
+                .iter()
+                .map(|i| match sim.node(*i) {
+                    Some(o) => {
+                        let m = o.raft().metrics().borrow().clone();
+                        format!(
+                            "n{i}: {:?} term {} leader {:?} last log {:?} applied {:?} voters {:?}",
+                            m.state,
+                            m.current_term,
+                            m.current_leader,
+                            m.last_log_index,
+                            m.last_applied.map(|l| l.index),
+                            m.membership_config.membership().voter_ids().collect::<Vec<_>>()
+                        )
+                    }
+                    None => format!("n{i}: down"),
+                })
+                .collect();
+                return Err(format!(
+                    "no leader accepting writes 30 s after the faults stopped:\n  {}",
+                    views.join("\n  ")
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
     for &id in &ids {
         let o = sim.node(id).ok_or("node missing at the end")?;
         o.raft()

@@ -28,6 +28,11 @@ pub const MAX_BATCH_BYTES: usize = 1 << 20;
 pub const MAX_IN_FLIGHT: usize = 4;
 /// Proposals waiting for a batch; beyond it, callers wait to queue.
 const QUEUE: usize = 16 * 1024;
+/// A batch whose outcome has not come back by then frees its slot and is
+/// reported as unknown (openraft may keep the reply of an entry appended by a
+/// leader that then lost its leadership until that entry is resolved, which can
+/// take long; a stuck slot must not stall every later write).
+pub const OUTCOME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A proposal and where its outcome goes.
 pub(crate) struct Proposal {
@@ -64,7 +69,17 @@ pub(crate) fn spawn(raft: Raft<TypeConfig>) -> mpsc::Sender<Proposal> {
                 let _slot = slot;
                 let (stamps, waiters): (Vec<_>, Vec<_>) =
                     batch.into_iter().map(|p| (p.stamped, p.reply)).unzip();
-                match raft.client_write(Request(stamps)).await {
+                let outcome =
+                    tokio::time::timeout(OUTCOME_TIMEOUT, raft.client_write(Request(stamps))).await;
+                let Ok(outcome) = outcome else {
+                    for w in waiters {
+                        let _ = w.send(Err(OrderError::Stopped(
+                            "no outcome in time; the write may still apply".into(),
+                        )));
+                    }
+                    return;
+                };
+                match outcome {
                     Ok(resp) => {
                         let index = resp.data.index;
                         for (w, reply) in waiters.into_iter().zip(resp.data.replies) {

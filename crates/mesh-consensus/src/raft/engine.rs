@@ -97,6 +97,7 @@ impl RaftOrdering {
             .await
             .map_err(|e| OrderError::Stopped(e.to_string()))?;
         let batcher = super::batcher::spawn(raft.clone());
+        super::unstick::spawn(raft.clone(), id);
         Ok(Self {
             id,
             batcher,

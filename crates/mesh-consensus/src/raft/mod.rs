@@ -8,6 +8,7 @@
 //! - [`net_tcp`]: Raft RPCs over TCP frames;
 //! - [`batcher`]: group commit of concurrent client writes into one entry;
 //! - [`forwarder`]: followers' batched forwarding of writes to the leader;
+//! - `unstick`: a watchdog that breaks election livelocks (see its docs);
 //! - [`engine`]: [`RaftOrdering`], the [`crate::Ordering`] implementation.
 
 // openraft's traits return its large `StorageError`; our storage helpers return
@@ -22,6 +23,7 @@ pub mod net_mem;
 pub mod net_tcp;
 pub mod redb_store;
 pub mod sm_store;
+mod unstick;
 
 use std::io::Cursor;
 
