@@ -40,7 +40,7 @@ struct Cluster {
     router: MemRouter,
     nodes: BTreeMap<NodeId, RaftOrdering>,
     /// term -> leaders seen claiming it.
-    leaders: Arc<Mutex<BTreeMap<u64, BTreeSet<NodeId>>>>,
+    leaders: common::Leaders,
 }
 
 impl Cluster {
@@ -57,26 +57,7 @@ impl Cluster {
         .unwrap();
         self.router.add(id, o.raft().clone());
         // Watch this node's claims to leadership.
-        let mut rx = o.raft().metrics();
-        let leaders = self.leaders.clone();
-        tokio::spawn(async move {
-            loop {
-                {
-                    let m = rx.borrow();
-                    if m.state == ServerState::Leader {
-                        leaders
-                            .lock()
-                            .unwrap()
-                            .entry(m.current_term)
-                            .or_default()
-                            .insert(m.id);
-                    }
-                }
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
+        common::watch_leaders(&o, self.leaders.clone());
         self.nodes.insert(id, o);
     }
 

@@ -38,6 +38,9 @@ use mesh_state::{Command, Expiry, KvCmd, SetCond};
 use openraft::{BasicNode, Entry, RaftLogReader, ServerState};
 use tokio::time::Instant;
 
+mod common;
+use common::Leaders;
+
 /// xorshift64*: the seeded schedule.
 struct Rng(u64);
 impl Rng {
@@ -52,7 +55,6 @@ impl Rng {
     }
 }
 
-type Leaders = Arc<Mutex<BTreeMap<u64, BTreeSet<NodeId>>>>;
 type History = Arc<Mutex<BTreeMap<String, Vec<Operation>>>>;
 
 struct Sim {
@@ -74,26 +76,7 @@ impl Sim {
         .await
         .map_err(|e| format!("node {id} cannot start from its log: {e}"))?;
         self.router.add(id, o.raft().clone());
-        let mut rx = o.raft().metrics();
-        let leaders = self.leaders.clone();
-        tokio::spawn(async move {
-            loop {
-                {
-                    let m = rx.borrow_and_update();
-                    if m.state == ServerState::Leader {
-                        leaders
-                            .lock()
-                            .unwrap()
-                            .entry(m.current_term)
-                            .or_default()
-                            .insert(m.id);
-                    }
-                }
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
+        common::watch_leaders(&o, self.leaders.clone());
         self.nodes.lock().unwrap().insert(id, o);
         Ok(())
     }

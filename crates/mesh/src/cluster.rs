@@ -264,16 +264,7 @@ impl Cluster {
     /// Resident memory of node `i`, read from `/proc/<pid>/status` (so it is the
     /// same measurement for any implementation the harness runs).
     pub fn resident_bytes(&self, i: usize) -> Option<u64> {
-        let pid = self.nodes[i].child.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kb: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
+        resident_bytes_of(self.nodes[i].child.as_ref()?.id())
     }
 
     /// Stops every node gracefully.
@@ -282,6 +273,19 @@ impl Cluster {
             let _ = self.stop(i);
         }
     }
+}
+
+/// Resident memory of process `pid`, from /proc.
+pub fn resident_bytes_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// Polls `cond` every `every` until it holds or `within` passes; returns the time it took.

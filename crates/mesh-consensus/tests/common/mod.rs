@@ -99,3 +99,29 @@ pub async fn wait_applied(o: &RaftOrdering, index: u64) {
         .await
         .unwrap();
 }
+
+/// Term -> the nodes seen leading in it (election safety: at most one each).
+pub type Leaders = std::sync::Arc<std::sync::Mutex<BTreeMap<u64, BTreeSet<NodeId>>>>;
+
+/// Records every (term, node) this node is seen leading in, until it stops.
+pub fn watch_leaders(o: &RaftOrdering, leaders: Leaders) {
+    let mut rx = o.raft().metrics();
+    tokio::spawn(async move {
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                if m.state == openraft::ServerState::Leader {
+                    leaders
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(m.current_term)
+                        .or_default()
+                        .insert(m.id);
+                }
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}

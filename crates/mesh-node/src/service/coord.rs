@@ -354,29 +354,50 @@ impl Service {
         wait: Option<Duration>,
         stale: bool,
     ) -> Result<ProposalView, ServiceError> {
+        self.look_until(
+            "proposal",
+            id,
+            wait,
+            stale,
+            |sm| sm.proposals.get(id).map(ProposalView::from),
+            |v| v.status != ProposalStatus::Open,
+            |e| matches!(e, Event::ProposalDecided { id: d, .. } if d == id),
+        )
+        .await
+    }
+
+    /// Reads `what` `id` with `look`; until `done` holds or `wait` runs out,
+    /// sleeps until an applied event matching `wakes` and looks again.
+    #[allow(clippy::too_many_arguments)]
+    async fn look_until<T>(
+        &self,
+        what: &'static str,
+        id: &str,
+        wait: Option<Duration>,
+        stale: bool,
+        look: impl Fn(&StateMachine) -> Option<T>,
+        done: impl Fn(&T) -> bool,
+        wakes: impl Fn(&Event) -> bool,
+    ) -> Result<T, ServiceError> {
         let wait = check_wait(wait)?;
         let until = tokio::time::Instant::now() + wait;
+        // Subscribed before the first look, so no event falls in between.
         let mut events = self.subscribe();
         let mut stale = stale;
         loop {
             let view = self
-                .read(stale, |sm| sm.proposals.get(id).map(ProposalView::from))
+                .read(stale, &look)
                 .await?
                 .ok_or_else(|| ServiceError::NotFound {
-                    what: "proposal",
+                    what,
                     id: id.to_string(),
                 })?;
-            if view.status != ProposalStatus::Open || tokio::time::Instant::now() >= until {
+            if done(&view) || tokio::time::Instant::now() >= until {
                 return Ok(view);
             }
             // Events come from this replica's applies: the next look can be local.
             stale = true;
-            wait_for_event(
-                &mut events,
-                until,
-                |e| matches!(e, Event::ProposalDecided { id: d, .. } if d == id),
-            )
-            .await;
+            wait_for_event(&mut events, until, &wakes).await;
         }
     }
 
@@ -409,29 +430,16 @@ impl Service {
         wait: Option<Duration>,
         stale: bool,
     ) -> Result<BarrierView, ServiceError> {
-        let wait = check_wait(wait)?;
-        let until = tokio::time::Instant::now() + wait;
-        let mut events = self.subscribe();
-        let mut stale = stale;
-        loop {
-            let view = self
-                .read(stale, |sm| sm.barriers.get(id).map(|b| barrier_view(b, sm)))
-                .await?
-                .ok_or_else(|| ServiceError::NotFound {
-                    what: "barrier",
-                    id: id.to_string(),
-                })?;
-            if view.released || tokio::time::Instant::now() >= until {
-                return Ok(view);
-            }
-            stale = true;
-            wait_for_event(
-                &mut events,
-                until,
-                |e| matches!(e, Event::BarrierReleased { id: d } if d == id),
-            )
-            .await;
-        }
+        self.look_until(
+            "barrier",
+            id,
+            wait,
+            stale,
+            |sm| sm.barriers.get(id).map(|b| barrier_view(b, sm)),
+            |v| v.released,
+            |e| matches!(e, Event::BarrierReleased { id: d } if d == id),
+        )
+        .await
     }
 
     pub async fn barriers(&self, stale: bool) -> Result<Vec<BarrierView>, ServiceError> {

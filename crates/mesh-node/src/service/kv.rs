@@ -70,6 +70,20 @@ pub fn full_key(ns: &str, key: &str) -> Result<Vec<u8>, ServiceError> {
     Ok(full.into_bytes())
 }
 
+/// Checks a value's size.
+fn check_value(value: &[u8]) -> Result<(), ServiceError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(ServiceError::bad(
+            "too_large",
+            format!(
+                "value of {} bytes is over the limit of {MAX_VALUE_BYTES} bytes",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a TTL in seconds.
 pub fn ttl_ms(ttl_secs: u64) -> Result<u64, ServiceError> {
     if ttl_secs == 0 || ttl_secs > MAX_TTL_SECS {
@@ -178,15 +192,7 @@ impl Service {
         opts: PutOptions,
     ) -> Result<bool, ServiceError> {
         let key = full_key(ns, key)?;
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(ServiceError::bad(
-                "too_large",
-                format!(
-                    "value of {} bytes is over the limit of {MAX_VALUE_BYTES} bytes",
-                    value.len()
-                ),
-            ));
-        }
+        check_value(&value)?;
         let expiry = match opts.ttl_secs {
             Some(t) => Expiry::In(ttl_ms(t)?),
             None => Expiry::Never,
@@ -238,15 +244,7 @@ impl Service {
         let mut total = 0usize;
         for (key, value) in items {
             let key = full_key(ns, &key)?;
-            if value.len() > MAX_VALUE_BYTES {
-                return Err(ServiceError::bad(
-                    "too_large",
-                    format!(
-                        "value of {} bytes is over the limit of {MAX_VALUE_BYTES} bytes",
-                        value.len()
-                    ),
-                ));
-            }
+            check_value(&value)?;
             total += key.len() + value.len();
             cmds.push(KvCmd::Set {
                 key,

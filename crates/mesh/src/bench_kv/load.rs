@@ -335,15 +335,7 @@ pub fn count_missing(addr: &str, wire: Wire, keys: &[String]) -> usize {
     })
 }
 
-/// Resident memory of a process, from /proc.
+/// Resident memory of a process, in MiB.
 pub fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
+    mesh_cli::cluster::resident_bytes_of(pid).map(|b| b as f64 / 1048576.0)
 }
