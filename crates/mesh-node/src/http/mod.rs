@@ -155,6 +155,11 @@ pub fn router(svc: Service) -> Router {
 }
 
 pub async fn serve(listener: TcpListener, svc: Service) {
+    use axum::serve::ListenerExt;
+    // Replies go out at once, not held back by Nagle's algorithm.
+    let listener = listener.tap_io(|s| {
+        let _ = s.set_nodelay(true);
+    });
     if let Err(e) = axum::serve(listener, router(svc)).await {
         tracing::error!(error = %e, "HTTP server stopped");
     }
