@@ -274,6 +274,20 @@ mod tests {
             })
             .contains("capability")
         );
+        assert!(
+            bad(Settings {
+                voters: Some(4),
+                ..Default::default()
+            })
+            .contains("expected 1, 3, 5 or 7")
+        );
+        assert!(
+            bad(Settings {
+                replace_dead_after: Some("soon".into()),
+                ..Default::default()
+            })
+            .contains("--replace-dead-after")
+        );
         assert!(toml::from_str::<Settings>("colour = 1").is_err());
     }
 }

@@ -24,6 +24,10 @@ pub struct StateLabel {
     pub state: String,
 }
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabel {
     pub peer: String,
 }
@@ -42,6 +46,14 @@ pub struct Metrics {
     pub peer_rtt_ms: Family<PeerLabel, Gauge<f64, AtomicU64>>,
     pub cpu_percent: Gauge<f64, AtomicU64>,
     pub resident_bytes: Gauge,
+    pub raft_term: Gauge,
+    pub raft_commit_index: Gauge,
+    pub raft_applied_index: Gauge,
+    pub raft_is_leader: Gauge,
+    pub raft_voters: Gauge,
+    pub raft_learners: Gauge,
+    /// Writes through the service, by outcome (ok, or the error code).
+    pub writes: Family<ResultLabel, Counter>,
     /// Sum over every drop reason (for the status document).
     dropped_total: AtomicU64,
 }
@@ -67,6 +79,13 @@ impl Metrics {
             peer_rtt_ms: Family::default(),
             cpu_percent: Gauge::default(),
             resident_bytes: Gauge::default(),
+            raft_term: Gauge::default(),
+            raft_commit_index: Gauge::default(),
+            raft_applied_index: Gauge::default(),
+            raft_is_leader: Gauge::default(),
+            raft_voters: Gauge::default(),
+            raft_learners: Gauge::default(),
+            writes: Family::default(),
             dropped_total: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -116,6 +135,41 @@ impl Metrics {
             "process_resident_bytes",
             "Process resident memory",
             m.resident_bytes.clone(),
+        );
+        for (name, help, g) in [
+            ("raft_term", "Current Raft term", &m.raft_term),
+            (
+                "raft_commit_index",
+                "Highest log index known committed (-1: unknown)",
+                &m.raft_commit_index,
+            ),
+            (
+                "raft_applied_index",
+                "Highest log index applied here (-1: none)",
+                &m.raft_applied_index,
+            ),
+            (
+                "raft_is_leader",
+                "1 when this node leads",
+                &m.raft_is_leader,
+            ),
+            (
+                "raft_voters",
+                "Voters in the Raft configuration",
+                &m.raft_voters,
+            ),
+            (
+                "raft_learners",
+                "Learners in the Raft configuration",
+                &m.raft_learners,
+            ),
+        ] {
+            registry.register(name, help, g.clone());
+        }
+        registry.register(
+            "writes",
+            "Writes through this node's service, by outcome (ok or error code)",
+            m.writes.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -35,7 +35,7 @@ enum Command {
     Status(status_cmd::StatusArgs),
     /// Start a 5-node mesh on loopback: kill one hard (detection, rejoin), then shared memory, signed votes, and a Raft leader kill.
     Demo(demo::DemoArgs),
-    /// Benchmarks on real processes (see `mesh bench membership --help`).
+    /// Benchmarks on real processes: failure detection (membership), replicated writes (kv).
     Bench(bench::BenchArgs),
     /// Run the deterministic simulator.
     Sim(sim_cmd::SimArgs),

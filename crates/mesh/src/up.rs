@@ -24,7 +24,7 @@ pub struct UpArgs {
         value_delimiter = ','
     )]
     join: Option<Vec<String>>,
-    /// HTTP address for /v1/status, /v1/members and /metrics [default: 127.0.0.1:7070]
+    /// HTTP address of the JSON API (/v1/...) and /metrics [default: 127.0.0.1:7070]
     #[arg(long, env = "MESH_HTTP", value_name = "HOST:PORT")]
     http: Option<String>,
     /// Data directory (node id, replicated log and snapshots) [default: ~/.local/share/agent-mesh]

@@ -149,6 +149,13 @@ fn replicated_state_survives_a_leader_kill() {
         "plan/v1\n"
     );
 
+    // Raft figures and write outcomes on /metrics.
+    let (s, text) = http("GET", &url(&c, n1, "/metrics"), None);
+    let text = text.as_str().unwrap_or_default().to_string();
+    assert_eq!(s, 200);
+    assert!(text.contains("mesh_raft_voters 3"), "{text}");
+    assert!(text.contains("mesh_writes_total{result=\"ok\"}"), "{text}");
+
     // A bulk write: all keys in one replicated command.
     let bulk = json!({"items": {"b1": "one", "b2": "two"}, "ttl": 60});
     let (s, v) = http(

@@ -123,6 +123,7 @@ async fn members(State(svc): State<Service>) -> ApiResult {
 async fn metrics_text(State(svc): State<Service>) -> Response {
     // A status request first, so the loop's gauges are fresh as of this scrape.
     let _ = svc.membership_status().await;
+    svc.sample_consensus_metrics();
     (
         [(
             header::CONTENT_TYPE,

@@ -154,6 +154,19 @@ impl Service {
         }
     }
 
+    /// Sets the Raft gauges of `/metrics` from the engine's status now.
+    pub fn sample_consensus_metrics(&self) {
+        let s = self.inner.engine.status();
+        let m = &self.inner.metrics;
+        let idx = |i: Option<u64>| i.map(|x| x as i64).unwrap_or(-1);
+        m.raft_term.set(s.term as i64);
+        m.raft_commit_index.set(idx(s.commit_index));
+        m.raft_applied_index.set(idx(s.applied_index));
+        m.raft_is_leader.set(i64::from(s.leader == Some(s.node_id)));
+        m.raft_voters.set(s.voters.len() as i64);
+        m.raft_learners.set(s.learners.len() as i64);
+    }
+
     /// Refuses writes when this node cannot reach a majority of the voters, as
     /// the membership layer sees them (voters it has not confirmed dead count as
     /// reachable: an unconfirmed doubt does not make a node read-only).
@@ -208,6 +221,27 @@ impl Service {
 
     /// Orders `command` and returns its reply once applied on this node.
     pub async fn write(
+        &self,
+        command: Command,
+        request_id: Option<RequestId>,
+    ) -> Result<Applied, ServiceError> {
+        let result = self.write_inner(command, request_id).await;
+        let outcome = match &result {
+            Ok(a) if a.reply.is_ok() => "ok",
+            Ok(_) => "refused",
+            Err(e) => e.code(),
+        };
+        self.inner
+            .metrics
+            .writes
+            .get_or_create(&crate::metrics::ResultLabel {
+                result: outcome.to_string(),
+            })
+            .inc();
+        result
+    }
+
+    async fn write_inner(
         &self,
         command: Command,
         request_id: Option<RequestId>,
