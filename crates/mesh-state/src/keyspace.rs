@@ -347,6 +347,35 @@ impl Keyspace {
             .collect()
     }
 
+    /// Live keys that start with `prefix` and match `pattern`, in key order, at
+    /// most `limit`; and whether more would have matched. Visits only the keys
+    /// under the prefix (a range of the ordered map), not the whole keyspace.
+    pub fn keys_with_prefix(
+        &self,
+        prefix: &[u8],
+        pattern: &[u8],
+        limit: usize,
+        now_ms: u64,
+    ) -> (Vec<Vec<u8>>, bool) {
+        let mut out = Vec::new();
+        for (k, e) in self
+            .entries
+            .range::<[u8], _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            if e.live(now_ms) && glob::matches(pattern, k) {
+                if out.len() == limit {
+                    return (out, true);
+                }
+                out.push(k.clone());
+            }
+        }
+        (out, false)
+    }
+
     /// `SCAN`: up to `count` keys after `cursor` (exclusive; empty = from the
     /// start), matching `pattern` and `of_type` if given. Returns the keys and the
     /// cursor to continue from (`None` when the scan is complete). Keys present for

@@ -712,6 +712,27 @@ fn keys_and_scan() {
         }
     }
     assert_eq!(seen, vec![b("task:1"), b("task:2"), b("task:3")]);
+    // A prefix listing visits only its range, matches the glob, stops at the limit.
+    let ks = &m.sm.keyspace;
+    assert_eq!(
+        ks.keys_with_prefix(b"task:", b"task:*", 10, m.now),
+        (
+            vec![b("task:1"), b("task:2"), b("task:3"), b("task:set")],
+            false
+        )
+    );
+    assert_eq!(
+        ks.keys_with_prefix(b"task:", b"task:?", 2, m.now),
+        (vec![b("task:1"), b("task:2")], true)
+    );
+    assert_eq!(
+        ks.keys_with_prefix(b"agent:", b"*", 10, m.now),
+        (vec![b("agent:1")], false)
+    );
+    assert_eq!(
+        ks.keys_with_prefix(b"zzz", b"*", 10, m.now),
+        (vec![], false)
+    );
 }
 
 #[test]

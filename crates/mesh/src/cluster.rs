@@ -314,6 +314,11 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // MESH_KEEP_CLUSTER=1 keeps the nodes' data and logs for a post-mortem.
+        if std::env::var_os("MESH_KEEP_CLUSTER").is_some() {
+            eprintln!("cluster files kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

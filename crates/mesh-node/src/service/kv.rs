@@ -327,15 +327,16 @@ impl Service {
             return Err(ServiceError::bad("too_large", "pattern is too long"));
         }
         let skip = ns.len() + 1;
+        let range = format!("{ns}:{}", prefix.unwrap_or(""));
         self.read(stale, |sm| {
             let now = Service::read_clock(sm);
-            let all = sm.keyspace.keys(glob.as_bytes(), now);
-            let truncated = all.len() > limit;
+            let (keys, truncated) =
+                sm.keyspace
+                    .keys_with_prefix(range.as_bytes(), glob.as_bytes(), limit, now);
             KvList {
                 namespace: ns.to_string(),
-                keys: all
+                keys: keys
                     .into_iter()
-                    .take(limit)
                     .map(|k| String::from_utf8_lossy(&k[skip..]).into_owned())
                     .collect(),
                 truncated,
