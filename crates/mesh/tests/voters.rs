@@ -97,7 +97,13 @@ fn a_dead_voter_is_replaced_and_a_minority_is_read_only() {
     let voters = names(&s, "voter_names");
     let learner = names(&s, "learner_names")[0].clone();
     // Kill a voter that does not lead: after the grace time the learner replaces it.
-    let leader_name = c.nodes[leader(&c, &[0, 1, 2, 3]).unwrap()].name.clone();
+    let mut l = None;
+    wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+        l = leader(&c, &[0, 1, 2, 3]);
+        l.is_some()
+    })
+    .expect("all four nodes agree on a leader");
+    let leader_name = c.nodes[l.unwrap()].name.clone();
     let victim_name = voters.iter().find(|v| **v != leader_name).unwrap().clone();
     let victim = c.nodes.iter().position(|n| n.name == victim_name).unwrap();
     c.kill_hard(victim).unwrap();
@@ -125,9 +131,20 @@ fn a_dead_voter_is_replaced_and_a_minority_is_read_only() {
         .copied()
         .filter(|i| v.contains(&c.nodes[*i].name))
         .collect();
+    let last = voter_idx[2];
+    // The write was acknowledged by a majority that may not include `last`:
+    // wait until its replica has it, so the stale read below has something to show.
+    wait_for(Duration::from_secs(10), Duration::from_millis(10), || {
+        http(
+            "GET",
+            &url(&c, last, "/v1/kv/ns/after-replacement?stale=true"),
+            None,
+        )
+        .0 == 200
+    })
+    .expect("the last voter applied the write");
     c.kill_hard(voter_idx[0]).unwrap();
     c.kill_hard(voter_idx[1]).unwrap();
-    let last = voter_idx[2];
     let refused = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
         let (s, v) = http("PUT", &url(&c, last, "/v1/kv/ns/minority"), Some(b"x"));
         s == 503 && v["error"]["code"] == "read_only"
