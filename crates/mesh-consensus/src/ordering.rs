@@ -48,6 +48,9 @@ pub struct OrderStatus {
     pub millis_since_quorum_ack: Option<u64>,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
+    /// Why the engine stopped, if it did (a fatal storage error, a panic): the
+    /// node then still serves reads of what it has, but orders nothing.
+    pub fatal: Option<String>,
 }
 
 /// The replica's state, shared between the engine (which applies) and readers.

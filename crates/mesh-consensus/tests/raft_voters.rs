@@ -106,3 +106,16 @@ async fn learners_fill_and_replace_voters() {
         .unwrap();
     assert_eq!(changed, Some([1, 2, 3, 4, 5].into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_engine_reports_why() {
+    let (_router, nodes) = mem_cluster(&[1, 2, 3]).await;
+    assert_eq!(nodes[&2].status().fatal, None);
+    nodes[&2].raft().shutdown().await.unwrap();
+    let fatal = nodes[&2].status().fatal;
+    assert!(
+        fatal.is_some(),
+        "status after shutdown: {:?}",
+        nodes[&2].status()
+    );
+}

@@ -175,6 +175,7 @@ pub fn spawn_keeper(
     tokio::spawn(async move {
         let mut dead_since = BTreeMap::new();
         let mut contacted: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut reported_fatal = false;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -182,6 +183,10 @@ pub fn spawn_keeper(
             let view = members.borrow().clone();
             let health = health_view(&view, &mut dead_since);
             reconnect(&engine, &view, &requests, &mut contacted).await;
+            if let (Some(why), false) = (engine.status().fatal, reported_fatal) {
+                reported_fatal = true;
+                tracing::error!(%why, "the replicated log stopped: this node orders nothing until restarted (/healthz reports 503)");
+            }
             if !engine.is_leader() {
                 continue;
             }

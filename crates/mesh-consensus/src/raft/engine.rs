@@ -463,6 +463,7 @@ impl Ordering for RaftOrdering {
             millis_since_quorum_ack: m.millis_since_quorum_ack,
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
+            fatal: m.running_state.as_ref().err().map(|e| e.to_string()),
         }
     }
 

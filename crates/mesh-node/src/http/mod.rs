@@ -134,6 +134,18 @@ async fn metrics_text(State(svc): State<Service>) -> Response {
         .into_response()
 }
 
+/// `ok`, or 503 with the reason when the replicated log's engine has stopped.
+async fn healthz(State(svc): State<Service>) -> Response {
+    match svc.engine_health() {
+        Ok(()) => "ok".into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": {"code": "engine_stopped", "message": format!("the replicated log stopped: {why}")}})),
+        )
+            .into_response(),
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError(ServiceError::bad(
         "no_such_endpoint",
@@ -147,7 +159,7 @@ pub fn router(svc: Service) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/members", get(members))
         .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .merge(kv::routes())
         .merge(coord::routes())
         .fallback(|| async { (StatusCode::NOT_FOUND, not_found().await) })

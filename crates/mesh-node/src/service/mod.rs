@@ -149,7 +149,7 @@ impl Service {
             engine: "raft",
             voter_names: order.voters.iter().map(name_of).collect(),
             learner_names: order.learners.iter().map(name_of).collect(),
-            writable: self.check_quorum().is_ok(),
+            writable: order.fatal.is_none() && self.check_quorum().is_ok(),
             order,
         }
     }
@@ -165,6 +165,14 @@ impl Service {
         m.raft_is_leader.set(i64::from(s.leader == Some(s.node_id)));
         m.raft_voters.set(s.voters.len() as i64);
         m.raft_learners.set(s.learners.len() as i64);
+    }
+
+    /// `Err(why)` when the ordering engine has stopped on a fatal error.
+    pub fn engine_health(&self) -> Result<(), String> {
+        match self.inner.engine.status().fatal {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
     }
 
     /// Refuses writes when this node cannot reach a majority of the voters, as
