@@ -12,7 +12,6 @@
 use std::sync::Arc;
 
 use openraft::Raft;
-use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{Request, TypeConfig};
@@ -87,14 +86,7 @@ pub(crate) fn spawn(raft: Raft<TypeConfig>) -> mpsc::Sender<Proposal> {
                         }
                     }
                     Err(e) => {
-                        let err = match e {
-                            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                                OrderError::NotLeader {
-                                    leader: f.leader_id,
-                                }
-                            }
-                            e => OrderError::Stopped(e.to_string()),
-                        };
+                        let err = super::write_error(e);
                         for w in waiters {
                             let _ = w.send(Err(err.clone()));
                         }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use openraft::{Config, Raft, RaftNetworkFactory};
 
 use super::sm_store::SmStore;
@@ -193,15 +193,7 @@ impl RaftOrdering {
         if leader != Some(self.id) {
             return Err(OrderError::NotLeader { leader });
         }
-        let write_err =
-            |e: RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>| match e {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                    OrderError::NotLeader {
-                        leader: f.leader_id,
-                    }
-                }
-                e => OrderError::Stopped(e.to_string()),
-            };
+        let write_err = super::write_error;
         let (voters, known_addr) = {
             let m = self.raft.metrics().borrow().clone();
             let membership = m.membership_config.membership();
@@ -323,14 +315,7 @@ impl RaftOrdering {
                 true,
             )
             .await
-            .map_err(|e| match e {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                    OrderError::NotLeader {
-                        leader: f.leader_id,
-                    }
-                }
-                e => OrderError::Stopped(e.to_string()),
-            })?;
+            .map_err(super::write_error)?;
         Ok(Some(desired))
     }
 

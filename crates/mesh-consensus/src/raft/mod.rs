@@ -77,3 +77,22 @@ pub fn node_id_of(name: &str) -> NodeId {
 pub(crate) fn io_err(e: impl std::fmt::Display) -> openraft::StorageError<NodeId> {
     openraft::StorageIOError::<NodeId>::write(&std::io::Error::other(e.to_string())).into()
 }
+
+/// What a failed write (client write or membership change) means to callers:
+/// another node leads, or the engine stopped.
+pub(crate) fn write_error(
+    e: openraft::error::RaftError<
+        NodeId,
+        openraft::error::ClientWriteError<NodeId, openraft::BasicNode>,
+    >,
+) -> crate::ordering::OrderError {
+    use openraft::error::{ClientWriteError, RaftError};
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            crate::ordering::OrderError::NotLeader {
+                leader: f.leader_id,
+            }
+        }
+        e => crate::ordering::OrderError::Stopped(e.to_string()),
+    }
+}

@@ -3,11 +3,9 @@
 //!
 //! Frame payload: `'R' | version | kind | postcard body`. Requests are
 //! AppendEntries (1), Vote (2), InstallSnapshot (3), and from followers on behalf
-//! of their clients: a forwarded write (4), a read-index request (5) and a batch
-//! of forwarded writes (7); and a join request (6) from a node that wants to
-//! become a member. The
-//! response to kind `k` has
-//! kind `k | 0x80` and carries `Result<response, RaftError>`. The node's accept
+//! of their clients: a read-index request (5) and a batch of forwarded writes
+//! (7); and a join request (6) from a node that wants to become a member. The
+//! response to kind `k` has kind `k | 0x80` and carries `Result<response, RaftError>`. The node's accept
 //! loop recognises the `'R'` magic and hands such frames to [`handle_frame`].
 
 use std::time::Duration;
@@ -36,7 +34,7 @@ const VERSION: u8 = 1;
 const APPEND: u8 = 1;
 const VOTE: u8 = 2;
 const SNAPSHOT: u8 = 3;
-const FORWARD: u8 = 4;
+// Kind 4 (a single forwarded write) is retired: followers forward batches (7).
 const READ_INDEX: u8 = 5;
 const JOIN: u8 = 6;
 const FORWARD_BATCH: u8 = 7;
@@ -94,15 +92,6 @@ pub async fn handle_frame(node: &RaftOrdering, payload: &[u8]) -> Option<Vec<u8>
         SNAPSHOT => {
             let req: InstallSnapshotRequest<TypeConfig> = postcard::from_bytes(body).ok()?;
             Some(encode(SNAPSHOT | REPLY, &raft.install_snapshot(req).await))
-        }
-        FORWARD => {
-            let (command, request_id): (Command, Option<RequestId>) =
-                postcard::from_bytes(body).ok()?;
-            // Only the leader's own path: a forwarded write is never forwarded again.
-            Some(encode(
-                FORWARD | REPLY,
-                &node.propose_local(command, request_id).await,
-            ))
         }
         FORWARD_BATCH => {
             let items: Vec<(Command, Option<RequestId>)> = postcard::from_bytes(body).ok()?;
@@ -206,17 +195,6 @@ pub async fn request_join(
         &(id, addr.to_string(), target_voters, 0u8),
     )
     .await?
-}
-
-/// Forwards a write to the leader; resolves with its reply once applied there.
-pub async fn forward_propose(
-    leader: NodeId,
-    addr: &str,
-    command: Command,
-    request_id: Option<RequestId>,
-) -> Result<Applied, OrderError> {
-    one_shot::<_, Result<Applied, OrderError>>(leader, addr, FORWARD, &(command, request_id))
-        .await?
 }
 
 /// Sends a batch of writes to the leader over `conn` (or a new connection);
