@@ -203,6 +203,30 @@ impl Cluster {
         Ok((serde_json::from_str(&body)?, Instant::now()))
     }
 
+    /// Node `i`'s consensus status (`null` if it does not answer).
+    pub fn consensus(&self, i: usize) -> Value {
+        self.status(i)
+            .map(|(s, _)| s["consensus"].clone())
+            .unwrap_or_default()
+    }
+
+    /// The running node every running node names as Raft leader, if they agree.
+    pub fn raft_leader(&self) -> Option<usize> {
+        let running = self.running();
+        let views: Vec<(usize, Value)> = running.iter().map(|&i| (i, self.consensus(i))).collect();
+        let leader = views.first()?.1["leader"].as_u64()?;
+        if views
+            .iter()
+            .any(|(_, v)| v["leader"].as_u64() != Some(leader))
+        {
+            return None;
+        }
+        views
+            .iter()
+            .find(|(_, v)| v["node_id"].as_u64() == Some(leader))
+            .map(|(i, _)| *i)
+    }
+
     /// True when every running node sees every running node alive (current generation).
     pub fn converged(&self) -> bool {
         let running = self.running();

@@ -26,34 +26,15 @@ fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// The node index every running node names as leader.
-fn leader(c: &Cluster) -> Option<usize> {
-    let running = c.running();
-    let mut named = None;
-    for &i in &running {
-        let s = api(c, i).get("/v1/status").ok()?;
-        let l = s["consensus"]["leader"].as_u64()?;
-        if *named.get_or_insert(l) != l {
-            return None;
-        }
-    }
-    let l = named?;
-    running.into_iter().find(|&i| {
-        api(c, i)
-            .get("/v1/status")
-            .is_ok_and(|s| s["consensus"]["node_id"].as_u64() == Some(l))
-    })
-}
-
 pub fn run(c: &mut Cluster) -> anyhow::Result<Measured> {
     let n = c.nodes.len();
     println!(
         "== 4. Replicated state: shared memory, agents, a proposal decided by signed votes =="
     );
     let l = wait_for(Duration::from_secs(15), Duration::from_millis(20), || {
-        leader(c).is_some()
+        c.raft_leader().is_some()
     })
-    .and_then(|_| leader(c))
+    .and_then(|_| c.raft_leader())
     .ok_or_else(|| anyhow::anyhow!("no Raft leader within 15 s"))?;
     let s = api(c, l).get("/v1/status")?;
     println!(
@@ -149,10 +130,10 @@ pub fn run(c: &mut Cluster) -> anyhow::Result<Measured> {
     })
     .map(|_| killed_at.elapsed());
     let new_leader_after = wait_for(Duration::from_secs(15), Duration::from_millis(5), || {
-        leader(c).is_some_and(|x| x != l)
+        c.raft_leader().is_some_and(|x| x != l)
     })
     .map(|_| killed_at.elapsed());
-    let nl = leader(c);
+    let nl = c.raft_leader();
     println!(
         "new leader: {} (elected and agreed by all survivors within {}); first write accepted {} after the kill",
         nl.map(|i| c.nodes[i].name.clone())

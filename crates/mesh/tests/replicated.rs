@@ -11,44 +11,12 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use mesh_cli::cluster::{Cluster, wait_for};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const EXE: &str = env!("CARGO_BIN_EXE_mesh");
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-/// One HTTP exchange: (status, JSON body or the text as a JSON string).
-fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, Value) {
-    let a = agent();
-    let resp = match (method, body) {
-        ("GET", _) => a.get(url).call(),
-        ("DELETE", _) => a.delete(url).call(),
-        ("POST", b) => a.post(url).send(b.unwrap_or_default()),
-        ("PUT", b) => a.put(url).send(b.unwrap_or_default()),
-        _ => panic!("method {method}"),
-    };
-    let mut resp = resp.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = resp.status().as_u16();
-    let text = resp
-        .body_mut()
-        .with_config()
-        .limit(16 << 20)
-        .read_to_string()
-        .unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-fn url(c: &Cluster, i: usize, path: &str) -> String {
-    format!("http://{}{path}", c.info(i).http)
-}
+mod common;
+use common::{http, url};
 
 fn cli(c: &Cluster, i: usize, keys: &Path, args: &[&str]) -> Output {
     Command::new(EXE)
@@ -69,25 +37,6 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn consensus(c: &Cluster, i: usize) -> Value {
-    http("GET", &url(c, i, "/v1/status"), None).1["consensus"].clone()
-}
-
-/// The index of the node the others agree leads, among `among`.
-fn leader(c: &Cluster, among: &[usize]) -> Option<usize> {
-    let leaders: Vec<Value> = among
-        .iter()
-        .map(|i| consensus(c, *i)["leader"].clone())
-        .collect();
-    if leaders.iter().any(Value::is_null) || leaders.windows(2).any(|w| w[0] != w[1]) {
-        return None;
-    }
-    among
-        .iter()
-        .copied()
-        .find(|i| consensus(c, *i)["node_id"] == leaders[0])
-}
-
 #[test]
 fn replicated_state_survives_a_leader_kill() {
     let mut c = Cluster::new(Path::new(EXE), "local", "repl").unwrap();
@@ -101,13 +50,13 @@ fn replicated_state_survives_a_leader_kill() {
     assert!(
         wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
             all.iter().all(|i| {
-                let s = consensus(&c, *i);
+                let s = c.consensus(*i);
                 s["voters"].as_array().map(Vec::len) == Some(3) && s["writable"] == true
-            }) && leader(&c, &all).is_some()
+            }) && c.raft_leader().is_some()
         })
         .is_some(),
         "three voters and a leader: {:?}",
-        all.map(|i| consensus(&c, i))
+        all.map(|i| c.consensus(i))
     );
 
     // Shared memory: written through one node, read (linearizably) through another.
@@ -338,7 +287,7 @@ fn replicated_state_survives_a_leader_kill() {
     assert!(ok(&barrier.join().unwrap()).contains("released"));
 
     // Kill the leader hard; writes through a survivor succeed again, nothing is lost.
-    let l = leader(&c, &all).unwrap();
+    let l = c.raft_leader().unwrap();
     let survivors: Vec<usize> = all.iter().copied().filter(|i| *i != l).collect();
     let acked: Vec<String> = (0..20)
         .map(|i| {

@@ -13,59 +13,8 @@ use serde_json::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_mesh");
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-/// One HTTP exchange: (status, JSON body or the text as a JSON string).
-fn http(method: &str, url: &str, body: Option<&[u8]>) -> (u16, Value) {
-    let a = agent();
-    let resp = match (method, body) {
-        ("GET", _) => a.get(url).call(),
-        ("DELETE", _) => a.delete(url).call(),
-        ("POST", b) => a.post(url).send(b.unwrap_or_default()),
-        ("PUT", b) => a.put(url).send(b.unwrap_or_default()),
-        _ => panic!("method {method}"),
-    };
-    let mut resp = resp.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = resp.status().as_u16();
-    let text = resp
-        .body_mut()
-        .with_config()
-        .limit(16 << 20)
-        .read_to_string()
-        .unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-fn url(c: &Cluster, i: usize, path: &str) -> String {
-    format!("http://{}{path}", c.info(i).http)
-}
-
-fn consensus(c: &Cluster, i: usize) -> Value {
-    http("GET", &url(c, i, "/v1/status"), None).1["consensus"].clone()
-}
-
-/// The index of the node the others agree leads, among `among`.
-fn leader(c: &Cluster, among: &[usize]) -> Option<usize> {
-    let leaders: Vec<Value> = among
-        .iter()
-        .map(|i| consensus(c, *i)["leader"].clone())
-        .collect();
-    if leaders.iter().any(Value::is_null) || leaders.windows(2).any(|w| w[0] != w[1]) {
-        return None;
-    }
-    among
-        .iter()
-        .copied()
-        .find(|i| consensus(c, *i)["node_id"] == leaders[0])
-}
+mod common;
+use common::{http, url};
 
 #[test]
 fn a_dead_voter_is_replaced_and_a_minority_is_read_only() {
@@ -86,20 +35,20 @@ fn a_dead_voter_is_replaced_and_a_minority_is_read_only() {
     // Three voters and one learner.
     assert!(
         wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
-            let s = consensus(&c, n0);
+            let s = c.consensus(n0);
             names(&s, "voter_names").len() == 3 && names(&s, "learner_names").len() == 1
         })
         .is_some(),
         "{}",
-        consensus(&c, n0)
+        c.consensus(n0)
     );
-    let s = consensus(&c, n0);
+    let s = c.consensus(n0);
     let voters = names(&s, "voter_names");
     let learner = names(&s, "learner_names")[0].clone();
     // Kill a voter that does not lead: after the grace time the learner replaces it.
     let mut l = None;
     wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-        l = leader(&c, &[0, 1, 2, 3]);
+        l = c.raft_leader();
         l.is_some()
     })
     .expect("all four nodes agree on a leader");
@@ -110,12 +59,12 @@ fn a_dead_voter_is_replaced_and_a_minority_is_read_only() {
     let alive: Vec<usize> = (0..4).filter(|i| *i != victim).collect();
     assert!(
         wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
-            let v = names(&consensus(&c, alive[0]), "voter_names");
+            let v = names(&c.consensus(alive[0]), "voter_names");
             v.len() == 3 && v.contains(&learner) && !v.contains(&victim_name)
         })
         .is_some(),
         "learner {learner} did not replace dead voter {victim_name}: {}",
-        consensus(&c, alive[0])
+        c.consensus(alive[0])
     );
     let (s, _) = http(
         "PUT",
@@ -125,7 +74,7 @@ fn a_dead_voter_is_replaced_and_a_minority_is_read_only() {
     assert_eq!(s, 200);
 
     // Kill two of the three voters: the last one is a minority and refuses writes.
-    let v = names(&consensus(&c, alive[0]), "voter_names");
+    let v = names(&c.consensus(alive[0]), "voter_names");
     let voter_idx: Vec<usize> = alive
         .iter()
         .copied()

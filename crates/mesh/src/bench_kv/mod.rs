@@ -108,21 +108,6 @@ enum System {
     Etcd(etcd::Etcd),
 }
 
-fn status_consensus(addr: &str) -> serde_json::Value {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    agent
-        .get(format!("http://{addr}/v1/status"))
-        .call()
-        .ok()
-        .and_then(|mut r| r.body_mut().read_to_string().ok())
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .map(|v| v["consensus"].clone())
-        .unwrap_or_default()
-}
-
 impl System {
     fn name(&self) -> &'static str {
         match self {
@@ -153,24 +138,9 @@ impl System {
     /// The member all running members agree leads (and, for the mesh, accept writes).
     fn leader(&self) -> Option<usize> {
         match self {
-            System::Mesh(_) => {
-                let views: Vec<(usize, serde_json::Value)> = self
-                    .addrs()
-                    .into_iter()
-                    .map(|(i, a)| (i, status_consensus(&a)))
-                    .collect();
-                let l = views.first()?.1["leader"].as_u64()?;
-                if views
-                    .iter()
-                    .any(|(_, v)| v["leader"].as_u64() != Some(l) || v["writable"] != true)
-                {
-                    return None;
-                }
-                views
-                    .iter()
-                    .find(|(_, v)| v["node_id"].as_u64() == Some(l))
-                    .map(|(i, _)| *i)
-            }
+            System::Mesh(c) => c
+                .raft_leader()
+                .filter(|&l| c.consensus(l)["writable"] == true),
             System::Etcd(e) => e.leader(),
         }
     }
@@ -201,17 +171,16 @@ fn start_mesh(nodes: usize) -> anyhow::Result<System> {
         c.spawn(&format!("kv{i}"), &[seed])?;
     }
     let voters = 3.min(nodes);
-    let sys = System::Mesh(c);
     wait_for(Duration::from_secs(30), Duration::from_millis(20), || {
-        sys.addrs()
+        c.running()
             .iter()
-            .all(|(_, a)| status_consensus(a)["voters"].as_array().map(Vec::len) == Some(voters))
-            && sys.leader().is_some()
+            .all(|&i| c.consensus(i)["voters"].as_array().map(Vec::len) == Some(voters))
+            && c.raft_leader().is_some()
     })
     .ok_or_else(|| {
         anyhow::anyhow!("the nodes did not elect a leader with {voters} voters within 30 s")
     })?;
-    Ok(sys)
+    Ok(System::Mesh(c))
 }
 
 /// Runs the load runs and the failover run against `sys`.
