@@ -3,18 +3,15 @@
 //! every key must be linearizable (reads go through openraft's read-index).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_consensus::raft::{NodeId, RaftOrdering};
-use mesh_consensus::{OrderError, Ordering};
 mod common;
+use common::{History, recorded_read, recorded_write};
 
-use mesh_sim::linearizability::{Operation, RegisterOp, check_register};
-use mesh_state::{Command, Expiry, KvCmd, SetCond};
+use mesh_sim::linearizability::check_register;
 use openraft::ServerState;
-
-type History = Arc<Mutex<BTreeMap<String, Vec<Operation>>>>;
 
 fn leader(nodes: &BTreeMap<NodeId, RaftOrdering>) -> Option<RaftOrdering> {
     nodes
@@ -41,61 +38,12 @@ async fn client(
             tokio::task::yield_now().await;
             continue;
         };
+        let limit = Duration::from_millis(300);
         if n.is_multiple_of(2) {
             let value = format!("c{id}-{n}").into_bytes();
-            let cmd = Command::Kv(KvCmd::Set {
-                key: key.clone().into_bytes(),
-                value: value.clone(),
-                cond: SetCond::Always,
-                get: false,
-                expiry: Expiry::Never,
-            });
-            let call = now();
-            let ret = match tokio::time::timeout(Duration::from_millis(300), l.propose(cmd, None))
-                .await
-            {
-                Ok(Ok(_)) => Some(now()),
-                // Refused before entering the log: it never happened.
-                Ok(Err(OrderError::NotLeader { .. })) => continue,
-                // Timed out or failed after it may have entered the log: unknown.
-                _ => None,
-            };
-            history
-                .lock()
-                .unwrap()
-                .entry(key)
-                .or_default()
-                .push(Operation {
-                    call,
-                    ret,
-                    op: RegisterOp::Write(value),
-                });
+            recorded_write(&l, &key, value, limit, now, &history).await;
         } else {
-            let call = now();
-            if let Ok(Ok(())) =
-                tokio::time::timeout(Duration::from_millis(300), l.read_barrier()).await
-            {
-                let value = l
-                    .state()
-                    .read()
-                    .unwrap()
-                    .keyspace
-                    .get_string(key.as_bytes(), 0)
-                    .unwrap()
-                    .map(<[u8]>::to_vec);
-                let ret = now();
-                history
-                    .lock()
-                    .unwrap()
-                    .entry(key)
-                    .or_default()
-                    .push(Operation {
-                        call,
-                        ret: Some(ret),
-                        op: RegisterOp::Read(value),
-                    });
-            }
-            // A failed read observed nothing: not part of the history.
+            recorded_read(&l, &key, limit, now, &history).await;
         }
     }
 }

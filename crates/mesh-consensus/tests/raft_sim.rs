@@ -27,19 +27,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mesh_consensus::Ordering;
 use mesh_consensus::raft::engine::lan_config;
 use mesh_consensus::raft::log_store::MemLogStore;
 use mesh_consensus::raft::net_mem::MemRouter;
 use mesh_consensus::raft::sm_store::SmStore;
 use mesh_consensus::raft::{NodeId, RaftOrdering, TypeConfig};
-use mesh_consensus::{OrderError, Ordering};
 use mesh_sim::linearizability::{Operation, RegisterOp, check_register};
-use mesh_state::{Command, Expiry, KvCmd, SetCond};
+use mesh_state::Command;
 use openraft::{BasicNode, Entry, RaftLogReader, ServerState};
 use tokio::time::Instant;
 
 mod common;
-use common::Leaders;
+use common::{History, Leaders, recorded_read, recorded_write};
 
 /// xorshift64*: the seeded schedule.
 struct Rng(u64);
@@ -54,8 +54,6 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
     }
 }
-
-type History = Arc<Mutex<BTreeMap<String, Vec<Operation>>>>;
 
 struct Sim {
     router: MemRouter,
@@ -115,59 +113,12 @@ async fn client(
         let Some(o) = nodes.lock().unwrap().get(&target).cloned() else {
             continue;
         };
+        let limit = Duration::from_millis(800);
         if rng.next(2) == 0 {
             let value = format!("c{id}-{n}").into_bytes();
-            let cmd = Command::Kv(KvCmd::Set {
-                key: key.clone().into_bytes(),
-                value: value.clone(),
-                cond: SetCond::Always,
-                get: false,
-                expiry: Expiry::Never,
-            });
-            let call = now();
-            let ret = match tokio::time::timeout(Duration::from_millis(800), o.propose(cmd, None))
-                .await
-            {
-                Ok(Ok(_)) => Some(now()),
-                // Refused before entering the log: it never happened.
-                Ok(Err(OrderError::NotLeader { .. })) => continue,
-                // Timed out, or the node stopped with it in flight: unknown.
-                _ => None,
-            };
-            history
-                .lock()
-                .unwrap()
-                .entry(key)
-                .or_default()
-                .push(Operation {
-                    call,
-                    ret,
-                    op: RegisterOp::Write(value),
-                });
+            recorded_write(&o, &key, value, limit, now, &history).await;
         } else {
-            let call = now();
-            if let Ok(Ok(())) =
-                tokio::time::timeout(Duration::from_millis(800), o.read_barrier()).await
-            {
-                let value = o
-                    .state()
-                    .read()
-                    .unwrap()
-                    .keyspace
-                    .get_string(key.as_bytes(), 0)
-                    .unwrap()
-                    .map(<[u8]>::to_vec);
-                history
-                    .lock()
-                    .unwrap()
-                    .entry(key)
-                    .or_default()
-                    .push(Operation {
-                        call,
-                        ret: Some(now()),
-                        op: RegisterOp::Read(value),
-                    });
-            }
+            recorded_read(&o, &key, limit, now, &history).await;
         }
     }
 }

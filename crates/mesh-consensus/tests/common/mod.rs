@@ -125,3 +125,79 @@ pub fn watch_leaders(o: &RaftOrdering, leaders: Leaders) {
         }
     });
 }
+
+/// Per-key operation histories for the linearizability checker.
+pub type History =
+    std::sync::Arc<std::sync::Mutex<BTreeMap<String, Vec<mesh_sim::linearizability::Operation>>>>;
+
+/// Writes `value` to `key` through `o` within `limit` and records the outcome in
+/// `history` (`now` gives timestamps). A write refused before it entered the log
+/// (not the leader) never happened and is not recorded; one that timed out or
+/// failed later has an unknown outcome.
+pub async fn recorded_write(
+    o: &RaftOrdering,
+    key: &str,
+    value: Vec<u8>,
+    limit: Duration,
+    now: impl Fn() -> u64,
+    history: &History,
+) {
+    use mesh_consensus::OrderError;
+    use mesh_sim::linearizability::{Operation, RegisterOp};
+    let cmd = Command::Kv(KvCmd::Set {
+        key: key.as_bytes().to_vec(),
+        value: value.clone(),
+        cond: SetCond::Always,
+        get: false,
+        expiry: Expiry::Never,
+    });
+    let call = now();
+    let ret = match tokio::time::timeout(limit, o.propose(cmd, None)).await {
+        Ok(Ok(_)) => Some(now()),
+        Ok(Err(OrderError::NotLeader { .. })) => return,
+        _ => None,
+    };
+    history
+        .lock()
+        .unwrap()
+        .entry(key.to_string())
+        .or_default()
+        .push(Operation {
+            call,
+            ret,
+            op: RegisterOp::Write(value),
+        });
+}
+
+/// Reads `key` linearizably through `o` within `limit` and records what it saw;
+/// a read that fails observed nothing and is not recorded.
+pub async fn recorded_read(
+    o: &RaftOrdering,
+    key: &str,
+    limit: Duration,
+    now: impl Fn() -> u64,
+    history: &History,
+) {
+    use mesh_sim::linearizability::{Operation, RegisterOp};
+    let call = now();
+    if let Ok(Ok(())) = tokio::time::timeout(limit, o.read_barrier()).await {
+        let value = o
+            .state()
+            .read()
+            .unwrap()
+            .keyspace
+            .get_string(key.as_bytes(), 0)
+            .unwrap()
+            .map(<[u8]>::to_vec);
+        history
+            .lock()
+            .unwrap()
+            .entry(key.to_string())
+            .or_default()
+            .push(Operation {
+                call,
+                ret: Some(now()),
+                op: RegisterOp::Read(value),
+            });
+    }
+}
