@@ -144,6 +144,37 @@ impl RaftOrdering {
         command: Command,
         request_id: Option<RequestId>,
     ) -> Result<Applied, OrderError> {
+        self.enqueue_local(command, request_id).await?.await
+    }
+
+    /// Orders several writes here (a batch a follower forwarded): all are queued
+    /// for the batcher before any outcome is awaited, so they share log entries;
+    /// outcomes come back in order.
+    pub async fn propose_many_local(
+        &self,
+        items: Vec<(Command, Option<RequestId>)>,
+    ) -> Vec<Result<Applied, OrderError>> {
+        let mut pending = Vec::with_capacity(items.len());
+        for (command, request_id) in items {
+            pending.push(self.enqueue_local(command, request_id).await);
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            out.push(match p {
+                Ok(outcome) => outcome.await,
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
+    /// Stamps `command` and queues it for the batcher; the future resolves to its outcome.
+    async fn enqueue_local(
+        &self,
+        command: Command,
+        request_id: Option<RequestId>,
+    ) -> Result<impl std::future::Future<Output = Result<Applied, OrderError>> + use<>, OrderError>
+    {
         let leader = self.raft.metrics().borrow().current_leader;
         if leader != Some(self.id) {
             return Err(OrderError::NotLeader { leader });
@@ -159,8 +190,10 @@ impl RaftOrdering {
             })
             .await
             .map_err(|_| OrderError::Stopped("the batcher stopped".into()))?;
-        rx.await
-            .map_err(|_| OrderError::Stopped("the batcher dropped a write".into()))?
+        Ok(async move {
+            rx.await
+                .map_err(|_| OrderError::Stopped("the batcher dropped a write".into()))?
+        })
     }
 
     /// On the leader: confirms leadership with a quorum and returns the index a

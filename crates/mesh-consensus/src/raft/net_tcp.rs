@@ -98,19 +98,9 @@ pub async fn handle_frame(node: &RaftOrdering, payload: &[u8]) -> Option<Vec<u8>
             if items.len() > super::forwarder::MAX_BATCH {
                 return None;
             }
-            // Each write on its own, concurrently: the leader's batcher groups them.
-            let mut set = tokio::task::JoinSet::new();
-            for (i, (command, request_id)) in items.into_iter().enumerate() {
-                let node = node.clone();
-                set.spawn(async move { (i, node.propose_local(command, request_id).await) });
-            }
-            let mut results: Vec<(usize, Result<Applied, OrderError>)> = Vec::new();
-            while let Some(r) = set.join_next().await {
-                results.push(r.ok()?);
-            }
-            results.sort_by_key(|(i, _)| *i);
-            let results: Vec<Result<Applied, OrderError>> =
-                results.into_iter().map(|(_, r)| r).collect();
+            // All queued for the batcher at once (it groups them into entries),
+            // without a task per write.
+            let results = node.propose_many_local(items).await;
             Some(encode(FORWARD_BATCH | REPLY, &results))
         }
         READ_INDEX => Some(encode(READ_INDEX | REPLY, &node.read_index_local().await)),

@@ -9,9 +9,10 @@
 //! one fsync covers many client writes. Until then the entries are readable from
 //! memory, as openraft requires. Votes, truncation and purges go through the same
 //! queue, in order, and their calls return once they are durable. The commit
-//! index is saved without an fsync (`Durability::None`, made durable by the next
-//! append): it only speeds up a restart, and losing it is safe, since the leader
-//! tells a restarted node again what is committed.
+//! index is not written on its own: the latest one rides along in the next
+//! append's transaction. It only speeds up a restart, and an older one is safe,
+//! since the leader tells a restarted node again what is committed. (A
+//! transaction per commit used to delay the next append's fsync on every node.)
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -41,8 +42,12 @@ pub struct RedbLogStore {
     /// number (so the writer removes only what it wrote, not a newer entry at
     /// the same index after a truncation).
     pending: Pending,
+    /// The commit index to save with the next append, if it changed.
+    unsaved_commit: UnsavedCommit,
     writer: Arc<Writer>,
 }
+
+type UnsavedCommit = Arc<Mutex<Option<Option<LogId<NodeId>>>>>;
 
 /// Work for the writer thread, done in order.
 enum Op {
@@ -99,7 +104,7 @@ const MAX_GROUP: usize = 4096;
 
 /// The writer thread: takes everything queued, writes runs of appends in one
 /// transaction (one fsync), and does other operations in between, in order.
-fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<Op>, pending: Pending) {
+fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<Op>, pending: Pending, commit: UnsavedCommit) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_GROUP {
@@ -117,7 +122,7 @@ fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<Op>, pending: Pending) {
                     callback,
                 } => appends.push((seq, rows, callback)),
                 other => {
-                    flush_appends(&db, &pending, std::mem::take(&mut appends));
+                    flush_appends(&db, &pending, &commit, std::mem::take(&mut appends));
                     match other {
                         Op::Remove { from, to, done } => {
                             let _ = done.send(remove_range(&db, from, to));
@@ -140,18 +145,26 @@ fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<Op>, pending: Pending) {
                 }
             }
         }
-        flush_appends(&db, &pending, appends);
+        flush_appends(&db, &pending, &commit, appends);
     }
 }
 
 type AppendBatch = Vec<(u64, Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>)>;
 
-fn flush_appends(db: &Database, pending: &Pending, appends: AppendBatch) {
+fn flush_appends(db: &Database, pending: &Pending, commit: &UnsavedCommit, appends: AppendBatch) {
     if appends.is_empty() {
         return;
     }
+    let commit = commit.lock().unwrap_or_else(|e| e.into_inner()).take();
     let result = (|| -> Result<(), String> {
         let txn = db.begin_write().map_err(|e| e.to_string())?;
+        if let Some(commit) = commit {
+            let bytes = postcard::to_allocvec(&commit).map_err(|e| e.to_string())?;
+            txn.open_table(META)
+                .map_err(|e| e.to_string())?
+                .insert(COMMITTED, bytes.as_slice())
+                .map_err(|e| e.to_string())?;
+        }
         {
             let mut table = txn.open_table(LOG).map_err(|e| e.to_string())?;
             for (_, rows, _) in &appends {
@@ -236,18 +249,20 @@ impl RedbLogStore {
         txn.commit().map_err(io_err)?;
         let db = Arc::new(db);
         let pending: Pending = Arc::default();
+        let unsaved_commit: UnsavedCommit = Arc::default();
         let (tx, rx) = mpsc::channel();
         let thread = {
-            let (db, pending) = (db.clone(), pending.clone());
+            let (db, pending, commit) = (db.clone(), pending.clone(), unsaved_commit.clone());
             std::thread::Builder::new()
                 .name("raft-log-writer".into())
-                .spawn(move || writer_loop(db, rx, pending))
+                .spawn(move || writer_loop(db, rx, pending, commit))
                 .map_err(io_err)?
         };
         Ok(Self {
             db,
             committed: CommitIndex::default(),
             pending,
+            unsaved_commit,
             writer: Arc::new(Writer {
                 tx: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
@@ -392,8 +407,11 @@ impl RaftLogStorage<TypeConfig> for RedbLogStore {
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
         self.committed.set(committed.map(|c| c.index));
-        self.write_meta(COMMITTED, &committed, Durability::None, false)
-            .await
+        *self
+            .unsaved_commit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {

@@ -139,37 +139,68 @@ impl Default for SmStore {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SmStore {
+    /// Encodes and persists the state on a blocking thread, so neither a large
+    /// state nor the fsync holds up the node's async work. The machine and its
+    /// last-applied id are read under the state lock together: openraft builds
+    /// snapshots concurrently with applying, and a snapshot that claimed a newer
+    /// index than its contents would lose those entries once the log is purged.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let machine = self
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .snapshot();
-        let mut meta = self.meta();
-        meta.snapshots_built += 1;
-        let body = SnapshotBody {
-            last_applied: meta.last_applied,
-            membership: meta.membership.clone(),
-            machine,
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.build_snapshot_blocking())
+            .await
+            .map_err(io_err)?
+    }
+}
+
+impl SmStore {
+    fn build_snapshot_blocking(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (body, built) = {
+            let machine = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let mut meta = self.meta();
+            meta.snapshots_built += 1;
+            let consistent = (
+                meta.last_applied,
+                meta.membership.clone(),
+                meta.snapshots_built,
+            );
+            drop(meta);
+            let body = SnapshotBody {
+                last_applied: consistent.0,
+                membership: consistent.1,
+                machine: machine.snapshot(),
+            };
+            (body, consistent.2)
         };
         let data = postcard::to_allocvec(&body).map_err(io_err)?;
         let snapshot_meta = SnapshotMeta {
-            last_log_id: meta.last_applied,
-            last_membership: meta.membership.clone(),
+            last_log_id: body.last_applied,
+            last_membership: body.membership,
             snapshot_id: format!(
                 "{}-{}",
-                meta.last_applied.map(|l| l.index).unwrap_or(0),
-                meta.snapshots_built
+                body.last_applied.map(|l| l.index).unwrap_or(0),
+                built
             ),
         };
-        meta.snapshot = Some((snapshot_meta.clone(), data.clone()));
-        drop(meta);
         // Durable before openraft may purge the log entries it covers.
         self.persist(&snapshot_meta, &data)?;
+        self.meta().snapshot = Some((snapshot_meta.clone(), data.clone()));
         Ok(Snapshot {
             meta: snapshot_meta,
             snapshot: Box::new(Cursor::new(data)),
         })
+    }
+
+    /// The state for writing, without blocking the thread while a snapshot is
+    /// being encoded under the read lock elsewhere.
+    async fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, StateMachine> {
+        loop {
+            match self.state.try_write() {
+                Ok(g) => return g,
+                Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 }
 
@@ -191,7 +222,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
     {
         let mut out = Vec::new();
         let mut caused = Vec::new();
-        let mut machine = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut machine = self.write_state().await;
         let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
         for entry in entries {
             let index = entry.log_id.index;
@@ -236,15 +267,25 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = postcard::from_bytes(&data).map_err(io_err)?;
-        let machine = StateMachine::restore(&body.machine).map_err(io_err)?;
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = machine;
+        // Decoding a large state and the fsync run on a blocking thread.
+        let (store, snapshot_meta) = (self.clone(), meta.clone());
+        let (machine, data) = tokio::task::spawn_blocking(move || {
+            let body: SnapshotBody = postcard::from_bytes(&data).map_err(io_err)?;
+            let machine = StateMachine::restore(&body.machine).map_err(io_err)?;
+            store.persist(&snapshot_meta, &data)?;
+            Ok::<_, StorageError<NodeId>>((machine, data))
+        })
+        .await
+        .map_err(io_err)??;
+        let mut state = self.write_state().await;
+        *state = machine;
         let mut m = self.meta();
         m.last_applied = meta.last_log_id;
         m.membership = meta.last_membership.clone();
-        m.snapshot = Some((meta.clone(), data.clone()));
+        m.snapshot = Some((meta.clone(), data));
         drop(m);
-        self.persist(meta, &data)
+        drop(state);
+        Ok(())
     }
 
     async fn get_current_snapshot(
