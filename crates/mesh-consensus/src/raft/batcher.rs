@@ -1,8 +1,7 @@
 //! Group commit for client writes on the leader.
 //!
-//! openraft 0.9 appends (and fsyncs) each `client_write` before it looks at the
-//! next, so one command per entry would cap writes at one per fsync. Instead,
-//! proposals queue here; a batch is everything queued when a slot frees up (up
+//! One command per entry would cost a log append, a replication message and an
+//! fsync on every node per write. Instead, proposals queue here; a batch is everything queued when a slot frees up (up
 //! to [`MAX_BATCH`] commands or [`MAX_BATCH_BYTES`]), written as one entry, and
 //! [`MAX_IN_FLIGHT`] batches may be in the log at once. Under load a batch
 //! carries many commands per fsync; an idle leader sends a lone command at once.

@@ -9,10 +9,12 @@
 //! one fsync covers many client writes. Until then the entries are readable from
 //! memory, as openraft requires. Votes, truncation and purges go through the same
 //! queue, in order, and their calls return once they are durable. The commit
-//! index is not written on its own: the latest one rides along in the next
-//! append's transaction. It only speeds up a restart, and an older one is safe,
-//! since the leader tells a restarted node again what is committed. (A
-//! transaction per commit used to delay the next append's fsync on every node.)
+//! index is not written on its own: the latest one rides along in an append's
+//! transaction, at most once per [`COMMIT_SAVE_EVERY`]. It only speeds up a
+//! restart, and an older one is safe, since the leader tells a restarted node
+//! again what is committed. (A transaction per commit used to delay the next
+//! append's fsync on every node; writing it with every append adds pages to
+//! every fsync.)
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -99,12 +101,19 @@ impl Drop for Writer {
 
 type Pending = Arc<Mutex<BTreeMap<u64, (u64, Entry<TypeConfig>)>>>;
 
+/// How often the commit index is saved, at most.
+pub const COMMIT_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Most operations one transaction groups.
 const MAX_GROUP: usize = 4096;
 
 /// The writer thread: takes everything queued, writes runs of appends in one
 /// transaction (one fsync), and does other operations in between, in order.
 fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<Op>, pending: Pending, commit: UnsavedCommit) {
+    let mut commit = CommitSaver {
+        unsaved: commit,
+        last_saved: None,
+    };
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_GROUP {
@@ -122,7 +131,7 @@ fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<Op>, pending: Pending, comm
                     callback,
                 } => appends.push((seq, rows, callback)),
                 other => {
-                    flush_appends(&db, &pending, &commit, std::mem::take(&mut appends));
+                    flush_appends(&db, &pending, &mut commit, std::mem::take(&mut appends));
                     match other {
                         Op::Remove { from, to, done } => {
                             let _ = done.send(remove_range(&db, from, to));
@@ -145,17 +154,42 @@ fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<Op>, pending: Pending, comm
                 }
             }
         }
-        flush_appends(&db, &pending, &commit, appends);
+        flush_appends(&db, &pending, &mut commit, appends);
     }
 }
 
 type AppendBatch = Vec<(u64, Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>)>;
 
-fn flush_appends(db: &Database, pending: &Pending, commit: &UnsavedCommit, appends: AppendBatch) {
+/// The writer's side of the commit index: what to save, and when it last did.
+struct CommitSaver {
+    unsaved: UnsavedCommit,
+    last_saved: Option<std::time::Instant>,
+}
+
+impl CommitSaver {
+    /// The commit index to write with this transaction, if it is time.
+    fn due(&mut self) -> Option<Option<LogId<NodeId>>> {
+        if self
+            .last_saved
+            .is_some_and(|t| t.elapsed() < COMMIT_SAVE_EVERY)
+        {
+            return None;
+        }
+        let c = self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        self.last_saved = Some(std::time::Instant::now());
+        Some(c)
+    }
+}
+
+fn flush_appends(db: &Database, pending: &Pending, commit: &mut CommitSaver, appends: AppendBatch) {
     if appends.is_empty() {
         return;
     }
-    let commit = commit.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let commit = commit.due();
     let result = (|| -> Result<(), String> {
         let txn = db.begin_write().map_err(|e| e.to_string())?;
         if let Some(commit) = commit {
