@@ -37,7 +37,7 @@ pub fn score(required: &[Need], offered: &[String]) -> f64 {
     }
     let met: u64 = required
         .iter()
-        .filter(|n| offered.iter().any(|o| *o == n.name))
+        .filter(|n| offered.contains(&n.name))
         .map(|n| n.weight as u64)
         .sum();
     met as f64 / total as f64
