@@ -55,6 +55,9 @@ pub struct Agent {
     /// Set by a replicated `NodeDead` command when the membership layer confirmed
     /// the hosting node dead; cleared when the agent registers again.
     pub node_dead_at_ms: Option<u64>,
+    /// The zone of its node, for tasks that ask for one.
+    #[serde(default)]
+    pub zone: Option<String>,
 }
 
 /// Longest agent id, type, node name or capability.

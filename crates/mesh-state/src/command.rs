@@ -35,6 +35,8 @@ pub enum Command {
     Tick,
     /// Agents, proposals and votes, barriers.
     Coord(CoordCmd),
+    /// Tasks.
+    Task(crate::tasks::TaskCmd),
 }
 
 /// A coordination command.
@@ -47,6 +49,8 @@ pub enum CoordCmd {
         caps: Vec<String>,
         node: String,
         public_key: Vec<u8>,
+        /// The zone of its node, if the node has one.
+        zone: Option<String>,
     },
     SetAgentState {
         id: String,
@@ -110,6 +114,8 @@ pub enum Event {
         node: String,
         agents: Vec<String>,
     },
+    /// A task changed state.
+    Task(crate::tasks::TaskEvent),
 }
 
 /// When a written key expires.
@@ -308,4 +314,6 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// An error for one command inside a `Multi`.
     Error(crate::StateError),
+    /// A task command's reply.
+    Task(crate::tasks::TaskReply),
 }

@@ -15,7 +15,7 @@
 //!
 //! - [`agents`], [`proposals`] (signed votes), [`barriers`]: the coordination state.
 //!
-//! Tasks (issue 4) join the same machine next.
+//! - [`tasks`]: tasks that really run: submit, route, lease, retry, complete.
 #![forbid(unsafe_code)]
 
 pub mod agents;
@@ -27,6 +27,7 @@ pub mod keyspace;
 pub mod limits;
 pub mod machine;
 pub mod proposals;
+pub mod tasks;
 pub mod value;
 
 pub use command::{

@@ -18,6 +18,8 @@ use crate::proposals::{
     self, DEFAULT_THRESHOLD, MAX_BODY_BYTES, MAX_REASON_BYTES, MAX_VOTERS, Proposal,
     ProposalStatus, Vote,
 };
+use crate::tasks::table::Ctx;
+use crate::tasks::{TaskCmd, TaskTable};
 use crate::value::{Score, Value};
 
 /// The replicated state.
@@ -38,6 +40,7 @@ pub struct StateMachine {
     /// (deadline, id) of open proposals, to expire them in time order.
     deadlines: BTreeSet<(u64, String)>,
     pub barriers: BTreeMap<String, Barrier>,
+    pub tasks: TaskTable,
 }
 
 fn check_key(key: &[u8]) -> Result<(), StateError> {
@@ -253,6 +256,15 @@ impl StateMachine {
         let now = self.clock_ms;
         self.keyspace.expire_due(now);
         self.expire_proposals(now, events);
+        {
+            let mut ctx = Ctx {
+                now,
+                index: self.applied_index,
+                agents: &self.agents,
+                events,
+            };
+            self.tasks.advance(&mut ctx);
+        }
         self.forget_old_requests(now);
 
         if let Some(id) = &stamped.request_id {
@@ -271,6 +283,7 @@ impl StateMachine {
         let result = match &stamped.command {
             Command::Tick => Ok(Reply::Ok),
             Command::Coord(cmd) => self.apply_coord(cmd, now, events),
+            Command::Task(cmd) => self.apply_task(cmd, now, &mut rng, events),
             Command::Kv(cmd) => validate(cmd).and_then(|_| self.apply_kv(cmd, now, &mut rng)),
             Command::Multi(cmds) => Ok(Reply::Array(
                 cmds.iter()
@@ -676,6 +689,63 @@ impl StateMachine {
         }
     }
 
+    fn apply_task(
+        &mut self,
+        cmd: &TaskCmd,
+        now: u64,
+        rng: &mut Xoshiro256PlusPlus,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply, StateError> {
+        let mut ctx = Ctx {
+            now,
+            index: self.applied_index,
+            agents: &self.agents,
+            events,
+        };
+        let t = &mut self.tasks;
+        let reply = match cmd {
+            TaskCmd::Submit { tasks } => t.submit(tasks, rng, &mut ctx),
+            TaskCmd::Claim {
+                agent,
+                max,
+                lease_ms,
+                wait_ms,
+                since,
+            } => t.claim(agent, *max, *lease_ms, *wait_ms, *since, &mut ctx),
+            TaskCmd::Renew { agent, tasks } => t.renew(agent, tasks, &mut ctx),
+            TaskCmd::Finish {
+                agent,
+                outcomes,
+                then_claim,
+            } => t.finish_many(agent, outcomes, *then_claim, &mut ctx),
+            TaskCmd::Cancel { id, reason } => t.cancel(id, reason, &mut ctx),
+            TaskCmd::Bid {
+                task,
+                agent,
+                resources,
+            } => t.bid(task, agent, *resources, &mut ctx),
+            TaskCmd::Transfer {
+                task,
+                to_agent,
+                reason,
+            } => t.transfer(task, to_agent, reason, &mut ctx),
+            TaskCmd::SetDefaultRoute { route } => {
+                t.default_route = *route;
+                Ok(crate::tasks::TaskReply::Done)
+            }
+        }?;
+        // Agents that touch their tasks are alive.
+        if let TaskCmd::Claim { agent, .. }
+        | TaskCmd::Renew { agent, .. }
+        | TaskCmd::Finish { agent, .. }
+        | TaskCmd::Bid { agent, .. } = cmd
+            && let Some(a) = self.agents.get_mut(agent)
+        {
+            a.last_seen_ms = now;
+        }
+        Ok(Reply::Task(reply))
+    }
+
     fn apply_coord(
         &mut self,
         cmd: &CoordCmd,
@@ -689,8 +759,12 @@ impl StateMachine {
                 caps,
                 node,
                 public_key,
+                zone,
             } => {
                 agents::check_name("agent id", id)?;
+                if let Some(z) = zone {
+                    agents::check_name("zone", z)?;
+                }
                 agents::check_name("agent type", kind)?;
                 agents::check_name("node", node)?;
                 if caps.len() > MAX_AGENT_CAPS {
@@ -726,6 +800,7 @@ impl StateMachine {
                         registered_at_ms,
                         last_seen_ms: now,
                         node_dead_at_ms: None,
+                        zone: zone.clone(),
                     },
                 );
                 events.push(Event::AgentStateChanged {
@@ -733,6 +808,7 @@ impl StateMachine {
                     state: AgentState::Active,
                 });
                 self.check_barriers(now, events);
+                self.tasks.agents_changed(&self.agents);
                 Ok(Reply::Ok)
             }
             CoordCmd::SetAgentState { id, state } => {
@@ -753,10 +829,24 @@ impl StateMachine {
                 Ok(Reply::Ok)
             }
             CoordCmd::UnregisterAgent { id } => {
-                self.agents
-                    .remove(id)
-                    .ok_or_else(|| not_found("agent", id))?;
+                if !self.agents.contains_key(id) {
+                    return Err(not_found("agent", id));
+                }
+                // Its tasks move on before it is gone.
+                let mut ctx = Ctx {
+                    now,
+                    index: self.applied_index,
+                    agents: &self.agents,
+                    events,
+                };
+                self.tasks.agents_gone(
+                    std::slice::from_ref(id),
+                    &format!("agent '{id}' unregistered"),
+                    &mut ctx,
+                );
+                self.agents.remove(id);
                 self.check_barriers(now, events);
+                self.tasks.agents_changed(&self.agents);
                 Ok(Reply::Ok)
             }
             CoordCmd::NodeDead { node } => {
@@ -770,6 +860,15 @@ impl StateMachine {
                     marked.push(a.id.clone());
                 }
                 let n = marked.len() as i64;
+                let mut ctx = Ctx {
+                    now,
+                    index: self.applied_index,
+                    agents: &self.agents,
+                    events,
+                };
+                self.tasks
+                    .agents_gone(&marked, &format!("node '{node}' confirmed dead"), &mut ctx);
+                self.tasks.agents_changed(&self.agents);
                 if !marked.is_empty() {
                     events.push(Event::AgentsOrphaned {
                         node: node.clone(),

@@ -59,6 +59,7 @@ impl M {
             caps: vec!["rust".into()],
             node: node.into(),
             public_key,
+            zone: None,
         };
         self.run(cmd).unwrap();
     }
@@ -269,6 +270,7 @@ fn agents_register_change_state_and_lose_their_node() {
         caps: vec![],
         node: "node-9".into(),
         public_key: other,
+        zone: None,
     };
     assert!(matches!(m.run(hijack), Err(StateError::Conflict(_))));
     let bad_key = CoordCmd::RegisterAgent {
@@ -277,6 +279,7 @@ fn agents_register_change_state_and_lose_their_node() {
         caps: vec![],
         node: "n".into(),
         public_key: vec![1, 2, 3],
+        zone: None,
     };
     assert!(matches!(m.run(bad_key), Err(StateError::Invalid(_))));
     m.run(CoordCmd::SetAgentState {

@@ -248,6 +248,7 @@ impl Service {
             caps: a.caps,
             node: a.node.unwrap_or_else(|| self.node_name().to_string()),
             public_key,
+            zone: None,
         };
         self.write_ok(Command::Coord(cmd), request_id).await?;
         self.agent(&id, true).await

@@ -1,0 +1,538 @@
+//! The task and what a client submits, with limits and validation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StateError;
+
+/// Default time a task may run, per attempt.
+pub const DEFAULT_TIMEOUT_MS: u64 = 300_000;
+/// Longest timeout accepted (a week).
+pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Default retry budget: attempts after the first.
+pub const DEFAULT_RETRIES: u32 = 3;
+pub const MAX_RETRIES: u32 = 100;
+/// Default lease a claim grants; the agent renews it while the task runs.
+pub const DEFAULT_LEASE_MS: u64 = 5_000;
+pub const MIN_LEASE_MS: u64 = 200;
+pub const MAX_LEASE_MS: u64 = 300_000;
+/// Largest payload and result.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
+/// Most tasks in one submit.
+pub const MAX_TASKS_PER_SUBMIT: usize = 10_000;
+/// Most dependencies and required capabilities per task.
+pub const MAX_DEPS: usize = 1_000;
+pub const MAX_NEEDS: usize = 64;
+/// Most tasks one claim takes, and most outcomes one finish reports.
+pub const MAX_CLAIM: u32 = 1_000;
+/// Longest a claim stays open for tasks that become ready later.
+pub const MAX_CLAIM_WAIT_MS: u64 = 60_000;
+/// How long an auction collects bids.
+pub const AUCTION_WINDOW_MS: u64 = 50;
+/// Finished tasks kept for status queries, at most (oldest forgotten first).
+pub const MAX_FINISHED_TASKS: usize = 100_000;
+/// Longest reason text kept.
+pub const MAX_REASON_BYTES: usize = 1_024;
+
+/// A task's priority; higher runs first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Priority {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 4] = [
+        Priority::Low,
+        Priority::Medium,
+        Priority::High,
+        Priority::Critical,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+            Priority::Critical => "critical",
+        }
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown priority '{s}': expected low, medium, high or critical")
+            })
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Waiting for dependencies.
+    Pending,
+    /// Waiting for an agent.
+    Ready,
+    /// In an agent's queue, not started.
+    Assigned,
+    /// Started by its agent, under a lease.
+    Running,
+    Completed,
+    /// Failed for good (the agent said retrying would not help).
+    Failed,
+    /// Out of retries: every attempt's reason is kept.
+    DeadLetter,
+    Cancelled,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Pending,
+        TaskState::Ready,
+        TaskState::Assigned,
+        TaskState::Running,
+        TaskState::Completed,
+        TaskState::Failed,
+        TaskState::DeadLetter,
+        TaskState::Cancelled,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Ready => "ready",
+            TaskState::Assigned => "assigned",
+            TaskState::Running => "running",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::DeadLetter => "dead_letter",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::DeadLetter | TaskState::Cancelled
+        )
+    }
+}
+
+impl std::str::FromStr for TaskState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        TaskState::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown task state '{s}': expected pending, ready, assigned, running, completed, failed, dead_letter or cancelled"
+                )
+            })
+    }
+}
+
+/// The routing strategy, as stored (see `mesh_sched::Strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Route {
+    Capability,
+    Hash,
+    Auction,
+    Steal,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        self.sched().as_str()
+    }
+    pub fn sched(self) -> mesh_sched::Strategy {
+        match self {
+            Route::Capability => mesh_sched::Strategy::Capability,
+            Route::Hash => mesh_sched::Strategy::Hash,
+            Route::Auction => mesh_sched::Strategy::Auction,
+            Route::Steal => mesh_sched::Strategy::Steal,
+        }
+    }
+}
+
+impl std::str::FromStr for Route {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.parse::<mesh_sched::Strategy>()? {
+            mesh_sched::Strategy::Capability => Route::Capability,
+            mesh_sched::Strategy::Hash => Route::Hash,
+            mesh_sched::Strategy::Auction => Route::Auction,
+            mesh_sched::Strategy::Steal => Route::Steal,
+        })
+    }
+}
+
+/// A task's input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    Bytes(Vec<u8>),
+    /// JSON, kept as the client's text.
+    Json(String),
+}
+
+impl Payload {
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Bytes(b) => b.len(),
+            Payload::Json(s) => s.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Payload::Bytes(b) => b,
+            Payload::Json(s) => s.as_bytes(),
+        }
+    }
+}
+
+/// A required capability with its weight.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Need {
+    pub name: String,
+    pub weight: u32,
+}
+
+/// What a client submits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The client's id for the task, or one is made up (`t-` and 16 hex digits).
+    pub id: Option<String>,
+    pub payload: Payload,
+    pub needs: Vec<Need>,
+    /// Lowest capability score an agent needs (default 0.7).
+    pub min_score: Option<f64>,
+    pub priority: Priority,
+    /// Tasks (existing, or earlier in the same submit) that must complete first.
+    pub deps: Vec<String>,
+    pub timeout_ms: Option<u64>,
+    pub retries: Option<u32>,
+    /// A second submit with the same key returns the first task.
+    pub idempotency_key: Option<String>,
+    /// `None`: the mesh's default.
+    pub route: Option<Route>,
+    /// Only agents whose node is in this zone.
+    pub zone: Option<String>,
+    /// For `steal`: the agent, or the node whose agent, whose queue gets the task.
+    pub queue: Option<String>,
+}
+
+impl TaskSpec {
+    /// A task with defaults everywhere.
+    pub fn new(payload: Payload) -> Self {
+        TaskSpec {
+            id: None,
+            payload,
+            needs: Vec::new(),
+            min_score: None,
+            priority: Priority::Medium,
+            deps: Vec::new(),
+            timeout_ms: None,
+            retries: None,
+            idempotency_key: None,
+            route: None,
+            zone: None,
+            queue: None,
+        }
+    }
+
+    /// Checks everything that does not depend on the state.
+    pub fn validate(&self) -> Result<(), StateError> {
+        if let Some(id) = &self.id {
+            crate::agents::check_name("task id", id)?;
+        }
+        if self.payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(StateError::TooLarge {
+                what: "task payload".into(),
+                len: self.payload.len(),
+                max: MAX_PAYLOAD_BYTES,
+            });
+        }
+        if self.needs.len() > MAX_NEEDS {
+            return Err(StateError::Invalid(format!(
+                "{} required capabilities (at most {MAX_NEEDS})",
+                self.needs.len()
+            )));
+        }
+        for n in &self.needs {
+            crate::agents::check_name("capability", &n.name)?;
+            if n.weight == 0 || n.weight > 1000 {
+                return Err(StateError::Invalid(format!(
+                    "capability '{}' has weight {}: weights are 1 to 1000",
+                    n.name, n.weight
+                )));
+            }
+        }
+        if let Some(s) = self.min_score
+            && !(0.0..=1.0).contains(&s)
+        {
+            return Err(StateError::Invalid(format!(
+                "min_score {s} is outside 0 to 1"
+            )));
+        }
+        if self.deps.len() > MAX_DEPS {
+            return Err(StateError::Invalid(format!(
+                "{} dependencies (at most {MAX_DEPS})",
+                self.deps.len()
+            )));
+        }
+        for d in &self.deps {
+            crate::agents::check_name("dependency", d)?;
+        }
+        if let Some(t) = self.timeout_ms
+            && (t == 0 || t > MAX_TIMEOUT_MS)
+        {
+            return Err(StateError::Invalid(format!(
+                "timeout of {t} ms is outside 1 ms to {MAX_TIMEOUT_MS} ms"
+            )));
+        }
+        if let Some(r) = self.retries
+            && r > MAX_RETRIES
+        {
+            return Err(StateError::Invalid(format!(
+                "{r} retries (at most {MAX_RETRIES})"
+            )));
+        }
+        if let Some(k) = &self.idempotency_key
+            && (k.is_empty() || k.len() > 128)
+        {
+            return Err(StateError::Invalid(
+                "idempotency key must be 1 to 128 bytes".into(),
+            ));
+        }
+        if let Some(z) = &self.zone {
+            crate::agents::check_name("zone", z)?;
+        }
+        if let Some(q) = &self.queue {
+            crate::agents::check_name("queue", q)?;
+        }
+        Ok(())
+    }
+}
+
+/// One state change, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub at_ms: u64,
+    pub state: TaskState,
+    pub agent: Option<String>,
+    pub reason: String,
+}
+
+/// One run of a task by an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first run.
+    pub number: u32,
+    pub agent: String,
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    /// How it ended: "completed", or why not.
+    pub outcome: Option<String>,
+}
+
+/// A bid in an open auction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BidRecord {
+    pub agent: String,
+    /// The bidder's own measurement of its free machine share, 0 to 1.
+    pub resources: f64,
+    pub at_ms: u64,
+}
+
+/// A task as the state machine keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub payload: Payload,
+    pub needs: Vec<Need>,
+    pub min_score: f64,
+    pub priority: Priority,
+    pub deps: Vec<String>,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub idempotency_key: Option<String>,
+    pub route: Route,
+    pub zone: Option<String>,
+    pub queue_hint: Option<String>,
+    pub state: TaskState,
+    /// Submission order.
+    pub seq: u64,
+    pub submitted_ms: u64,
+    /// The agent holding it (assigned or running), or that ran it last.
+    pub agent: Option<String>,
+    /// The current or last attempt's number (0 before the first).
+    pub attempt: u32,
+    /// While running: when the lease runs out unless renewed.
+    pub lease_until_ms: Option<u64>,
+    /// While running: when this attempt times out.
+    pub timeout_at_ms: Option<u64>,
+    /// Log index at which the current attempt started (claims deliver from it).
+    pub started_index: u64,
+    /// Dependencies not completed yet.
+    pub unmet_deps: u32,
+    /// Tasks that depend on this one.
+    pub dependents: Vec<String>,
+    /// Why no agent can take it now, if none can (reported, not hidden).
+    pub unroutable: Option<String>,
+    /// An open auction: when it closes and the bids so far.
+    pub auction: Option<(u64, Vec<BidRecord>)>,
+    pub attempts: Vec<Attempt>,
+    pub history: Vec<Transition>,
+    pub result: Option<Vec<u8>>,
+    pub finished_ms: Option<u64>,
+}
+
+/// A task handed to an agent by a claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimedTask {
+    pub id: String,
+    pub attempt: u32,
+    pub payload: Payload,
+    pub timeout_ms: u64,
+    pub lease_until_ms: u64,
+}
+
+/// How an attempt ended, as its agent reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub id: String,
+    pub attempt: u32,
+    /// `Ok(result)` or `Err(reason)`.
+    pub result: Result<Vec<u8>, String>,
+    /// For a failure: whether another attempt may succeed.
+    pub retryable: bool,
+}
+
+/// The reply to a task command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TaskReply {
+    /// Per submitted task: its id and whether it already existed (idempotency key).
+    Submitted(Vec<(String, bool)>),
+    /// Tasks started for the agent, and the log index they were read at.
+    Claimed {
+        tasks: Vec<ClaimedTask>,
+        cursor: u64,
+    },
+    /// Per outcome: accepted or why not; then what the follow-up claim started.
+    Finished {
+        outcomes: Vec<Result<(), StateError>>,
+        claimed: Vec<ClaimedTask>,
+        cursor: u64,
+    },
+    /// Per renewed task: the new lease end, or why not (a cancelled task says so).
+    Renewed(Vec<Result<u64, StateError>>),
+    /// The tasks cancelled (the one asked for, then its dependents).
+    Cancelled(Vec<String>),
+    /// Done, nothing to report (a bid, a transfer, a setting).
+    Done,
+}
+
+/// A task command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TaskCmd {
+    /// Submits tasks (all or none: one bad task refuses the batch).
+    Submit { tasks: Vec<TaskSpec> },
+    /// An agent asks for up to `max` tasks under leases of `lease_ms`; the claim
+    /// stays open for `wait_ms` for tasks that become ready later. Tasks started
+    /// for it after log index `since` that it has not seen come back too.
+    Claim {
+        agent: String,
+        max: u32,
+        lease_ms: u64,
+        wait_ms: u64,
+        since: u64,
+    },
+    /// Renews the leases of running tasks the agent holds.
+    Renew { agent: String, tasks: Vec<String> },
+    /// Reports outcomes, then optionally claims again in the same command.
+    Finish {
+        agent: String,
+        outcomes: Vec<Outcome>,
+        then_claim: Option<(u32, u64, u64)>,
+    },
+    /// Cancels a task and everything that depends on it.
+    Cancel { id: String, reason: String },
+    /// A bid in an open auction.
+    Bid {
+        task: String,
+        agent: String,
+        resources: f64,
+    },
+    /// Moves a queued (not running) task to another agent's queue (rebalancing).
+    Transfer {
+        task: String,
+        to_agent: String,
+        reason: String,
+    },
+    /// The mesh's default routing strategy.
+    SetDefaultRoute { route: Route },
+}
+
+/// What happened to a task, for the node to publish and for waiting clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    pub id: String,
+    pub state: TaskState,
+    pub agent: Option<String>,
+    pub attempt: u32,
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in TaskState::ALL {
+            assert_eq!(s.as_str().parse::<TaskState>(), Ok(s));
+        }
+        for p in Priority::ALL {
+            assert_eq!(p.as_str().parse::<Priority>(), Ok(p));
+        }
+        assert!(Priority::Critical > Priority::Low);
+        assert!(
+            "urgent"
+                .parse::<Priority>()
+                .unwrap_err()
+                .contains("'urgent'")
+        );
+        assert_eq!("steal".parse::<Route>(), Ok(Route::Steal));
+        assert!("random".parse::<Route>().is_err());
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_reasons() {
+        let mut s = TaskSpec::new(Payload::Json("{}".into()));
+        assert_eq!(s.validate(), Ok(()));
+        s.timeout_ms = Some(0);
+        assert!(s.validate().is_err());
+        s.timeout_ms = None;
+        s.payload = Payload::Bytes(vec![0; MAX_PAYLOAD_BYTES + 1]);
+        assert!(matches!(s.validate(), Err(StateError::TooLarge { .. })));
+        s.payload = Payload::Bytes(vec![]);
+        s.needs = vec![Need {
+            name: "gpu".into(),
+            weight: 0,
+        }];
+        assert!(s.validate().is_err());
+        s.needs.clear();
+        s.min_score = Some(1.5);
+        assert!(s.validate().is_err());
+        s.min_score = None;
+        s.id = Some("bad id".into());
+        assert!(s.validate().is_err());
+    }
+}

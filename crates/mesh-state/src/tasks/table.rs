@@ -1,0 +1,1368 @@
+//! The task table: every task, the queues they wait in, the leases of running
+//! ones, and the moves between states. Called by the state machine while it
+//! applies a command, with the command's stamp (`now`), its log index and a
+//! seeded generator: everything here is deterministic.
+//!
+//! Where tasks wait:
+//! - `ready`: ready tasks by priority, then submission order;
+//! - `retry`: tasks back from a lost or failed attempt, first in first out,
+//!   taken before `ready`;
+//! - `queues`: per agent, tasks assigned to it and not started (`steal`,
+//!   `auction` awards, rebalancing);
+//! - `auctions`: tasks collecting bids until their window closes.
+//!
+//! Running tasks have an expiry (lease end or attempt timeout, whichever is
+//! first); a command applied after it sends the task back (retry queue, or the
+//! dead-letter list once its retry budget is spent). Leases end early when the
+//! membership layer confirms the agent's node dead (`node_dead`).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand::{RngExt, rngs::Xoshiro256PlusPlus};
+use serde::{Deserialize, Serialize};
+
+use super::model::*;
+use crate::agents::Agent;
+use crate::error::StateError;
+
+/// An agent's open claim: tasks that become ready start for it at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenClaim {
+    pub slots: u32,
+    pub until_ms: u64,
+    pub lease_ms: u64,
+}
+
+/// Completions and failures, for auction scoring and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    pub completed: u64,
+    pub failed: u64,
+    /// Sum of the completed attempts' run times.
+    pub total_ms: u64,
+}
+
+impl Stat {
+    pub fn mean_ms(&self) -> Option<f64> {
+        (self.completed > 0).then(|| self.total_ms as f64 / self.completed as f64)
+    }
+}
+
+/// Totals since the state began (the node turns them into rates).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskCounters {
+    pub submitted: u64,
+    pub started: u64,
+    pub completed: u64,
+    /// Attempts that ended without completing (lost lease, timeout, failure, dead node).
+    pub attempts_lost: u64,
+    /// Tasks sent back for another attempt.
+    pub retried: u64,
+    pub failed: u64,
+    pub dead_lettered: u64,
+    pub cancelled: u64,
+    pub stolen: u64,
+    pub transferred: u64,
+}
+
+/// Most (agent, kind of task) statistics kept.
+const MAX_STATS: usize = 10_000;
+
+/// The task table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskTable {
+    pub tasks: BTreeMap<String, Task>,
+    next_seq: u64,
+    ready: BTreeSet<(u8, u64, String)>,
+    retry: VecDeque<String>,
+    queues: BTreeMap<String, VecDeque<String>>,
+    running: BTreeMap<String, BTreeSet<String>>,
+    /// (expiry, task) of running tasks.
+    expiries: BTreeSet<(u64, String)>,
+    /// The lease length each running task was claimed with.
+    lease_ms: BTreeMap<String, u64>,
+    pub open: BTreeMap<String, OpenClaim>,
+    auctions: BTreeSet<(u64, String)>,
+    idem: BTreeMap<String, String>,
+    pub dead_letter: VecDeque<String>,
+    finished: VecDeque<String>,
+    /// Per (agent, kind of task), where the kind is the sorted required capabilities.
+    pub stats: BTreeMap<(String, String), Stat>,
+    /// Per kind of task, over all agents.
+    pub fleet: BTreeMap<String, Stat>,
+    pub counters: TaskCounters,
+    pub default_route: Route,
+}
+
+impl Default for TaskTable {
+    fn default() -> Self {
+        TaskTable {
+            tasks: BTreeMap::new(),
+            next_seq: 0,
+            ready: BTreeSet::new(),
+            retry: VecDeque::new(),
+            queues: BTreeMap::new(),
+            running: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            lease_ms: BTreeMap::new(),
+            open: BTreeMap::new(),
+            auctions: BTreeSet::new(),
+            idem: BTreeMap::new(),
+            dead_letter: VecDeque::new(),
+            finished: VecDeque::new(),
+            stats: BTreeMap::new(),
+            fleet: BTreeMap::new(),
+            counters: TaskCounters::default(),
+            default_route: Route::Capability,
+        }
+    }
+}
+
+/// What a command applies with.
+pub struct Ctx<'a> {
+    pub now: u64,
+    pub index: u64,
+    pub agents: &'a BTreeMap<String, Agent>,
+    pub events: &'a mut Vec<crate::command::Event>,
+}
+
+fn rank(p: Priority) -> u8 {
+    match p {
+        Priority::Critical => 0,
+        Priority::High => 1,
+        Priority::Medium => 2,
+        Priority::Low => 3,
+    }
+}
+
+/// The kind of a task for statistics: its sorted required capabilities.
+fn kind(needs: &[Need]) -> String {
+    let mut names: Vec<&str> = needs.iter().map(|n| n.name.as_str()).collect();
+    names.sort_unstable();
+    names.join(",")
+}
+
+fn sched_needs(needs: &[Need]) -> Vec<mesh_sched::capability::Need> {
+    needs
+        .iter()
+        .map(|n| mesh_sched::capability::Need {
+            name: n.name.clone(),
+            weight: n.weight,
+        })
+        .collect()
+}
+
+fn clip(reason: &str) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason.to_string();
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}
+
+fn live(a: &Agent) -> bool {
+    a.node_dead_at_ms.is_none()
+}
+
+fn lease_lost(t: &Task, agent: &str, attempt: u32) -> StateError {
+    if t.state == TaskState::Cancelled {
+        return StateError::Conflict(format!("task '{}' was cancelled: stop it", t.id));
+    }
+    StateError::Conflict(format!(
+        "lease lost: task '{}' attempt {attempt} is not held by agent '{agent}' (it is {}, attempt {}{})",
+        t.id,
+        t.state.as_str(),
+        t.attempt,
+        t.agent
+            .as_deref()
+            .map(|a| format!(", agent '{a}'"))
+            .unwrap_or_default()
+    ))
+}
+
+impl TaskTable {
+    /// The capability score of `agent` for `task`, if it may take it at all
+    /// (alive, in the task's zone, at or above the task's threshold).
+    pub fn fit(task: &Task, agent: &Agent) -> Option<f64> {
+        if !live(agent) {
+            return None;
+        }
+        if let Some(z) = &task.zone
+            && agent.zone.as_ref() != Some(z)
+        {
+            return None;
+        }
+        let s = mesh_sched::capability::score(&sched_needs(&task.needs), &agent.caps);
+        (s >= task.min_score).then_some(s)
+    }
+
+    /// For `hash` tasks: the nodes whose agents may take it, in ring order of
+    /// the live nodes (owner first), up to the replication factor.
+    fn hash_nodes(task: &Task, agents: &BTreeMap<String, Agent>) -> Vec<String> {
+        let nodes: BTreeSet<&str> = agents
+            .values()
+            .filter(|a| live(a))
+            .map(|a| a.node.as_str())
+            .collect();
+        let ring = mesh_sched::ring::HashRing::with_nodes(
+            mesh_sched::ring::DEFAULT_VNODES,
+            nodes.iter().copied(),
+        );
+        ring.replicas(task.id.as_bytes(), mesh_sched::ring::DEFAULT_REPLICAS)
+            .into_iter()
+            // The first replica with an agent that can take it: the owner unless
+            // it has none (then the next replica takes over).
+            .filter(|n| {
+                agents
+                    .values()
+                    .any(|a| a.node == *n && Self::fit(task, a).is_some())
+            })
+            .take(1)
+            .map(String::from)
+            .collect()
+    }
+
+    /// Whether `agent` may take `task` under its route (a `hash` task only on
+    /// its owner node); with its score.
+    fn may_take(task: &Task, agent: &Agent, agents: &BTreeMap<String, Agent>) -> Option<f64> {
+        let s = Self::fit(task, agent)?;
+        if task.route == Route::Hash && !Self::hash_nodes(task, agents).contains(&agent.node) {
+            return None;
+        }
+        Some(s)
+    }
+
+    fn record(
+        &mut self,
+        id: &str,
+        state: TaskState,
+        agent: Option<&str>,
+        reason: &str,
+        ctx: &mut Ctx,
+    ) {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        t.state = state;
+        let reason = clip(reason);
+        t.history.push(Transition {
+            at_ms: ctx.now,
+            state,
+            agent: agent.map(String::from),
+            reason: reason.clone(),
+        });
+        ctx.events.push(crate::command::Event::Task(TaskEvent {
+            id: id.to_string(),
+            state,
+            agent: agent.map(String::from),
+            attempt: t.attempt,
+            reason,
+        }));
+    }
+
+    /// Why no registered agent can take the task, if none can.
+    fn unroutable_reason(task: &Task, agents: &BTreeMap<String, Agent>) -> Option<String> {
+        if agents.values().any(|a| Self::fit(task, a).is_some()) {
+            return None;
+        }
+        let needs: Vec<&str> = task.needs.iter().map(|n| n.name.as_str()).collect();
+        Some(format!(
+            "no live agent offers [{}] with a score of at least {}{}",
+            needs.join(", "),
+            task.min_score,
+            task.zone
+                .as_deref()
+                .map(|z| format!(" in zone '{z}'"))
+                .unwrap_or_default()
+        ))
+    }
+
+    /// Re-checks unroutable tasks after agents changed.
+    pub fn agents_changed(&mut self, agents: &BTreeMap<String, Agent>) {
+        for t in self.tasks.values_mut().filter(|t| !t.state.is_final()) {
+            t.unroutable = Self::unroutable_reason(t, agents);
+        }
+    }
+
+    // ---- submit -------------------------------------------------------------
+
+    pub fn submit(
+        &mut self,
+        specs: &[TaskSpec],
+        rng: &mut Xoshiro256PlusPlus,
+        ctx: &mut Ctx,
+    ) -> Result<TaskReply, StateError> {
+        if specs.is_empty() {
+            return Err(StateError::Invalid("no tasks to submit".into()));
+        }
+        if specs.len() > MAX_TASKS_PER_SUBMIT {
+            return Err(StateError::Invalid(format!(
+                "{} tasks in one submit (at most {MAX_TASKS_PER_SUBMIT})",
+                specs.len()
+            )));
+        }
+        // Everything is checked before anything changes.
+        let mut ids: Vec<String> = Vec::with_capacity(specs.len());
+        let mut existing: Vec<bool> = Vec::with_capacity(specs.len());
+        let mut batch_ids: BTreeMap<String, usize> = BTreeMap::new();
+        let mut batch_keys: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, spec) in specs.iter().enumerate() {
+            spec.validate()?;
+            if let Some(k) = &spec.idempotency_key {
+                if let Some(id) = self.idem.get(k) {
+                    ids.push(id.clone());
+                    existing.push(true);
+                    continue;
+                }
+                if let Some(&j) = batch_keys.get(k.as_str()) {
+                    ids.push(ids[j].clone());
+                    existing.push(true);
+                    continue;
+                }
+                batch_keys.insert(k, i);
+            }
+            let id = match &spec.id {
+                Some(id) => id.clone(),
+                None => loop {
+                    let id = format!("t-{:016x}", rng.random::<u64>());
+                    if !self.tasks.contains_key(&id) && !batch_ids.contains_key(&id) {
+                        break id;
+                    }
+                },
+            };
+            if self.tasks.contains_key(&id) || batch_ids.contains_key(&id) {
+                return Err(StateError::Conflict(format!("task '{id}' already exists")));
+            }
+            if let Some(q) = &spec.queue
+                && !ctx.agents.contains_key(q)
+                && !ctx.agents.values().any(|a| a.node == *q)
+            {
+                return Err(StateError::Invalid(format!(
+                    "queue '{q}' is neither an agent nor a node with agents"
+                )));
+            }
+            batch_ids.insert(id.clone(), i);
+            ids.push(id);
+            existing.push(false);
+        }
+        // Dependencies: existing tasks that can still complete, or new ones in
+        // this batch; no cycles (only new tasks can form one).
+        for (i, spec) in specs.iter().enumerate() {
+            if existing[i] {
+                continue;
+            }
+            for d in &spec.deps {
+                if *d == ids[i] {
+                    return Err(StateError::Invalid(format!(
+                        "task '{}' depends on itself",
+                        ids[i]
+                    )));
+                }
+                if batch_ids.contains_key(d) {
+                    continue;
+                }
+                match self.tasks.get(d) {
+                    None => {
+                        return Err(StateError::Invalid(format!(
+                            "task '{}' depends on '{d}', which does not exist",
+                            ids[i]
+                        )));
+                    }
+                    Some(t) if t.state.is_final() && t.state != TaskState::Completed => {
+                        return Err(StateError::Invalid(format!(
+                            "task '{}' depends on '{d}', which ended {} and will never complete",
+                            ids[i],
+                            t.state.as_str()
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let order = topo_order(specs, &ids, &existing, &batch_ids)?;
+
+        for i in order {
+            let spec = &specs[i];
+            let id = ids[i].clone();
+            self.next_seq += 1;
+            let unmet = spec
+                .deps
+                .iter()
+                .filter(|d| {
+                    self.tasks
+                        .get(*d)
+                        .is_none_or(|t| t.state != TaskState::Completed)
+                })
+                .count() as u32;
+            let mut task = Task {
+                id: id.clone(),
+                payload: spec.payload.clone(),
+                needs: spec.needs.clone(),
+                min_score: spec
+                    .min_score
+                    .unwrap_or(mesh_sched::capability::DEFAULT_THRESHOLD),
+                priority: spec.priority,
+                deps: spec.deps.clone(),
+                timeout_ms: spec.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+                retries: spec.retries.unwrap_or(DEFAULT_RETRIES),
+                idempotency_key: spec.idempotency_key.clone(),
+                route: spec.route.unwrap_or(self.default_route),
+                zone: spec.zone.clone(),
+                queue_hint: spec.queue.clone(),
+                state: TaskState::Pending,
+                seq: self.next_seq,
+                submitted_ms: ctx.now,
+                agent: None,
+                attempt: 0,
+                lease_until_ms: None,
+                timeout_at_ms: None,
+                started_index: 0,
+                unmet_deps: unmet,
+                dependents: Vec::new(),
+                unroutable: None,
+                auction: None,
+                attempts: Vec::new(),
+                history: Vec::new(),
+                result: None,
+                finished_ms: None,
+            };
+            task.unroutable = Self::unroutable_reason(&task, ctx.agents);
+            for d in &spec.deps {
+                if let Some(dep) = self.tasks.get_mut(d) {
+                    dep.dependents.push(id.clone());
+                }
+            }
+            if let Some(k) = &spec.idempotency_key {
+                self.idem.insert(k.clone(), id.clone());
+            }
+            self.tasks.insert(id.clone(), task);
+            self.counters.submitted += 1;
+            if unmet == 0 {
+                self.record(&id, TaskState::Ready, None, "submitted", ctx);
+                self.route(&id, ctx);
+            } else {
+                self.record(
+                    &id,
+                    TaskState::Pending,
+                    None,
+                    &format!("submitted; waiting for {unmet} dependencies"),
+                    ctx,
+                );
+            }
+        }
+        Ok(TaskReply::Submitted(
+            ids.into_iter().zip(existing).collect(),
+        ))
+    }
+
+    // ---- routing ------------------------------------------------------------
+
+    /// Routes a task that just became ready.
+    fn route(&mut self, id: &str, ctx: &mut Ctx) {
+        let Some(t) = self.tasks.get(id) else { return };
+        match t.route {
+            Route::Auction if t.auction.is_none() => {
+                let closes = ctx.now + AUCTION_WINDOW_MS;
+                let t = self.tasks.get_mut(id).expect("exists");
+                t.auction = Some((closes, Vec::new()));
+                self.auctions.insert((closes, id.to_string()));
+            }
+            Route::Steal => {
+                let t = &self.tasks[id];
+                let hint = t.queue_hint.clone();
+                let candidates = ctx
+                    .agents
+                    .values()
+                    .filter(|a| Self::fit(t, a).is_some())
+                    .filter(|a| match &hint {
+                        Some(h) if ctx.agents.contains_key(h) => a.id == *h,
+                        Some(h) => a.node == *h,
+                        None => true,
+                    });
+                let best = candidates
+                    .min_by(|a, b| {
+                        self.queue_len(&a.id)
+                            .cmp(&self.queue_len(&b.id))
+                            .then_with(|| a.id.cmp(&b.id))
+                    })
+                    .map(|a| a.id.clone());
+                match best {
+                    Some(agent) => {
+                        self.enqueue(id, &agent, "queued (steal)", ctx);
+                        self.serve_open(&agent, ctx);
+                    }
+                    None => self.wait_ready(id, false),
+                }
+            }
+            _ => {
+                // Capability and hash (and auctions that drew no bid): the best
+                // agent waiting in an open claim, else the ready queue.
+                let t = &self.tasks[id];
+                let best = self
+                    .open
+                    .iter()
+                    .filter(|(_, c)| c.slots > 0 && c.until_ms >= ctx.now)
+                    .filter_map(|(a, c)| {
+                        let agent = ctx.agents.get(a)?;
+                        let s = Self::may_take(t, agent, ctx.agents)?;
+                        Some((s, c.slots, a.clone()))
+                    })
+                    .max_by(|x, y| {
+                        x.0.total_cmp(&y.0)
+                            .then_with(|| x.1.cmp(&y.1))
+                            .then_with(|| y.2.cmp(&x.2))
+                    });
+                match best {
+                    Some((_, _, agent)) => {
+                        let lease = self.open[&agent].lease_ms;
+                        self.use_open_slot(&agent);
+                        self.start(id, &agent, lease, "routed to a waiting agent", ctx);
+                    }
+                    None => {
+                        let retry = self.tasks[id].attempt > 0;
+                        self.wait_ready(id, retry);
+                    }
+                }
+            }
+        }
+    }
+
+    fn wait_ready(&mut self, id: &str, retry: bool) {
+        if retry {
+            self.retry.push_back(id.to_string());
+        } else {
+            let t = &self.tasks[id];
+            self.ready.insert((rank(t.priority), t.seq, id.to_string()));
+        }
+    }
+
+    fn queue_len(&self, agent: &str) -> usize {
+        self.queues.get(agent).map_or(0, |q| q.len())
+    }
+
+    fn use_open_slot(&mut self, agent: &str) {
+        if let Some(c) = self.open.get_mut(agent) {
+            c.slots -= 1;
+            if c.slots == 0 {
+                self.open.remove(agent);
+            }
+        }
+    }
+
+    fn enqueue(&mut self, id: &str, agent: &str, reason: &str, ctx: &mut Ctx) {
+        self.queues
+            .entry(agent.to_string())
+            .or_default()
+            .push_back(id.to_string());
+        if let Some(t) = self.tasks.get_mut(id) {
+            t.agent = Some(agent.to_string());
+        }
+        self.record(id, TaskState::Assigned, Some(agent), reason, ctx);
+    }
+
+    /// Starts queued tasks for an agent with open slots.
+    fn serve_open(&mut self, agent: &str, ctx: &mut Ctx) {
+        while let Some(c) = self.open.get(agent).cloned() {
+            if c.until_ms < ctx.now {
+                self.open.remove(agent);
+                return;
+            }
+            let Some(id) = self.queues.get_mut(agent).and_then(|q| q.pop_front()) else {
+                return;
+            };
+            self.use_open_slot(agent);
+            self.start(&id, agent, c.lease_ms, "started from its queue", ctx);
+        }
+    }
+
+    /// Starts a task for `agent` (the task is out of every waiting place).
+    fn start(&mut self, id: &str, agent: &str, lease_ms: u64, reason: &str, ctx: &mut Ctx) {
+        let state = self.tasks[id].state;
+        if state == TaskState::Ready {
+            self.tasks.get_mut(id).expect("exists").agent = Some(agent.to_string());
+            self.record(id, TaskState::Assigned, Some(agent), reason, ctx);
+        }
+        let t = self.tasks.get_mut(id).expect("exists");
+        t.attempt += 1;
+        t.agent = Some(agent.to_string());
+        let lease_until = ctx.now + lease_ms;
+        let timeout_at = ctx.now + t.timeout_ms;
+        t.lease_until_ms = Some(lease_until);
+        t.timeout_at_ms = Some(timeout_at);
+        t.started_index = ctx.index;
+        t.attempts.push(Attempt {
+            number: t.attempt,
+            agent: agent.to_string(),
+            started_ms: ctx.now,
+            ended_ms: None,
+            outcome: None,
+        });
+        self.expiries
+            .insert((lease_until.min(timeout_at), id.to_string()));
+        self.lease_ms.insert(id.to_string(), lease_ms);
+        self.running
+            .entry(agent.to_string())
+            .or_default()
+            .insert(id.to_string());
+        self.counters.started += 1;
+        self.record(id, TaskState::Running, Some(agent), "started", ctx);
+    }
+
+    /// Takes a task out of wherever it waits or runs (not its state).
+    fn detach(&mut self, id: &str) {
+        let Some(t) = self.tasks.get(id) else { return };
+        let key = (rank(t.priority), t.seq, id.to_string());
+        match t.state {
+            TaskState::Ready => {
+                if !self.ready.remove(&key) {
+                    self.retry.retain(|x| x != id);
+                }
+                if let Some((closes, _)) = t.auction {
+                    self.auctions.remove(&(closes, id.to_string()));
+                }
+            }
+            TaskState::Assigned => {
+                if let Some(a) = &t.agent
+                    && let Some(q) = self.queues.get_mut(a)
+                {
+                    q.retain(|x| x != id);
+                    if q.is_empty() {
+                        self.queues.remove(a);
+                    }
+                }
+            }
+            TaskState::Running => {
+                if let (Some(l), Some(to)) = (t.lease_until_ms, t.timeout_at_ms) {
+                    self.expiries.remove(&(l.min(to), id.to_string()));
+                }
+                if let Some(a) = &t.agent
+                    && let Some(r) = self.running.get_mut(a)
+                {
+                    r.remove(id);
+                    if r.is_empty() {
+                        self.running.remove(a);
+                    }
+                }
+                self.lease_ms.remove(id);
+            }
+            _ => {}
+        }
+        let t = self.tasks.get_mut(id).expect("exists");
+        t.auction = None;
+        t.lease_until_ms = None;
+        t.timeout_at_ms = None;
+    }
+
+    /// An assigned or running task lost its agent (lease, timeout, dead node,
+    /// failure): another attempt if the budget allows, else the dead-letter list.
+    fn lose(&mut self, id: &str, reason: &str, ctx: &mut Ctx) {
+        let Some(t) = self.tasks.get(id) else { return };
+        let was_running = t.state == TaskState::Running;
+        self.detach(id);
+        let t = self.tasks.get_mut(id).expect("exists");
+        if was_running {
+            if let Some(a) = t.attempts.last_mut() {
+                a.ended_ms = Some(ctx.now);
+                a.outcome = Some(clip(reason));
+            }
+            self.counters.attempts_lost += 1;
+            let k = kind(&t.needs);
+            let agent = t.agent.clone().unwrap_or_default();
+            self.stat(&agent, &k, |s| s.failed += 1);
+        }
+        let t = &self.tasks[id];
+        if was_running && t.attempt > t.retries {
+            self.counters.dead_lettered += 1;
+            self.dead_letter.push_back(id.to_string());
+            let why = format!(
+                "{reason}; retry budget of {} spent after {} attempts",
+                t.retries, t.attempt
+            );
+            self.finish(id, TaskState::DeadLetter, &why, ctx);
+            return;
+        }
+        if was_running {
+            self.counters.retried += 1;
+        }
+        let agent = t.agent.clone();
+        self.record(id, TaskState::Ready, agent.as_deref(), reason, ctx);
+        self.tasks.get_mut(id).expect("exists").agent = None;
+        self.route(id, ctx);
+    }
+
+    /// A final state: record it, release or cancel dependents, remember it for a while.
+    fn finish(&mut self, id: &str, state: TaskState, reason: &str, ctx: &mut Ctx) {
+        let agent = self.tasks.get(id).and_then(|t| t.agent.clone());
+        self.record(id, state, agent.as_deref(), reason, ctx);
+        let t = self.tasks.get_mut(id).expect("exists");
+        t.finished_ms = Some(ctx.now);
+        let dependents = t.dependents.clone();
+        self.finished.push_back(id.to_string());
+        for d in dependents {
+            let Some(dt) = self.tasks.get_mut(&d) else {
+                continue;
+            };
+            if dt.state != TaskState::Pending {
+                continue;
+            }
+            if state == TaskState::Completed {
+                dt.unmet_deps = dt.unmet_deps.saturating_sub(1);
+                if dt.unmet_deps == 0 {
+                    self.record(
+                        &d,
+                        TaskState::Ready,
+                        None,
+                        &format!("dependency '{id}' completed"),
+                        ctx,
+                    );
+                    self.route(&d, ctx);
+                }
+            } else {
+                self.counters.cancelled += 1;
+                self.finish(
+                    &d,
+                    TaskState::Cancelled,
+                    &format!("dependency '{id}' ended {}", state.as_str()),
+                    ctx,
+                );
+            }
+        }
+        self.forget_old();
+    }
+
+    fn forget_old(&mut self) {
+        while self.finished.len() > MAX_FINISHED_TASKS {
+            let Some(id) = self.finished.pop_front() else {
+                break;
+            };
+            if let Some(t) = self.tasks.get(&id)
+                && t.state.is_final()
+            {
+                if let Some(k) = &t.idempotency_key {
+                    self.idem.remove(k);
+                }
+                if t.state == TaskState::DeadLetter {
+                    self.dead_letter.retain(|x| *x != id);
+                }
+                self.tasks.remove(&id);
+            }
+        }
+    }
+
+    fn stat(&mut self, agent: &str, kind: &str, f: impl Fn(&mut Stat)) {
+        let key = (agent.to_string(), kind.to_string());
+        if self.stats.len() < MAX_STATS || self.stats.contains_key(&key) {
+            f(self.stats.entry(key).or_default());
+        }
+        if self.fleet.len() < MAX_STATS || self.fleet.contains_key(kind) {
+            f(self.fleet.entry(kind.to_string()).or_default());
+        }
+    }
+
+    // ---- claims, renewals, outcomes -----------------------------------------
+
+    fn check_agent<'a>(agent: &str, ctx: &'a Ctx) -> Result<&'a Agent, StateError> {
+        let a = ctx.agents.get(agent).ok_or_else(|| StateError::NotFound {
+            what: "agent".into(),
+            id: agent.into(),
+        })?;
+        if !live(a) {
+            return Err(StateError::Conflict(format!(
+                "agent '{agent}' is on node '{}', which was confirmed dead; register it again",
+                a.node
+            )));
+        }
+        Ok(a)
+    }
+
+    pub fn claim(
+        &mut self,
+        agent: &str,
+        max: u32,
+        lease_ms: u64,
+        wait_ms: u64,
+        since: u64,
+        ctx: &mut Ctx,
+    ) -> Result<TaskReply, StateError> {
+        if max > MAX_CLAIM {
+            return Err(StateError::Invalid(format!(
+                "claiming {max} tasks at once (at most {MAX_CLAIM})"
+            )));
+        }
+        if !(MIN_LEASE_MS..=MAX_LEASE_MS).contains(&lease_ms) {
+            return Err(StateError::Invalid(format!(
+                "lease of {lease_ms} ms is outside {MIN_LEASE_MS} to {MAX_LEASE_MS} ms"
+            )));
+        }
+        if wait_ms > MAX_CLAIM_WAIT_MS {
+            return Err(StateError::Invalid(format!(
+                "claim wait of {wait_ms} ms is over {MAX_CLAIM_WAIT_MS} ms"
+            )));
+        }
+        let me = Self::check_agent(agent, ctx)?.clone();
+        self.open.remove(agent);
+        let mut started = 0;
+        // 1. Its own queue.
+        while started < max {
+            let Some(id) = self.queues.get_mut(agent).and_then(|q| q.pop_front()) else {
+                break;
+            };
+            if self.queues.get(agent).is_some_and(|q| q.is_empty()) {
+                self.queues.remove(agent);
+            }
+            self.start(&id, agent, lease_ms, "claimed from its queue", ctx);
+            started += 1;
+        }
+        // 2. The retry queue, oldest first, then the ready queue.
+        while started < max {
+            let next = self
+                .retry
+                .iter()
+                .position(|id| Self::may_take(&self.tasks[id], &me, ctx.agents).is_some());
+            let Some(pos) = next else { break };
+            let id = self.retry.remove(pos).expect("position exists");
+            self.start(&id, agent, lease_ms, "claimed (retry)", ctx);
+            started += 1;
+        }
+        while started < max {
+            let next = self
+                .ready
+                .iter()
+                .find(|(_, _, id)| Self::may_take(&self.tasks[id], &me, ctx.agents).is_some())
+                .cloned();
+            let Some(key) = next else { break };
+            self.ready.remove(&key);
+            self.start(&key.2, agent, lease_ms, "claimed", ctx);
+            started += 1;
+        }
+        // 3. Idle: steal from the longest queue holding work it can do.
+        while started < max {
+            let lens: Vec<(String, usize)> = self
+                .queues
+                .iter()
+                .map(|(a, q)| {
+                    let n = q
+                        .iter()
+                        .filter(|id| Self::fit(&self.tasks[*id], &me).is_some())
+                        .count();
+                    (a.clone(), n)
+                })
+                .collect();
+            let Some(victim) = mesh_sched::steal::victim(
+                lens.iter().map(|(a, n)| (a.as_str(), *n)),
+                agent,
+                mesh_sched::steal::DEFAULT_STEAL_THRESHOLD,
+            )
+            .map(String::from) else {
+                break;
+            };
+            let q = self.queues.get_mut(&victim).expect("victim has a queue");
+            let pos = q
+                .iter()
+                .position(|id| Self::fit(&self.tasks[id], &me).is_some())
+                .expect("victim holds fitting work");
+            let id = q.remove(pos).expect("position exists");
+            if q.is_empty() {
+                self.queues.remove(&victim);
+            }
+            self.counters.stolen += 1;
+            self.tasks.get_mut(&id).expect("exists").agent = Some(agent.to_string());
+            self.record(
+                &id,
+                TaskState::Assigned,
+                Some(agent),
+                &format!("stolen from agent '{victim}'"),
+                ctx,
+            );
+            self.start(&id, agent, lease_ms, "started after stealing", ctx);
+            started += 1;
+        }
+        if started < max && wait_ms > 0 {
+            self.open.insert(
+                agent.to_string(),
+                OpenClaim {
+                    slots: max - started,
+                    until_ms: ctx.now + wait_ms,
+                    lease_ms,
+                },
+            );
+        }
+        Ok(TaskReply::Claimed {
+            tasks: self.delivered(agent, since),
+            cursor: ctx.index,
+        })
+    }
+
+    /// Running tasks of `agent` started after log index `since`.
+    pub fn delivered(&self, agent: &str, since: u64) -> Vec<ClaimedTask> {
+        let Some(ids) = self.running.get(agent) else {
+            return Vec::new();
+        };
+        let mut out: Vec<&Task> = ids
+            .iter()
+            .map(|id| &self.tasks[id])
+            .filter(|t| t.started_index > since)
+            .collect();
+        out.sort_by_key(|t| (rank(t.priority), t.seq));
+        out.into_iter()
+            .map(|t| ClaimedTask {
+                id: t.id.clone(),
+                attempt: t.attempt,
+                payload: t.payload.clone(),
+                timeout_ms: t.timeout_ms,
+                lease_until_ms: t.lease_until_ms.unwrap_or(0),
+            })
+            .collect()
+    }
+
+    pub fn renew(
+        &mut self,
+        agent: &str,
+        ids: &[String],
+        ctx: &mut Ctx,
+    ) -> Result<TaskReply, StateError> {
+        Self::check_agent(agent, ctx)?;
+        if ids.len() > MAX_CLAIM as usize {
+            return Err(StateError::Invalid(format!(
+                "renewing {} tasks at once (at most {MAX_CLAIM})",
+                ids.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(t) = self.tasks.get(id) else {
+                out.push(Err(StateError::NotFound {
+                    what: "task".into(),
+                    id: id.clone(),
+                }));
+                continue;
+            };
+            if t.state != TaskState::Running || t.agent.as_deref() != Some(agent) {
+                out.push(Err(lease_lost(t, agent, t.attempt)));
+                continue;
+            }
+            let (old, timeout_at) = (t.lease_until_ms.unwrap_or(0), t.timeout_at_ms.unwrap_or(0));
+            let lease = self.lease_ms.get(id).copied().unwrap_or(DEFAULT_LEASE_MS);
+            let until = ctx.now + lease;
+            self.expiries.remove(&(old.min(timeout_at), id.clone()));
+            self.expiries.insert((until.min(timeout_at), id.clone()));
+            self.tasks.get_mut(id).expect("exists").lease_until_ms = Some(until);
+            out.push(Ok(until));
+        }
+        Ok(TaskReply::Renewed(out))
+    }
+
+    pub fn finish_many(
+        &mut self,
+        agent: &str,
+        outcomes: &[Outcome],
+        then_claim: Option<(u32, u64, u64)>,
+        ctx: &mut Ctx,
+    ) -> Result<TaskReply, StateError> {
+        Self::check_agent(agent, ctx)?;
+        if outcomes.len() > MAX_CLAIM as usize {
+            return Err(StateError::Invalid(format!(
+                "{} outcomes at once (at most {MAX_CLAIM})",
+                outcomes.len()
+            )));
+        }
+        let mut results = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            results.push(self.finish_one(agent, o, ctx));
+        }
+        let (claimed, cursor) = match then_claim {
+            Some((max, lease, wait)) => {
+                match self.claim(agent, max, lease, wait, ctx.index.saturating_sub(1), ctx)? {
+                    TaskReply::Claimed { tasks, cursor } => (tasks, cursor),
+                    _ => unreachable!("claim replies Claimed"),
+                }
+            }
+            None => (Vec::new(), ctx.index),
+        };
+        Ok(TaskReply::Finished {
+            outcomes: results,
+            claimed,
+            cursor,
+        })
+    }
+
+    fn finish_one(&mut self, agent: &str, o: &Outcome, ctx: &mut Ctx) -> Result<(), StateError> {
+        let t = self.tasks.get(&o.id).ok_or_else(|| StateError::NotFound {
+            what: "task".into(),
+            id: o.id.clone(),
+        })?;
+        if t.state != TaskState::Running
+            || t.agent.as_deref() != Some(agent)
+            || t.attempt != o.attempt
+        {
+            return Err(lease_lost(t, agent, o.attempt));
+        }
+        match &o.result {
+            Ok(result) => {
+                if result.len() > MAX_RESULT_BYTES {
+                    return Err(StateError::TooLarge {
+                        what: "task result".into(),
+                        len: result.len(),
+                        max: MAX_RESULT_BYTES,
+                    });
+                }
+                let started = t.attempts.last().map_or(ctx.now, |a| a.started_ms);
+                let k = kind(&t.needs);
+                self.detach(&o.id);
+                let t = self.tasks.get_mut(&o.id).expect("exists");
+                t.result = Some(result.clone());
+                if let Some(a) = t.attempts.last_mut() {
+                    a.ended_ms = Some(ctx.now);
+                    a.outcome = Some("completed".into());
+                }
+                self.counters.completed += 1;
+                let ran = ctx.now.saturating_sub(started);
+                self.stat(agent, &k, |s| {
+                    s.completed += 1;
+                    s.total_ms += ran;
+                });
+                self.finish(&o.id, TaskState::Completed, "completed", ctx);
+            }
+            Err(reason) => {
+                let reason = format!("failed: {}", clip(reason));
+                if o.retryable {
+                    self.lose(&o.id, &reason, ctx);
+                } else {
+                    self.detach(&o.id);
+                    let t = self.tasks.get_mut(&o.id).expect("exists");
+                    if let Some(a) = t.attempts.last_mut() {
+                        a.ended_ms = Some(ctx.now);
+                        a.outcome = Some(reason.clone());
+                    }
+                    let k = kind(&t.needs);
+                    self.stat(agent, &k, |s| s.failed += 1);
+                    self.counters.failed += 1;
+                    self.finish(
+                        &o.id,
+                        TaskState::Failed,
+                        &format!("{reason} (not retryable)"),
+                        ctx,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn cancel(
+        &mut self,
+        id: &str,
+        reason: &str,
+        ctx: &mut Ctx,
+    ) -> Result<TaskReply, StateError> {
+        let t = self.tasks.get(id).ok_or_else(|| StateError::NotFound {
+            what: "task".into(),
+            id: id.into(),
+        })?;
+        if t.state.is_final() {
+            return Err(StateError::Conflict(format!(
+                "task '{id}' already ended {}",
+                t.state.as_str()
+            )));
+        }
+        let before: BTreeSet<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state == TaskState::Cancelled)
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.detach(id);
+        self.counters.cancelled += 1;
+        let why = if reason.is_empty() {
+            "cancelled"
+        } else {
+            reason
+        };
+        self.finish(id, TaskState::Cancelled, why, ctx);
+        let mut out = vec![id.to_string()];
+        out.extend(
+            self.tasks
+                .iter()
+                .filter(|(tid, t)| {
+                    t.state == TaskState::Cancelled && *tid != id && !before.contains(*tid)
+                })
+                .map(|(tid, _)| tid.clone()),
+        );
+        Ok(TaskReply::Cancelled(out))
+    }
+
+    pub fn bid(
+        &mut self,
+        task: &str,
+        agent: &str,
+        resources: f64,
+        ctx: &mut Ctx,
+    ) -> Result<TaskReply, StateError> {
+        let me = Self::check_agent(agent, ctx)?.clone();
+        if !(0.0..=1.0).contains(&resources) {
+            return Err(StateError::Invalid(format!(
+                "resources {resources} is outside 0 to 1"
+            )));
+        }
+        let t = self
+            .tasks
+            .get_mut(task)
+            .ok_or_else(|| StateError::NotFound {
+                what: "task".into(),
+                id: task.into(),
+            })?;
+        if Self::fit(t, &me).is_none() {
+            return Err(StateError::Forbidden(format!(
+                "agent '{agent}' does not offer what task '{task}' needs"
+            )));
+        }
+        let Some((closes, bids)) = t.auction.as_mut() else {
+            return Err(StateError::Conflict(format!(
+                "task '{task}' has no open auction"
+            )));
+        };
+        if *closes < ctx.now {
+            return Err(StateError::Conflict(format!(
+                "the auction for task '{task}' closed"
+            )));
+        }
+        bids.retain(|b| b.agent != agent);
+        bids.push(BidRecord {
+            agent: agent.to_string(),
+            resources,
+            at_ms: ctx.now,
+        });
+        Ok(TaskReply::Done)
+    }
+
+    pub fn transfer(
+        &mut self,
+        task: &str,
+        to: &str,
+        reason: &str,
+        ctx: &mut Ctx,
+    ) -> Result<TaskReply, StateError> {
+        let dest = Self::check_agent(to, ctx)?.clone();
+        let t = self.tasks.get(task).ok_or_else(|| StateError::NotFound {
+            what: "task".into(),
+            id: task.into(),
+        })?;
+        if t.state != TaskState::Assigned {
+            return Err(StateError::Conflict(format!(
+                "task '{task}' is {}: only queued (assigned, not running) tasks move",
+                t.state.as_str()
+            )));
+        }
+        if Self::fit(t, &dest).is_none() {
+            return Err(StateError::Forbidden(format!(
+                "agent '{to}' does not offer what task '{task}' needs"
+            )));
+        }
+        self.detach(task);
+        self.counters.transferred += 1;
+        self.enqueue(task, to, reason, ctx);
+        self.serve_open(to, ctx);
+        Ok(TaskReply::Done)
+    }
+
+    // ---- time ---------------------------------------------------------------
+
+    /// Everything due by `now`: expired leases and timeouts, closed auctions, stale open claims.
+    pub fn advance(&mut self, ctx: &mut Ctx) {
+        while let Some((at, id)) = self.expiries.first().cloned() {
+            if at > ctx.now {
+                break;
+            }
+            let t = &self.tasks[&id];
+            let reason = if t.timeout_at_ms.is_some_and(|to| to <= ctx.now) {
+                format!("timed out after {} ms", t.timeout_ms)
+            } else {
+                format!(
+                    "lease expired: agent '{}' stopped renewing",
+                    t.agent.as_deref().unwrap_or("?")
+                )
+            };
+            self.lose(&id, &reason, ctx);
+        }
+        while let Some((at, id)) = self.auctions.first().cloned() {
+            if at > ctx.now {
+                break;
+            }
+            self.auctions.pop_first();
+            self.close_auction(&id, ctx);
+        }
+        self.open.retain(|_, c| c.until_ms >= ctx.now);
+    }
+
+    /// The earliest time something here falls due, for the leader's ticks.
+    pub fn next_due(&self) -> Option<u64> {
+        let a = self.expiries.first().map(|(t, _)| *t);
+        let b = self.auctions.first().map(|(t, _)| *t);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (x, y) => x.or(y),
+        }
+    }
+
+    fn close_auction(&mut self, id: &str, ctx: &mut Ctx) {
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let Some((_, bids)) = t.auction.take() else {
+            return;
+        };
+        let t = &self.tasks[id];
+        let k = kind(&t.needs);
+        let fleet_mean = self.fleet.get(&k).and_then(Stat::mean_ms);
+        let scored: Vec<(String, [f64; 4])> = bids
+            .iter()
+            .filter_map(|b| {
+                let agent = ctx.agents.get(&b.agent)?;
+                let capability = Self::fit(t, agent)?;
+                let open = self.open.get(&b.agent).map_or(0, |c| c.slots) as f64;
+                let busy = (self.running.get(&b.agent).map_or(0, |r| r.len())
+                    + self.queue_len(&b.agent)) as f64;
+                let spare = if open + busy > 0.0 {
+                    open / (open + busy)
+                } else {
+                    0.0
+                };
+                let st = self.stats.get(&(b.agent.clone(), k.clone()));
+                let performance = mesh_sched::auction::performance(
+                    st.map_or(0, |s| s.completed),
+                    st.map_or(0, |s| s.failed),
+                    st.and_then(Stat::mean_ms),
+                    fleet_mean,
+                );
+                Some((
+                    b.agent.clone(),
+                    [capability, spare, performance, b.resources],
+                ))
+            })
+            .collect();
+        let sched_bids: Vec<mesh_sched::auction::Bid> = scored
+            .iter()
+            .map(|(a, s)| mesh_sched::auction::Bid {
+                agent: a,
+                capability: s[0],
+                spare: s[1],
+                performance: s[2],
+                resources: s[3],
+            })
+            .collect();
+        match mesh_sched::auction::award(&sched_bids) {
+            Some(i) => {
+                let winner = scored[i].0.clone();
+                let score = mesh_sched::auction::score(&sched_bids[i]);
+                self.enqueue(
+                    id,
+                    &winner,
+                    &format!("auction won with score {score:.3} of {} bids", scored.len()),
+                    ctx,
+                );
+                self.serve_open(&winner, ctx);
+            }
+            None => {
+                // No bid: route it by capability instead of leaving it stuck.
+                let t = self.tasks.get_mut(id).expect("exists");
+                t.route = Route::Capability;
+                self.route(id, ctx);
+            }
+        }
+    }
+
+    /// Agents that are gone (their node confirmed dead, or unregistered): their
+    /// running and queued tasks move on now, and their open claims close.
+    pub fn agents_gone(&mut self, agents: &[String], reason: &str, ctx: &mut Ctx) {
+        for a in agents {
+            self.open.remove(a);
+            let running: Vec<String> = self
+                .running
+                .get(a)
+                .map(|r| r.iter().cloned().collect())
+                .unwrap_or_default();
+            let queued: Vec<String> = self
+                .queues
+                .get(a)
+                .map(|q| q.iter().cloned().collect())
+                .unwrap_or_default();
+            for id in running.iter().chain(&queued) {
+                self.lose(id, reason, ctx);
+            }
+        }
+    }
+
+    /// Queued (assigned, not running) tasks per agent.
+    pub fn queue_depths(&self) -> BTreeMap<String, usize> {
+        self.queues
+            .iter()
+            .map(|(a, q)| (a.clone(), q.len()))
+            .collect()
+    }
+
+    /// Running tasks per agent.
+    pub fn running_counts(&self) -> BTreeMap<String, usize> {
+        self.running
+            .iter()
+            .map(|(a, r)| (a.clone(), r.len()))
+            .collect()
+    }
+
+    /// Ready tasks waiting for an agent (ready queue, retry queue, auctions).
+    pub fn waiting(&self) -> usize {
+        self.ready.len() + self.retry.len() + self.auctions.len()
+    }
+}
+
+/// New tasks of a batch in an order where each comes after its new
+/// dependencies; an error names a task on a cycle.
+fn topo_order(
+    specs: &[TaskSpec],
+    ids: &[String],
+    existing: &[bool],
+    batch: &BTreeMap<String, usize>,
+) -> Result<Vec<usize>, StateError> {
+    let mut indegree = vec![0usize; specs.len()];
+    let mut after: Vec<Vec<usize>> = vec![Vec::new(); specs.len()];
+    for (i, spec) in specs.iter().enumerate() {
+        if existing[i] {
+            continue;
+        }
+        let mut seen = BTreeSet::new();
+        for d in &spec.deps {
+            if let Some(&j) = batch.get(d)
+                && seen.insert(j)
+            {
+                indegree[i] += 1;
+                after[j].push(i);
+            }
+        }
+    }
+    let mut queue: VecDeque<usize> = (0..specs.len())
+        .filter(|&i| !existing[i] && indegree[i] == 0)
+        .collect();
+    let mut order = Vec::with_capacity(specs.len());
+    while let Some(i) = queue.pop_front() {
+        order.push(i);
+        for &k in &after[i] {
+            indegree[k] -= 1;
+            if indegree[k] == 0 {
+                queue.push_back(k);
+            }
+        }
+    }
+    let new = existing.iter().filter(|e| !**e).count();
+    if order.len() < new {
+        let stuck = (0..specs.len())
+            .find(|&i| !existing[i] && indegree[i] > 0)
+            .expect("a task on the cycle");
+        return Err(StateError::Invalid(format!(
+            "dependency cycle through task '{}'",
+            ids[stuck]
+        )));
+    }
+    Ok(order)
+}
