@@ -164,11 +164,13 @@ async fn reconnect(
 /// How often an unreachable Raft member is asked again.
 const RECONNECT_EVERY: Duration = Duration::from_secs(5);
 
-/// On the leader, every half second: keep the voter target and report confirmed
-/// deaths of nodes that host agents. Stops with the engine.
+/// On the leader, every half second and whenever the membership view changes:
+/// keep the voter target and report confirmed deaths of nodes that host agents
+/// (at once: their tasks move on when that report is applied). Stops with the
+/// engine.
 pub fn spawn_keeper(
     engine: Engine,
-    members: MembersView,
+    mut members: MembersView,
     requests: mpsc::Sender<Request>,
     cfg: ConsensusSettings,
 ) {
@@ -179,8 +181,15 @@ pub fn spawn_keeper(
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            let view = members.borrow().clone();
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = members.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+            let view = members.borrow_and_update().clone();
             let health = health_view(&view, &mut dead_since);
             reconnect(&engine, &view, &requests, &mut contacted).await;
             if let (Some(why), false) = (engine.status().fatal, reported_fatal) {
@@ -242,6 +251,35 @@ fn orphaning_nodes(engine: &Engine, members: &[MemberInfo]) -> Vec<String> {
         })
         .map(str::to_string)
         .collect()
+}
+
+/// On the leader: a `Tick` as soon as something in the task table falls due
+/// (a lease or an attempt's timeout runs out, an auction closes), since those
+/// happen only when a command is applied at or after that time. Checks at least
+/// every 200 ms, and sleeps until the next due time when it is sooner.
+pub fn spawn_task_clock(engine: Engine) {
+    tokio::spawn(async move {
+        loop {
+            let due = {
+                let state = engine.state();
+                let sm = state.read().unwrap_or_else(|e| e.into_inner());
+                sm.tasks.next_due()
+            };
+            let now = crate::service::unix_ms();
+            if let Some(d) = due
+                && d <= now
+                && engine.is_leader()
+                && let Err(e) = engine.propose(Command::Tick, None).await
+            {
+                tracing::debug!(error = %e, "task tick not ordered");
+            }
+            let wait_ms = due
+                .map(|d| d.saturating_sub(crate::service::unix_ms()))
+                .unwrap_or(200)
+                .clamp(2, 200);
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        }
+    });
 }
 
 /// True if an open proposal's deadline has passed by the wall clock.

@@ -184,6 +184,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
             replace_dead_after_ms: cfg.replace_dead_after_ms,
         },
     );
+    crate::consensus::spawn_task_clock(engine.clone());
     let service = crate::service::Service::new(
         engine,
         name.clone(),

@@ -7,10 +7,12 @@
 //!
 //! - status: `/v1/status`, `/v1/members`, `/metrics`, `/healthz`;
 //! - [`kv`]: `/v1/kv/{namespace}` and `/v1/kv/{namespace}/{key}`;
-//! - [`coord`]: `/v1/agents`, `/v1/proposals`, `/v1/barriers`.
+//! - [`coord`]: `/v1/agents`, `/v1/proposals`, `/v1/barriers`;
+//! - `/v1/tasks`: see [`tasks`].
 
 mod coord;
 mod kv;
+pub mod tasks;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -149,7 +151,7 @@ async fn healthz(State(svc): State<Service>) -> Response {
 async fn not_found() -> ApiError {
     ApiError(ServiceError::bad(
         "no_such_endpoint",
-        "no such endpoint; see /v1/status, /v1/members, /v1/kv, /v1/agents, /v1/proposals, /v1/barriers, /metrics",
+        "no such endpoint; see /v1/status, /v1/members, /v1/kv, /v1/agents, /v1/proposals, /v1/barriers, /v1/tasks, /metrics",
     ))
 }
 
@@ -162,6 +164,7 @@ pub fn router(svc: Service) -> Router {
         .route("/healthz", get(healthz))
         .merge(kv::routes())
         .merge(coord::routes())
+        .merge(tasks::routes())
         .fallback(|| async { (StatusCode::NOT_FOUND, not_found().await) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(svc)

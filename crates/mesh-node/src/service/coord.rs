@@ -211,7 +211,7 @@ fn barrier_view(b: &Barrier, sm: &StateMachine) -> BarrierView {
     }
 }
 
-fn check_wait(wait: Option<Duration>) -> Result<Duration, ServiceError> {
+pub(super) fn check_wait(wait: Option<Duration>) -> Result<Duration, ServiceError> {
     let w = wait.unwrap_or_default();
     if w > MAX_WAIT {
         return Err(ServiceError::bad(
@@ -226,7 +226,7 @@ fn check_wait(wait: Option<Duration>) -> Result<Duration, ServiceError> {
     Ok(w)
 }
 
-fn fresh_id(prefix: &str) -> String {
+pub(super) fn fresh_id(prefix: &str) -> String {
     // Unique enough for ids: the clock and a process-wide counter.
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -370,7 +370,7 @@ impl Service {
     /// Reads `what` `id` with `look`; until `done` holds or `wait` runs out,
     /// sleeps until an applied event matching `wakes` and looks again.
     #[allow(clippy::too_many_arguments)]
-    async fn look_until<T>(
+    pub(super) async fn look_until<T>(
         &self,
         what: &'static str,
         id: &str,
@@ -458,7 +458,7 @@ impl Service {
 
 /// Sleeps until an event matching `hit` is applied here, the channel lags (the
 /// caller looks at the state again either way), or `until`.
-async fn wait_for_event(
+pub(super) async fn wait_for_event(
     events: &mut tokio::sync::broadcast::Receiver<(u64, Event)>,
     until: tokio::time::Instant,
     hit: impl Fn(&Event) -> bool,

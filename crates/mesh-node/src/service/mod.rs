@@ -17,11 +17,13 @@
 //!
 //! - [`kv`]: namespaced keys and values;
 //! - [`coord`]: agents, proposals and signed votes, barriers;
+//! - [`tasks`]: tasks: submit, claim, renew, outcomes, cancel;
 //! - [`error`]: errors with stable codes.
 
 pub mod coord;
 pub mod error;
 pub mod kv;
+pub mod tasks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};

@@ -74,6 +74,7 @@ impl std::str::FromStr for Priority {
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Waiting for dependencies.
     Pending,
