@@ -13,9 +13,11 @@ mod demo_replicated;
 mod keys;
 mod kv_cmd;
 mod sim_cmd;
+mod task_cmd;
 mod status_cmd;
 mod up;
 mod vote_cmd;
+mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +49,10 @@ enum Command {
     Agent(agent_cmd::AgentArgs),
     /// Wait until agents are COMPLETE.
     Barrier(barrier_cmd::BarrierArgs),
+    /// Tasks: submit, list, show, wait, cancel; claim, complete, fail for scripts.
+    Task(task_cmd::TaskArgs),
+    /// Run tasks: an agent that claims tasks and runs a command for each.
+    Worker(worker::WorkerArgs),
 }
 
 fn main() {
@@ -68,6 +74,8 @@ fn main() {
         Command::Vote(args) => vote_cmd::run(args),
         Command::Agent(args) => agent_cmd::run(args),
         Command::Barrier(args) => barrier_cmd::run(args),
+        Command::Task(args) => task_cmd::run(args),
+        Command::Worker(args) => worker::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

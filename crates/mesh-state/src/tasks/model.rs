@@ -8,6 +8,9 @@ use crate::error::StateError;
 pub const DEFAULT_TIMEOUT_MS: u64 = 300_000;
 /// Longest timeout accepted (a week).
 pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How long past its timeout an attempt may still report (its agent kills it
+/// at the timeout and says so) before the state machine gives up on it.
+pub const TIMEOUT_GRACE_MS: u64 = 2_000;
 /// Default retry budget: attempts after the first.
 pub const DEFAULT_RETRIES: u32 = 3;
 pub const MAX_RETRIES: u32 = 100;

@@ -589,7 +589,9 @@ impl TaskTable {
         t.attempt += 1;
         t.agent = Some(agent.to_string());
         let lease_until = ctx.now + lease_ms;
-        let timeout_at = ctx.now + t.timeout_ms;
+        // The agent kills a task at its timeout and reports it; the state
+        // machine gives up on the attempt a little later, if no report came.
+        let timeout_at = ctx.now + t.timeout_ms + TIMEOUT_GRACE_MS;
         t.lease_until_ms = Some(lease_until);
         t.timeout_at_ms = Some(timeout_at);
         t.started_index = ctx.index;
@@ -1178,7 +1180,11 @@ impl TaskTable {
             }
             let t = &self.tasks[&id];
             let reason = if t.timeout_at_ms.is_some_and(|to| to <= ctx.now) {
-                format!("timed out after {} ms", t.timeout_ms)
+                format!(
+                    "timed out: no outcome {} ms after the attempt started (timeout {} ms)",
+                    t.timeout_ms + TIMEOUT_GRACE_MS,
+                    t.timeout_ms
+                )
             } else {
                 format!(
                     "lease expired: agent '{}' stopped renewing",
