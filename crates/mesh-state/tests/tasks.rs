@@ -82,7 +82,7 @@ impl M {
                 max,
                 lease_ms: 1_000,
                 wait_ms,
-                since: self.index,
+                since: self.sm.tasks.start_seq,
             })
             .unwrap()
         {
@@ -352,7 +352,7 @@ fn a_waiting_claim_gets_a_task_as_it_is_submitted() {
     let mut m = M::new();
     m.agent("a1", "n1", &["sh"]);
     assert!(m.claim_opts("a1", 4, 30_000).is_empty());
-    let since = m.index;
+    let since = m.sm.tasks.start_seq;
     let mut s = spec("t");
     needs(&mut s, &["sh"]);
     m.submit(vec![s]).unwrap();
@@ -570,4 +570,39 @@ fn priorities_come_first_and_retries_before_new_work() {
     m.submit(vec![low, spec("mid"), crit]).unwrap();
     let order: Vec<String> = m.claim("a1", 3).into_iter().map(|t| t.id).collect();
     assert_eq!(order, vec!["crit", "mid", "low"]);
+}
+
+#[test]
+fn a_task_started_later_in_the_same_log_entry_is_still_delivered() {
+    // Found by `mesh bench tasks`: with log indexes as claim cursors, a task
+    // started by a submit batched into the same entry as the claim, after it,
+    // was never delivered and sat running until its lease ran out.
+    let mut m = M::new();
+    m.agent("a1", "n1", &[]);
+    let claim = TaskCmd::Claim {
+        agent: "a1".into(),
+        max: 1,
+        lease_ms: 1_000,
+        wait_ms: 10_000,
+        since: 0,
+    };
+    let submit = TaskCmd::Submit {
+        tasks: vec![spec("late")],
+    };
+    let stamp = |command| Stamped {
+        now_ms: m.now + 1,
+        seed: 1,
+        request_id: None,
+        command: Command::Task(command),
+    };
+    let batch = vec![stamp(claim), stamp(submit)];
+    let replies =
+        m.sm.apply_batch_with_events(m.index + 1, &batch, &mut m.events);
+    let Ok(Reply::Task(TaskReply::Claimed { tasks, cursor })) = &replies[0] else {
+        panic!("{replies:?}")
+    };
+    assert!(tasks.is_empty());
+    assert_eq!(m.state("late"), TaskState::Running);
+    let d = m.sm.tasks.delivered("a1", *cursor);
+    assert_eq!(d.len(), 1, "the next claim from this cursor gets it");
 }

@@ -28,6 +28,8 @@ enum BenchWhat {
     Membership(MembershipBench),
     /// Replicated write latency, throughput and leader failover of real node processes.
     Kv(crate::bench_kv::KvBench),
+    /// Tasks through submit, claim and complete: throughput, dispatch latency, skew with stealing, node kill.
+    Tasks(crate::bench_tasks::TasksBench),
 }
 
 #[derive(Args)]
@@ -209,6 +211,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let a = match args.what {
         BenchWhat::Membership(a) => a,
         BenchWhat::Kv(k) => return crate::bench_kv::run(k),
+        BenchWhat::Tasks(t) => return crate::bench_tasks::run(t),
     };
     if a.trials == 0 {
         anyhow::bail!("--trials must be at least 1");

@@ -279,7 +279,10 @@ impl Job {
                 ),
             };
             if let Err(e) = r {
-                eprintln!("worker {}: reporting task {} failed: {e:#}", self.agent, self.id);
+                eprintln!(
+                    "worker {}: reporting task {} failed: {e:#}",
+                    self.agent, self.id
+                );
             }
         }
         self.table
@@ -348,7 +351,10 @@ impl Job {
         std::thread::spawn(move || {
             use nix::sys::wait::{Id, WaitPidFlag, waitid};
             let pid = nix::unistd::Pid::from_raw(pgid);
-            let _ = tx.send(waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT));
+            let _ = tx.send(waitid(
+                Id::Pid(pid),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+            ));
         });
         let timed_out = rx.recv_timeout(self.timeout).is_err();
         kill_group(pgid);

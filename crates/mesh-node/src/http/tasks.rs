@@ -17,7 +17,9 @@
 //!   | "result_base64"?}`; `POST /v1/tasks/{id}/fail` `{"agent", "attempt",
 //!   "reason", "retryable"?: true}`; `POST /v1/tasks/finish` `{"agent",
 //!   "outcomes": [{"id", "attempt", "ok", "result_base64"?, "reason"?,
-//!   "retryable"?}], "then_claim"?: {"max", "lease_ms"?, "wait"?}}` (batches).
+//!   "retryable"?}], "then_claim"?: {"max", "lease_ms"?, "wait"?, "since"?}}`
+//!   (batches; `since` is the cursor of the previous claim, so tasks started
+//!   for the agent while its claim was open come back too).
 //! - `POST /v1/tasks/{id}/cancel` `{"reason"?}`; `POST /v1/tasks/{id}/bids`
 //!   `{"agent", "resources": 0..1}`.
 
@@ -365,6 +367,7 @@ struct ThenClaim {
     max: u32,
     lease_ms: Option<u64>,
     wait: Option<f64>,
+    since: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -399,11 +402,12 @@ async fn finish(State(svc): State<Service>, headers: HeaderMap, body: Bytes) -> 
         None => None,
         Some(t) => {
             let wait = wait_of(t.wait)?.unwrap_or_default();
-            Some((
-                t.max,
-                t.lease_ms.unwrap_or(mesh_state::tasks::DEFAULT_LEASE_MS),
-                wait.as_millis() as u64,
-            ))
+            Some(mesh_state::tasks::ThenClaim {
+                max: t.max,
+                lease_ms: t.lease_ms.unwrap_or(mesh_state::tasks::DEFAULT_LEASE_MS),
+                wait_ms: wait.as_millis() as u64,
+                since: t.since.unwrap_or(0),
+            })
         }
     };
     let (results, claimed) = svc

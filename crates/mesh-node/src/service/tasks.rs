@@ -280,7 +280,7 @@ impl Service {
         // The event came from this replica's apply: the local state has it.
         let (tasks, at) = self
             .read(true, |sm| {
-                (sm.tasks.delivered(agent, cursor), sm.applied_index)
+                (sm.tasks.delivered(agent, cursor), sm.tasks.start_seq)
             })
             .await?;
         cursor = cursor.max(at);
@@ -311,7 +311,7 @@ impl Service {
         &self,
         agent: &str,
         outcomes: Vec<Outcome>,
-        then_claim: Option<(u32, u64, u64)>,
+        then_claim: Option<mesh_state::tasks::ThenClaim>,
         request_id: Option<RequestId>,
     ) -> Result<(Vec<Result<(), StateError>>, ClaimView), ServiceError> {
         let cmd = TaskCmd::Finish {

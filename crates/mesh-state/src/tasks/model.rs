@@ -382,8 +382,10 @@ pub struct Task {
     pub lease_until_ms: Option<u64>,
     /// While running: when this attempt times out.
     pub timeout_at_ms: Option<u64>,
-    /// Log index at which the current attempt started (claims deliver from it).
-    pub started_index: u64,
+    /// The table's start number of the current attempt: claims deliver what
+    /// started after the cursor they were given. (Finer than a log index:
+    /// several commands share one log entry.)
+    pub start_seq: u64,
     /// Dependencies not completed yet.
     pub unmet_deps: u32,
     /// Tasks that depend on this one.
@@ -424,7 +426,7 @@ pub struct Outcome {
 pub enum TaskReply {
     /// Per submitted task: its id and whether it already existed (idempotency key).
     Submitted(Vec<(String, bool)>),
-    /// Tasks started for the agent, and the log index they were read at.
+    /// Tasks started for the agent, and the cursor for its next claim.
     Claimed {
         tasks: Vec<ClaimedTask>,
         cursor: u64,
@@ -464,7 +466,7 @@ pub enum TaskCmd {
     Finish {
         agent: String,
         outcomes: Vec<Outcome>,
-        then_claim: Option<(u32, u64, u64)>,
+        then_claim: Option<ThenClaim>,
     },
     /// Cancels a task and everything that depends on it.
     Cancel { id: String, reason: String },
@@ -482,6 +484,17 @@ pub enum TaskCmd {
     },
     /// The mesh's default routing strategy.
     SetDefaultRoute { route: Route },
+}
+
+/// A claim made in the same command as a finish: up to `max` tasks under
+/// leases of `lease_ms`, open for `wait_ms`; tasks started for the agent after
+/// log index `since` come back too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThenClaim {
+    pub max: u32,
+    pub lease_ms: u64,
+    pub wait_ms: u64,
+    pub since: u64,
 }
 
 /// What happened to a task, for the node to publish and for waiting clients.

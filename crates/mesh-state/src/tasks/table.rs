@@ -73,6 +73,8 @@ const MAX_STATS: usize = 10_000;
 pub struct TaskTable {
     pub tasks: BTreeMap<String, Task>,
     next_seq: u64,
+    /// Counts starts; a claim's cursor is its value after the claim.
+    pub start_seq: u64,
     ready: BTreeSet<(u8, u64, String)>,
     retry: VecDeque<String>,
     queues: BTreeMap<String, VecDeque<String>>,
@@ -99,6 +101,7 @@ impl Default for TaskTable {
         TaskTable {
             tasks: BTreeMap::new(),
             next_seq: 0,
+            start_seq: 0,
             ready: BTreeSet::new(),
             retry: VecDeque::new(),
             queues: BTreeMap::new(),
@@ -419,7 +422,7 @@ impl TaskTable {
                 attempt: 0,
                 lease_until_ms: None,
                 timeout_at_ms: None,
-                started_index: 0,
+                start_seq: 0,
                 unmet_deps: unmet,
                 dependents: Vec::new(),
                 unroutable: None,
@@ -585,6 +588,8 @@ impl TaskTable {
             self.tasks.get_mut(id).expect("exists").agent = Some(agent.to_string());
             self.record(id, TaskState::Assigned, Some(agent), reason, ctx);
         }
+        self.start_seq += 1;
+        let seq = self.start_seq;
         let t = self.tasks.get_mut(id).expect("exists");
         t.attempt += 1;
         t.agent = Some(agent.to_string());
@@ -594,7 +599,7 @@ impl TaskTable {
         let timeout_at = ctx.now + t.timeout_ms + TIMEOUT_GRACE_MS;
         t.lease_until_ms = Some(lease_until);
         t.timeout_at_ms = Some(timeout_at);
-        t.started_index = ctx.index;
+        t.start_seq = seq;
         t.attempts.push(Attempt {
             number: t.attempt,
             agent: agent.to_string(),
@@ -894,11 +899,11 @@ impl TaskTable {
         }
         Ok(TaskReply::Claimed {
             tasks: self.delivered(agent, since),
-            cursor: ctx.index,
+            cursor: self.start_seq,
         })
     }
 
-    /// Running tasks of `agent` started after log index `since`.
+    /// Running tasks of `agent` started after cursor `since`.
     pub fn delivered(&self, agent: &str, since: u64) -> Vec<ClaimedTask> {
         let Some(ids) = self.running.get(agent) else {
             return Vec::new();
@@ -906,7 +911,7 @@ impl TaskTable {
         let mut out: Vec<&Task> = ids
             .iter()
             .map(|id| &self.tasks[id])
-            .filter(|t| t.started_index > since)
+            .filter(|t| t.start_seq > since)
             .collect();
         out.sort_by_key(|t| (rank(t.priority), t.seq));
         out.into_iter()
@@ -961,7 +966,7 @@ impl TaskTable {
         &mut self,
         agent: &str,
         outcomes: &[Outcome],
-        then_claim: Option<(u32, u64, u64)>,
+        then_claim: Option<ThenClaim>,
         ctx: &mut Ctx,
     ) -> Result<TaskReply, StateError> {
         Self::check_agent(agent, ctx)?;
@@ -976,13 +981,11 @@ impl TaskTable {
             results.push(self.finish_one(agent, o, ctx));
         }
         let (claimed, cursor) = match then_claim {
-            Some((max, lease, wait)) => {
-                match self.claim(agent, max, lease, wait, ctx.index.saturating_sub(1), ctx)? {
-                    TaskReply::Claimed { tasks, cursor } => (tasks, cursor),
-                    _ => unreachable!("claim replies Claimed"),
-                }
-            }
-            None => (Vec::new(), ctx.index),
+            Some(c) => match self.claim(agent, c.max, c.lease_ms, c.wait_ms, c.since, ctx)? {
+                TaskReply::Claimed { tasks, cursor } => (tasks, cursor),
+                _ => unreachable!("claim replies Claimed"),
+            },
+            None => (Vec::new(), self.start_seq),
         };
         Ok(TaskReply::Finished {
             outcomes: results,

@@ -129,13 +129,20 @@ pub struct ClientLog {
 }
 
 /// One HTTP/1.1 keep-alive connection.
-struct Conn {
+pub struct Conn {
     addr: String,
     stream: Option<tokio::io::BufStream<tokio::net::TcpStream>>,
 }
 
 impl Conn {
-    async fn request(
+    pub fn new(addr: &str) -> Self {
+        Conn {
+            addr: addr.to_string(),
+            stream: None,
+        }
+    }
+
+    pub async fn request(
         &mut self,
         method: &str,
         path: &str,

@@ -17,7 +17,7 @@
 //! report shows both side by side with ratios.
 
 mod etcd;
-mod load;
+pub mod load;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -163,12 +163,18 @@ impl System {
 }
 
 fn start_mesh(nodes: usize) -> anyhow::Result<System> {
+    Ok(System::Mesh(start_cluster(nodes, "kv")?))
+}
+
+/// `nodes` durable `mesh up` processes named `{tag}0..`, with a leader and
+/// min(3, nodes) voters.
+pub fn start_cluster(nodes: usize, tag: &str) -> anyhow::Result<Cluster> {
     let exe = std::env::current_exe()?;
-    let mut c = Cluster::new(&exe, "lan", "bench-kv")?;
-    let first = c.spawn("kv0", &[])?;
+    let mut c = Cluster::new(&exe, "lan", &format!("bench-{tag}"))?;
+    let first = c.spawn(&format!("{tag}0"), &[])?;
     let seed = c.info(first).gossip;
     for i in 1..nodes {
-        c.spawn(&format!("kv{i}"), &[seed])?;
+        c.spawn(&format!("{tag}{i}"), &[seed])?;
     }
     let voters = 3.min(nodes);
     wait_for(Duration::from_secs(30), Duration::from_millis(20), || {
@@ -180,7 +186,7 @@ fn start_mesh(nodes: usize) -> anyhow::Result<System> {
     .ok_or_else(|| {
         anyhow::anyhow!("the nodes did not elect a leader with {voters} voters within 30 s")
     })?;
-    Ok(System::Mesh(c))
+    Ok(c)
 }
 
 /// Runs the load runs and the failover run against `sys`.
