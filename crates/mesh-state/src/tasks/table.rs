@@ -1073,6 +1073,7 @@ impl TaskTable {
                 t.state.as_str()
             )));
         }
+        let was_running = t.state == TaskState::Running;
         let before: BTreeSet<String> = self
             .tasks
             .iter()
@@ -1086,6 +1087,10 @@ impl TaskTable {
         } else {
             reason
         };
+        if was_running && let Some(a) = self.tasks.get_mut(id).and_then(|t| t.attempts.last_mut()) {
+            a.ended_ms = Some(ctx.now);
+            a.outcome = Some(format!("cancelled: {}", clip(why)));
+        }
         self.finish(id, TaskState::Cancelled, why, ctx);
         let mut out = vec![id.to_string()];
         out.extend(
@@ -1374,4 +1379,100 @@ fn topo_order(
         )));
     }
     Ok(order)
+}
+
+impl TaskTable {
+    /// Checks that every task is where its state says, and nowhere else, and
+    /// the rules no command may break: completed at most once, attempts
+    /// within the retry budget, started only after its dependencies completed.
+    /// For tests and the simulator; `Err` names the first broken rule.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut places: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (_, _, id) in &self.ready {
+            places.entry(id).or_default().push("ready");
+        }
+        for id in &self.retry {
+            places.entry(id).or_default().push("retry");
+        }
+        for (_, id) in &self.auctions {
+            places.entry(id).or_default().push("auction");
+        }
+        for (a, q) in &self.queues {
+            for id in q {
+                places.entry(id).or_default().push("queue");
+                if self.tasks.get(id).and_then(|t| t.agent.as_deref()) != Some(a.as_str()) {
+                    return Err(format!("task {id} is queued for {a} but held by another"));
+                }
+            }
+        }
+        for (a, r) in &self.running {
+            for id in r {
+                places.entry(id).or_default().push("running");
+                if self.tasks.get(id).and_then(|t| t.agent.as_deref()) != Some(a.as_str()) {
+                    return Err(format!("task {id} runs for {a} but is held by another"));
+                }
+            }
+        }
+        for (_, id) in &self.expiries {
+            places.entry(id).or_default().push("expiry");
+        }
+        for (id, t) in &self.tasks {
+            let mut at = places.remove(id.as_str()).unwrap_or_default();
+            at.sort_unstable();
+            let want: &[&str] = match t.state {
+                TaskState::Ready if t.auction.is_some() => &["auction"],
+                TaskState::Ready => {
+                    if at == ["ready"] || at == ["retry"] {
+                        &[]
+                    } else {
+                        return Err(format!("ready task {id} is in {at:?}"));
+                    }
+                }
+                TaskState::Assigned => &["queue"],
+                TaskState::Running => &["expiry", "running"],
+                _ => &[],
+            };
+            if (t.state != TaskState::Ready || t.auction.is_some()) && at != want {
+                return Err(format!("{} task {id} is in {at:?}", t.state.as_str()));
+            }
+            let completions = t
+                .history
+                .iter()
+                .filter(|h| h.state == TaskState::Completed)
+                .count();
+            if completions > 1 {
+                return Err(format!("task {id} completed {completions} times"));
+            }
+            if t.attempt > t.retries + 1 || t.attempts.len() as u32 != t.attempt {
+                return Err(format!(
+                    "task {id} has {} attempts for a budget of {} retries",
+                    t.attempt, t.retries
+                ));
+            }
+            if let Some(first) = t.attempts.first() {
+                for d in &t.deps {
+                    if let Some(dep) = self.tasks.get(d)
+                        && !(dep.state == TaskState::Completed
+                            && dep.finished_ms.is_some_and(|f| f <= first.started_ms))
+                    {
+                        return Err(format!(
+                            "task {id} started before its dependency {d} completed"
+                        ));
+                    }
+                }
+            }
+            let open_attempts = t.attempts.iter().filter(|a| a.ended_ms.is_none()).count();
+            let want_open = usize::from(t.state == TaskState::Running);
+            if open_attempts != want_open {
+                return Err(format!(
+                    "{} task {id} has {open_attempts} unfinished attempts",
+                    t.state.as_str()
+                ));
+            }
+        }
+        if let Some((id, at)) = places.into_iter().next() {
+            return Err(format!("unknown task {id} is in {at:?}"));
+        }
+        Ok(())
+    }
 }
