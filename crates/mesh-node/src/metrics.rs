@@ -31,6 +31,14 @@ pub struct ResultLabel {
 pub struct PeerLabel {
     pub peer: String,
 }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabel {
+    pub agent: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuantileLabel {
+    pub quantile: String,
+}
 
 /// Every metric a node exports.
 pub struct Metrics {
@@ -54,6 +62,18 @@ pub struct Metrics {
     pub raft_learners: Gauge,
     /// Writes through the service, by outcome (ok, or the error code).
     pub writes: Family<ResultLabel, Counter>,
+    /// Tasks by state, on this replica.
+    pub tasks: Family<StateLabel, Gauge>,
+    /// Task totals since the state began (submitted, started, completed, ...).
+    pub task_totals: Family<KindLabel, Gauge>,
+    pub task_queue_depth: Family<AgentLabel, Gauge>,
+    pub task_running: Family<AgentLabel, Gauge>,
+    /// -1 when there is no load to compare.
+    pub task_load_variance: Gauge<f64, AtomicU64>,
+    pub task_hotspots: Gauge,
+    /// -1 with no samples.
+    pub task_dispatch_ms: Family<QuantileLabel, Gauge>,
+    pub task_end_to_end_ms: Family<QuantileLabel, Gauge>,
     /// Sum over every drop reason (for the status document).
     dropped_total: AtomicU64,
 }
@@ -86,6 +106,14 @@ impl Metrics {
             raft_voters: Gauge::default(),
             raft_learners: Gauge::default(),
             writes: Family::default(),
+            tasks: Family::default(),
+            task_totals: Family::default(),
+            task_queue_depth: Family::default(),
+            task_running: Family::default(),
+            task_load_variance: Gauge::default(),
+            task_hotspots: Gauge::default(),
+            task_dispatch_ms: Family::default(),
+            task_end_to_end_ms: Family::default(),
             dropped_total: AtomicU64::new(0),
             registry: Registry::default(),
         };
@@ -166,6 +194,42 @@ impl Metrics {
         ] {
             registry.register(name, help, g.clone());
         }
+        registry.register("tasks", "Tasks by state", m.tasks.clone());
+        registry.register(
+            "task_totals",
+            "Task totals since the state began, by kind (submitted, started, completed, attempts_lost, retried, failed, dead_lettered, cancelled, stolen, transferred)",
+            m.task_totals.clone(),
+        );
+        registry.register(
+            "task_queue_depth",
+            "Tasks assigned to an agent and not started",
+            m.task_queue_depth.clone(),
+        );
+        registry.register(
+            "task_running",
+            "Tasks running per agent",
+            m.task_running.clone(),
+        );
+        registry.register(
+            "task_load_variance",
+            "Standard deviation / mean of running + queued tasks over live agents (-1: no load)",
+            m.task_load_variance.clone(),
+        );
+        registry.register(
+            "task_hotspots",
+            "Agents running more than 85% of their slots",
+            m.task_hotspots.clone(),
+        );
+        registry.register(
+            "task_dispatch_ms",
+            "Submit to first start, over the tasks this replica holds (-1: none)",
+            m.task_dispatch_ms.clone(),
+        );
+        registry.register(
+            "task_end_to_end_ms",
+            "Submit to completion, over the completed tasks this replica holds (-1: none)",
+            m.task_end_to_end_ms.clone(),
+        );
         registry.register(
             "writes",
             "Writes through this node's service, by outcome (ok or error code)",

@@ -65,6 +65,7 @@ pub fn render(s: &Value) -> String {
             .map(|x| format!("{:.1} MiB", x / 1048576.0))),
     );
     out += &render_consensus(&s["consensus"]);
+    out += &render_tasks(&s["tasks"]);
     out += &format!(
         "{:<18} {:<22} {:<8} {:>4} {:<10} {:<20} {:>8} {:>12}\n",
         "ID", "ADDR", "STATE", "INC", "ZONE", "CAPS", "RTT", "CHANGED"
@@ -117,6 +118,48 @@ pub fn render(s: &Value) -> String {
         }
     }
     out
+}
+
+/// The task lines: counts by state, rates, latencies, balance.
+fn render_tasks(t: &Value) -> String {
+    if t.is_null() {
+        return String::new();
+    }
+    let states: Vec<String> = t["by_state"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let rate = |k: &str| {
+        fmt_opt(&t["per_sec"][k], |v| {
+            v.as_f64().map(|x| format!("{x:.1}/s"))
+        })
+    };
+    let ms = |v: &Value| fmt_opt(v, |v| v.as_u64().map(|x| format!("{x} ms")));
+    format!(
+        "tasks {}  waiting {}\n  submitted {}  completed {}  failed {}  retried {}  dispatch p50 {} p99 {}  end-to-end p50 {}  load variance {}  hotspots {}  completion rate {}\n\n",
+        if states.is_empty() {
+            "none".to_string()
+        } else {
+            states.join(", ")
+        },
+        t["waiting"],
+        rate("submitted"),
+        rate("completed"),
+        rate("failed"),
+        rate("retried"),
+        ms(&t["dispatch_ms"]["p50"]),
+        ms(&t["dispatch_ms"]["p99"]),
+        ms(&t["end_to_end_ms"]["p50"]),
+        fmt_opt(&t["load_variance"], |v| v
+            .as_f64()
+            .map(|x| format!("{:.1}%", x * 100.0))),
+        t["hotspots"].as_array().map_or(0, |h| h.len()),
+        fmt_opt(&t["completion_rate"], |v| v
+            .as_f64()
+            .map(|x| format!("{:.1}%", x * 100.0))),
+    )
 }
 
 /// The consensus lines: leader, term, commit index, voters and learners.

@@ -126,6 +126,7 @@ async fn metrics_text(State(svc): State<Service>) -> Response {
     // A status request first, so the loop's gauges are fresh as of this scrape.
     let _ = svc.membership_status().await;
     svc.sample_consensus_metrics();
+    svc.sample_task_metrics().await;
     (
         [(
             header::CONTENT_TYPE,

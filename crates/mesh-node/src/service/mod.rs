@@ -68,6 +68,8 @@ struct Inner {
     /// The highest log index of a write this node acknowledged: stale reads
     /// wait for this replica to apply it.
     acknowledged: AtomicU64,
+    /// The previous look at the task counters, for rates.
+    task_rates: std::sync::Mutex<Option<TaskRateSample>>,
     /// Makes generated request ids unique across restarts of this node.
     boot_ms: u64,
 }
@@ -85,12 +87,20 @@ pub struct ConsensusStatus {
     pub writable: bool,
 }
 
-/// The full status: membership and consensus.
+type TaskRateSample = (
+    std::time::Instant,
+    mesh_state::tasks::table::TaskCounters,
+    Option<std::collections::BTreeMap<&'static str, f64>>,
+);
+
+/// The full status: membership, consensus and tasks.
 #[derive(Debug, Clone, Serialize)]
 pub struct FullStatus {
     #[serde(flatten)]
     pub membership: StatusSnapshot,
     pub consensus: ConsensusStatus,
+    /// `null` if the replica could not be read.
+    pub tasks: Option<tasks::TaskMetrics>,
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -117,6 +127,7 @@ impl Service {
                 metrics,
                 next_request: AtomicU64::new(0),
                 acknowledged: AtomicU64::new(0),
+                task_rates: std::sync::Mutex::new(None),
                 boot_ms: unix_ms(),
             }),
         }
@@ -144,6 +155,7 @@ impl Service {
         Some(FullStatus {
             membership,
             consensus: self.consensus_status(),
+            tasks: self.task_metrics().await.ok(),
         })
     }
 

@@ -373,3 +373,229 @@ impl Service {
         self.task_write(cmd, None).await.map(|_| ())
     }
 }
+
+/// Median and 99th percentile, in milliseconds (`null` with no samples).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    pub samples: usize,
+    pub p50: Option<u64>,
+    pub p99: Option<u64>,
+}
+
+fn percentiles(mut v: Vec<u64>) -> Percentiles {
+    v.sort_unstable();
+    let at = |q: f64| (!v.is_empty()).then(|| v[((v.len() - 1) as f64 * q).round() as usize]);
+    Percentiles {
+        samples: v.len(),
+        p50: at(0.5),
+        p99: at(0.99),
+    }
+}
+
+/// What the mesh's task figures are, measured on this replica (stamps are the
+/// leader's clock, so latencies have millisecond resolution).
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskMetrics {
+    /// Totals since the state began.
+    pub totals: mesh_state::tasks::table::TaskCounters,
+    /// Per second over the last interval of at least a second between two
+    /// looks at this node (`null` until there were two).
+    pub per_sec: Option<std::collections::BTreeMap<&'static str, f64>>,
+    pub by_state: std::collections::BTreeMap<&'static str, usize>,
+    /// Ready tasks no agent has taken yet.
+    pub waiting: usize,
+    /// Assigned, not started, per agent.
+    pub queue_depth: std::collections::BTreeMap<String, usize>,
+    pub running: std::collections::BTreeMap<String, usize>,
+    /// Standard deviation / mean of running + queued tasks over live agents
+    /// (`null` with no agents or no load).
+    pub load_variance: Option<f64>,
+    /// Agents running more than 85% of their slots (as their claims showed them).
+    pub hotspots: Vec<String>,
+    /// Completed / (completed + failed + dead-lettered); `null` before any ended.
+    pub completion_rate: Option<f64>,
+    /// Retries per submitted task; `null` before any was submitted.
+    pub retries_per_task: Option<f64>,
+    /// Submit to first start, over the tasks this replica still holds.
+    pub dispatch_ms: Percentiles,
+    /// Submit to completion, over the completed tasks it still holds.
+    pub end_to_end_ms: Percentiles,
+    /// The latest loss of running tasks at once (a dead node): how long until
+    /// they all ran again (`recovered_ms` null while some wait).
+    pub recovery: Option<serde_json::Value>,
+}
+
+fn counters_map(c: &mesh_state::tasks::table::TaskCounters) -> [(&'static str, u64); 6] {
+    [
+        ("submitted", c.submitted),
+        ("started", c.started),
+        ("completed", c.completed),
+        ("failed", c.failed + c.dead_lettered),
+        ("retried", c.retried),
+        ("cancelled", c.cancelled),
+    ]
+}
+
+impl Service {
+    /// The task figures, from the local replica.
+    pub async fn task_metrics(&self) -> Result<TaskMetrics, ServiceError> {
+        let mut m = self
+            .read(true, |sm| {
+                let t = &sm.tasks;
+                let mut by_state = std::collections::BTreeMap::new();
+                let (mut dispatch, mut e2e) = (Vec::new(), Vec::new());
+                for task in t.tasks.values() {
+                    *by_state.entry(task.state.as_str()).or_insert(0) += 1;
+                    if let Some(a) = task.attempts.first() {
+                        dispatch.push(a.started_ms.saturating_sub(task.submitted_ms));
+                    }
+                    if task.state == TaskState::Completed
+                        && let Some(f) = task.finished_ms
+                    {
+                        e2e.push(f.saturating_sub(task.submitted_ms));
+                    }
+                }
+                let queue_depth = t.queue_depths();
+                let running = t.running_counts();
+                let live: Vec<&str> = sm
+                    .agents
+                    .values()
+                    .filter(|a| a.node_dead_at_ms.is_none())
+                    .map(|a| a.id.as_str())
+                    .collect();
+                let loads: Vec<f64> = live
+                    .iter()
+                    .map(|a| {
+                        (running.get(*a).copied().unwrap_or(0)
+                            + queue_depth.get(*a).copied().unwrap_or(0))
+                            as f64
+                    })
+                    .collect();
+                let n = loads.len() as f64;
+                let mean = loads.iter().sum::<f64>() / n.max(1.0);
+                let load_variance = (n > 0.0 && mean > 0.0).then(|| {
+                    (loads.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n).sqrt() / mean
+                });
+                let hotspots = live
+                    .iter()
+                    .filter(|a| {
+                        let cap = t.capacity.get(**a).copied().unwrap_or(0);
+                        cap > 0 && running.get(**a).copied().unwrap_or(0) as f64 > 0.85 * cap as f64
+                    })
+                    .map(|a| a.to_string())
+                    .collect();
+                let c = &t.counters;
+                let ended = c.completed + c.failed + c.dead_lettered;
+                TaskMetrics {
+                    totals: c.clone(),
+                    per_sec: None,
+                    by_state,
+                    waiting: t.waiting(),
+                    queue_depth,
+                    running,
+                    load_variance,
+                    hotspots,
+                    completion_rate: (ended > 0).then(|| c.completed as f64 / ended as f64),
+                    retries_per_task: (c.submitted > 0)
+                        .then(|| c.retried as f64 / c.submitted as f64),
+                    dispatch_ms: percentiles(dispatch),
+                    end_to_end_ms: percentiles(e2e),
+                    recovery: t.recovery.as_ref().map(|r| {
+                        serde_json::json!({"why": r.why, "at_ms": r.at_ms, "tasks": r.tasks,
+                                           "recovered_ms": r.took_ms})
+                    }),
+                }
+            })
+            .await?;
+        m.per_sec = self.task_rates(&m.totals);
+        Ok(m)
+    }
+
+    /// Rates from the previous look at least a second ago.
+    fn task_rates(
+        &self,
+        now: &mesh_state::tasks::table::TaskCounters,
+    ) -> Option<std::collections::BTreeMap<&'static str, f64>> {
+        let mut last = self
+            .inner
+            .task_rates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let t = std::time::Instant::now();
+        match &*last {
+            Some((at, prev, rates)) if t.duration_since(*at) < Duration::from_secs(1) => {
+                return rates.clone();
+            }
+            _ => {}
+        }
+        let rates = last.as_ref().map(|(at, prev, _)| {
+            let secs = t.duration_since(*at).as_secs_f64();
+            counters_map(now)
+                .iter()
+                .zip(counters_map(prev))
+                .map(|((k, n), (_, p))| (*k, n.saturating_sub(p) as f64 / secs))
+                .collect()
+        });
+        *last = Some((t, now.clone(), rates.clone()));
+        rates
+    }
+}
+
+impl Service {
+    /// Sets the task gauges of `/metrics` from [`Service::task_metrics`].
+    pub async fn sample_task_metrics(&self) {
+        let Ok(t) = self.task_metrics().await else {
+            return;
+        };
+        use crate::metrics::{AgentLabel, KindLabel, QuantileLabel, StateLabel};
+        let m = self.metrics();
+        for s in TaskState::ALL {
+            let n = t.by_state.get(s.as_str()).copied().unwrap_or(0);
+            m.tasks
+                .get_or_create(&StateLabel {
+                    state: s.as_str().into(),
+                })
+                .set(n as i64);
+        }
+        let c = &t.totals;
+        for (k, v) in [
+            ("submitted", c.submitted),
+            ("started", c.started),
+            ("completed", c.completed),
+            ("attempts_lost", c.attempts_lost),
+            ("retried", c.retried),
+            ("failed", c.failed),
+            ("dead_lettered", c.dead_lettered),
+            ("cancelled", c.cancelled),
+            ("stolen", c.stolen),
+            ("transferred", c.transferred),
+        ] {
+            m.task_totals
+                .get_or_create(&KindLabel { kind: k.into() })
+                .set(v as i64);
+        }
+        m.task_queue_depth.clear();
+        for (a, n) in &t.queue_depth {
+            m.task_queue_depth
+                .get_or_create(&AgentLabel { agent: a.clone() })
+                .set(*n as i64);
+        }
+        m.task_running.clear();
+        for (a, n) in &t.running {
+            m.task_running
+                .get_or_create(&AgentLabel { agent: a.clone() })
+                .set(*n as i64);
+        }
+        m.task_load_variance.set(t.load_variance.unwrap_or(-1.0));
+        m.task_hotspots.set(t.hotspots.len() as i64);
+        for (fam, p) in [
+            (&m.task_dispatch_ms, &t.dispatch_ms),
+            (&m.task_end_to_end_ms, &t.end_to_end_ms),
+        ] {
+            for (q, v) in [("0.5", p.p50), ("0.99", p.p99)] {
+                fam.get_or_create(&QuantileLabel { quantile: q.into() })
+                    .set(v.map(|x| x as i64).unwrap_or(-1));
+            }
+        }
+    }
+}

@@ -65,6 +65,19 @@ pub struct TaskCounters {
     pub transferred: u64,
 }
 
+/// The latest time running tasks lost their agents at once (a dead node, an
+/// unregistered agent): when, how many, and how long until all ran again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recovery {
+    pub why: String,
+    pub at_ms: u64,
+    pub tasks: usize,
+    /// Tasks not started again yet.
+    pub waiting: BTreeSet<String>,
+    /// From the loss until the last of them started again (`None` until then).
+    pub took_ms: Option<u64>,
+}
+
 /// Most (agent, kind of task) statistics kept.
 const MAX_STATS: usize = 10_000;
 
@@ -94,6 +107,9 @@ pub struct TaskTable {
     pub fleet: BTreeMap<String, Stat>,
     pub counters: TaskCounters,
     pub default_route: Route,
+    /// Per agent: its slots as its latest claim showed them (running + asked for).
+    pub capacity: BTreeMap<String, u32>,
+    pub recovery: Option<Recovery>,
 }
 
 impl Default for TaskTable {
@@ -117,6 +133,8 @@ impl Default for TaskTable {
             fleet: BTreeMap::new(),
             counters: TaskCounters::default(),
             default_route: Route::Capability,
+            capacity: BTreeMap::new(),
+            recovery: None,
         }
     }
 }
@@ -590,6 +608,7 @@ impl TaskTable {
         }
         self.start_seq += 1;
         let seq = self.start_seq;
+        self.recovered(id, ctx.now);
         let t = self.tasks.get_mut(id).expect("exists");
         t.attempt += 1;
         t.agent = Some(agent.to_string());
@@ -701,7 +720,17 @@ impl TaskTable {
     }
 
     /// A final state: record it, release or cancel dependents, remember it for a while.
+    fn recovered(&mut self, id: &str, now: u64) {
+        if let Some(r) = self.recovery.as_mut()
+            && r.waiting.remove(id)
+            && r.waiting.is_empty()
+        {
+            r.took_ms = Some(now.saturating_sub(r.at_ms));
+        }
+    }
+
     fn finish(&mut self, id: &str, state: TaskState, reason: &str, ctx: &mut Ctx) {
+        self.recovered(id, ctx.now);
         let agent = self.tasks.get(id).and_then(|t| t.agent.clone());
         self.record(id, state, agent.as_deref(), reason, ctx);
         let t = self.tasks.get_mut(id).expect("exists");
@@ -887,6 +916,9 @@ impl TaskTable {
             self.start(&id, agent, lease_ms, "started after stealing", ctx);
             started += 1;
         }
+        let running = self.running.get(agent).map_or(0, |r| r.len()) as u32;
+        self.capacity
+            .insert(agent.to_string(), running + (max - started));
         if started < max && wait_ms > 0 {
             self.open.insert(
                 agent.to_string(),
@@ -1291,6 +1323,21 @@ impl TaskTable {
     /// Agents that are gone (their node confirmed dead, or unregistered): their
     /// running and queued tasks move on now, and their open claims close.
     pub fn agents_gone(&mut self, agents: &[String], reason: &str, ctx: &mut Ctx) {
+        let lost: BTreeSet<String> = agents
+            .iter()
+            .filter_map(|a| self.running.get(a))
+            .flatten()
+            .cloned()
+            .collect();
+        if !lost.is_empty() {
+            self.recovery = Some(Recovery {
+                why: reason.to_string(),
+                at_ms: ctx.now,
+                tasks: lost.len(),
+                waiting: lost,
+                took_ms: None,
+            });
+        }
         for a in agents {
             self.open.remove(a);
             let running: Vec<String> = self
