@@ -1,0 +1,204 @@
+//! End-to-end: three `mesh up` processes, a `mesh worker` on each running real
+//! shell commands; a batch of tasks with dependencies; one node and its worker
+//! killed with SIGKILL mid-run. Every task still completes exactly once, in
+//! dependency order, and the tasks of the dead node ran again elsewhere. Bad
+//! input is refused with codes. In its own test binary.
+//!
+//! Waits are conditions with deadlines, never fixed sleeps.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mesh_cli::cluster::{Cluster, wait_for};
+use serde_json::{Value, json};
+
+const EXE: &str = env!("CARGO_BIN_EXE_mesh");
+
+mod common;
+use common::{http, url};
+
+/// Worker processes, killed when the test ends however it ends.
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn post(c: &Cluster, i: usize, path: &str, body: Value) -> (u16, Value) {
+    http("POST", &url(c, i, path), Some(body.to_string().as_bytes()))
+}
+
+fn task(c: &Cluster, i: usize, id: &str) -> Value {
+    http("GET", &url(c, i, &format!("/v1/tasks/{id}?stale=true")), None).1
+}
+
+#[test]
+fn tasks_run_once_each_even_when_a_node_dies_mid_run() {
+    let mut c = Cluster::new(Path::new(EXE), "local", "tasks").unwrap();
+    let n0 = c.spawn("t0", &[]).unwrap();
+    let seed = c.info(n0).gossip;
+    for name in ["t1", "t2"] {
+        c.spawn(name, &[seed]).unwrap();
+    }
+    assert!(
+        wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
+            (0..3).all(|i| c.consensus(i)["voters"].as_array().map(Vec::len) == Some(3))
+                && c.raft_leader().is_some()
+        })
+        .is_some(),
+        "no three-voter mesh: {}",
+        c.consensus(n0)
+    );
+    let keys = tempfile_dir("mesh-task-keys");
+    let mut workers = Workers(Vec::new());
+    for i in 0..3 {
+        let child = Command::new(EXE)
+            .args(["worker", "--node", &url(&c, i, ""), "--id", &format!("w{i}")])
+            .args(["--caps", "sh", "--slots", "2", "--lease", "3s"])
+            .args([
+                "--exec",
+                "cat > /dev/null; sleep 0.4; echo \"done-$MESH_TASK_ID-$MESH_TASK_ATTEMPT\"",
+            ])
+            .env("MESH_KEYS_DIR", &keys)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        workers.0.push(child);
+    }
+    assert!(
+        wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+            let (_, a) = http("GET", &url(&c, n0, "/v1/agents?stale=true"), None);
+            a["agents"].as_array().map(Vec::len) == Some(3)
+        })
+        .is_some(),
+        "the three workers did not register"
+    );
+
+    // Bad input first: each refused with a code, nothing submitted.
+    let bad = [
+        (json!({"id": "x", "strategy": "fastest"}), "bad_strategy"),
+        (json!({"id": "x", "deps": ["x"]}), "invalid"),
+        (json!({"id": "x", "priority": "urgent"}), "bad_priority"),
+        (json!({"id": "x", "payload_base64": "%%%"}), "bad_base64"),
+        (json!([{"id": "x", "deps": ["y"]}, {"id": "y", "deps": ["x"]}]), "invalid"),
+    ];
+    for (body, code) in bad {
+        let (s, v) = post(&c, n0, "/v1/tasks", body.clone());
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some(code)), "{body}: {v}");
+    }
+    let (s, _) = http("GET", &url(&c, n0, "/v1/tasks/x"), None);
+    assert_eq!(s, 404, "a refused submit left a task behind");
+
+    // A chain a -> b -> c, and twelve independent tasks.
+    let mut tasks = vec![
+        json!({"id": "a", "caps": ["sh"], "payload_text": "first"}),
+        json!({"id": "b", "caps": ["sh"], "deps": ["a"]}),
+        json!({"id": "c", "caps": ["sh"], "deps": ["b"]}),
+    ];
+    for i in 0..12 {
+        tasks.push(json!({"id": format!("j{i}"), "caps": ["sh"], "payload": {"n": i}}));
+    }
+    let ids: Vec<String> = tasks
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    let (s, v) = post(&c, n0, "/v1/tasks", json!({ "tasks": tasks }));
+    assert_eq!(s, 201, "{v}");
+
+    // Kill a node that does not lead, with its worker, while it runs tasks.
+    let leader = c.raft_leader().unwrap();
+    let victim = (0..3).find(|i| *i != leader).unwrap();
+    let victim_agent = format!("w{victim}");
+    let mut on_victim = Vec::new();
+    assert!(
+        wait_for(Duration::from_secs(15), Duration::from_millis(10), || {
+            let (_, v) = http(
+                "GET",
+                &url(&c, leader, &format!("/v1/tasks?agent={victim_agent}&state=running")),
+                None,
+            );
+            on_victim = v["tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["id"].as_str().map(String::from))
+                .collect();
+            !on_victim.is_empty()
+        })
+        .is_some(),
+        "the victim's worker never ran a task"
+    );
+    let _ = workers.0[victim].kill();
+    c.kill_hard(victim).unwrap();
+
+    // Everything completes, exactly once.
+    let alive = leader;
+    assert!(
+        wait_for(Duration::from_secs(40), Duration::from_millis(50), || {
+            ids.iter()
+                .all(|id| task(&c, alive, id)["state"] == "completed")
+        })
+        .is_some(),
+        "not every task completed: {:?}",
+        ids.iter()
+            .map(|id| (id, task(&c, alive, id)["state"].clone()))
+            .collect::<Vec<_>>()
+    );
+    for id in &ids {
+        let t = task(&c, alive, id);
+        let completions = t["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["state"] == "completed")
+            .count();
+        assert_eq!(completions, 1, "{id} completed {completions} times: {t}");
+        let attempt = t["attempt"].as_u64().unwrap();
+        assert_eq!(
+            t["result"].as_str().map(str::trim),
+            Some(format!("done-{id}-{attempt}").as_str()),
+            "{t}"
+        );
+    }
+    // The dead node's tasks ran again elsewhere, saying why.
+    for id in &on_victim {
+        let t = task(&c, alive, id);
+        assert_ne!(t["agent"].as_str(), Some(victim_agent.as_str()), "{t}");
+        let first = &t["attempts"][0];
+        assert_eq!(first["agent"].as_str(), Some(victim_agent.as_str()), "{t}");
+        assert!(
+            first["outcome"]
+                .as_str()
+                .is_some_and(|o| o.contains("confirmed dead") || o.contains("lease expired")),
+            "{t}"
+        );
+    }
+    // Dependency order.
+    let finished = |id: &str| task(&c, alive, id)["finished_ms"].as_u64().unwrap();
+    let started = |id: &str| task(&c, alive, id)["attempts"][0]["started_ms"].as_u64().unwrap();
+    assert!(started("b") >= finished("a") && started("c") >= finished("b"));
+
+    // A completion from an agent that does not hold the task is refused.
+    let (s, v) = post(
+        &c,
+        alive,
+        "/v1/tasks/a/complete",
+        json!({"agent": "w0", "attempt": 9}),
+    );
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("conflict")), "{v}");
+    let _ = std::fs::remove_dir_all(&keys);
+}
+
+fn tempfile_dir(prefix: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
