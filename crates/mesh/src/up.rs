@@ -54,6 +54,13 @@ pub struct UpArgs {
     /// Leave the mesh when this process id is gone (used by `mesh demo` and tests)
     #[arg(long, hide = true)]
     parent_pid: Option<u32>,
+    /// Also run a worker in this process: this command for each task it claims
+    /// (as `mesh worker --exec`; the worker offers the node's --caps)
+    #[arg(long, value_name = "CMD")]
+    exec: Option<String>,
+    /// The worker's slots (tasks run at once), with --exec
+    #[arg(long, default_value_t = 1, requires = "exec")]
+    slots: u32,
 }
 
 pub fn resolve(args: &UpArgs) -> anyhow::Result<NodeConfig> {
@@ -90,6 +97,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let data_dir = cfg.data_dir.clone();
+    let (exec, slots, caps) = (args.exec.clone(), args.slots, cfg.caps.clone());
     rt.block_on(async move {
         let node = mesh_node::start(cfg).await?;
         eprintln!(
@@ -100,6 +108,26 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             .status()
             .await
             .ok_or_else(|| anyhow::anyhow!("node stopped at start"))?;
+        if let Some(exec) = exec.clone() {
+            let w = crate::worker::WorkerArgs {
+                node: format!("http://{}", node.http_addr),
+                exec,
+                caps: caps.clone(),
+                slots,
+                id: Some(format!("{}-worker", node.node_id)),
+                kind: "worker".into(),
+                lease: "5s".into(),
+                max_output: 1024 * 1024,
+                keys_dir: Some(data_dir.join("keys")),
+                max_tasks: None,
+            };
+            // The worker is a blocking HTTP client of this node: its own thread.
+            std::thread::spawn(move || {
+                if let Err(e) = crate::worker::run(w) {
+                    eprintln!("the worker stopped: {e:#}");
+                }
+            });
+        }
         let file = NodeFile {
             node_id: node.node_id.clone(),
             gossip: node.gossip_addr,

@@ -35,7 +35,12 @@ fn post(c: &Cluster, i: usize, path: &str, body: Value) -> (u16, Value) {
 }
 
 fn task(c: &Cluster, i: usize, id: &str) -> Value {
-    http("GET", &url(c, i, &format!("/v1/tasks/{id}?stale=true")), None).1
+    http(
+        "GET",
+        &url(c, i, &format!("/v1/tasks/{id}?stale=true")),
+        None,
+    )
+    .1
 }
 
 #[test]
@@ -59,7 +64,13 @@ fn tasks_run_once_each_even_when_a_node_dies_mid_run() {
     let mut workers = Workers(Vec::new());
     for i in 0..3 {
         let child = Command::new(EXE)
-            .args(["worker", "--node", &url(&c, i, ""), "--id", &format!("w{i}")])
+            .args([
+                "worker",
+                "--node",
+                &url(&c, i, ""),
+                "--id",
+                &format!("w{i}"),
+            ])
             .args(["--caps", "sh", "--slots", "2", "--lease", "3s"])
             .args([
                 "--exec",
@@ -88,11 +99,18 @@ fn tasks_run_once_each_even_when_a_node_dies_mid_run() {
         (json!({"id": "x", "deps": ["x"]}), "invalid"),
         (json!({"id": "x", "priority": "urgent"}), "bad_priority"),
         (json!({"id": "x", "payload_base64": "%%%"}), "bad_base64"),
-        (json!([{"id": "x", "deps": ["y"]}, {"id": "y", "deps": ["x"]}]), "invalid"),
+        (
+            json!([{"id": "x", "deps": ["y"]}, {"id": "y", "deps": ["x"]}]),
+            "invalid",
+        ),
     ];
     for (body, code) in bad {
         let (s, v) = post(&c, n0, "/v1/tasks", body.clone());
-        assert_eq!((s, v["error"]["code"].as_str()), (400, Some(code)), "{body}: {v}");
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}: {v}"
+        );
     }
     let (s, _) = http("GET", &url(&c, n0, "/v1/tasks/x"), None);
     assert_eq!(s, 404, "a refused submit left a task behind");
@@ -122,7 +140,11 @@ fn tasks_run_once_each_even_when_a_node_dies_mid_run() {
         wait_for(Duration::from_secs(15), Duration::from_millis(10), || {
             let (_, v) = http(
                 "GET",
-                &url(&c, leader, &format!("/v1/tasks?agent={victim_agent}&state=running")),
+                &url(
+                    &c,
+                    leader,
+                    &format!("/v1/tasks?agent={victim_agent}&state=running"),
+                ),
                 None,
             );
             on_victim = v["tasks"]
@@ -183,7 +205,11 @@ fn tasks_run_once_each_even_when_a_node_dies_mid_run() {
     }
     // Dependency order.
     let finished = |id: &str| task(&c, alive, id)["finished_ms"].as_u64().unwrap();
-    let started = |id: &str| task(&c, alive, id)["attempts"][0]["started_ms"].as_u64().unwrap();
+    let started = |id: &str| {
+        task(&c, alive, id)["attempts"][0]["started_ms"]
+            .as_u64()
+            .unwrap()
+    };
     assert!(started("b") >= finished("a") && started("c") >= finished("b"));
 
     // A completion from an agent that does not hold the task is refused.
@@ -193,7 +219,11 @@ fn tasks_run_once_each_even_when_a_node_dies_mid_run() {
         "/v1/tasks/a/complete",
         json!({"agent": "w0", "attempt": 9}),
     );
-    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("conflict")), "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{v}"
+    );
     let _ = std::fs::remove_dir_all(&keys);
 }
 
