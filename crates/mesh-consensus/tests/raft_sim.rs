@@ -126,6 +126,111 @@ async fn client(
     }
 }
 
+/// What task agents saw acknowledged: submitted ids, and accepted completions.
+#[derive(Default)]
+struct TaskLog {
+    submitted: BTreeSet<String>,
+    completions: BTreeMap<String, usize>,
+}
+
+/// A task agent: through nodes it picks at random, submits small batches
+/// (some depending on earlier tasks), claims for one of three agents under
+/// short leases, and completes, fails or abandons what it holds.
+async fn task_agent(
+    id: u64,
+    seed: u64,
+    ids: Vec<NodeId>,
+    nodes: Arc<Mutex<BTreeMap<NodeId, RaftOrdering>>>,
+    log: Arc<Mutex<TaskLog>>,
+    until: Instant,
+) {
+    use mesh_state::tasks::{Outcome, Payload, TaskCmd, TaskReply, TaskSpec};
+    let mut rng = Rng::new(seed ^ (id << 40) ^ 0x7a5c);
+    let agent = format!("agent-{id}");
+    let mut held: Vec<(String, u32)> = Vec::new();
+    let mut n = 0u64;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10 + rng.next(50))).await;
+        let target = ids[rng.next(ids.len() as u64) as usize];
+        let Some(o) = nodes.lock().unwrap().get(&target).cloned() else {
+            continue;
+        };
+        let cmd = match rng.next(3) {
+            0 => {
+                let known: Vec<String> = log.lock().unwrap().submitted.iter().cloned().collect();
+                let tasks = (0..1 + rng.next(3))
+                    .map(|_| {
+                        n += 1;
+                        let mut t = TaskSpec::new(Payload::Bytes(vec![]));
+                        t.id = Some(format!("t{id}-{n}"));
+                        t.retries = Some(rng.next(3) as u32);
+                        if !known.is_empty() && rng.next(3) == 0 {
+                            t.deps = vec![known[rng.next(known.len() as u64) as usize].clone()];
+                        }
+                        t
+                    })
+                    .collect();
+                TaskCmd::Submit { tasks }
+            }
+            1 if !held.is_empty() => {
+                let (task, attempt) = held.swap_remove(rng.next(held.len() as u64) as usize);
+                let result = match rng.next(4) {
+                    0 => Err("failed".to_string()),
+                    // Abandoned: the lease runs out and the task goes back.
+                    1 => continue,
+                    _ => Ok(vec![]),
+                };
+                TaskCmd::Finish {
+                    agent: agent.clone(),
+                    outcomes: vec![Outcome {
+                        id: task,
+                        attempt,
+                        result,
+                        retryable: true,
+                    }],
+                    then_claim: None,
+                }
+            }
+            _ => TaskCmd::Claim {
+                agent: agent.clone(),
+                max: 2,
+                lease_ms: 300,
+                wait_ms: 0,
+                since: 0,
+            },
+        };
+        let finished = match &cmd {
+            TaskCmd::Finish { outcomes, .. } => {
+                Some((outcomes[0].id.clone(), outcomes[0].result.is_ok()))
+            }
+            _ => None,
+        };
+        let r = tokio::time::timeout(
+            Duration::from_millis(800),
+            o.propose(Command::Task(cmd), None),
+        )
+        .await;
+        let Ok(Ok(applied)) = r else { continue };
+        match applied.reply {
+            Ok(mesh_state::Reply::Task(TaskReply::Submitted(v))) => {
+                log.lock()
+                    .unwrap()
+                    .submitted
+                    .extend(v.into_iter().map(|(id, _)| id));
+            }
+            Ok(mesh_state::Reply::Task(TaskReply::Claimed { tasks, .. })) => {
+                held = tasks.into_iter().map(|t| (t.id, t.attempt)).collect();
+            }
+            Ok(mesh_state::Reply::Task(TaskReply::Finished { outcomes, .. })) => {
+                if let (Some((task, true)), Some(Ok(()))) = (finished, outcomes.first()) {
+                    *log.lock().unwrap().completions.entry(task).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 async fn entries(log: &MemLogStore) -> BTreeMap<u64, Entry<TypeConfig>> {
     let mut l = log.clone();
     l.try_get_log_entries(0..)
@@ -170,9 +275,51 @@ async fn run_seed(seed: u64) -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())?;
 
+    // Three task agents, registered before the faults start.
+    for a in 0..3u64 {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[a as u8 + 1; 32]);
+        let cmd = Command::Coord(mesh_state::CoordCmd::RegisterAgent {
+            id: format!("agent-{a}"),
+            kind: "sim".into(),
+            caps: vec![],
+            node: format!("n{}", 1 + a % size),
+            public_key: key.verifying_key().to_bytes().to_vec(),
+            zone: None,
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let leader = ids.iter().find_map(|i| {
+                sim.node(*i)
+                    .filter(|o| o.raft().metrics().borrow().state == ServerState::Leader)
+            });
+            if let Some(l) = leader
+                && l.propose(cmd.clone(), None).await.is_ok()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err("could not register the task agents".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let task_log: Arc<Mutex<TaskLog>> = Arc::default();
+
     let history: History = Arc::default();
     let start = Instant::now();
     let until = start + Duration::from_secs(12);
+    let agents: Vec<_> = (0..3)
+        .map(|a| {
+            tokio::spawn(task_agent(
+                a,
+                seed,
+                ids.clone(),
+                sim.nodes.clone(),
+                task_log.clone(),
+                until,
+            ))
+        })
+        .collect();
     let clients: Vec<_> = (0..3)
         .map(|c| {
             tokio::spawn(client(
@@ -226,7 +373,7 @@ async fn run_seed(seed: u64) -> Result<String, String> {
             _ => {}
         }
     }
-    for c in clients {
+    for c in clients.into_iter().chain(agents) {
         c.await.map_err(|e| e.to_string())?;
     }
 
@@ -311,6 +458,34 @@ async fn run_seed(seed: u64) -> Result<String, String> {
             }
         }
     }
+    // Tasks: every replica's table keeps its invariants (completed at most once,
+    // attempts within budget, dependencies first, every task where its state
+    // says); no acknowledged submit is lost; an accepted completion is final.
+    let (tasks, completed, dead_lettered) = {
+        let o = sim.node(ids[0]).unwrap();
+        let state = o.state();
+        let sm = state.read().unwrap();
+        sm.tasks
+            .check_invariants()
+            .map_err(|e| format!("task invariant: {e}"))?;
+        let log = task_log.lock().unwrap();
+        for id in &log.submitted {
+            if !sm.tasks.tasks.contains_key(id) {
+                return Err(format!("acknowledged task {id} lost"));
+            }
+        }
+        for (id, n) in &log.completions {
+            let t = &sm.tasks.tasks[id];
+            if *n > 1 || t.state != mesh_state::tasks::TaskState::Completed {
+                return Err(format!(
+                    "task {id}: {n} accepted completions, now {:?}",
+                    t.state
+                ));
+            }
+        }
+        let c = &sm.tasks.counters;
+        (sm.tasks.tasks.len(), c.completed, c.dead_lettered)
+    };
     let digests: BTreeSet<u64> = ids
         .iter()
         .map(|i| sim.node(*i).unwrap().state().read().unwrap().digest())
@@ -359,7 +534,7 @@ async fn run_seed(seed: u64) -> Result<String, String> {
         sim.crash(id).await;
     }
     Ok(format!(
-        "{size} nodes, loss {:.0}%, delay <= {max_delay_ms} ms, {isolations} isolations, {crashes} crashes, {ops} operations, {} terms with a leader",
+        "{size} nodes, loss {:.0}%, delay <= {max_delay_ms} ms, {isolations} isolations, {crashes} crashes, {ops} operations, {} terms with a leader, {tasks} tasks ({completed} completed, {dead_lettered} dead-lettered)",
         loss * 100.0,
         sim.leaders.lock().unwrap().len()
     ))
