@@ -1,7 +1,9 @@
 //! `mesh demo`: a 5-node mesh on loopback, a hard kill, detection, rejoin; then
 //! the replicated state (see [`crate::demo_replicated`]): shared memory, a
 //! proposal decided by signed votes, the Raft leader killed and the data still
-//! there; and a summary of measured times. Everything it prints is read from the nodes' own
+//! there; then tasks (see [`crate::demo_tasks`]): workers with different
+//! capabilities run a batch with dependencies while a node dies; and a summary
+//! of measured times. Everything it prints is read from the nodes' own
 //! status and event records; nothing is estimated.
 
 use std::time::{Duration, Instant};
@@ -127,6 +129,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("{}", render(&c.status(victim)?.0));
 
     let replicated = crate::demo_replicated::run(&mut c)?;
+    let tasks = crate::demo_tasks::run(&mut c)?;
 
     let rss: Vec<u64> = (0..n).filter_map(|i| c.resident_bytes(i)).collect();
     println!("== Summary (measured on this machine) ==");
@@ -182,6 +185,27 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         "{:<44} {:>12}",
         "Raft leader killed: new leader agreed",
         opt_ms(replicated.new_leader_after)
+    );
+    println!(
+        "{:<44} {:>12}",
+        format!("{} tasks with dependencies, all completed", tasks.tasks),
+        opt_ms(tasks.all_done)
+    );
+    println!(
+        "{:<44} {:>12}",
+        "dead node's tasks restarted, after confirmed",
+        tasks
+            .recovered_ms
+            .map(|x| format!("{x} ms"))
+            .unwrap_or_else(|| "null".into())
+    );
+    println!(
+        "{:<44} {:>12}",
+        "task load variance (std dev / mean)",
+        tasks
+            .load_variance
+            .map(|v| format!("{:.0}%", v * 100.0))
+            .unwrap_or_else(|| "null".into())
     );
     if !rss.is_empty() {
         let max = *rss.iter().max().expect("non-empty");

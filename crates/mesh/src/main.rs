@@ -11,6 +11,7 @@ mod bench_kv;
 mod bench_tasks;
 mod demo;
 mod demo_replicated;
+mod demo_tasks;
 mod keys;
 mod kv_cmd;
 mod sim_cmd;
@@ -36,7 +37,7 @@ enum Command {
     Up(up::UpArgs),
     /// Show a node's view of the mesh.
     Status(status_cmd::StatusArgs),
-    /// Start a 5-node mesh on loopback: kill one hard (detection, rejoin), then shared memory, signed votes, and a Raft leader kill.
+    /// Start a 5-node mesh on loopback: kill one hard (detection, rejoin), then shared memory, signed votes, a Raft leader kill, and tasks run by workers while a node dies.
     Demo(demo::DemoArgs),
     /// Benchmarks on real processes: failure detection (membership), replicated writes (kv).
     Bench(bench::BenchArgs),
