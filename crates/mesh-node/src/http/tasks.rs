@@ -22,6 +22,10 @@
 //!   for the agent while its claim was open come back too).
 //! - `POST /v1/tasks/{id}/cancel` `{"reason"?}`; `POST /v1/tasks/{id}/bids`
 //!   `{"agent", "resources": 0..1}`.
+//! - `GET /v1/tasks/events?task=&agent=&state=`: a server-sent event stream of
+//!   task transitions as this node applies them (`event: task`, data `{"id",
+//!   "state", "agent", "attempt", "reason"}`; `event: lagged` with the number
+//!   of events skipped when the client reads too slowly).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -455,9 +459,58 @@ async fn bid(State(svc): State<Service>, Path(id): Path<String>, body: Bytes) ->
     Ok(Json(serde_json::json!({"bid": true})).into_response())
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    task: Option<String>,
+    agent: Option<String>,
+    state: Option<String>,
+}
+
+async fn events(State(svc): State<Service>, RawQuery(q): RawQuery) -> ApiResult {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use mesh_state::Event;
+    use tokio::sync::broadcast::error::RecvError;
+    let q: EventsQuery = parse_query(q.as_deref())?;
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(s.parse::<TaskState>().map_err(|e| bad("bad_state", e))?),
+    };
+    let rx = svc.subscribe();
+    let stream = futures_util::stream::unfold(rx, move |mut rx| {
+        let (task, agent) = (q.task.clone(), q.agent.clone());
+        async move {
+            loop {
+                let ev = match rx.recv().await {
+                    Ok((_, Event::Task(t)))
+                        if task.as_ref().is_none_or(|x| *x == t.id)
+                            && agent.as_ref().is_none_or(|a| t.agent.as_ref() == Some(a))
+                            && state.is_none_or(|s| s == t.state) =>
+                    {
+                        SseEvent::default()
+                            .event("task")
+                            .json_data(&t)
+                            .unwrap_or_else(|_| SseEvent::default().event("task"))
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => {
+                        SseEvent::default().event("lagged").data(n.to_string())
+                    }
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some((Ok::<_, std::convert::Infallible>(ev), rx));
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
 pub fn routes() -> Router<Service> {
     Router::new()
         .route("/v1/tasks", post(submit).get(list))
+        .route("/v1/tasks/events", get(events))
         .route("/v1/tasks/claim", post(claim))
         .route("/v1/tasks/renew", post(renew))
         .route("/v1/tasks/finish", post(finish))

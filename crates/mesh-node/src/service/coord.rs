@@ -50,6 +50,8 @@ pub struct AgentView {
     pub last_seen_ms: u64,
     /// When the hosting node was confirmed dead (`null`: it was not).
     pub node_dead_at_ms: Option<u64>,
+    /// Its node's zone (`null`: none known).
+    pub zone: Option<String>,
 }
 
 impl From<&Agent> for AgentView {
@@ -64,6 +66,7 @@ impl From<&Agent> for AgentView {
             registered_at_ms: a.registered_at_ms,
             last_seen_ms: a.last_seen_ms,
             node_dead_at_ms: a.node_dead_at_ms,
+            zone: a.zone.clone(),
         }
     }
 }
@@ -242,13 +245,16 @@ impl Service {
         let public_key = hex::decode(&a.public_key_hex)
             .map_err(|e| ServiceError::bad("bad_public_key", format!("public_key: {e}")))?;
         let id = a.id.clone();
+        let node = a.node.unwrap_or_else(|| self.node_name().to_string());
+        // The agent's zone is its node's, as the membership view knows it.
+        let zone = self.member_zone(&node);
         let cmd = CoordCmd::RegisterAgent {
             id: a.id,
             kind: a.kind,
             caps: a.caps,
-            node: a.node.unwrap_or_else(|| self.node_name().to_string()),
+            node,
             public_key,
-            zone: None,
+            zone,
         };
         self.write_ok(Command::Coord(cmd), request_id).await?;
         self.agent(&id, true).await

@@ -138,6 +138,16 @@ impl Service {
         &self.inner.node
     }
 
+    /// The zone of a member, as the membership view knows it.
+    pub fn member_zone(&self, node: &str) -> Option<String> {
+        self.inner
+            .members
+            .borrow()
+            .iter()
+            .find(|m| m.id == node)
+            .and_then(|m| m.zone.clone())
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
     }
