@@ -227,6 +227,7 @@ fn soft_state_changes_bump_the_version_and_small_load_jitter_does_not() {
         cpu_percent: Some(cpu),
         running: 0,
         queued: 0,
+        slots: 0,
     };
     c.update_load(1, load(10.0));
     assert_eq!(c.local_soft().version, v0 + 2);

@@ -165,9 +165,10 @@ async fn reconnect(
 const RECONNECT_EVERY: Duration = Duration::from_secs(5);
 
 /// On the leader, every half second and whenever the membership view changes:
-/// keep the voter target and report confirmed deaths of nodes that host agents
-/// (at once: their tasks move on when that report is applied). Stops with the
-/// engine.
+/// keep the voter target, rebalance queued tasks from nodes above 80% of their
+/// slots to nodes below 30% (loads as the nodes gossip them), and report
+/// confirmed deaths of nodes that host agents (at once: their tasks move on
+/// when that report is applied). Stops with the engine.
 pub fn spawn_keeper(
     engine: Engine,
     mut members: MembersView,
@@ -211,6 +212,15 @@ pub fn spawn_keeper(
                 if let Err(e) = engine.propose(Command::Tick, None).await {
                     tracing::debug!(error = %e, "tick not ordered");
                 }
+            }
+            let plan = {
+                let state = engine.state();
+                let sm = state.read().unwrap_or_else(|e| e.into_inner());
+                crate::service::tasks::rebalance_plan(&view, &sm)
+            };
+            for cmd in plan {
+                // Refused if the task started meanwhile: nothing to undo.
+                let _ = engine.propose(Command::Task(cmd), None).await;
             }
             for node in orphaning_nodes(&engine, &view) {
                 let cmd = Command::Coord(CoordCmd::NodeDead { node: node.clone() });

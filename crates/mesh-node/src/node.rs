@@ -185,6 +185,22 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         },
     );
     crate::consensus::spawn_task_clock(engine.clone());
+    let work: WorkProbe = {
+        use mesh_consensus::Ordering as _;
+        let (state, me) = (engine.state(), name.clone());
+        Arc::new(move || {
+            let sm = state.read().unwrap_or_else(|e| e.into_inner());
+            let t = &sm.tasks;
+            let (running, queued) = (t.running_counts(), t.queue_depths());
+            let mut sum = (0u32, 0u32, 0u32);
+            for a in sm.agents.values().filter(|a| a.node == me) {
+                sum.0 += running.get(&a.id).copied().unwrap_or(0) as u32;
+                sum.1 += queued.get(&a.id).copied().unwrap_or(0) as u32;
+                sum.2 += t.capacity.get(&a.id).copied().unwrap_or(0);
+            }
+            sum
+        })
+    };
     let service = crate::service::Service::new(
         engine,
         name.clone(),
@@ -233,6 +249,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         started_unix_ms: generation,
         members_tx,
         members_dirty: true,
+        work,
     };
     let task = tokio::spawn(looper.run(req_rx, frame_rx, found_rx));
     Ok(NodeHandle {
@@ -370,7 +387,13 @@ struct Loop {
     /// membership events and every sample.
     members_tx: watch::Sender<Arc<Vec<mesh_membership::MemberInfo>>>,
     members_dirty: bool,
+    /// (running, queued, slots) of the tasks of this node's agents, for the
+    /// load this node gossips.
+    work: WorkProbe,
 }
+
+/// Reads this node's task load from the local replica.
+type WorkProbe = Arc<dyn Fn() -> (u32, u32, u32) + Send + Sync>;
 
 /// Rates are averaged over this window.
 const RATE_WINDOW: usize = 10;
@@ -574,6 +597,7 @@ impl Loop {
             let now = self.now_us();
             let mut load = self.core.local_soft().load.clone();
             load.cpu_percent = Some(cpu);
+            (load.running, load.queued, load.slots) = (self.work)();
             self.core.update_load(now, load);
         }
         if let Some(rss) = resident_bytes() {

@@ -18,6 +18,15 @@ pub struct Load {
     pub running: u32,
     /// Work items queued on this node now.
     pub queued: u32,
+    /// Work items its agents can run at once (their claims' slots; 0: unknown).
+    pub slots: u32,
+}
+
+impl Load {
+    /// Running work over slots, if the slots are known.
+    pub fn fraction(&self) -> Option<f64> {
+        (self.slots > 0).then(|| self.running as f64 / self.slots as f64)
+    }
 }
 
 /// A node's self-description.
@@ -109,7 +118,7 @@ mod tests {
                               caps in proptest::collection::vec("[a-z]{1,8}", 0..8),
                               zone in proptest::option::of("[a-z0-9-]{1,12}"), running in any::<u32>()) {
             let s = SoftState { version, zone, caps, software_version: "0.1.0".into(),
-                load: Load { cpu_percent: cpu, running, queued: 3 }, http_addr: Some("127.0.0.1:7070".into()) };
+                load: Load { cpu_percent: cpu, running, queued: 3, slots: 4 }, http_addr: Some("127.0.0.1:7070".into()) };
             let bytes = postcard::to_allocvec(&s).unwrap();
             let back: SoftState = postcard::from_bytes(&bytes).unwrap();
             prop_assert_eq!(back, s);

@@ -599,3 +599,157 @@ impl Service {
         }
     }
 }
+
+/// Most queued tasks one rebalancing round moves per pair of nodes.
+pub const REBALANCE_MOVES: usize = 4;
+
+/// Rebalancing, decided on the leader from the loads the nodes gossip: each
+/// node above 80% of its slots (`mesh_sched::steal::HIGH_LOAD`) is paired with
+/// one below 30%, and up to [`REBALANCE_MOVES`] of its agents' queued (not
+/// running) tasks, newest first, move to the least-queued agent of the cold node
+/// that can take them. Each move is a replicated `Transfer`; the state machine
+/// refuses it if the task started meanwhile.
+pub fn rebalance_plan(
+    members: &[mesh_membership::MemberInfo],
+    sm: &mesh_state::StateMachine,
+) -> Vec<TaskCmd> {
+    use mesh_membership::MemberState;
+    use mesh_state::tasks::TaskTable;
+    let loads: Vec<(&str, f64)> = members
+        .iter()
+        .filter(|m| m.state == MemberState::Alive)
+        .filter_map(|m| Some((m.id.as_str(), m.load.as_ref()?.fraction()?)))
+        .collect();
+    let mut out = Vec::new();
+    let mut queue_len = sm.tasks.queue_depths();
+    for (hot, cold) in mesh_sched::steal::rebalance_pairs(&loads) {
+        let hot_load = loads.iter().find(|(n, _)| *n == hot).map_or(0.0, |l| l.1);
+        let cold_load = loads.iter().find(|(n, _)| *n == cold).map_or(0.0, |l| l.1);
+        let cold_agents: Vec<&mesh_state::agents::Agent> = sm
+            .agents
+            .values()
+            .filter(|a| a.node == cold && a.node_dead_at_ms.is_none())
+            .collect();
+        let mut moved = 0;
+        for a in sm.agents.values().filter(|a| a.node == hot) {
+            for id in sm.tasks.queued_tasks(&a.id).into_iter().rev() {
+                if moved == REBALANCE_MOVES {
+                    break;
+                }
+                let task = &sm.tasks.tasks[&id];
+                let Some(to) = cold_agents
+                    .iter()
+                    .filter(|c| TaskTable::fit(task, c).is_some())
+                    .min_by_key(|c| (queue_len.get(&c.id).copied().unwrap_or(0), c.id.clone()))
+                else {
+                    continue;
+                };
+                *queue_len.entry(to.id.clone()).or_default() += 1;
+                moved += 1;
+                out.push(TaskCmd::Transfer {
+                    task: id,
+                    to_agent: to.id.clone(),
+                    reason: format!(
+                        "rebalanced: node '{hot}' at {:.0}% of its slots, '{cold}' at {:.0}%",
+                        hot_load * 100.0,
+                        cold_load * 100.0
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_membership::{MemberInfo, MemberState};
+    use mesh_state::tasks::Route;
+    use mesh_state::{Stamped, StateMachine};
+
+    fn member(id: &str, running: u32, slots: u32) -> MemberInfo {
+        MemberInfo {
+            id: id.into(),
+            addr: String::new(),
+            state: MemberState::Alive,
+            incarnation: 0,
+            generation: 0,
+            zone: None,
+            caps: vec![],
+            software_version: None,
+            http_addr: None,
+            load: Some(mesh_proto::Load {
+                cpu_percent: None,
+                running,
+                queued: 0,
+                slots,
+            }),
+            rtt_ms: None,
+            last_change_ms: None,
+            suspected_by: vec![],
+            confirmed_by: vec![],
+            is_self: false,
+        }
+    }
+
+    #[test]
+    fn a_hot_node_hands_queued_work_to_a_cold_one() {
+        let mut sm = StateMachine::new();
+        let mut i = 0;
+        let mut run = |sm: &mut StateMachine, c: mesh_state::Command| {
+            i += 1;
+            let s = Stamped {
+                now_ms: 1_000 + i,
+                seed: i,
+                request_id: None,
+                command: c,
+            };
+            sm.apply(i, &s).unwrap()
+        };
+        for (id, node) in [("hot-a", "n1"), ("cold-a", "n2")] {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[id.len() as u8; 32]);
+            run(
+                &mut sm,
+                mesh_state::Command::Coord(mesh_state::CoordCmd::RegisterAgent {
+                    id: id.into(),
+                    kind: "w".into(),
+                    caps: vec![],
+                    node: node.into(),
+                    public_key: key.verifying_key().to_bytes().to_vec(),
+                    zone: None,
+                }),
+            );
+        }
+        let tasks = (0..6)
+            .map(|k| {
+                let mut t = TaskSpec::new(Payload::Bytes(vec![]));
+                t.id = Some(format!("q{k}"));
+                t.route = Some(Route::Steal);
+                t.queue = Some("hot-a".into());
+                t
+            })
+            .collect();
+        run(
+            &mut sm,
+            mesh_state::Command::Task(TaskCmd::Submit { tasks }),
+        );
+        let members = [member("n1", 9, 10), member("n2", 1, 10)];
+        let plan = rebalance_plan(&members, &sm);
+        assert_eq!(plan.len(), REBALANCE_MOVES);
+        let TaskCmd::Transfer {
+            task,
+            to_agent,
+            reason,
+        } = &plan[0]
+        else {
+            panic!("{plan:?}")
+        };
+        assert_eq!((task.as_str(), to_agent.as_str()), ("q5", "cold-a"));
+        assert!(reason.contains("90%") && reason.contains("10%"), "{reason}");
+        // Balanced nodes: nothing moves.
+        assert!(rebalance_plan(&[member("n1", 5, 10), member("n2", 4, 10)], &sm).is_empty());
+        // Unknown slots: nothing is guessed.
+        assert!(rebalance_plan(&[member("n1", 9, 0), member("n2", 0, 0)], &sm).is_empty());
+    }
+}

@@ -1356,6 +1356,14 @@ impl TaskTable {
         }
     }
 
+    /// An agent's queued (assigned, not running) tasks, oldest first.
+    pub fn queued_tasks(&self, agent: &str) -> Vec<String> {
+        self.queues
+            .get(agent)
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Queued (assigned, not running) tasks per agent.
     pub fn queue_depths(&self) -> BTreeMap<String, usize> {
         self.queues
