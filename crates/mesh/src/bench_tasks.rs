@@ -357,7 +357,7 @@ fn failover(c: &mut Cluster, agents: &Agents) -> anyhow::Result<Failover> {
     })
 }
 
-/// 80% of `steal` tasks to one agent's queue, 2 ms of work each; every agent
+/// 80% of `steal` tasks to one agent's queue, 10 ms of work each (stealing balances work, so the work must outweigh a request); every agent
 /// claims one at a time. Returns the tasks each ran and the load variance.
 fn skew(
     addrs: &[String],
@@ -391,7 +391,7 @@ fn skew(
                 while Instant::now() < deadline {
                     if !held.is_empty() {
                         // The work: stealing balances work, not requests.
-                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                     let Ok((ok, tasks, c)) =
                         agent_step(&mut conn, &agent, &held, 1, 0.1, cursor).await
@@ -465,7 +465,7 @@ pub fn run(args: TasksBench) -> anyhow::Result<()> {
             args.dispatches,
         )?);
         eprintln!("  {n} node(s): skewed submissions with stealing");
-        let (per_agent, variance) = skew(&addrs, &agents_for("skew", args.agents, &addrs)?, 2_000)?;
+        let (per_agent, variance) = skew(&addrs, &agents_for("skew", args.agents, &addrs)?, 1_000)?;
         let fo = if n >= 3 {
             eprintln!("  {n} node(s): kill -9 of a node with running tasks");
             Some(failover(&mut c, &agents_for("fo", args.agents, &addrs)?)?)
