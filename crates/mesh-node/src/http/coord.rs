@@ -12,8 +12,6 @@
 //!
 //! Every read takes `stale=true` to read the local replica.
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -22,32 +20,11 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 
-use super::{ApiError, ApiResult, parse_json, parse_query, request_id};
+use super::{ApiError, ApiResult, ReadQuery, parse_json, parse_query, request_id};
 use crate::service::coord::{NewAgent, NewProposal, SignedVote};
 use crate::service::{Service, ServiceError};
 use mesh_state::agents::AgentState;
 use mesh_state::barriers::BarrierSpec;
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadQuery {
-    stale: Option<bool>,
-    /// Seconds to wait for a decision or release (long-poll).
-    wait: Option<f64>,
-}
-
-impl ReadQuery {
-    fn wait(&self) -> Result<Option<Duration>, ApiError> {
-        match self.wait {
-            None => Ok(None),
-            Some(w) if w.is_finite() && w >= 0.0 => Ok(Some(Duration::from_secs_f64(w))),
-            Some(w) => Err(ApiError(ServiceError::bad(
-                "bad_wait",
-                format!("wait {w} is not a number of seconds >= 0"),
-            ))),
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -106,6 +106,33 @@ pub fn request_id(headers: &HeaderMap) -> Result<Option<RequestId>, ApiError> {
     }
 }
 
+/// `?stale=&wait=` of reads that may long-poll.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    pub stale: Option<bool>,
+    /// Seconds to wait for the awaited change (long-poll).
+    pub wait: Option<f64>,
+}
+
+impl ReadQuery {
+    pub fn wait(&self) -> Result<Option<std::time::Duration>, ApiError> {
+        wait_secs(self.wait)
+    }
+}
+
+/// A number of seconds to wait, checked.
+pub fn wait_secs(w: Option<f64>) -> Result<Option<std::time::Duration>, ApiError> {
+    match w {
+        None => Ok(None),
+        Some(w) if w.is_finite() && w >= 0.0 => Ok(Some(std::time::Duration::from_secs_f64(w))),
+        Some(w) => Err(ApiError(ServiceError::bad(
+            "bad_wait",
+            format!("wait {w} is not a number of seconds >= 0"),
+        ))),
+    }
+}
+
 fn stopping() -> ApiError {
     ApiError(ServiceError::Stopped("shutting down".into()))
 }

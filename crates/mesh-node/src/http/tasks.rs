@@ -36,7 +36,7 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{ApiError, ApiResult, parse_json, parse_query, request_id};
+use super::{ApiError, ApiResult, ReadQuery, parse_json, parse_query, request_id, wait_secs};
 use crate::service::tasks::{ClaimParams, TaskFilter};
 use crate::service::{Service, ServiceError};
 use mesh_state::StateError;
@@ -200,33 +200,13 @@ async fn list(State(svc): State<Service>, RawQuery(q): RawQuery) -> ApiResult {
     Ok(Json(serde_json::json!({ "tasks": tasks })).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ShowQuery {
-    wait: Option<f64>,
-    stale: Option<bool>,
-}
-
-fn wait_of(w: Option<f64>) -> Result<Option<std::time::Duration>, ApiError> {
-    match w {
-        None => Ok(None),
-        Some(w) if w.is_finite() && w >= 0.0 => Ok(Some(std::time::Duration::from_secs_f64(w))),
-        Some(w) => Err(bad(
-            "bad_wait",
-            format!("wait {w} is not a number of seconds >= 0"),
-        )),
-    }
-}
-
 async fn show(
     State(svc): State<Service>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let q: ShowQuery = parse_query(q.as_deref())?;
-    let t = svc
-        .task(&id, wait_of(q.wait)?, q.stale.unwrap_or(false))
-        .await?;
+    let q: ReadQuery = parse_query(q.as_deref())?;
+    let t = svc.task(&id, q.wait()?, q.stale.unwrap_or(false)).await?;
     Ok(Json(t).into_response())
 }
 
@@ -247,7 +227,7 @@ async fn claim(State(svc): State<Service>, body: Bytes) -> ApiResult {
             agent: b.agent,
             max: b.max.unwrap_or(1),
             lease_ms: b.lease_ms,
-            wait: wait_of(b.wait)?,
+            wait: wait_secs(b.wait)?,
             since: b.since.unwrap_or(0),
         })
         .await?;
@@ -405,7 +385,7 @@ async fn finish(State(svc): State<Service>, headers: HeaderMap, body: Bytes) -> 
     let then = match b.then_claim {
         None => None,
         Some(t) => {
-            let wait = wait_of(t.wait)?.unwrap_or_default();
+            let wait = wait_secs(t.wait)?.unwrap_or_default();
             Some(mesh_state::tasks::ThenClaim {
                 max: t.max,
                 lease_ms: t.lease_ms.unwrap_or(mesh_state::tasks::DEFAULT_LEASE_MS),
