@@ -445,16 +445,6 @@ pub fn run(args: TasksBench) -> anyhow::Result<()> {
             args.agents, args.batch
         );
         let (submitted, completed, per_sec) = throughput(&addrs, &tp, args.batch, duration);
-        if std::env::var("MESH_BENCH_DEBUG").is_ok() {
-            let api = crate::api::Api::new(&format!("http://{}", addrs[0]));
-            for st in ["ready", "running", "completed"] {
-                let r = api.get(&format!("/v1/tasks?state={st}&limit=10000"))?;
-                eprintln!(
-                    "    after the run: {st} {}",
-                    r["tasks"].as_array().map_or(0, |v| v.len())
-                );
-            }
-        }
         eprintln!(
             "  {n} node(s): dispatch latency, {} single submits",
             args.dispatches
