@@ -115,6 +115,38 @@ fn tasks_run_once_each_even_when_a_node_dies_mid_run() {
     let (s, _) = http("GET", &url(&c, n0, "/v1/tasks/x"), None);
     assert_eq!(s, 404, "a refused submit left a task behind");
 
+    // A watcher on the event stream of task `a`, opened before it is submitted.
+    let events_url = url(&c, n0, "/v1/tasks/events?task=a");
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
+    let watcher = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(40)))
+            .build()
+            .into();
+        let resp = agent.get(&events_url).call().expect("event stream");
+        // The node subscribed before it answered: nothing after this is missed.
+        let _ = subscribed_tx.send(());
+        let mut states = Vec::new();
+        let reader = std::io::BufReader::new(resp.into_body().into_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if let Some(data) = line.strip_prefix("data: ") {
+                let v: Value = serde_json::from_str(data).expect("event JSON");
+                assert_eq!(v["id"], "a", "{v}");
+                states.push(v["state"].as_str().unwrap_or("?").to_string());
+                if v["state"] == "completed" {
+                    break;
+                }
+            }
+        }
+        states
+    });
+
+    subscribed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the event stream answered");
+
     // A chain a -> b -> c, and twelve independent tasks.
     let mut tasks = vec![
         json!({"id": "a", "caps": ["sh"], "payload_text": "first"}),
@@ -211,6 +243,20 @@ fn tasks_run_once_each_even_when_a_node_dies_mid_run() {
             .unwrap()
     };
     assert!(started("b") >= finished("a") && started("c") >= finished("b"));
+
+    // The event stream told the watcher every step of `a`, in order.
+    let states = watcher.join().expect("the watcher");
+    assert_eq!(
+        states.first().map(String::as_str),
+        Some("ready"),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("completed"),
+        "{states:?}"
+    );
+    assert!(states.iter().any(|s| s == "running"), "{states:?}");
 
     // A completion from an agent that does not hold the task is refused.
     let (s, v) = post(
