@@ -729,10 +729,10 @@ impl StateMachine {
                 to_agent,
                 reason,
             } => t.transfer(task, to_agent, reason, &mut ctx),
-            TaskCmd::SetDefaultRoute { route } => {
-                t.default_route = *route;
-                Ok(crate::tasks::TaskReply::Done)
-            }
+            TaskCmd::Configure {
+                default_route,
+                hash_replicas,
+            } => t.configure(*default_route, *hash_replicas),
         }?;
         // Agents that touch their tasks are alive.
         if let TaskCmd::Claim { agent, .. }

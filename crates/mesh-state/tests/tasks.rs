@@ -606,3 +606,29 @@ fn a_task_started_later_in_the_same_log_entry_is_still_delivered() {
     let d = m.sm.tasks.delivered("a1", *cursor);
     assert_eq!(d.len(), 1, "the next claim from this cursor gets it");
 }
+
+#[test]
+fn the_mesh_default_strategy_and_hash_replicas_are_settings() {
+    let mut m = M::new();
+    m.agent("a1", "n1", &[]);
+    let bad = m.task(TaskCmd::Configure {
+        default_route: None,
+        hash_replicas: Some(9),
+    });
+    assert!(bad.unwrap_err().to_string().contains("hash_replicas 9"));
+    assert_eq!(m.sm.tasks.hash_replicas, 3, "refused: unchanged");
+    m.task(TaskCmd::Configure {
+        default_route: Some(Route::Steal),
+        hash_replicas: Some(1),
+    })
+    .unwrap();
+    m.submit(vec![spec("s")]).unwrap();
+    let t = &m.sm.tasks.tasks["s"];
+    assert_eq!(
+        t.route,
+        Route::Steal,
+        "a task naming no strategy gets the mesh's"
+    );
+    assert_eq!(t.state, TaskState::Assigned, "queued for the only agent");
+    assert_eq!(m.sm.tasks.hash_replicas, 1);
+}

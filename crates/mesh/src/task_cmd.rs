@@ -112,6 +112,15 @@ enum TaskCmd {
         #[arg(default_value = "")]
         result: String,
     },
+    /// Show or change the mesh's task settings
+    Settings {
+        /// The default routing strategy: capability, hash, auction or steal
+        #[arg(long)]
+        strategy: Option<String>,
+        /// Ring replicas that may run a hash task (1 to 7)
+        #[arg(long)]
+        hash_replicas: Option<u32>,
+    },
     /// Report a task failed
     Fail {
         id: String,
@@ -274,6 +283,25 @@ pub fn run(args: TaskArgs) -> anyhow::Result<()> {
             }
             api.post_json(&format!("/v1/tasks/{}/complete", segment(&id)), &body)?;
             println!("completed {id}");
+            Ok(())
+        }
+        TaskCmd::Settings {
+            strategy,
+            hash_replicas,
+        } => {
+            let r = if strategy.is_none() && hash_replicas.is_none() {
+                api.get("/v1/tasks/settings")?
+            } else {
+                api.put_json(
+                    "/v1/tasks/settings",
+                    &json!({"strategy": strategy, "hash_replicas": hash_replicas}),
+                )?
+            };
+            println!(
+                "default strategy {}; hash replicas {}",
+                r["strategy"].as_str().unwrap_or("?"),
+                r["hash_replicas"]
+            );
             Ok(())
         }
         TaskCmd::Fail {

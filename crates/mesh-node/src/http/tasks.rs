@@ -22,6 +22,9 @@
 //!   for the agent while its claim was open come back too).
 //! - `POST /v1/tasks/{id}/cancel` `{"reason"?}`; `POST /v1/tasks/{id}/bids`
 //!   `{"agent", "resources": 0..1}`.
+//! - `GET /v1/tasks/settings`, `PUT /v1/tasks/settings` `{"strategy"?,
+//!   "hash_replicas"?: 1..7}`: the mesh's default routing strategy and the ring
+//!   replicas of `hash` tasks, replicated like everything else.
 //! - `GET /v1/tasks/events?task=&agent=&state=`: a server-sent event stream of
 //!   task transitions as this node applies them (`event: task`, data `{"id",
 //!   "state", "agent", "attempt", "reason"}`; `event: lagged` with the number
@@ -487,10 +490,32 @@ async fn events(State(svc): State<Service>, RawQuery(q): RawQuery) -> ApiResult 
         .into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsBody {
+    strategy: Option<String>,
+    hash_replicas: Option<u32>,
+}
+
+async fn get_settings(State(svc): State<Service>, RawQuery(q): RawQuery) -> ApiResult {
+    let q: ReadQuery = parse_query(q.as_deref())?;
+    Ok(Json(svc.task_settings(q.stale.unwrap_or(false)).await?).into_response())
+}
+
+async fn put_settings(State(svc): State<Service>, body: Bytes) -> ApiResult {
+    let b: SettingsBody = parse_json(&body)?;
+    let route = match b.strategy.as_deref() {
+        None => None,
+        Some(s) => Some(s.parse::<Route>().map_err(|e| bad("bad_strategy", e))?),
+    };
+    Ok(Json(svc.configure_tasks(route, b.hash_replicas).await?).into_response())
+}
+
 pub fn routes() -> Router<Service> {
     Router::new()
         .route("/v1/tasks", post(submit).get(list))
         .route("/v1/tasks/events", get(events))
+        .route("/v1/tasks/settings", get(get_settings).put(put_settings))
         .route("/v1/tasks/claim", post(claim))
         .route("/v1/tasks/renew", post(renew))
         .route("/v1/tasks/finish", post(finish))

@@ -753,3 +753,36 @@ mod tests {
         assert!(rebalance_plan(&[member("n1", 9, 0), member("n2", 0, 0)], &sm).is_empty());
     }
 }
+
+/// The mesh's task settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskSettings {
+    /// The routing strategy of tasks that name none.
+    pub strategy: &'static str,
+    /// Ring replicas that may run a `hash` task (the owner first).
+    pub hash_replicas: u32,
+}
+
+impl Service {
+    pub async fn task_settings(&self, stale: bool) -> Result<TaskSettings, ServiceError> {
+        self.read(stale, |sm| TaskSettings {
+            strategy: sm.tasks.default_route.as_str(),
+            hash_replicas: sm.tasks.hash_replicas,
+        })
+        .await
+    }
+
+    /// Changes the settings given; the others stay.
+    pub async fn configure_tasks(
+        &self,
+        default_route: Option<mesh_state::tasks::Route>,
+        hash_replicas: Option<u32>,
+    ) -> Result<TaskSettings, ServiceError> {
+        let cmd = TaskCmd::Configure {
+            default_route,
+            hash_replicas,
+        };
+        self.task_write(cmd, None).await?;
+        self.task_settings(true).await
+    }
+}

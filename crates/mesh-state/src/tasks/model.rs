@@ -482,8 +482,12 @@ pub enum TaskCmd {
         to_agent: String,
         reason: String,
     },
-    /// The mesh's default routing strategy.
-    SetDefaultRoute { route: Route },
+    /// The mesh's task settings: the default routing strategy, and how many
+    /// ring replicas (1 to 7) may run a `hash` task.
+    Configure {
+        default_route: Option<Route>,
+        hash_replicas: Option<u32>,
+    },
 }
 
 /// A claim made in the same command as a finish: up to `max` tasks under

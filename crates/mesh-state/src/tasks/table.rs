@@ -110,6 +110,8 @@ pub struct TaskTable {
     /// Per agent: its slots as its latest claim showed them (running + asked for).
     pub capacity: BTreeMap<String, u32>,
     pub recovery: Option<Recovery>,
+    /// Ring replicas that may run a `hash` task (the owner first).
+    pub hash_replicas: u32,
 }
 
 impl Default for TaskTable {
@@ -135,6 +137,7 @@ impl Default for TaskTable {
             default_route: Route::Capability,
             capacity: BTreeMap::new(),
             recovery: None,
+            hash_replicas: mesh_sched::ring::DEFAULT_REPLICAS as u32,
         }
     }
 }
@@ -222,7 +225,7 @@ impl TaskTable {
 
     /// For `hash` tasks: the nodes whose agents may take it, in ring order of
     /// the live nodes (owner first), up to the replication factor.
-    fn hash_nodes(task: &Task, agents: &BTreeMap<String, Agent>) -> Vec<String> {
+    fn hash_nodes(task: &Task, agents: &BTreeMap<String, Agent>, replicas: u32) -> Vec<String> {
         let nodes: BTreeSet<&str> = agents
             .values()
             .filter(|a| live(a))
@@ -232,7 +235,7 @@ impl TaskTable {
             mesh_sched::ring::DEFAULT_VNODES,
             nodes.iter().copied(),
         );
-        ring.replicas(task.id.as_bytes(), mesh_sched::ring::DEFAULT_REPLICAS)
+        ring.replicas(task.id.as_bytes(), replicas as usize)
             .into_iter()
             // The first replica with an agent that can take it: the owner unless
             // it has none (then the next replica takes over).
@@ -248,9 +251,16 @@ impl TaskTable {
 
     /// Whether `agent` may take `task` under its route (a `hash` task only on
     /// its owner node); with its score.
-    fn may_take(task: &Task, agent: &Agent, agents: &BTreeMap<String, Agent>) -> Option<f64> {
+    fn may_take(
+        &self,
+        task: &Task,
+        agent: &Agent,
+        agents: &BTreeMap<String, Agent>,
+    ) -> Option<f64> {
         let s = Self::fit(task, agent)?;
-        if task.route == Route::Hash && !Self::hash_nodes(task, agents).contains(&agent.node) {
+        if task.route == Route::Hash
+            && !Self::hash_nodes(task, agents, self.hash_replicas).contains(&agent.node)
+        {
             return None;
         }
         Some(s)
@@ -528,7 +538,7 @@ impl TaskTable {
                     .filter(|(_, c)| c.slots > 0 && c.until_ms >= ctx.now)
                     .filter_map(|(a, c)| {
                         let agent = ctx.agents.get(a)?;
-                        let s = Self::may_take(t, agent, ctx.agents)?;
+                        let s = self.may_take(t, agent, ctx.agents)?;
                         Some((s, c.slots, a.clone()))
                     })
                     .max_by(|x, y| {
@@ -857,7 +867,7 @@ impl TaskTable {
             let next = self
                 .retry
                 .iter()
-                .position(|id| Self::may_take(&self.tasks[id], &me, ctx.agents).is_some());
+                .position(|id| self.may_take(&self.tasks[id], &me, ctx.agents).is_some());
             let Some(pos) = next else { break };
             let id = self.retry.remove(pos).expect("position exists");
             self.start(&id, agent, lease_ms, "claimed (retry)", ctx);
@@ -867,7 +877,7 @@ impl TaskTable {
             let next = self
                 .ready
                 .iter()
-                .find(|(_, _, id)| Self::may_take(&self.tasks[id], &me, ctx.agents).is_some())
+                .find(|(_, _, id)| self.may_take(&self.tasks[id], &me, ctx.agents).is_some())
                 .cloned();
             let Some(key) = next else { break };
             self.ready.remove(&key);
@@ -1362,6 +1372,28 @@ impl TaskTable {
             .get(agent)
             .map(|q| q.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Sets the mesh's task settings.
+    pub fn configure(
+        &mut self,
+        default_route: Option<Route>,
+        hash_replicas: Option<u32>,
+    ) -> Result<TaskReply, StateError> {
+        if let Some(r) = hash_replicas
+            && !(1..=7).contains(&r)
+        {
+            return Err(StateError::Invalid(format!(
+                "hash_replicas {r} is outside 1 to 7"
+            )));
+        }
+        if let Some(r) = default_route {
+            self.default_route = r;
+        }
+        if let Some(r) = hash_replicas {
+            self.hash_replicas = r;
+        }
+        Ok(TaskReply::Done)
     }
 
     /// Queued (assigned, not running) tasks per agent.
