@@ -10,8 +10,10 @@
 /// The default lowest score a task is routed at.
 pub const DEFAULT_THRESHOLD: f64 = 0.7;
 
-/// One required capability and its weight.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// One required capability and its weight (stored in tasks as it is).
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Need {
     pub name: String,
     pub weight: u32,

@@ -21,8 +21,11 @@ pub mod capability;
 pub mod ring;
 pub mod steal;
 
-/// Routing strategies a task may ask for (the mesh has a default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Routing strategies a task may ask for (the mesh has a default). Stored in
+/// the replicated state as it is (serde).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Strategy {
     /// The best capability match among agents with capacity (score at least the threshold).
     Capability,

@@ -140,40 +140,8 @@ impl std::str::FromStr for TaskState {
     }
 }
 
-/// The routing strategy, as stored (see `mesh_sched::Strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Route {
-    Capability,
-    Hash,
-    Auction,
-    Steal,
-}
-
-impl Route {
-    pub fn as_str(self) -> &'static str {
-        self.sched().as_str()
-    }
-    pub fn sched(self) -> mesh_sched::Strategy {
-        match self {
-            Route::Capability => mesh_sched::Strategy::Capability,
-            Route::Hash => mesh_sched::Strategy::Hash,
-            Route::Auction => mesh_sched::Strategy::Auction,
-            Route::Steal => mesh_sched::Strategy::Steal,
-        }
-    }
-}
-
-impl std::str::FromStr for Route {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s.parse::<mesh_sched::Strategy>()? {
-            mesh_sched::Strategy::Capability => Route::Capability,
-            mesh_sched::Strategy::Hash => Route::Hash,
-            mesh_sched::Strategy::Auction => Route::Auction,
-            mesh_sched::Strategy::Steal => Route::Steal,
-        })
-    }
-}
+/// The routing strategy: `mesh_sched`'s, stored as it is.
+pub use mesh_sched::Strategy as Route;
 
 /// A task's input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,12 +169,8 @@ impl Payload {
     }
 }
 
-/// A required capability with its weight.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Need {
-    pub name: String,
-    pub weight: u32,
-}
+/// A required capability with its weight: `mesh_sched`'s, stored as it is.
+pub use mesh_sched::capability::Need;
 
 /// What a client submits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

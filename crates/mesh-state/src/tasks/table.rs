@@ -166,16 +166,6 @@ fn kind(needs: &[Need]) -> String {
     names.join(",")
 }
 
-fn sched_needs(needs: &[Need]) -> Vec<mesh_sched::capability::Need> {
-    needs
-        .iter()
-        .map(|n| mesh_sched::capability::Need {
-            name: n.name.clone(),
-            weight: n.weight,
-        })
-        .collect()
-}
-
 fn clip(reason: &str) -> String {
     if reason.len() <= MAX_REASON_BYTES {
         return reason.to_string();
@@ -219,7 +209,7 @@ impl TaskTable {
         {
             return None;
         }
-        let s = mesh_sched::capability::score(&sched_needs(&task.needs), &agent.caps);
+        let s = mesh_sched::capability::score(&task.needs, &agent.caps);
         (s >= task.min_score).then_some(s)
     }
 
