@@ -1106,12 +1106,7 @@ impl TaskTable {
             )));
         }
         let was_running = t.state == TaskState::Running;
-        let before: BTreeSet<String> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.state == TaskState::Cancelled)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let mark = ctx.events.len();
         self.detach(id);
         self.counters.cancelled += 1;
         let why = if reason.is_empty() {
@@ -1124,15 +1119,16 @@ impl TaskTable {
             a.outcome = Some(format!("cancelled: {}", clip(why)));
         }
         self.finish(id, TaskState::Cancelled, why, ctx);
-        let mut out = vec![id.to_string()];
-        out.extend(
-            self.tasks
-                .iter()
-                .filter(|(tid, t)| {
-                    t.state == TaskState::Cancelled && *tid != id && !before.contains(*tid)
-                })
-                .map(|(tid, _)| tid.clone()),
-        );
+        // What this cancelled, in order: the task, then what depended on it.
+        let out = ctx.events[mark..]
+            .iter()
+            .filter_map(|e| match e {
+                crate::command::Event::Task(t) if t.state == TaskState::Cancelled => {
+                    Some(t.id.clone())
+                }
+                _ => None,
+            })
+            .collect();
         Ok(TaskReply::Cancelled(out))
     }
 
