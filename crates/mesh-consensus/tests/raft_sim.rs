@@ -470,7 +470,7 @@ async fn run_seed(seed: u64) -> Result<String, String> {
             .map_err(|e| format!("task invariant: {e}"))?;
         let log = task_log.lock().unwrap();
         for id in &log.submitted {
-            if !sm.tasks.tasks.contains_key(id) {
+            if !sm.tasks.tasks.contains(id) {
                 return Err(format!("acknowledged task {id} lost"));
             }
         }

@@ -276,7 +276,7 @@ fn a_lost_lease_retries_then_dead_letters_with_every_reason() {
         .collect();
     assert!(reasons[0].contains("lease expired"), "{reasons:?}");
     assert!(reasons[1].contains("exit status 3"), "{reasons:?}");
-    assert_eq!(m.sm.tasks.dead_letter.iter().collect::<Vec<_>>(), vec!["t"]);
+    assert_eq!(m.sm.tasks.dead_letter(), vec!["t"]);
 }
 
 #[test]
@@ -436,7 +436,7 @@ fn an_idle_agent_steals_from_the_longest_queue() {
     assert_eq!(got.len(), 3);
     assert_eq!(m.sm.tasks.queue_depths()["busy"], 3);
     assert_eq!(m.sm.tasks.counters.stolen, 3);
-    let t = &m.sm.tasks.tasks[&got[0].id];
+    let t = &m.sm.tasks.tasks[got[0].id.as_str()];
     assert!(
         t.history
             .iter()

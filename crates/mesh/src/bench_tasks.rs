@@ -439,12 +439,7 @@ pub fn run(args: TasksBench) -> anyhow::Result<()> {
             .iter()
             .map(|&i| c.info(i).http.to_string())
             .collect();
-        let tp = agents_for("tp", args.agents, &addrs)?;
-        eprintln!(
-            "  {n} node(s): throughput run, {} agents, batches of {}",
-            args.agents, args.batch
-        );
-        let (submitted, completed, per_sec) = throughput(&addrs, &tp, args.batch, duration);
+        // First, while the mesh is idle (the target is for an idle mesh).
         eprintln!(
             "  {n} node(s): dispatch latency, {} single submits",
             args.dispatches
@@ -454,6 +449,12 @@ pub fn run(args: TasksBench) -> anyhow::Result<()> {
             &agents_for("dispatch", 1, &addrs)?[0].0,
             args.dispatches,
         )?);
+        let tp = agents_for("tp", args.agents, &addrs)?;
+        eprintln!(
+            "  {n} node(s): throughput run, {} agents, batches of {}",
+            args.agents, args.batch
+        );
+        let (submitted, completed, per_sec) = throughput(&addrs, &tp, args.batch, duration);
         eprintln!("  {n} node(s): skewed submissions with stealing");
         let (per_agent, variance) = skew(&addrs, &agents_for("skew", args.agents, &addrs)?, 1_000)?;
         let fo = if n >= 3 {

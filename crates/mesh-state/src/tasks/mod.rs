@@ -16,9 +16,11 @@
 //! `steal` (per-agent queues; idle agents steal from the longest).
 //!
 //! - [`model`]: the task, its spec, states, priorities, limits and validation;
+//! - [`store`]: the tasks by submission number, with an index by id;
 //! - [`table`]: the task table and everything that moves tasks between states.
 
 pub mod model;
+pub mod store;
 pub mod table;
 
 pub use model::*;

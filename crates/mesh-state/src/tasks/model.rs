@@ -1,5 +1,7 @@
 //! The task and what a client submits, with limits and validation.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::StateError;
@@ -295,7 +297,8 @@ pub struct Transition {
     pub at_ms: u64,
     pub state: TaskState,
     pub agent: Option<String>,
-    pub reason: String,
+    /// Most reasons are fixed text: borrowed, not copied into every transition.
+    pub reason: Cow<'static, str>,
 }
 
 /// One run of a task by an agent.
@@ -307,7 +310,7 @@ pub struct Attempt {
     pub started_ms: u64,
     pub ended_ms: Option<u64>,
     /// How it ended: "completed", or why not.
-    pub outcome: Option<String>,
+    pub outcome: Option<Cow<'static, str>>,
 }
 
 /// A bid in an open auction.
@@ -362,6 +365,55 @@ pub struct Task {
     pub history: Vec<Transition>,
     pub result: Option<Vec<u8>>,
     pub finished_ms: Option<u64>,
+    /// Its sorted required capabilities (statistics are kept per kind).
+    pub kind: String,
+}
+
+impl Task {
+    /// A task just submitted (state `pending`, no dependencies counted yet).
+    pub fn new(id: String, spec: &TaskSpec, seq: u64, now: u64, default_route: Route) -> Task {
+        Task {
+            id,
+            payload: spec.payload.clone(),
+            needs: spec.needs.clone(),
+            min_score: spec
+                .min_score
+                .unwrap_or(mesh_sched::capability::DEFAULT_THRESHOLD),
+            priority: spec.priority,
+            deps: spec.deps.clone(),
+            timeout_ms: spec.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            retries: spec.retries.unwrap_or(DEFAULT_RETRIES),
+            idempotency_key: spec.idempotency_key.clone(),
+            route: spec.route.unwrap_or(default_route),
+            zone: spec.zone.clone(),
+            queue_hint: spec.queue.clone(),
+            state: TaskState::Pending,
+            seq,
+            submitted_ms: now,
+            agent: None,
+            attempt: 0,
+            lease_until_ms: None,
+            timeout_at_ms: None,
+            start_seq: 0,
+            unmet_deps: 0,
+            dependents: Vec::new(),
+            unroutable: None,
+            auction: None,
+            attempts: Vec::with_capacity(1),
+            // submitted, ready, assigned, running, completed: one allocation.
+            history: Vec::with_capacity(5),
+            result: None,
+            finished_ms: None,
+            kind: kind(&spec.needs),
+        }
+    }
+}
+
+/// The kind of a task, for statistics: its sorted required capabilities.
+pub fn kind(needs: &[Need]) -> String {
+    let mut names: Vec<&str> = needs.iter().map(|n| n.name.as_str()).collect();
+    names.sort_unstable();
+    names.join(",")
 }
 
 /// A task handed to an agent by a claim.
@@ -472,7 +524,7 @@ pub struct TaskEvent {
     pub state: TaskState,
     pub agent: Option<String>,
     pub attempt: u32,
-    pub reason: String,
+    pub reason: Cow<'static, str>,
 }
 
 #[cfg(test)]

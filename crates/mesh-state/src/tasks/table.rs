@@ -15,15 +15,23 @@
 //! first); a command applied after it sends the task back (retry queue, or the
 //! dead-letter list once its retry budget is spent). Leases end early when the
 //! membership layer confirms the agent's node dead (`node_dead`).
+//!
+//! Queues and sets hold a task's submission number ([`Key`]), not its id (see
+//! [`super::store`]); ids appear only where a command names a task.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand::{RngExt, rngs::Xoshiro256PlusPlus};
 use serde::{Deserialize, Serialize};
 
 use super::model::*;
+use super::store::TaskStore;
 use crate::agents::Agent;
 use crate::error::StateError;
+
+/// A task's submission number: its key in the store and in every queue.
+pub type Key = u64;
 
 /// An agent's open claim: tasks that become ready start for it at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,7 +81,7 @@ pub struct Recovery {
     pub at_ms: u64,
     pub tasks: usize,
     /// Tasks not started again yet.
-    pub waiting: BTreeSet<String>,
+    pub waiting: BTreeSet<Key>,
     /// From the loss until the last of them started again (`None` until then).
     pub took_ms: Option<u64>,
 }
@@ -84,25 +92,29 @@ const MAX_STATS: usize = 10_000;
 /// The task table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskTable {
-    pub tasks: BTreeMap<String, Task>,
+    pub tasks: TaskStore,
     next_seq: u64,
     /// Counts starts; a claim's cursor is its value after the claim.
     pub start_seq: u64,
-    ready: BTreeSet<(u8, u64, String)>,
-    retry: VecDeque<String>,
-    queues: BTreeMap<String, VecDeque<String>>,
-    running: BTreeMap<String, BTreeSet<String>>,
+    /// (priority rank, task).
+    ready: BTreeSet<(u8, Key)>,
+    retry: VecDeque<Key>,
+    queues: BTreeMap<String, VecDeque<Key>>,
+    running: BTreeMap<String, BTreeSet<Key>>,
     /// (expiry, task) of running tasks.
-    expiries: BTreeSet<(u64, String)>,
+    expiries: BTreeSet<(u64, Key)>,
     /// The lease length each running task was claimed with.
-    lease_ms: BTreeMap<String, u64>,
+    lease_ms: BTreeMap<Key, u64>,
     pub open: BTreeMap<String, OpenClaim>,
-    auctions: BTreeSet<(u64, String)>,
-    idem: BTreeMap<String, String>,
-    pub dead_letter: VecDeque<String>,
-    finished: VecDeque<String>,
-    /// Per (agent, kind of task), where the kind is the sorted required capabilities.
-    pub stats: BTreeMap<(String, String), Stat>,
+    /// (closing time, task).
+    auctions: BTreeSet<(u64, Key)>,
+    idem: BTreeMap<String, Key>,
+    dead_letter: VecDeque<Key>,
+    finished: VecDeque<Key>,
+    /// Per agent, per kind of task (its sorted required capabilities).
+    pub stats: BTreeMap<String, BTreeMap<String, Stat>>,
+    /// Entries in `stats`.
+    stat_entries: usize,
     /// Per kind of task, over all agents.
     pub fleet: BTreeMap<String, Stat>,
     pub counters: TaskCounters,
@@ -117,7 +129,7 @@ pub struct TaskTable {
 impl Default for TaskTable {
     fn default() -> Self {
         TaskTable {
-            tasks: BTreeMap::new(),
+            tasks: TaskStore::default(),
             next_seq: 0,
             start_seq: 0,
             ready: BTreeSet::new(),
@@ -132,6 +144,7 @@ impl Default for TaskTable {
             dead_letter: VecDeque::new(),
             finished: VecDeque::new(),
             stats: BTreeMap::new(),
+            stat_entries: 0,
             fleet: BTreeMap::new(),
             counters: TaskCounters::default(),
             default_route: Route::Capability,
@@ -159,22 +172,16 @@ fn rank(p: Priority) -> u8 {
     }
 }
 
-/// The kind of a task for statistics: its sorted required capabilities.
-fn kind(needs: &[Need]) -> String {
-    let mut names: Vec<&str> = needs.iter().map(|n| n.name.as_str()).collect();
-    names.sort_unstable();
-    names.join(",")
-}
-
-fn clip(reason: &str) -> String {
+/// At most `MAX_REASON_BYTES` of a reason (on a character boundary).
+fn clip(reason: Cow<'static, str>) -> Cow<'static, str> {
     if reason.len() <= MAX_REASON_BYTES {
-        return reason.to_string();
+        return reason;
     }
     let mut end = MAX_REASON_BYTES;
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    reason[..end].to_string()
+    Cow::Owned(reason[..end].to_string())
 }
 
 fn live(a: &Agent) -> bool {
@@ -195,6 +202,13 @@ fn lease_lost(t: &Task, agent: &str, attempt: u32) -> StateError {
             .map(|a| format!(", agent '{a}'"))
             .unwrap_or_default()
     ))
+}
+
+fn task_not_found(id: &str) -> StateError {
+    StateError::NotFound {
+        what: "task".into(),
+        id: id.into(),
+    }
 }
 
 impl TaskTable {
@@ -258,17 +272,15 @@ impl TaskTable {
 
     fn record(
         &mut self,
-        id: &str,
+        k: Key,
         state: TaskState,
         agent: Option<&str>,
-        reason: &str,
+        reason: impl Into<Cow<'static, str>>,
         ctx: &mut Ctx,
     ) {
-        let Some(t) = self.tasks.get_mut(id) else {
-            return;
-        };
+        let t = self.tasks.at_mut(k);
         t.state = state;
-        let reason = clip(reason);
+        let reason = clip(reason.into());
         t.history.push(Transition {
             at_ms: ctx.now,
             state,
@@ -276,7 +288,7 @@ impl TaskTable {
             reason: reason.clone(),
         });
         ctx.events.push(crate::command::Event::Task(TaskEvent {
-            id: id.to_string(),
+            id: t.id.clone(),
             state,
             agent: agent.map(String::from),
             attempt: t.attempt,
@@ -333,8 +345,8 @@ impl TaskTable {
         for (i, spec) in specs.iter().enumerate() {
             spec.validate()?;
             if let Some(k) = &spec.idempotency_key {
-                if let Some(id) = self.idem.get(k) {
-                    ids.push(id.clone());
+                if let Some(&key) = self.idem.get(k) {
+                    ids.push(self.tasks.at(key).id.clone());
                     existing.push(true);
                     continue;
                 }
@@ -349,12 +361,12 @@ impl TaskTable {
                 Some(id) => id.clone(),
                 None => loop {
                     let id = format!("t-{:016x}", rng.random::<u64>());
-                    if !self.tasks.contains_key(&id) && !batch_ids.contains_key(&id) {
+                    if !self.tasks.contains(&id) && !batch_ids.contains_key(&id) {
                         break id;
                     }
                 },
             };
-            if self.tasks.contains_key(&id) || batch_ids.contains_key(&id) {
+            if self.tasks.contains(&id) || batch_ids.contains_key(&id) {
                 return Err(StateError::Conflict(format!("task '{id}' already exists")));
             }
             if let Some(q) = &spec.queue
@@ -407,69 +419,39 @@ impl TaskTable {
 
         for i in order {
             let spec = &specs[i];
-            let id = ids[i].clone();
             self.next_seq += 1;
+            let k = self.next_seq;
             let unmet = spec
                 .deps
                 .iter()
                 .filter(|d| {
                     self.tasks
-                        .get(*d)
+                        .get(d)
                         .is_none_or(|t| t.state != TaskState::Completed)
                 })
                 .count() as u32;
-            let mut task = Task {
-                id: id.clone(),
-                payload: spec.payload.clone(),
-                needs: spec.needs.clone(),
-                min_score: spec
-                    .min_score
-                    .unwrap_or(mesh_sched::capability::DEFAULT_THRESHOLD),
-                priority: spec.priority,
-                deps: spec.deps.clone(),
-                timeout_ms: spec.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
-                retries: spec.retries.unwrap_or(DEFAULT_RETRIES),
-                idempotency_key: spec.idempotency_key.clone(),
-                route: spec.route.unwrap_or(self.default_route),
-                zone: spec.zone.clone(),
-                queue_hint: spec.queue.clone(),
-                state: TaskState::Pending,
-                seq: self.next_seq,
-                submitted_ms: ctx.now,
-                agent: None,
-                attempt: 0,
-                lease_until_ms: None,
-                timeout_at_ms: None,
-                start_seq: 0,
-                unmet_deps: unmet,
-                dependents: Vec::new(),
-                unroutable: None,
-                auction: None,
-                attempts: Vec::new(),
-                history: Vec::new(),
-                result: None,
-                finished_ms: None,
-            };
+            let mut task = Task::new(ids[i].clone(), spec, k, ctx.now, self.default_route);
+            task.unmet_deps = unmet;
             task.unroutable = Self::unroutable_reason(&task, ctx.agents);
             for d in &spec.deps {
                 if let Some(dep) = self.tasks.get_mut(d) {
-                    dep.dependents.push(id.clone());
+                    dep.dependents.push(ids[i].clone());
                 }
             }
-            if let Some(k) = &spec.idempotency_key {
-                self.idem.insert(k.clone(), id.clone());
+            if let Some(key) = &spec.idempotency_key {
+                self.idem.insert(key.clone(), k);
             }
-            self.tasks.insert(id.clone(), task);
+            self.tasks.insert(task);
             self.counters.submitted += 1;
             if unmet == 0 {
-                self.record(&id, TaskState::Ready, None, "submitted", ctx);
-                self.route(&id, ctx);
+                self.record(k, TaskState::Ready, None, "submitted", ctx);
+                self.route(k, ctx);
             } else {
                 self.record(
-                    &id,
+                    k,
                     TaskState::Pending,
                     None,
-                    &format!("submitted; waiting for {unmet} dependencies"),
+                    format!("submitted; waiting for {unmet} dependencies"),
                     ctx,
                 );
             }
@@ -482,28 +464,25 @@ impl TaskTable {
     // ---- routing ------------------------------------------------------------
 
     /// Routes a task that just became ready.
-    fn route(&mut self, id: &str, ctx: &mut Ctx) {
-        let Some(t) = self.tasks.get(id) else { return };
+    fn route(&mut self, k: Key, ctx: &mut Ctx) {
+        let t = self.tasks.at(k);
         match t.route {
             Route::Auction if t.auction.is_none() => {
                 let closes = ctx.now + AUCTION_WINDOW_MS;
-                let t = self.tasks.get_mut(id).expect("exists");
-                t.auction = Some((closes, Vec::new()));
-                self.auctions.insert((closes, id.to_string()));
+                self.tasks.at_mut(k).auction = Some((closes, Vec::new()));
+                self.auctions.insert((closes, k));
             }
             Route::Steal => {
-                let t = &self.tasks[id];
-                let hint = t.queue_hint.clone();
-                let candidates = ctx
+                let hint = t.queue_hint.as_deref();
+                let best = ctx
                     .agents
                     .values()
                     .filter(|a| Self::fit(t, a).is_some())
-                    .filter(|a| match &hint {
-                        Some(h) if ctx.agents.contains_key(h) => a.id == *h,
-                        Some(h) => a.node == *h,
+                    .filter(|a| match hint {
+                        Some(h) if ctx.agents.contains_key(h) => a.id == h,
+                        Some(h) => a.node == h,
                         None => true,
-                    });
-                let best = candidates
+                    })
                     .min_by(|a, b| {
                         self.queue_len(&a.id)
                             .cmp(&self.queue_len(&b.id))
@@ -512,16 +491,15 @@ impl TaskTable {
                     .map(|a| a.id.clone());
                 match best {
                     Some(agent) => {
-                        self.enqueue(id, &agent, "queued (steal)", ctx);
+                        self.enqueue(k, &agent, "queued (steal)", ctx);
                         self.serve_open(&agent, ctx);
                     }
-                    None => self.wait_ready(id, false),
+                    None => self.wait_ready(k, false),
                 }
             }
             _ => {
                 // Capability and hash (and auctions that drew no bid): the best
                 // agent waiting in an open claim, else the ready queue.
-                let t = &self.tasks[id];
                 let best = self
                     .open
                     .iter()
@@ -529,34 +507,34 @@ impl TaskTable {
                     .filter_map(|(a, c)| {
                         let agent = ctx.agents.get(a)?;
                         let s = self.may_take(t, agent, ctx.agents)?;
-                        Some((s, c.slots, a.clone()))
+                        Some((s, c.slots, a))
                     })
                     .max_by(|x, y| {
                         x.0.total_cmp(&y.0)
                             .then_with(|| x.1.cmp(&y.1))
-                            .then_with(|| y.2.cmp(&x.2))
-                    });
+                            .then_with(|| y.2.cmp(x.2))
+                    })
+                    .map(|(_, _, a)| a.clone());
                 match best {
-                    Some((_, _, agent)) => {
+                    Some(agent) => {
                         let lease = self.open[&agent].lease_ms;
                         self.use_open_slot(&agent);
-                        self.start(id, &agent, lease, "routed to a waiting agent", ctx);
+                        self.start(k, &agent, lease, "routed to a waiting agent", ctx);
                     }
                     None => {
-                        let retry = self.tasks[id].attempt > 0;
-                        self.wait_ready(id, retry);
+                        let retry = t.attempt > 0;
+                        self.wait_ready(k, retry);
                     }
                 }
             }
         }
     }
 
-    fn wait_ready(&mut self, id: &str, retry: bool) {
+    fn wait_ready(&mut self, k: Key, retry: bool) {
         if retry {
-            self.retry.push_back(id.to_string());
+            self.retry.push_back(k);
         } else {
-            let t = &self.tasks[id];
-            self.ready.insert((rank(t.priority), t.seq, id.to_string()));
+            self.ready.insert((rank(self.tasks.at(k).priority), k));
         }
     }
 
@@ -573,15 +551,19 @@ impl TaskTable {
         }
     }
 
-    fn enqueue(&mut self, id: &str, agent: &str, reason: &str, ctx: &mut Ctx) {
+    fn enqueue(
+        &mut self,
+        k: Key,
+        agent: &str,
+        reason: impl Into<Cow<'static, str>>,
+        ctx: &mut Ctx,
+    ) {
         self.queues
             .entry(agent.to_string())
             .or_default()
-            .push_back(id.to_string());
-        if let Some(t) = self.tasks.get_mut(id) {
-            t.agent = Some(agent.to_string());
-        }
-        self.record(id, TaskState::Assigned, Some(agent), reason, ctx);
+            .push_back(k);
+        self.tasks.at_mut(k).agent = Some(agent.to_string());
+        self.record(k, TaskState::Assigned, Some(agent), reason, ctx);
     }
 
     /// Starts queued tasks for an agent with open slots.
@@ -591,25 +573,27 @@ impl TaskTable {
                 self.open.remove(agent);
                 return;
             }
-            let Some(id) = self.queues.get_mut(agent).and_then(|q| q.pop_front()) else {
+            let Some(k) = self.queues.get_mut(agent).and_then(|q| q.pop_front()) else {
                 return;
             };
+            if self.queues.get(agent).is_some_and(|q| q.is_empty()) {
+                self.queues.remove(agent);
+            }
             self.use_open_slot(agent);
-            self.start(&id, agent, c.lease_ms, "started from its queue", ctx);
+            self.start(k, agent, c.lease_ms, "started from its queue", ctx);
         }
     }
 
     /// Starts a task for `agent` (the task is out of every waiting place).
-    fn start(&mut self, id: &str, agent: &str, lease_ms: u64, reason: &str, ctx: &mut Ctx) {
-        let state = self.tasks[id].state;
-        if state == TaskState::Ready {
-            self.tasks.get_mut(id).expect("exists").agent = Some(agent.to_string());
-            self.record(id, TaskState::Assigned, Some(agent), reason, ctx);
+    fn start(&mut self, k: Key, agent: &str, lease_ms: u64, reason: &'static str, ctx: &mut Ctx) {
+        if self.tasks.at(k).state == TaskState::Ready {
+            self.tasks.at_mut(k).agent = Some(agent.to_string());
+            self.record(k, TaskState::Assigned, Some(agent), reason, ctx);
         }
         self.start_seq += 1;
         let seq = self.start_seq;
-        self.recovered(id, ctx.now);
-        let t = self.tasks.get_mut(id).expect("exists");
+        self.recovered(k, ctx.now);
+        let t = self.tasks.at_mut(k);
         t.attempt += 1;
         t.agent = Some(agent.to_string());
         let lease_until = ctx.now + lease_ms;
@@ -626,35 +610,37 @@ impl TaskTable {
             ended_ms: None,
             outcome: None,
         });
-        self.expiries
-            .insert((lease_until.min(timeout_at), id.to_string()));
-        self.lease_ms.insert(id.to_string(), lease_ms);
-        self.running
-            .entry(agent.to_string())
-            .or_default()
-            .insert(id.to_string());
+        self.expiries.insert((lease_until.min(timeout_at), k));
+        self.lease_ms.insert(k, lease_ms);
+        match self.running.get_mut(agent) {
+            Some(r) => {
+                r.insert(k);
+            }
+            None => {
+                self.running.insert(agent.to_string(), BTreeSet::from([k]));
+            }
+        }
         self.counters.started += 1;
-        self.record(id, TaskState::Running, Some(agent), "started", ctx);
+        self.record(k, TaskState::Running, Some(agent), "started", ctx);
     }
 
     /// Takes a task out of wherever it waits or runs (not its state).
-    fn detach(&mut self, id: &str) {
-        let Some(t) = self.tasks.get(id) else { return };
-        let key = (rank(t.priority), t.seq, id.to_string());
+    fn detach(&mut self, k: Key) {
+        let t = self.tasks.at(k);
         match t.state {
             TaskState::Ready => {
-                if !self.ready.remove(&key) {
-                    self.retry.retain(|x| x != id);
+                if !self.ready.remove(&(rank(t.priority), k)) {
+                    self.retry.retain(|x| *x != k);
                 }
                 if let Some((closes, _)) = t.auction {
-                    self.auctions.remove(&(closes, id.to_string()));
+                    self.auctions.remove(&(closes, k));
                 }
             }
             TaskState::Assigned => {
                 if let Some(a) = &t.agent
                     && let Some(q) = self.queues.get_mut(a)
                 {
-                    q.retain(|x| x != id);
+                    q.retain(|x| *x != k);
                     if q.is_empty() {
                         self.queues.remove(a);
                     }
@@ -662,21 +648,21 @@ impl TaskTable {
             }
             TaskState::Running => {
                 if let (Some(l), Some(to)) = (t.lease_until_ms, t.timeout_at_ms) {
-                    self.expiries.remove(&(l.min(to), id.to_string()));
+                    self.expiries.remove(&(l.min(to), k));
                 }
                 if let Some(a) = &t.agent
                     && let Some(r) = self.running.get_mut(a)
                 {
-                    r.remove(id);
+                    r.remove(&k);
                     if r.is_empty() {
                         self.running.remove(a);
                     }
                 }
-                self.lease_ms.remove(id);
+                self.lease_ms.remove(&k);
             }
             _ => {}
         }
-        let t = self.tasks.get_mut(id).expect("exists");
+        let t = self.tasks.at_mut(k);
         t.auction = None;
         t.lease_until_ms = None;
         t.timeout_at_ms = None;
@@ -684,86 +670,87 @@ impl TaskTable {
 
     /// An assigned or running task lost its agent (lease, timeout, dead node,
     /// failure): another attempt if the budget allows, else the dead-letter list.
-    fn lose(&mut self, id: &str, reason: &str, ctx: &mut Ctx) {
-        let Some(t) = self.tasks.get(id) else { return };
-        let was_running = t.state == TaskState::Running;
-        self.detach(id);
-        let t = self.tasks.get_mut(id).expect("exists");
+    fn lose(&mut self, k: Key, reason: Cow<'static, str>, ctx: &mut Ctx) {
+        let reason = clip(reason);
+        let was_running = self.tasks.at(k).state == TaskState::Running;
+        self.detach(k);
         if was_running {
+            let t = self.tasks.at_mut(k);
             if let Some(a) = t.attempts.last_mut() {
                 a.ended_ms = Some(ctx.now);
-                a.outcome = Some(clip(reason));
+                a.outcome = Some(reason.clone());
             }
             self.counters.attempts_lost += 1;
-            let k = kind(&t.needs);
-            let agent = t.agent.clone().unwrap_or_default();
-            self.stat(&agent, &k, |s| s.failed += 1);
+            let t = self.tasks.at(k);
+            let (agent, kind) = (t.agent.clone().unwrap_or_default(), t.kind.clone());
+            self.stat(&agent, &kind, |s| s.failed += 1);
         }
-        let t = &self.tasks[id];
+        let t = self.tasks.at(k);
         if was_running && t.attempt > t.retries {
             self.counters.dead_lettered += 1;
-            self.dead_letter.push_back(id.to_string());
+            self.dead_letter.push_back(k);
             let why = format!(
                 "{reason}; retry budget of {} spent after {} attempts",
                 t.retries, t.attempt
             );
-            self.finish(id, TaskState::DeadLetter, &why, ctx);
+            self.finish(k, TaskState::DeadLetter, why, ctx);
             return;
         }
         if was_running {
             self.counters.retried += 1;
         }
         let agent = t.agent.clone();
-        self.record(id, TaskState::Ready, agent.as_deref(), reason, ctx);
-        self.tasks.get_mut(id).expect("exists").agent = None;
-        self.route(id, ctx);
+        self.record(k, TaskState::Ready, agent.as_deref(), reason, ctx);
+        self.tasks.at_mut(k).agent = None;
+        self.route(k, ctx);
     }
 
-    /// A final state: record it, release or cancel dependents, remember it for a while.
-    fn recovered(&mut self, id: &str, now: u64) {
+    /// Notes that a task lost in the latest recovery runs again.
+    fn recovered(&mut self, k: Key, now: u64) {
         if let Some(r) = self.recovery.as_mut()
-            && r.waiting.remove(id)
+            && r.waiting.remove(&k)
             && r.waiting.is_empty()
         {
             r.took_ms = Some(now.saturating_sub(r.at_ms));
         }
     }
 
-    fn finish(&mut self, id: &str, state: TaskState, reason: &str, ctx: &mut Ctx) {
-        self.recovered(id, ctx.now);
-        let agent = self.tasks.get(id).and_then(|t| t.agent.clone());
-        self.record(id, state, agent.as_deref(), reason, ctx);
-        let t = self.tasks.get_mut(id).expect("exists");
+    /// A final state: record it, release or cancel dependents, remember it for a while.
+    fn finish(
+        &mut self,
+        k: Key,
+        state: TaskState,
+        reason: impl Into<Cow<'static, str>>,
+        ctx: &mut Ctx,
+    ) {
+        self.recovered(k, ctx.now);
+        let agent = self.tasks.at(k).agent.clone();
+        self.record(k, state, agent.as_deref(), reason, ctx);
+        let t = self.tasks.at_mut(k);
         t.finished_ms = Some(ctx.now);
-        let dependents = t.dependents.clone();
-        self.finished.push_back(id.to_string());
-        for d in dependents {
-            let Some(dt) = self.tasks.get_mut(&d) else {
-                continue;
-            };
-            if dt.state != TaskState::Pending {
-                continue;
-            }
-            if state == TaskState::Completed {
-                dt.unmet_deps = dt.unmet_deps.saturating_sub(1);
-                if dt.unmet_deps == 0 {
-                    self.record(
-                        &d,
-                        TaskState::Ready,
-                        None,
-                        &format!("dependency '{id}' completed"),
-                        ctx,
-                    );
-                    self.route(&d, ctx);
+        self.finished.push_back(k);
+        if !t.dependents.is_empty() {
+            let (id, dependents) = (t.id.clone(), t.dependents.clone());
+            for d in dependents {
+                let Some(dk) = self.tasks.key(&d) else {
+                    continue;
+                };
+                let dt = self.tasks.at_mut(dk);
+                if dt.state != TaskState::Pending {
+                    continue;
                 }
-            } else {
-                self.counters.cancelled += 1;
-                self.finish(
-                    &d,
-                    TaskState::Cancelled,
-                    &format!("dependency '{id}' ended {}", state.as_str()),
-                    ctx,
-                );
+                if state == TaskState::Completed {
+                    dt.unmet_deps = dt.unmet_deps.saturating_sub(1);
+                    if dt.unmet_deps == 0 {
+                        let why = format!("dependency '{id}' completed");
+                        self.record(dk, TaskState::Ready, None, why, ctx);
+                        self.route(dk, ctx);
+                    }
+                } else {
+                    self.counters.cancelled += 1;
+                    let why = format!("dependency '{id}' ended {}", state.as_str());
+                    self.finish(dk, TaskState::Cancelled, why, ctx);
+                }
             }
         }
         self.forget_old();
@@ -771,37 +758,55 @@ impl TaskTable {
 
     fn forget_old(&mut self) {
         while self.finished.len() > MAX_FINISHED_TASKS {
-            let Some(id) = self.finished.pop_front() else {
+            let Some(k) = self.finished.pop_front() else {
                 break;
             };
-            if let Some(t) = self.tasks.get(&id)
-                && t.state.is_final()
-            {
-                if let Some(k) = &t.idempotency_key {
-                    self.idem.remove(k);
+            if self.tasks.try_at(k).is_some_and(|t| t.state.is_final()) {
+                let t = self.tasks.remove(k).expect("exists");
+                if let Some(key) = &t.idempotency_key {
+                    self.idem.remove(key);
                 }
                 if t.state == TaskState::DeadLetter {
-                    self.dead_letter.retain(|x| *x != id);
+                    self.dead_letter.retain(|x| *x != k);
                 }
-                self.tasks.remove(&id);
             }
         }
     }
 
     fn stat(&mut self, agent: &str, kind: &str, f: impl Fn(&mut Stat)) {
-        let key = (agent.to_string(), kind.to_string());
-        if self.stats.len() < MAX_STATS || self.stats.contains_key(&key) {
-            f(self.stats.entry(key).or_default());
+        // Looked up by reference first: no key is allocated for an existing entry.
+        if let Some(s) = self.stats.get_mut(agent).and_then(|m| m.get_mut(kind)) {
+            f(s);
+        } else if self.stat_entries < MAX_STATS {
+            self.stat_entries += 1;
+            f(self
+                .stats
+                .entry(agent.to_string())
+                .or_default()
+                .entry(kind.to_string())
+                .or_default());
         }
-        if self.fleet.len() < MAX_STATS || self.fleet.contains_key(kind) {
+        if let Some(s) = self.fleet.get_mut(kind) {
+            f(s);
+        } else if self.fleet.len() < MAX_STATS {
             f(self.fleet.entry(kind.to_string()).or_default());
         }
     }
 
+    /// The statistics of `agent` on tasks of `kind`.
+    pub fn stat_of(&self, agent: &str, kind: &str) -> Option<&Stat> {
+        self.stats.get(agent)?.get(kind)
+    }
+
     // ---- claims, renewals, outcomes -----------------------------------------
 
-    fn check_agent<'a>(agent: &str, ctx: &'a Ctx) -> Result<&'a Agent, StateError> {
-        let a = ctx.agents.get(agent).ok_or_else(|| StateError::NotFound {
+    /// The agent, registered and alive. (Borrowed from the agents map, not
+    /// from `ctx`, so `ctx` stays free for the changes that follow.)
+    fn check_agent<'a>(
+        agent: &str,
+        agents: &'a BTreeMap<String, Agent>,
+    ) -> Result<&'a Agent, StateError> {
+        let a = agents.get(agent).ok_or_else(|| StateError::NotFound {
             what: "agent".into(),
             id: agent.into(),
         })?;
@@ -838,18 +843,18 @@ impl TaskTable {
                 "claim wait of {wait_ms} ms is over {MAX_CLAIM_WAIT_MS} ms"
             )));
         }
-        let me = Self::check_agent(agent, ctx)?.clone();
+        let me = Self::check_agent(agent, ctx.agents)?;
         self.open.remove(agent);
         let mut started = 0;
         // 1. Its own queue.
         while started < max {
-            let Some(id) = self.queues.get_mut(agent).and_then(|q| q.pop_front()) else {
+            let Some(k) = self.queues.get_mut(agent).and_then(|q| q.pop_front()) else {
                 break;
             };
             if self.queues.get(agent).is_some_and(|q| q.is_empty()) {
                 self.queues.remove(agent);
             }
-            self.start(&id, agent, lease_ms, "claimed from its queue", ctx);
+            self.start(k, agent, lease_ms, "claimed from its queue", ctx);
             started += 1;
         }
         // 2. The retry queue, oldest first, then the ready queue.
@@ -857,63 +862,62 @@ impl TaskTable {
             let next = self
                 .retry
                 .iter()
-                .position(|id| self.may_take(&self.tasks[id], &me, ctx.agents).is_some());
+                .position(|k| self.may_take(self.tasks.at(*k), me, ctx.agents).is_some());
             let Some(pos) = next else { break };
-            let id = self.retry.remove(pos).expect("position exists");
-            self.start(&id, agent, lease_ms, "claimed (retry)", ctx);
+            let k = self.retry.remove(pos).expect("position exists");
+            self.start(k, agent, lease_ms, "claimed (retry)", ctx);
             started += 1;
         }
         while started < max {
             let next = self
                 .ready
                 .iter()
-                .find(|(_, _, id)| self.may_take(&self.tasks[id], &me, ctx.agents).is_some())
-                .cloned();
+                .find(|(_, k)| self.may_take(self.tasks.at(*k), me, ctx.agents).is_some())
+                .copied();
             let Some(key) = next else { break };
             self.ready.remove(&key);
-            self.start(&key.2, agent, lease_ms, "claimed", ctx);
+            self.start(key.1, agent, lease_ms, "claimed", ctx);
             started += 1;
         }
         // 3. Idle: steal from the longest queue holding work it can do.
         while started < max {
-            let lens: Vec<(String, usize)> = self
+            let lens: Vec<(&str, usize)> = self
                 .queues
                 .iter()
                 .map(|(a, q)| {
                     let n = q
                         .iter()
-                        .filter(|id| Self::fit(&self.tasks[*id], &me).is_some())
+                        .filter(|k| Self::fit(self.tasks.at(**k), me).is_some())
                         .count();
-                    (a.clone(), n)
+                    (a.as_str(), n)
                 })
                 .collect();
-            let Some(victim) = mesh_sched::steal::victim(
-                lens.iter().map(|(a, n)| (a.as_str(), *n)),
-                agent,
-                mesh_sched::steal::DEFAULT_STEAL_THRESHOLD,
-            )
-            .map(String::from) else {
+            let Some(victim) =
+                mesh_sched::steal::victim(lens, agent, mesh_sched::steal::DEFAULT_STEAL_THRESHOLD)
+                    .map(String::from)
+            else {
                 break;
             };
-            let q = self.queues.get_mut(&victim).expect("victim has a queue");
+            let q = &self.queues[&victim];
             let pos = q
                 .iter()
-                .position(|id| Self::fit(&self.tasks[id], &me).is_some())
+                .position(|k| Self::fit(self.tasks.at(*k), me).is_some())
                 .expect("victim holds fitting work");
-            let id = q.remove(pos).expect("position exists");
+            let q = self.queues.get_mut(&victim).expect("victim has a queue");
+            let k = q.remove(pos).expect("position exists");
             if q.is_empty() {
                 self.queues.remove(&victim);
             }
             self.counters.stolen += 1;
-            self.tasks.get_mut(&id).expect("exists").agent = Some(agent.to_string());
+            self.tasks.at_mut(k).agent = Some(agent.to_string());
             self.record(
-                &id,
+                k,
                 TaskState::Assigned,
                 Some(agent),
-                &format!("stolen from agent '{victim}'"),
+                format!("stolen from agent '{victim}'"),
                 ctx,
             );
-            self.start(&id, agent, lease_ms, "started after stealing", ctx);
+            self.start(k, agent, lease_ms, "started after stealing", ctx);
             started += 1;
         }
         let running = self.running.get(agent).map_or(0, |r| r.len()) as u32;
@@ -937,12 +941,12 @@ impl TaskTable {
 
     /// Running tasks of `agent` started after cursor `since`.
     pub fn delivered(&self, agent: &str, since: u64) -> Vec<ClaimedTask> {
-        let Some(ids) = self.running.get(agent) else {
+        let Some(keys) = self.running.get(agent) else {
             return Vec::new();
         };
-        let mut out: Vec<&Task> = ids
+        let mut out: Vec<&Task> = keys
             .iter()
-            .map(|id| &self.tasks[id])
+            .map(|k| self.tasks.at(*k))
             .filter(|t| t.start_seq > since)
             .collect();
         out.sort_by_key(|t| (rank(t.priority), t.seq));
@@ -963,7 +967,7 @@ impl TaskTable {
         ids: &[String],
         ctx: &mut Ctx,
     ) -> Result<TaskReply, StateError> {
-        Self::check_agent(agent, ctx)?;
+        Self::check_agent(agent, ctx.agents)?;
         if ids.len() > MAX_CLAIM as usize {
             return Err(StateError::Invalid(format!(
                 "renewing {} tasks at once (at most {MAX_CLAIM})",
@@ -972,23 +976,21 @@ impl TaskTable {
         }
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(t) = self.tasks.get(id) else {
-                out.push(Err(StateError::NotFound {
-                    what: "task".into(),
-                    id: id.clone(),
-                }));
+            let Some(k) = self.tasks.key(id) else {
+                out.push(Err(task_not_found(id)));
                 continue;
             };
+            let t = self.tasks.at(k);
             if t.state != TaskState::Running || t.agent.as_deref() != Some(agent) {
                 out.push(Err(lease_lost(t, agent, t.attempt)));
                 continue;
             }
             let (old, timeout_at) = (t.lease_until_ms.unwrap_or(0), t.timeout_at_ms.unwrap_or(0));
-            let lease = self.lease_ms.get(id).copied().unwrap_or(DEFAULT_LEASE_MS);
+            let lease = self.lease_ms.get(&k).copied().unwrap_or(DEFAULT_LEASE_MS);
             let until = ctx.now + lease;
-            self.expiries.remove(&(old.min(timeout_at), id.clone()));
-            self.expiries.insert((until.min(timeout_at), id.clone()));
-            self.tasks.get_mut(id).expect("exists").lease_until_ms = Some(until);
+            self.expiries.remove(&(old.min(timeout_at), k));
+            self.expiries.insert((until.min(timeout_at), k));
+            self.tasks.at_mut(k).lease_until_ms = Some(until);
             out.push(Ok(until));
         }
         Ok(TaskReply::Renewed(out))
@@ -1001,7 +1003,7 @@ impl TaskTable {
         then_claim: Option<ThenClaim>,
         ctx: &mut Ctx,
     ) -> Result<TaskReply, StateError> {
-        Self::check_agent(agent, ctx)?;
+        Self::check_agent(agent, ctx.agents)?;
         if outcomes.len() > MAX_CLAIM as usize {
             return Err(StateError::Invalid(format!(
                 "{} outcomes at once (at most {MAX_CLAIM})",
@@ -1027,10 +1029,8 @@ impl TaskTable {
     }
 
     fn finish_one(&mut self, agent: &str, o: &Outcome, ctx: &mut Ctx) -> Result<(), StateError> {
-        let t = self.tasks.get(&o.id).ok_or_else(|| StateError::NotFound {
-            what: "task".into(),
-            id: o.id.clone(),
-        })?;
+        let k = self.tasks.key(&o.id).ok_or_else(|| task_not_found(&o.id))?;
+        let t = self.tasks.at(k);
         if t.state != TaskState::Running
             || t.agent.as_deref() != Some(agent)
             || t.attempt != o.attempt
@@ -1047,40 +1047,41 @@ impl TaskTable {
                     });
                 }
                 let started = t.attempts.last().map_or(ctx.now, |a| a.started_ms);
-                let k = kind(&t.needs);
-                self.detach(&o.id);
-                let t = self.tasks.get_mut(&o.id).expect("exists");
+                self.detach(k);
+                let t = self.tasks.at_mut(k);
                 t.result = Some(result.clone());
                 if let Some(a) = t.attempts.last_mut() {
                     a.ended_ms = Some(ctx.now);
-                    a.outcome = Some("completed".into());
+                    a.outcome = Some(Cow::Borrowed("completed"));
                 }
+                let kind = std::mem::take(&mut t.kind);
                 self.counters.completed += 1;
                 let ran = ctx.now.saturating_sub(started);
-                self.stat(agent, &k, |s| {
+                self.stat(agent, &kind, |s| {
                     s.completed += 1;
                     s.total_ms += ran;
                 });
-                self.finish(&o.id, TaskState::Completed, "completed", ctx);
+                self.tasks.at_mut(k).kind = kind;
+                self.finish(k, TaskState::Completed, "completed", ctx);
             }
             Err(reason) => {
-                let reason = format!("failed: {}", clip(reason));
+                let reason = clip(Cow::Owned(format!("failed: {reason}")));
                 if o.retryable {
-                    self.lose(&o.id, &reason, ctx);
+                    self.lose(k, reason, ctx);
                 } else {
-                    self.detach(&o.id);
-                    let t = self.tasks.get_mut(&o.id).expect("exists");
+                    self.detach(k);
+                    let t = self.tasks.at_mut(k);
                     if let Some(a) = t.attempts.last_mut() {
                         a.ended_ms = Some(ctx.now);
                         a.outcome = Some(reason.clone());
                     }
-                    let k = kind(&t.needs);
-                    self.stat(agent, &k, |s| s.failed += 1);
+                    let kind = t.kind.clone();
+                    self.stat(agent, &kind, |s| s.failed += 1);
                     self.counters.failed += 1;
                     self.finish(
-                        &o.id,
+                        k,
                         TaskState::Failed,
-                        &format!("{reason} (not retryable)"),
+                        format!("{reason} (not retryable)"),
                         ctx,
                     );
                 }
@@ -1095,10 +1096,8 @@ impl TaskTable {
         reason: &str,
         ctx: &mut Ctx,
     ) -> Result<TaskReply, StateError> {
-        let t = self.tasks.get(id).ok_or_else(|| StateError::NotFound {
-            what: "task".into(),
-            id: id.into(),
-        })?;
+        let k = self.tasks.key(id).ok_or_else(|| task_not_found(id))?;
+        let t = self.tasks.at(k);
         if t.state.is_final() {
             return Err(StateError::Conflict(format!(
                 "task '{id}' already ended {}",
@@ -1107,18 +1106,18 @@ impl TaskTable {
         }
         let was_running = t.state == TaskState::Running;
         let mark = ctx.events.len();
-        self.detach(id);
+        self.detach(k);
         self.counters.cancelled += 1;
-        let why = if reason.is_empty() {
-            "cancelled"
+        let why: Cow<'static, str> = if reason.is_empty() {
+            Cow::Borrowed("cancelled")
         } else {
-            reason
+            clip(Cow::Owned(reason.to_string()))
         };
-        if was_running && let Some(a) = self.tasks.get_mut(id).and_then(|t| t.attempts.last_mut()) {
+        if was_running && let Some(a) = self.tasks.at_mut(k).attempts.last_mut() {
             a.ended_ms = Some(ctx.now);
-            a.outcome = Some(format!("cancelled: {}", clip(why)));
+            a.outcome = Some(clip(Cow::Owned(format!("cancelled: {why}"))));
         }
-        self.finish(id, TaskState::Cancelled, why, ctx);
+        self.finish(k, TaskState::Cancelled, why, ctx);
         // What this cancelled, in order: the task, then what depended on it.
         let out = ctx.events[mark..]
             .iter()
@@ -1139,7 +1138,7 @@ impl TaskTable {
         resources: f64,
         ctx: &mut Ctx,
     ) -> Result<TaskReply, StateError> {
-        let me = Self::check_agent(agent, ctx)?.clone();
+        let me = Self::check_agent(agent, ctx.agents)?;
         if !(0.0..=1.0).contains(&resources) {
             return Err(StateError::Invalid(format!(
                 "resources {resources} is outside 0 to 1"
@@ -1148,11 +1147,8 @@ impl TaskTable {
         let t = self
             .tasks
             .get_mut(task)
-            .ok_or_else(|| StateError::NotFound {
-                what: "task".into(),
-                id: task.into(),
-            })?;
-        if Self::fit(t, &me).is_none() {
+            .ok_or_else(|| task_not_found(task))?;
+        if Self::fit(t, me).is_none() {
             return Err(StateError::Forbidden(format!(
                 "agent '{agent}' does not offer what task '{task}' needs"
             )));
@@ -1183,25 +1179,23 @@ impl TaskTable {
         reason: &str,
         ctx: &mut Ctx,
     ) -> Result<TaskReply, StateError> {
-        let dest = Self::check_agent(to, ctx)?.clone();
-        let t = self.tasks.get(task).ok_or_else(|| StateError::NotFound {
-            what: "task".into(),
-            id: task.into(),
-        })?;
+        let dest = Self::check_agent(to, ctx.agents)?;
+        let k = self.tasks.key(task).ok_or_else(|| task_not_found(task))?;
+        let t = self.tasks.at(k);
         if t.state != TaskState::Assigned {
             return Err(StateError::Conflict(format!(
                 "task '{task}' is {}: only queued (assigned, not running) tasks move",
                 t.state.as_str()
             )));
         }
-        if Self::fit(t, &dest).is_none() {
+        if Self::fit(t, dest).is_none() {
             return Err(StateError::Forbidden(format!(
                 "agent '{to}' does not offer what task '{task}' needs"
             )));
         }
-        self.detach(task);
+        self.detach(k);
         self.counters.transferred += 1;
-        self.enqueue(task, to, reason, ctx);
+        self.enqueue(k, to, reason.to_string(), ctx);
         self.serve_open(to, ctx);
         Ok(TaskReply::Done)
     }
@@ -1210,11 +1204,11 @@ impl TaskTable {
 
     /// Everything due by `now`: expired leases and timeouts, closed auctions, stale open claims.
     pub fn advance(&mut self, ctx: &mut Ctx) {
-        while let Some((at, id)) = self.expiries.first().cloned() {
+        while let Some(&(at, k)) = self.expiries.first() {
             if at > ctx.now {
                 break;
             }
-            let t = &self.tasks[&id];
+            let t = self.tasks.at(k);
             let reason = if t.timeout_at_ms.is_some_and(|to| to <= ctx.now) {
                 format!(
                     "timed out: no outcome {} ms after the attempt started (timeout {} ms)",
@@ -1227,14 +1221,14 @@ impl TaskTable {
                     t.agent.as_deref().unwrap_or("?")
                 )
             };
-            self.lose(&id, &reason, ctx);
+            self.lose(k, Cow::Owned(reason), ctx);
         }
-        while let Some((at, id)) = self.auctions.first().cloned() {
+        while let Some(&(at, k)) = self.auctions.first() {
             if at > ctx.now {
                 break;
             }
             self.auctions.pop_first();
-            self.close_auction(&id, ctx);
+            self.close_auction(k, ctx);
         }
         self.open.retain(|_, c| c.until_ms >= ctx.now);
     }
@@ -1249,17 +1243,13 @@ impl TaskTable {
         }
     }
 
-    fn close_auction(&mut self, id: &str, ctx: &mut Ctx) {
-        let Some(t) = self.tasks.get_mut(id) else {
+    fn close_auction(&mut self, k: Key, ctx: &mut Ctx) {
+        let Some((_, bids)) = self.tasks.at_mut(k).auction.take() else {
             return;
         };
-        let Some((_, bids)) = t.auction.take() else {
-            return;
-        };
-        let t = &self.tasks[id];
-        let k = kind(&t.needs);
-        let fleet_mean = self.fleet.get(&k).and_then(Stat::mean_ms);
-        let scored: Vec<(String, [f64; 4])> = bids
+        let t = self.tasks.at(k);
+        let fleet_mean = self.fleet.get(&t.kind).and_then(Stat::mean_ms);
+        let scored: Vec<(&str, [f64; 4])> = bids
             .iter()
             .filter_map(|b| {
                 let agent = ctx.agents.get(&b.agent)?;
@@ -1272,7 +1262,7 @@ impl TaskTable {
                 } else {
                     0.0
                 };
-                let st = self.stats.get(&(b.agent.clone(), k.clone()));
+                let st = self.stat_of(&b.agent, &t.kind);
                 let performance = mesh_sched::auction::performance(
                     st.map_or(0, |s| s.completed),
                     st.map_or(0, |s| s.failed),
@@ -1280,7 +1270,7 @@ impl TaskTable {
                     fleet_mean,
                 );
                 Some((
-                    b.agent.clone(),
+                    b.agent.as_str(),
                     [capability, spare, performance, b.resources],
                 ))
             })
@@ -1297,21 +1287,16 @@ impl TaskTable {
             .collect();
         match mesh_sched::auction::award(&sched_bids) {
             Some(i) => {
-                let winner = scored[i].0.clone();
+                let winner = scored[i].0.to_string();
                 let score = mesh_sched::auction::score(&sched_bids[i]);
-                self.enqueue(
-                    id,
-                    &winner,
-                    &format!("auction won with score {score:.3} of {} bids", scored.len()),
-                    ctx,
-                );
+                let why = format!("auction won with score {score:.3} of {} bids", scored.len());
+                self.enqueue(k, &winner, why, ctx);
                 self.serve_open(&winner, ctx);
             }
             None => {
                 // No bid: route it by capability instead of leaving it stuck.
-                let t = self.tasks.get_mut(id).expect("exists");
-                t.route = Route::Capability;
-                self.route(id, ctx);
+                self.tasks.at_mut(k).route = Route::Capability;
+                self.route(k, ctx);
             }
         }
     }
@@ -1319,11 +1304,11 @@ impl TaskTable {
     /// Agents that are gone (their node confirmed dead, or unregistered): their
     /// running and queued tasks move on now, and their open claims close.
     pub fn agents_gone(&mut self, agents: &[String], reason: &str, ctx: &mut Ctx) {
-        let lost: BTreeSet<String> = agents
+        let lost: BTreeSet<Key> = agents
             .iter()
             .filter_map(|a| self.running.get(a))
             .flatten()
-            .cloned()
+            .copied()
             .collect();
         if !lost.is_empty() {
             self.recovery = Some(Recovery {
@@ -1336,18 +1321,18 @@ impl TaskTable {
         }
         for a in agents {
             self.open.remove(a);
-            let running: Vec<String> = self
+            let running: Vec<Key> = self
                 .running
                 .get(a)
-                .map(|r| r.iter().cloned().collect())
+                .map(|r| r.iter().copied().collect())
                 .unwrap_or_default();
-            let queued: Vec<String> = self
+            let queued: Vec<Key> = self
                 .queues
                 .get(a)
-                .map(|q| q.iter().cloned().collect())
+                .map(|q| q.iter().copied().collect())
                 .unwrap_or_default();
-            for id in running.iter().chain(&queued) {
-                self.lose(id, reason, ctx);
+            for k in running.into_iter().chain(queued) {
+                self.lose(k, Cow::Owned(reason.to_string()), ctx);
             }
         }
     }
@@ -1356,8 +1341,27 @@ impl TaskTable {
     pub fn queued_tasks(&self, agent: &str) -> Vec<String> {
         self.queues
             .get(agent)
-            .map(|q| q.iter().cloned().collect())
+            .map(|q| q.iter().map(|k| self.tasks.at(*k).id.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// Dead-lettered tasks still remembered, oldest first.
+    pub fn dead_letter(&self) -> Vec<&str> {
+        self.dead_letter
+            .iter()
+            .map(|k| self.tasks.at(*k).id.as_str())
+            .collect()
+    }
+
+    /// Tasks lost in the latest recovery that have not started again.
+    pub fn recovery_waiting(&self) -> Vec<&str> {
+        self.recovery.as_ref().map_or_else(Vec::new, |r| {
+            r.waiting
+                .iter()
+                .filter_map(|k| self.tasks.try_at(*k))
+                .map(|t| t.id.as_str())
+                .collect()
+        })
     }
 
     /// Sets the mesh's task settings.
@@ -1460,37 +1464,45 @@ impl TaskTable {
     /// within the retry budget, started only after its dependencies completed.
     /// For tests and the simulator; `Err` names the first broken rule.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut places: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (_, _, id) in &self.ready {
-            places.entry(id).or_default().push("ready");
+        let mut places: BTreeMap<Key, Vec<&str>> = BTreeMap::new();
+        for &(r, k) in &self.ready {
+            places.entry(k).or_default().push("ready");
+            if self.tasks.try_at(k).is_some_and(|t| rank(t.priority) != r) {
+                return Err(format!("task #{k} is ready under another priority"));
+            }
         }
-        for id in &self.retry {
-            places.entry(id).or_default().push("retry");
+        for k in &self.retry {
+            places.entry(*k).or_default().push("retry");
         }
-        for (_, id) in &self.auctions {
-            places.entry(id).or_default().push("auction");
+        for (_, k) in &self.auctions {
+            places.entry(*k).or_default().push("auction");
         }
+        let holder = |k: Key| self.tasks.try_at(k).and_then(|t| t.agent.as_deref());
         for (a, q) in &self.queues {
-            for id in q {
-                places.entry(id).or_default().push("queue");
-                if self.tasks.get(id).and_then(|t| t.agent.as_deref()) != Some(a.as_str()) {
-                    return Err(format!("task {id} is queued for {a} but held by another"));
+            for k in q {
+                places.entry(*k).or_default().push("queue");
+                if holder(*k) != Some(a.as_str()) {
+                    return Err(format!("task #{k} is queued for {a} but held by another"));
                 }
             }
         }
         for (a, r) in &self.running {
-            for id in r {
-                places.entry(id).or_default().push("running");
-                if self.tasks.get(id).and_then(|t| t.agent.as_deref()) != Some(a.as_str()) {
-                    return Err(format!("task {id} runs for {a} but is held by another"));
+            for k in r {
+                places.entry(*k).or_default().push("running");
+                if holder(*k) != Some(a.as_str()) {
+                    return Err(format!("task #{k} runs for {a} but is held by another"));
                 }
             }
         }
-        for (_, id) in &self.expiries {
-            places.entry(id).or_default().push("expiry");
+        for (_, k) in &self.expiries {
+            places.entry(*k).or_default().push("expiry");
         }
-        for (id, t) in &self.tasks {
-            let mut at = places.remove(id.as_str()).unwrap_or_default();
+        for t in self.tasks.values() {
+            let id = &t.id;
+            if self.tasks.key(id) != Some(t.seq) {
+                return Err(format!("task {id} is not indexed under #{}", t.seq));
+            }
+            let mut at = places.remove(&t.seq).unwrap_or_default();
             at.sort_unstable();
             let want: &[&str] = match t.state {
                 TaskState::Ready if t.auction.is_some() => &["auction"],
@@ -1543,8 +1555,8 @@ impl TaskTable {
                 ));
             }
         }
-        if let Some((id, at)) = places.into_iter().next() {
-            return Err(format!("unknown task {id} is in {at:?}"));
+        if let Some((k, at)) = places.into_iter().next() {
+            return Err(format!("unknown task #{k} is in {at:?}"));
         }
         Ok(())
     }
