@@ -186,10 +186,12 @@ fn throughput(addrs: &[String], agents: &Agents, batch: usize, run: Duration) ->
 }
 
 /// Submit → the waiting agent holds the task, one at a time; microseconds.
-fn dispatch(http: &str, agent: &str, n: usize) -> anyhow::Result<Vec<u32>> {
+/// Also the submit's own acknowledgement (one commit): what dispatch costs
+/// beyond it is routing and waking the claim.
+fn dispatch(http: &str, agent: &str, n: usize) -> anyhow::Result<(Vec<u32>, Vec<u32>)> {
     rt().block_on(async {
         let mut submitter = Conn::new(http);
-        let mut out = Vec::with_capacity(n);
+        let (mut out, mut acks) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let first = json!({"agent": agent, "max": 0});
         let r = call(&mut submitter, "POST", "/v1/tasks/claim", &first).await?;
         let mut cursor = r["cursor"].as_u64().unwrap_or(0);
@@ -201,11 +203,13 @@ fn dispatch(http: &str, agent: &str, n: usize) -> anyhow::Result<Vec<u32>> {
                 let r = call(&mut c, "POST", "/v1/tasks/claim", &body).await;
                 (r, Instant::now())
             });
-            // Let the claim open first: on an idle mesh the agent is already waiting.
+            // Let the claim open first: on an idle mesh the agent is already
+            // waiting. (The gap also lets the mesh go idle between submits.)
             tokio::time::sleep(Duration::from_millis(15)).await;
             let sent = Instant::now();
             let task = json!({"caps": ["dispatch"]});
             call(&mut submitter, "POST", "/v1/tasks", &task).await?;
+            let acked = Instant::now();
             let (r, got) = waiter.await?;
             let r = r?;
             cursor = r["cursor"].as_u64().unwrap_or(cursor);
@@ -214,11 +218,12 @@ fn dispatch(http: &str, agent: &str, n: usize) -> anyhow::Result<Vec<u32>> {
                 .cloned()
                 .ok_or_else(|| anyhow::anyhow!("the waiting agent got nothing"))?;
             out.push(got.saturating_duration_since(sent).as_micros() as u32);
+            acks.push(acked.saturating_duration_since(sent).as_micros() as u32);
             let done = json!({"agent": agent,
                 "outcomes": [{"id": t["id"], "attempt": t["attempt"], "ok": true}]});
             call(&mut submitter, "POST", "/v1/tasks/finish", &done).await?;
         }
-        Ok(out)
+        Ok((out, acks))
     })
 }
 
@@ -444,11 +449,12 @@ pub fn run(args: TasksBench) -> anyhow::Result<()> {
             "  {n} node(s): dispatch latency, {} single submits",
             args.dispatches
         );
-        let d = latency(dispatch(
+        let (d, ack) = dispatch(
             &addrs[0],
             &agents_for("dispatch", 1, &addrs)?[0].0,
             args.dispatches,
-        )?);
+        )?;
+        let (d, ack) = (latency(d), latency(ack));
         let tp = agents_for("tp", args.agents, &addrs)?;
         eprintln!(
             "  {n} node(s): throughput run, {} agents, batches of {}",
@@ -472,6 +478,7 @@ pub fn run(args: TasksBench) -> anyhow::Result<()> {
             "nodes": n, "agents": args.agents, "batch": args.batch,
             "submitted": submitted, "completed": completed, "tasks_per_sec": per_sec,
             "dispatch_p50_ms": d.p50_ms, "dispatch_p99_ms": d.p99_ms,
+            "submit_ack_p50_ms": ack.p50_ms,
             "skew_tasks_per_agent": per_agent, "load_variance": variance,
             "failover": fo, "rss_mib": rss,
         }));
@@ -483,18 +490,26 @@ pub fn run(args: TasksBench) -> anyhow::Result<()> {
     }
     println!("bench tasks: no-op tasks, submit -> claim -> complete, durable nodes on loopback");
     println!(
-        "{:>5} {:>11} {:>10} {:>11} {:>13} {:>13} {:>9}",
-        "nodes", "submitted", "completed", "tasks/s", "dispatch p50", "dispatch p99", "variance"
+        "{:>5} {:>11} {:>10} {:>11} {:>13} {:>13} {:>13} {:>9}",
+        "nodes",
+        "submitted",
+        "completed",
+        "tasks/s",
+        "dispatch p50",
+        "dispatch p99",
+        "submit p50",
+        "variance"
     );
     for r in &report {
         println!(
-            "{:>5} {:>11} {:>10} {:>11.0} {:>10.2} ms {:>10.2} ms {:>8.1}%",
+            "{:>5} {:>11} {:>10} {:>11.0} {:>10.2} ms {:>10.2} ms {:>10.2} ms {:>8.1}%",
             r["nodes"],
             r["submitted"],
             r["completed"],
             r["tasks_per_sec"].as_f64().unwrap_or(0.0),
             r["dispatch_p50_ms"].as_f64().unwrap_or(f64::NAN),
             r["dispatch_p99_ms"].as_f64().unwrap_or(f64::NAN),
+            r["submit_ack_p50_ms"].as_f64().unwrap_or(f64::NAN),
             r["load_variance"].as_f64().unwrap_or(f64::NAN) * 100.0
         );
     }

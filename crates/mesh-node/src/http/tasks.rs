@@ -37,7 +37,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiResult, ReadQuery, parse_json, parse_query, request_id, wait_secs};
 use crate::service::tasks::{ClaimParams, TaskFilter};
@@ -168,15 +168,39 @@ async fn submit(State(svc): State<Service>, headers: HeaderMap, body: Bytes) -> 
         .map(spec_of)
         .collect::<Result<Vec<_>, _>>()?;
     let ids = svc.submit_tasks(specs, request_id(&headers)?).await?;
-    let tasks: Vec<serde_json::Value> = ids
+    let tasks = ids
         .into_iter()
-        .map(|(id, existing)| serde_json::json!({"id": id, "existing": existing}))
+        .map(|(id, existing)| Submitted { id, existing })
         .collect();
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "tasks": tasks })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(SubmitReply { tasks })).into_response())
+}
+
+// Replies of the busiest endpoints are typed, not built as `serde_json::Value`
+// trees: a batch of hundreds of tasks is written straight out.
+
+#[derive(Serialize)]
+struct Submitted {
+    id: String,
+    existing: bool,
+}
+
+#[derive(Serialize)]
+struct SubmitReply {
+    tasks: Vec<Submitted>,
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    id: String,
+    accepted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct FinishReply {
+    outcomes: Vec<Accepted>,
+    claimed: crate::service::tasks::ClaimView,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -400,15 +424,16 @@ async fn finish(State(svc): State<Service>, headers: HeaderMap, body: Bytes) -> 
     let (results, claimed) = svc
         .finish_tasks(&b.agent, outcomes, then, request_id(&headers)?)
         .await?;
-    let results: Vec<serde_json::Value> = ids
-        .iter()
+    let outcomes = ids
+        .into_iter()
         .zip(results)
-        .map(|(id, r)| match r {
-            Ok(()) => serde_json::json!({"id": id, "accepted": true}),
-            Err(e) => serde_json::json!({"id": id, "accepted": false, "error": error_json(&e)}),
+        .map(|(id, r)| Accepted {
+            id,
+            accepted: r.is_ok(),
+            error: r.err().map(|e| error_json(&e)),
         })
         .collect();
-    Ok(Json(serde_json::json!({"outcomes": results, "claimed": claimed})).into_response())
+    Ok(Json(FinishReply { outcomes, claimed }).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
