@@ -462,6 +462,20 @@ fn an_auction_goes_to_the_best_bid() {
         .unwrap();
     }
     let closes = m.sm.tasks.tasks["job"].auction.as_ref().unwrap().0;
+    // The auction was announced, with its closing time, for agents to bid on.
+    let announced: Vec<Option<u64>> = m
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Task(t) if t.id == "job" => Some(t.auction_closes_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        announced,
+        [None, Some(closes)],
+        "ready, then the announcement"
+    );
     m.at(closes);
     let t = &m.sm.tasks.tasks["job"];
     assert_eq!(t.state, TaskState::Assigned);

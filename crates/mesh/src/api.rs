@@ -92,6 +92,28 @@ impl Api {
         Self::json_or_error(status, &body)
     }
 
+    /// GET of a server-sent event stream: the `data:` payloads as they come,
+    /// parsed as JSON, until the stream ends or fails.
+    pub fn events(&self, path: &str) -> anyhow::Result<impl Iterator<Item = Value>> {
+        use std::io::BufRead;
+        let resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Accept", "text/event-stream")
+            .call()
+            .map_err(|e| anyhow::anyhow!("cannot reach a mesh node at {}: {e}", self.base))?;
+        if !resp.status().is_success() {
+            let (status, body) = self.finish(Ok(resp))?;
+            Self::json_or_error(status, &body)?;
+            anyhow::bail!("HTTP {status} for an event stream");
+        }
+        let lines = std::io::BufReader::new(resp.into_body().into_reader()).lines();
+        Ok(lines.map_while(Result::ok).filter_map(|l| {
+            let data = l.strip_prefix("data:")?;
+            serde_json::from_str(data.trim_start()).ok()
+        }))
+    }
+
     /// GET returning the raw body (errors still parsed as JSON).
     pub fn get_raw(&self, path: &str) -> anyhow::Result<Vec<u8>> {
         let (status, body) = self.finish(self.agent.get(format!("{}{path}", self.base)).call())?;

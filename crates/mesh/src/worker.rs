@@ -11,6 +11,9 @@
 //! cancelled is killed (the whole process group), as is one that outlives its
 //! timeout. Tasks a previous run of the same agent left running are reported
 //! failed at start, so they are retried at once instead of after their lease.
+//! A bidder thread follows the task event stream and, while a slot is free,
+//! bids in every auction the mesh announces, with the machine's measured free
+//! CPU share as its resources figure.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -131,6 +134,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
 
     let table: Table = Arc::default();
     spawn_heartbeat(api.clone(), id.clone(), table.clone(), lease_ms);
+    spawn_bidder(api.clone(), id.clone(), table.clone(), args.slots);
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let mut started: u64 = 0;
     loop {
@@ -197,6 +201,57 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             std::thread::spawn(move || job.run());
         }
     }
+}
+
+/// The share of this machine's CPUs not in use, from the load average over the
+/// last minute; `None` where the system does not report it.
+fn free_cpu_share() -> Option<f64> {
+    let load: f64 = std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let cpus = std::thread::available_parallelism().ok()?.get() as f64;
+    Some(((cpus - load) / cpus).clamp(0.0, 1.0))
+}
+
+/// Bids in the auctions the mesh announces (`auction` tasks), while a slot is
+/// free. The bid's resources figure is measured: the machine's free CPU share,
+/// or, where that is not reported, the share of this worker's slots that are
+/// free. The mesh refuses bids for tasks this agent cannot do; those are
+/// ignored. Reconnects when the event stream breaks.
+fn spawn_bidder(api: Arc<Api>, agent: String, table: Table, slots: u32) {
+    std::thread::spawn(move || {
+        loop {
+            let events = match api.events("/v1/tasks/events?state=ready") {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("worker {agent}: the task event stream failed: {e:#}; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            for e in events {
+                if e["auction_closes_ms"].is_null() {
+                    continue;
+                }
+                let busy = table.lock().unwrap_or_else(|e| e.into_inner()).len() as u32;
+                if busy >= slots {
+                    continue;
+                }
+                let resources =
+                    free_cpu_share().unwrap_or_else(|| f64::from(slots - busy) / f64::from(slots));
+                let tid = e["id"].as_str().unwrap_or_default();
+                // Refused when this agent does not fit or the auction closed: fine.
+                let _ = api.post_json(
+                    &format!("/v1/tasks/{}/bids", segment(tid)),
+                    &json!({"agent": agent, "resources": resources}),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
 }
 
 /// Renews the leases of running tasks; kills those it lost.

@@ -258,6 +258,40 @@ fn tasks_run_once_each_even_when_a_node_dies_mid_run() {
     );
     assert!(states.iter().any(|s| s == "running"), "{states:?}");
 
+    // Auctions: the surviving workers see each announcement on the event
+    // stream and bid; the best bid wins (no fallback to plain routing).
+    let auctioned: Vec<String> = (0..4).map(|i| format!("auc{i}")).collect();
+    let specs: Vec<Value> = auctioned
+        .iter()
+        .map(|id| json!({"id": id, "caps": ["sh"], "strategy": "auction"}))
+        .collect();
+    let (s, v) = post(&c, alive, "/v1/tasks", json!({ "tasks": specs }));
+    assert_eq!(s, 201, "{v}");
+    assert!(
+        wait_for(Duration::from_secs(30), Duration::from_millis(50), || {
+            auctioned
+                .iter()
+                .all(|id| task(&c, alive, id)["state"] == "completed")
+        })
+        .is_some(),
+        "the auctioned tasks did not complete"
+    );
+    for id in &auctioned {
+        let t = task(&c, alive, id);
+        let won = t["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|h| h["reason"].as_str())
+            .find(|r| r.starts_with("auction won with score"));
+        let bids: usize = won
+            .and_then(|r| r.rsplit(" of ").next())
+            .and_then(|r| r.trim_end_matches(" bids").parse().ok())
+            .unwrap_or(0);
+        assert!(bids >= 1, "{id} was not awarded on a bid: {t}");
+        assert_ne!(t["agent"].as_str(), Some(victim_agent.as_str()), "{t}");
+    }
+
     // A completion from an agent that does not hold the task is refused.
     let (s, v) = post(
         &c,

@@ -525,6 +525,9 @@ pub struct TaskEvent {
     pub agent: Option<String>,
     pub attempt: u32,
     pub reason: Cow<'static, str>,
+    /// Set when the task's auction opened: when it stops taking bids (the
+    /// announcement agents bid on).
+    pub auction_closes_ms: Option<u64>,
 }
 
 #[cfg(test)]

@@ -293,6 +293,7 @@ impl TaskTable {
             agent: agent.map(String::from),
             attempt: t.attempt,
             reason,
+            auction_closes_ms: None,
         }));
     }
 
@@ -471,6 +472,12 @@ impl TaskTable {
                 let closes = ctx.now + AUCTION_WINDOW_MS;
                 self.tasks.at_mut(k).auction = Some((closes, Vec::new()));
                 self.auctions.insert((closes, k));
+                // The announcement: agents that see it bid until it closes.
+                let why = format!("auction open for bids until {closes} ms");
+                self.record(k, TaskState::Ready, None, why, ctx);
+                if let Some(crate::command::Event::Task(e)) = ctx.events.last_mut() {
+                    e.auction_closes_ms = Some(closes);
+                }
             }
             Route::Steal => {
                 let hint = t.queue_hint.as_deref();
