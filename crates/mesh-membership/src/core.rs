@@ -584,7 +584,7 @@ impl<I: MeshIdentity> Membership<I> {
     }
 
     /// Records a new load measurement; gossips it only if it changed meaningfully
-    /// (CPU by 5 points or more, or running/queued work), to bound gossip volume.
+    /// (CPU by 5 points or more, or running/queued work or slots), to bound gossip volume.
     pub fn update_load(&mut self, now_us: u64, load: Load) {
         self.now_us = now_us;
         let old = &self.local_soft.load;
@@ -593,7 +593,11 @@ impl<I: MeshIdentity> Membership<I> {
             (None, None) => false,
             _ => true,
         };
-        if cpu_moved || old.running != load.running || old.queued != load.queued {
+        if cpu_moved
+            || old.running != load.running
+            || old.queued != load.queued
+            || old.slots != load.slots
+        {
             let mut soft = self.local_soft.clone();
             soft.load = load;
             self.install_soft(soft, true);

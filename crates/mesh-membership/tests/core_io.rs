@@ -240,6 +240,17 @@ fn soft_state_changes_bump_the_version_and_small_load_jitter_does_not() {
     c.update_load(3, load(16.0));
     assert_eq!(c.local_soft().version, v0 + 3);
     assert_eq!(c.local_soft().caps, vec!["gpu".to_string()]);
+    // Free slots appearing (an agent waiting for work) are gossiped: the
+    // leader's rebalancing needs them.
+    c.update_load(
+        4,
+        mesh_proto::Load {
+            slots: 4,
+            ..load(16.0)
+        },
+    );
+    assert_eq!(c.local_soft().version, v0 + 4);
+    assert_eq!(c.local_soft().load.slots, 4);
 }
 
 #[test]

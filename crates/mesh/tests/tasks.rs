@@ -2,7 +2,9 @@
 //! shell commands; a batch of tasks with dependencies; one node and its worker
 //! killed with SIGKILL mid-run. Every task still completes exactly once, in
 //! dependency order, and the tasks of the dead node ran again elsewhere. Bad
-//! input is refused with codes. In its own test binary.
+//! input is refused with codes. Auctioned tasks are awarded on the workers'
+//! bids. A second test shows rebalancing move queued work from a hot node to a
+//! cold one. In its own test binary.
 //!
 //! Waits are conditions with deadlines, never fixed sleeps.
 
@@ -311,4 +313,124 @@ fn tempfile_dir(prefix: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Rebalancing, end to end: a worker on one node runs one task at a time with
+/// three more queued for it (its node at 100% of its slots, as it gossips); an
+/// agent on another node waits in a long claim (0% of 4 slots) and does not
+/// claim again, so it cannot steal. The leader moves the queued tasks to it,
+/// and they start for it while it waits. The time from submit to the move is
+/// printed (measured, for the notes).
+#[test]
+fn queued_work_moves_from_a_hot_node_to_a_cold_one() {
+    let mut c = Cluster::new(Path::new(EXE), "local", "rebalance").unwrap();
+    let n0 = c.spawn("r0", &[]).unwrap();
+    let seed = c.info(n0).gossip;
+    let n1 = c.spawn("r1", &[seed]).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
+            c.raft_leader().is_some()
+                && (0..2).all(|i| c.consensus(i)["voters"].as_array().map(Vec::len) >= Some(1))
+        })
+        .is_some(),
+        "no mesh"
+    );
+    let keys = tempfile_dir("mesh-rebalance-keys");
+    let mut workers = Workers(Vec::new());
+    workers.0.push(
+        Command::new(EXE)
+            .args(["worker", "--node", &url(&c, n0, ""), "--id", "hot"])
+            .args(["--caps", "sh", "--slots", "1", "--lease", "3s"])
+            .args(["--exec", "cat > /dev/null; sleep 2; echo ran-on-hot"])
+            .env("MESH_KEYS_DIR", &keys)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let (s, v) = post(
+        &c,
+        n1,
+        "/v1/agents",
+        json!({"id": "cold", "type": "test", "caps": ["sh"],
+               "public_key": mesh_proto::hex::encode(key.verifying_key().as_bytes())}),
+    );
+    assert_eq!(s, 201, "{v}");
+    assert!(
+        wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+            let (_, a) = http("GET", &url(&c, n1, "/v1/agents?stale=true"), None);
+            a["agents"].as_array().map(Vec::len) == Some(2)
+        })
+        .is_some(),
+        "the hot worker did not register"
+    );
+    // The cold agent waits for up to 30 s in one claim, never claiming again.
+    let cold_claim = url(&c, n1, "/v1/tasks/claim");
+    let waiter = std::thread::spawn(move || {
+        let body = json!({"agent": "cold", "max": 4, "wait": 30.0, "lease_ms": 60_000});
+        let started = std::time::Instant::now();
+        let (s, v) = http("POST", &cold_claim, Some(body.to_string().as_bytes()));
+        (s, v, started.elapsed())
+    });
+    // The cold claim is open once every node sees the cold node offer 4 slots.
+    let cold_node = c.info(n1).node_id.clone();
+    assert!(
+        wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+            (0..2).all(|i| {
+                let (_, m) = http("GET", &url(&c, i, "/v1/members"), None);
+                m["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m["id"] == cold_node.as_str() && m["load"]["slots"] == 4)
+            })
+        })
+        .is_some(),
+        "the cold node's free slots never showed in the gossip: {} {}",
+        http("GET", &url(&c, 0, "/v1/members"), None).1,
+        http("GET", &url(&c, 1, "/v1/members"), None).1
+    );
+    let tasks: Vec<Value> = (0..4)
+        .map(
+            |i| json!({"id": format!("q{i}"), "caps": ["sh"], "strategy": "steal", "queue": "hot"}),
+        )
+        .collect();
+    let submitted = std::time::Instant::now();
+    let (s, v) = post(&c, n0, "/v1/tasks", json!({ "tasks": tasks }));
+    assert_eq!(s, 201, "{v}");
+
+    let (s, got, waited) = waiter.join().unwrap();
+    assert_eq!(s, 200, "{got}");
+    let moved: Vec<String> = got["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["id"].as_str().map(String::from))
+        .collect();
+    assert!(
+        !moved.is_empty() && waited < Duration::from_secs(25),
+        "nothing moved to the cold agent: {got}"
+    );
+    for id in &moved {
+        let t = task(&c, n1, id);
+        let reasons: Vec<&str> = t["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|h| h["reason"].as_str())
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r.starts_with("rebalanced: node")),
+            "{id} reached the cold agent without rebalancing: {reasons:?}"
+        );
+        assert_eq!(t["agent"], "cold", "{t}");
+    }
+    eprintln!(
+        "rebalancing: {} of 4 queued tasks moved to the cold node {} ms after the submit",
+        moved.len(),
+        submitted.elapsed().as_millis().min(waited.as_millis())
+    );
+    let _ = std::fs::remove_dir_all(&keys);
 }
