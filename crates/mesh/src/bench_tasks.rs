@@ -187,11 +187,21 @@ fn throughput(addrs: &[String], agents: &Agents, batch: usize, run: Duration) ->
 
 /// Submit → the waiting agent holds the task, one at a time; microseconds.
 /// Also the submit's own acknowledgement (one commit): what dispatch costs
-/// beyond it is routing and waking the claim.
-fn dispatch(http: &str, agent: &str, n: usize) -> anyhow::Result<(Vec<u32>, Vec<u32>)> {
+/// beyond it is routing and waking the claim. And, for scale, a `GET /healthz`
+/// after the same idle gap: what merely waking an idle machine and node costs
+/// for a request that does nothing.
+fn dispatch(http: &str, agent: &str, n: usize) -> anyhow::Result<(Vec<u32>, Vec<u32>, Vec<u32>)> {
     rt().block_on(async {
         let mut submitter = Conn::new(http);
         let (mut out, mut acks) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut idle_trip = Vec::with_capacity(n);
+        for _ in 0..n {
+            tokio::time::sleep(IDLE_GAP).await;
+            let t0 = Instant::now();
+            let (status, _) = submitter.request("GET", "/healthz", b"").await?;
+            idle_trip.push(t0.elapsed().as_micros() as u32);
+            anyhow::ensure!(status == 200, "GET /healthz: HTTP {status}");
+        }
         let first = json!({"agent": agent, "max": 0});
         let r = call(&mut submitter, "POST", "/v1/tasks/claim", &first).await?;
         let mut cursor = r["cursor"].as_u64().unwrap_or(0);
@@ -205,7 +215,7 @@ fn dispatch(http: &str, agent: &str, n: usize) -> anyhow::Result<(Vec<u32>, Vec<
             });
             // Let the claim open first: on an idle mesh the agent is already
             // waiting. (The gap also lets the mesh go idle between submits.)
-            tokio::time::sleep(Duration::from_millis(15)).await;
+            tokio::time::sleep(IDLE_GAP).await;
             let sent = Instant::now();
             let task = json!({"caps": ["dispatch"]});
             call(&mut submitter, "POST", "/v1/tasks", &task).await?;
@@ -223,9 +233,12 @@ fn dispatch(http: &str, agent: &str, n: usize) -> anyhow::Result<(Vec<u32>, Vec<
                 "outcomes": [{"id": t["id"], "attempt": t["attempt"], "ok": true}]});
             call(&mut submitter, "POST", "/v1/tasks/finish", &done).await?;
         }
-        Ok((out, acks))
+        Ok((out, acks, idle_trip))
     })
 }
+
+/// The pause before each single submit of the dispatch measurement.
+const IDLE_GAP: Duration = Duration::from_millis(15);
 
 #[derive(Debug, serde::Serialize)]
 struct Failover {
@@ -449,12 +462,12 @@ pub fn run(args: TasksBench) -> anyhow::Result<()> {
             "  {n} node(s): dispatch latency, {} single submits",
             args.dispatches
         );
-        let (d, ack) = dispatch(
+        let (d, ack, idle) = dispatch(
             &addrs[0],
             &agents_for("dispatch", 1, &addrs)?[0].0,
             args.dispatches,
         )?;
-        let (d, ack) = (latency(d), latency(ack));
+        let (d, ack, idle) = (latency(d), latency(ack), latency(idle));
         let tp = agents_for("tp", args.agents, &addrs)?;
         eprintln!(
             "  {n} node(s): throughput run, {} agents, batches of {}",
@@ -479,6 +492,7 @@ pub fn run(args: TasksBench) -> anyhow::Result<()> {
             "submitted": submitted, "completed": completed, "tasks_per_sec": per_sec,
             "dispatch_p50_ms": d.p50_ms, "dispatch_p99_ms": d.p99_ms,
             "submit_ack_p50_ms": ack.p50_ms,
+            "idle_healthz_p50_ms": idle.p50_ms,
             "skew_tasks_per_agent": per_agent, "load_variance": variance,
             "failover": fo, "rss_mib": rss,
         }));
@@ -490,7 +504,11 @@ pub fn run(args: TasksBench) -> anyhow::Result<()> {
     }
     println!("bench tasks: no-op tasks, submit -> claim -> complete, durable nodes on loopback");
     println!(
-        "{:>5} {:>11} {:>10} {:>11} {:>13} {:>13} {:>13} {:>9}",
+        "(dispatch, submit and healthz: one request after {} ms idle each; healthz does nothing, so it is the cost of waking the machine and node)",
+        IDLE_GAP.as_millis()
+    );
+    println!(
+        "{:>5} {:>11} {:>10} {:>11} {:>13} {:>13} {:>13} {:>13} {:>9}",
         "nodes",
         "submitted",
         "completed",
@@ -498,11 +516,12 @@ pub fn run(args: TasksBench) -> anyhow::Result<()> {
         "dispatch p50",
         "dispatch p99",
         "submit p50",
+        "healthz p50",
         "variance"
     );
     for r in &report {
         println!(
-            "{:>5} {:>11} {:>10} {:>11.0} {:>10.2} ms {:>10.2} ms {:>10.2} ms {:>8.1}%",
+            "{:>5} {:>11} {:>10} {:>11.0} {:>10.2} ms {:>10.2} ms {:>10.2} ms {:>10.2} ms {:>8.1}%",
             r["nodes"],
             r["submitted"],
             r["completed"],
@@ -510,6 +529,7 @@ pub fn run(args: TasksBench) -> anyhow::Result<()> {
             r["dispatch_p50_ms"].as_f64().unwrap_or(f64::NAN),
             r["dispatch_p99_ms"].as_f64().unwrap_or(f64::NAN),
             r["submit_ack_p50_ms"].as_f64().unwrap_or(f64::NAN),
+            r["idle_healthz_p50_ms"].as_f64().unwrap_or(f64::NAN),
             r["load_variance"].as_f64().unwrap_or(f64::NAN) * 100.0
         );
     }
