@@ -45,6 +45,15 @@ fn task(c: &Cluster, i: usize, id: &str) -> Value {
     .1
 }
 
+/// Waits until node `i` lists `n` agents.
+fn wait_agents(c: &Cluster, i: usize, n: usize) -> bool {
+    wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+        let (_, a) = http("GET", &url(c, i, "/v1/agents?stale=true"), None);
+        a["agents"].as_array().map(Vec::len) == Some(n)
+    })
+    .is_some()
+}
+
 #[test]
 fn tasks_run_once_each_even_when_a_node_dies_mid_run() {
     let mut c = Cluster::new(Path::new(EXE), "local", "tasks").unwrap();
@@ -86,14 +95,7 @@ fn tasks_run_once_each_even_when_a_node_dies_mid_run() {
             .unwrap();
         workers.0.push(child);
     }
-    assert!(
-        wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-            let (_, a) = http("GET", &url(&c, n0, "/v1/agents?stale=true"), None);
-            a["agents"].as_array().map(Vec::len) == Some(3)
-        })
-        .is_some(),
-        "the three workers did not register"
-    );
+    assert!(wait_agents(&c, n0, 3), "the three workers did not register");
 
     // Bad input first: each refused with a code, nothing submitted.
     let bad = [
@@ -358,14 +360,7 @@ fn queued_work_moves_from_a_hot_node_to_a_cold_one() {
                "public_key": mesh_proto::hex::encode(key.verifying_key().as_bytes())}),
     );
     assert_eq!(s, 201, "{v}");
-    assert!(
-        wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-            let (_, a) = http("GET", &url(&c, n1, "/v1/agents?stale=true"), None);
-            a["agents"].as_array().map(Vec::len) == Some(2)
-        })
-        .is_some(),
-        "the hot worker did not register"
-    );
+    assert!(wait_agents(&c, n1, 2), "the hot worker did not register");
     // The cold agent waits for up to 30 s in one claim, never claiming again.
     let cold_claim = url(&c, n1, "/v1/tasks/claim");
     let waiter = std::thread::spawn(move || {
