@@ -26,7 +26,7 @@ use crate::service::{Service, ServiceError};
 use mesh_state::agents::AgentState;
 use mesh_state::barriers::BarrierSpec;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AgentBody {
     id: String,
@@ -38,13 +38,13 @@ struct AgentBody {
     public_key: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct StateBody {
     state: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ProposalBody {
     id: Option<String>,
@@ -55,7 +55,7 @@ struct ProposalBody {
     deadline_secs: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct VoteBody {
     agent_id: String,
@@ -65,7 +65,7 @@ struct VoteBody {
     signature: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct GroupBody {
     #[serde(rename = "type")]
@@ -73,7 +73,7 @@ struct GroupBody {
     count: usize,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct BarrierBody {
     id: Option<String>,
@@ -239,6 +239,55 @@ async fn get_barrier(
 async fn delete_barrier(State(svc): State<Service>, Path(id): Path<String>) -> ApiResult {
     svc.delete_barrier(&id).await?;
     Ok(Json(serde_json::json!({"deleted": true})).into_response())
+}
+
+/// What [`routes`] serves, for the OpenAPI document.
+pub(super) fn operations() -> Vec<super::openapi::Op> {
+    use super::openapi::Op;
+    vec![
+        Op::get("/v1/agents", "list agents").query::<ReadQuery>(),
+        Op::post(
+            "/v1/agents",
+            "register an agent (type, capabilities, ed25519 public key)",
+        )
+        .body::<AgentBody>()
+        .created(),
+        Op::get("/v1/agents/{id}", "one agent").query::<ReadQuery>(),
+        Op::delete("/v1/agents/{id}", "unregister an agent (its tasks move on)"),
+        Op::put(
+            "/v1/agents/{id}/state",
+            "set an agent's state (ACTIVE, WAITING, COMPLETE)",
+        )
+        .body::<StateBody>(),
+        Op::post("/v1/agents/{id}/heartbeat", "record that an agent is alive"),
+        Op::get("/v1/proposals", "list proposals").query::<ReadQuery>(),
+        Op::post(
+            "/v1/proposals",
+            "open a proposal (voters, threshold, deadline)",
+        )
+        .body::<ProposalBody>()
+        .created(),
+        Op::get(
+            "/v1/proposals/{id}",
+            "one proposal with its tally (`wait` for the decision)",
+        )
+        .query::<ReadQuery>(),
+        Op::post(
+            "/v1/proposals/{id}/votes",
+            "cast a vote signed by the agent's key",
+        )
+        .body::<VoteBody>(),
+        Op::get("/v1/barriers", "list barriers").query::<ReadQuery>(),
+        Op::post("/v1/barriers", "create a barrier over agents or a group")
+            .body::<BarrierBody>()
+            .created(),
+        Op::get(
+            "/v1/barriers/{id}",
+            "one barrier (`wait` until it is released)",
+        )
+        .query::<ReadQuery>(),
+        Op::delete("/v1/barriers/{id}", "delete a barrier"),
+    ]
 }
 
 pub fn routes() -> Router<Service> {

@@ -23,7 +23,7 @@ use super::{ApiError, ApiResult, parse_query, request_id};
 use crate::service::kv::{PutCondition, PutOptions};
 use crate::service::{Service, ServiceError};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PutQuery {
     ttl: Option<u64>,
@@ -32,14 +32,14 @@ struct PutQuery {
     if_value: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct GetQuery {
     stale: Option<bool>,
     raw: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     prefix: Option<String>,
@@ -153,7 +153,7 @@ async fn list(
     Ok(Json(out).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkBody {
     items: serde_json::Map<String, serde_json::Value>,
@@ -181,6 +181,27 @@ async fn put_many(
         .kv_put_many(&ns, items, b.ttl, request_id(&headers)?)
         .await?;
     Ok(Json(serde_json::json!({"written": n})).into_response())
+}
+
+/// What [`routes`] serves, for the OpenAPI document.
+pub(super) fn operations() -> Vec<super::openapi::Op> {
+    use super::openapi::Op;
+    vec![
+        Op::get(
+            "/v1/kv/{ns}",
+            "list the keys of a namespace (prefix, glob match, limit)",
+        )
+        .query::<ListQuery>(),
+        Op::post("/v1/kv/{ns}", "write many keys in one replicated command").body::<BulkBody>(),
+        Op::get("/v1/kv/{ns}/{*key}", "read a key (its value, version, TTL)").query::<GetQuery>(),
+        Op::put(
+            "/v1/kv/{ns}/{*key}",
+            "write a key: the body is the value; conditions and TTL in the query",
+        )
+        .query::<PutQuery>()
+        .raw_body(),
+        Op::delete("/v1/kv/{ns}/{*key}", "delete a key"),
+    ]
 }
 
 pub fn routes() -> Router<Service> {

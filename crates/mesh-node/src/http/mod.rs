@@ -8,10 +8,12 @@
 //! - status: `/v1/status`, `/v1/members`, `/metrics`, `/healthz`;
 //! - [`kv`]: `/v1/kv/{namespace}` and `/v1/kv/{namespace}/{key}`;
 //! - [`coord`]: `/v1/agents`, `/v1/proposals`, `/v1/barriers`;
-//! - `/v1/tasks`: see [`tasks`].
+//! - `/v1/tasks`: see [`tasks`];
+//! - `/v1/openapi.json`: the OpenAPI document of all of it ([`openapi`]).
 
 mod coord;
 mod kv;
+pub mod openapi;
 pub mod tasks;
 
 use axum::Router;
@@ -107,7 +109,7 @@ pub fn request_id(headers: &HeaderMap) -> Result<Option<RequestId>, ApiError> {
 }
 
 /// `?stale=&wait=` of reads that may long-poll.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
     pub stale: Option<bool>,
@@ -183,6 +185,30 @@ async fn not_found() -> ApiError {
     ))
 }
 
+/// What [`router`] serves itself, for the OpenAPI document.
+fn operations() -> Vec<openapi::Op> {
+    use openapi::Op;
+    vec![
+        Op::get(
+            "/v1/status",
+            "this node, the membership view, consensus, tasks",
+        ),
+        Op::get(
+            "/v1/members",
+            "the membership view with each member's load and round trip",
+        ),
+        Op::get("/metrics", "OpenMetrics text").text(),
+        Op::get("/healthz", "`ok`, or 503 when the replicated log stopped")
+            .text()
+            .open(),
+        Op::get("/v1/openapi.json", "this document"),
+    ]
+}
+
+async fn openapi_json() -> Response {
+    Json(openapi::document()).into_response()
+}
+
 /// The router, for tests and [`serve`].
 pub fn router(svc: Service) -> Router {
     Router::new()
@@ -190,6 +216,7 @@ pub fn router(svc: Service) -> Router {
         .route("/v1/members", get(members))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
+        .route("/v1/openapi.json", get(openapi_json))
         .merge(kv::routes())
         .merge(coord::routes())
         .merge(tasks::routes())

@@ -45,7 +45,7 @@ use crate::service::{Service, ServiceError};
 use mesh_state::StateError;
 use mesh_state::tasks::{Need, Outcome, Payload, Priority, Route, TaskSpec, TaskState};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskBody {
     pub id: Option<String>,
@@ -66,7 +66,7 @@ pub struct TaskBody {
     pub queue: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum SubmitBody {
     Wrapped { tasks: Vec<TaskBody> },
@@ -203,7 +203,7 @@ struct FinishReply {
     claimed: crate::service::tasks::ClaimView,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     state: Option<String>,
@@ -237,7 +237,7 @@ async fn show(
     Ok(Json(t).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ClaimBody {
     agent: String,
@@ -261,7 +261,7 @@ async fn claim(State(svc): State<Service>, body: Bytes) -> ApiResult {
     Ok(Json(v).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RenewBody {
     agent: String,
@@ -288,7 +288,7 @@ async fn renew(State(svc): State<Service>, body: Bytes) -> ApiResult {
     Ok(Json(serde_json::json!({ "leases": leases })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CompleteBody {
     agent: String,
@@ -333,7 +333,7 @@ async fn complete(
     Ok(Json(svc.task(&id, None, true).await?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FailBody {
     agent: String,
@@ -359,7 +359,7 @@ async fn fail(
     Ok(Json(svc.task(&id, None, true).await?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct OutcomeBody {
     id: String,
@@ -372,7 +372,7 @@ struct OutcomeBody {
     retryable: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ThenClaim {
     max: u32,
@@ -381,7 +381,7 @@ struct ThenClaim {
     since: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FinishBody {
     agent: String,
@@ -436,7 +436,7 @@ async fn finish(State(svc): State<Service>, headers: HeaderMap, body: Bytes) -> 
     Ok(Json(FinishReply { outcomes, claimed }).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CancelBody {
     reason: Option<String>,
@@ -454,7 +454,7 @@ async fn cancel(State(svc): State<Service>, Path(id): Path<String>, body: Bytes)
     Ok(Json(serde_json::json!({ "cancelled": ids })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct BidBody {
     agent: String,
@@ -467,7 +467,7 @@ async fn bid(State(svc): State<Service>, Path(id): Path<String>, body: Bytes) ->
     Ok(Json(serde_json::json!({"bid": true})).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     task: Option<String>,
@@ -515,7 +515,7 @@ async fn events(State(svc): State<Service>, RawQuery(q): RawQuery) -> ApiResult 
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SettingsBody {
     strategy: Option<String>,
@@ -534,6 +534,72 @@ async fn put_settings(State(svc): State<Service>, body: Bytes) -> ApiResult {
         Some(s) => Some(s.parse::<Route>().map_err(|e| bad("bad_strategy", e))?),
     };
     Ok(Json(svc.configure_tasks(route, b.hash_replicas).await?).into_response())
+}
+
+/// What [`routes`] serves, for the OpenAPI document.
+pub(super) fn operations() -> Vec<super::openapi::Op> {
+    use super::openapi::Op;
+    vec![
+        Op::post(
+            "/v1/tasks",
+            "submit one task, a list, or {\"tasks\": [...]} (all or none)",
+        )
+        .body::<SubmitBody>()
+        .created(),
+        Op::get("/v1/tasks", "list tasks (by state, agent)").query::<ListQuery>(),
+        Op::get(
+            "/v1/tasks/events",
+            "server-sent events: every task state change",
+        )
+        .query::<EventsQuery>()
+        .text(),
+        Op::get(
+            "/v1/tasks/settings",
+            "the default routing strategy and hash replicas",
+        )
+        .query::<ReadQuery>(),
+        Op::put(
+            "/v1/tasks/settings",
+            "set the default routing strategy or hash replicas",
+        )
+        .body::<SettingsBody>(),
+        Op::post(
+            "/v1/tasks/claim",
+            "claim up to `max` tasks under a lease, waiting up to `wait` s",
+        )
+        .body::<ClaimBody>(),
+        Op::post(
+            "/v1/tasks/renew",
+            "renew the leases of running tasks (the heartbeat)",
+        )
+        .body::<RenewBody>(),
+        Op::post(
+            "/v1/tasks/finish",
+            "report outcomes, and claim more in the same command",
+        )
+        .body::<FinishBody>(),
+        Op::get(
+            "/v1/tasks/{id}",
+            "one task with its attempts and history (`wait` for the end)",
+        )
+        .query::<ReadQuery>(),
+        Op::post(
+            "/v1/tasks/{id}/complete",
+            "complete a task one holds, with its result",
+        )
+        .body::<CompleteBody>(),
+        Op::post(
+            "/v1/tasks/{id}/fail",
+            "report a failed attempt (retried while the budget lasts)",
+        )
+        .body::<FailBody>(),
+        Op::post(
+            "/v1/tasks/{id}/cancel",
+            "cancel a task and what depends on it",
+        )
+        .body::<CancelBody>(),
+        Op::post("/v1/tasks/{id}/bids", "bid in a task's open auction").body::<BidBody>(),
+    ]
 }
 
 pub fn routes() -> Router<Service> {
