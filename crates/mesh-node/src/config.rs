@@ -36,7 +36,12 @@ pub struct Settings {
     pub voters: Option<usize>,
     /// How long a voter must be confirmed dead before a learner replaces it ("30s").
     pub replace_dead_after: Option<String>,
+    /// Bearer token every HTTP request must carry (but `GET /healthz`).
+    pub http_token: Option<String>,
 }
+
+/// Shortest HTTP token accepted: a short one is guessable on an open port.
+pub const MIN_HTTP_TOKEN_LEN: usize = 16;
 
 /// Default Raft voter target.
 pub const DEFAULT_VOTERS: usize = 3;
@@ -61,6 +66,8 @@ pub struct NodeConfig {
     pub voters: usize,
     /// A voter confirmed dead this long is replaced by a healthy learner.
     pub replace_dead_after_ms: u64,
+    /// Bearer token for the HTTP API; required when `http` is not loopback.
+    pub http_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,9 +205,15 @@ impl NodeConfig {
                 .map_err(|e| ConfigError::Invalid(format!("--replace-dead-after: {e}")))?,
             None => DEFAULT_REPLACE_DEAD_AFTER_MS,
         };
+        let http_token = over
+            .http_token
+            .or(file.http_token)
+            .filter(|t| !t.is_empty());
+        check_http_token(http, http_token.as_deref())?;
         Ok(NodeConfig {
             node_id,
             voters,
+            http_token,
             replace_dead_after_ms,
             bind,
             join,
@@ -217,9 +230,59 @@ impl NodeConfig {
     }
 }
 
+/// A token is required for an HTTP address other peers can reach, and must be
+/// long and printable (it travels in a header).
+fn check_http_token(http: SocketAddr, token: Option<&str>) -> Result<(), ConfigError> {
+    match token {
+        None if !http.ip().is_loopback() => Err(ConfigError::Invalid(format!(
+            "--http {http} is reachable from other hosts: set --http-token (or MESH_HTTP_TOKEN) \
+             to a secret of at least {MIN_HTTP_TOKEN_LEN} characters, or bind to 127.0.0.1"
+        ))),
+        None => Ok(()),
+        Some(t) if t.len() < MIN_HTTP_TOKEN_LEN => Err(ConfigError::Invalid(format!(
+            "--http-token is {} characters: use at least {MIN_HTTP_TOKEN_LEN}",
+            t.len()
+        ))),
+        Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => Err(ConfigError::Invalid(
+            "--http-token must be printable ASCII without spaces".into(),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_http_address_needs_a_long_printable_token() {
+        let open = |http: &str, token: Option<&str>| {
+            NodeConfig::resolve(
+                Settings {
+                    http: Some(http.into()),
+                    http_token: token.map(String::from),
+                    ..Default::default()
+                },
+                Settings::default(),
+            )
+        };
+        let e = open("0.0.0.0:7070", None).unwrap_err().to_string();
+        assert!(e.contains("--http-token"), "{e}");
+        assert!(open("0.0.0.0:7070", Some("short")).is_err());
+        assert!(
+            open("0.0.0.0:7070", Some("sixteen chars ok")).is_err(),
+            "a space"
+        );
+        let c = open("0.0.0.0:7070", Some("0123456789abcdef")).unwrap();
+        assert_eq!(c.http_token.as_deref(), Some("0123456789abcdef"));
+        assert!(open("127.0.0.1:7070", None).unwrap().http_token.is_none());
+        assert!(
+            open("127.0.0.1:7070", Some(""))
+                .unwrap()
+                .http_token
+                .is_none()
+        );
+    }
 
     #[test]
     fn flags_win_over_file() {

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub messages_in: Counter,
     pub messages_out: Counter,
+    /// HTTP requests refused for a missing or wrong bearer token.
+    pub http_unauthorized: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub dropped: Family<ReasonLabel, Counter>,
@@ -92,6 +94,7 @@ impl Metrics {
             messages_out: Counter::default(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
+            http_unauthorized: Counter::default(),
             dropped: Family::default(),
             events: Family::default(),
             members: Family::default(),
@@ -126,6 +129,11 @@ impl Metrics {
             "messages_out",
             "Membership packets and frames sent",
             m.messages_out.clone(),
+        );
+        registry.register(
+            "http_unauthorized",
+            "HTTP requests refused for a missing or wrong bearer token",
+            m.http_unauthorized.clone(),
         );
         registry.register("bytes_in", "Membership bytes received", m.bytes_in.clone());
         registry.register("bytes_out", "Membership bytes sent", m.bytes_out.clone());

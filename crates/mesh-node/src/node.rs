@@ -208,7 +208,11 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         members_rx,
         metrics.clone(),
     );
-    tokio::spawn(crate::http::serve(http_listener, service.clone()));
+    tokio::spawn(crate::http::serve(
+        http_listener,
+        service.clone(),
+        cfg.http_token.clone(),
+    ));
 
     let soft = SoftState {
         zone: cfg.zone.clone(),

@@ -21,6 +21,8 @@ pub struct ApiError {
 pub struct Api {
     base: String,
     agent: ureq::Agent,
+    /// Sent as `Authorization: Bearer` when the node has a token.
+    token: Option<String>,
 }
 
 /// Percent-encodes one path segment (keys may hold '/', spaces, anything).
@@ -37,7 +39,12 @@ pub fn segment(s: &str) -> String {
 }
 
 impl Api {
+    /// A client of the node at `base`, with the token from `MESH_HTTP_TOKEN` if set.
     pub fn new(base: &str) -> Self {
+        Self::with_token(base, std::env::var("MESH_HTTP_TOKEN").ok())
+    }
+
+    pub fn with_token(base: &str, token: Option<String>) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -45,6 +52,14 @@ impl Api {
         Self {
             base: base.trim_end_matches('/').to_string(),
             agent,
+            token: token.filter(|t| !t.is_empty()),
+        }
+    }
+
+    fn auth<B>(&self, b: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => b.header("Authorization", format!("Bearer {t}")),
+            None => b,
         }
     }
 
@@ -88,7 +103,10 @@ impl Api {
 
     /// GET returning JSON.
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let (status, body) = self.finish(self.agent.get(format!("{}{path}", self.base)).call())?;
+        let (status, body) = self.finish(
+            self.auth(self.agent.get(format!("{}{path}", self.base)))
+                .call(),
+        )?;
         Self::json_or_error(status, &body)
     }
 
@@ -97,8 +115,7 @@ impl Api {
     pub fn events(&self, path: &str) -> anyhow::Result<impl Iterator<Item = Value>> {
         use std::io::BufRead;
         let resp = self
-            .agent
-            .get(format!("{}{path}", self.base))
+            .auth(self.agent.get(format!("{}{path}", self.base)))
             .header("Accept", "text/event-stream")
             .call()
             .map_err(|e| anyhow::anyhow!("cannot reach a mesh node at {}: {e}", self.base))?;
@@ -116,7 +133,10 @@ impl Api {
 
     /// GET returning the raw body (errors still parsed as JSON).
     pub fn get_raw(&self, path: &str) -> anyhow::Result<Vec<u8>> {
-        let (status, body) = self.finish(self.agent.get(format!("{}{path}", self.base)).call())?;
+        let (status, body) = self.finish(
+            self.auth(self.agent.get(format!("{}{path}", self.base)))
+                .call(),
+        )?;
         if (200..300).contains(&status) {
             return Ok(body);
         }
@@ -138,14 +158,14 @@ impl Api {
             None => b,
         };
         let resp = match method {
-            "POST" => with_key(self.agent.post(&url))
+            "POST" => with_key(self.auth(self.agent.post(&url)))
                 .header("Content-Type", content_type)
                 .send(body),
-            "PUT" => with_key(self.agent.put(&url))
+            "PUT" => with_key(self.auth(self.agent.put(&url)))
                 .header("Content-Type", content_type)
                 .send(body),
             "DELETE" => {
-                let b = self.agent.delete(&url);
+                let b = self.auth(self.agent.delete(&url));
                 match idempotency_key {
                     Some(k) => b.header("Idempotency-Key", k).call(),
                     None => b.call(),

@@ -48,7 +48,17 @@ pub struct UpArgs {
     /// Replace a voter confirmed dead this long by a healthy learner [default: 30s]
     #[arg(long, env = "MESH_REPLACE_DEAD_AFTER", value_name = "DURATION")]
     replace_dead_after: Option<String>,
-    /// TOML file with the same settings (keys: node_id, bind, join, http, data_dir, profile, zone, caps, mdns, voters, replace_dead_after); flags and MESH_* variables win
+    /// Bearer token every HTTP request must carry (but GET /healthz); required when --http is
+    /// not a loopback address; at least 16 printable characters. Clients (`mesh kv`, `mesh
+    /// worker`, ...) read it from MESH_HTTP_TOKEN
+    #[arg(
+        long,
+        env = "MESH_HTTP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    http_token: Option<String>,
+    /// TOML file with the same settings (keys: node_id, bind, join, http, data_dir, profile, zone, caps, mdns, voters, replace_dead_after, http_token); flags and MESH_* variables win
     #[arg(long, env = "MESH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Leave the mesh when this process id is gone (used by `mesh demo` and tests)
@@ -81,6 +91,7 @@ pub fn resolve(args: &UpArgs) -> anyhow::Result<NodeConfig> {
         mdns: args.mdns.then_some(true),
         voters: args.voters,
         replace_dead_after: args.replace_dead_after,
+        http_token: args.http_token,
     };
     Ok(NodeConfig::resolve(over, file)?)
 }
@@ -98,6 +109,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .build()?;
     let data_dir = cfg.data_dir.clone();
     let (exec, slots, caps) = (args.exec.clone(), args.slots, cfg.caps.clone());
+    let http_token = cfg.http_token.clone();
     rt.block_on(async move {
         let node = mesh_node::start(cfg).await?;
         eprintln!(
@@ -120,6 +132,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                 max_output: 1024 * 1024,
                 keys_dir: Some(data_dir.join("keys")),
                 max_tasks: None,
+                http_token,
             };
             // The worker is a blocking HTTP client of this node: its own thread.
             std::thread::spawn(move || {

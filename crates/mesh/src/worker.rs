@@ -61,6 +61,9 @@ pub struct WorkerArgs {
     /// Stop after this many tasks (for tests and demos) [default: never]
     #[arg(long)]
     pub max_tasks: Option<u64>,
+    /// The node's HTTP bearer token, if it has one
+    #[arg(long, env = "MESH_HTTP_TOKEN", hide_env_values = true)]
+    pub http_token: Option<String>,
 }
 
 /// Longest payload also passed in `MESH_TASK_PAYLOAD`.
@@ -101,7 +104,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     }
     let lease_ms = mesh_proto::units::parse_duration_ms(&args.lease)
         .map_err(|e| anyhow::anyhow!("--lease: {e}"))?;
-    let api = Arc::new(Api::new(&args.node));
+    let api = Arc::new(Api::with_token(&args.node, args.http_token.clone()));
     let id = args.id.clone().unwrap_or_else(default_id);
     let dir = crate::agent_cmd::keys_dir(args.keys_dir.clone());
     let (key, _) = crate::keys::load_or_create(&dir, &id)?;

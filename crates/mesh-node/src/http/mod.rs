@@ -209,9 +209,48 @@ async fn openapi_json() -> Response {
     Json(openapi::document()).into_response()
 }
 
-/// The router, for tests and [`serve`].
-pub fn router(svc: Service) -> Router {
-    Router::new()
+/// Byte strings equal, in a time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// With a token set: every request but `GET /healthz` carries
+/// `Authorization: Bearer <token>`, or gets 401 `unauthorized` (counted).
+async fn require_token(
+    State((svc, token)): State<(Service, std::sync::Arc<str>)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.method() == axum::http::Method::GET && req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|t| same_secret(t.trim().as_bytes(), token.as_bytes())) {
+        return next.run(req).await;
+    }
+    svc.metrics().http_unauthorized.inc();
+    let message = if given.is_some() {
+        "wrong bearer token"
+    } else {
+        "this node requires `Authorization: Bearer <token>` (the token of `mesh up --http-token`; \
+         clients read it from MESH_HTTP_TOKEN)"
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(serde_json::json!({"error": {"code": "unauthorized", "message": message}})),
+    )
+        .into_response()
+}
+
+/// The router, for tests and [`serve`]; `token`: the bearer token every
+/// request must carry, if any.
+pub fn router(svc: Service, token: Option<&str>) -> Router {
+    let routes = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/members", get(members))
         .route("/metrics", get(metrics_text))
@@ -221,17 +260,24 @@ pub fn router(svc: Service) -> Router {
         .merge(coord::routes())
         .merge(tasks::routes())
         .fallback(|| async { (StatusCode::NOT_FOUND, not_found().await) })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(svc)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let routes = match token {
+        Some(t) => routes.layer(axum::middleware::from_fn_with_state(
+            (svc.clone(), std::sync::Arc::<str>::from(t)),
+            require_token,
+        )),
+        None => routes,
+    };
+    routes.with_state(svc)
 }
 
-pub async fn serve(listener: TcpListener, svc: Service) {
+pub async fn serve(listener: TcpListener, svc: Service, token: Option<String>) {
     use axum::serve::ListenerExt;
     // Replies go out at once, not held back by Nagle's algorithm.
     let listener = listener.tap_io(|s| {
         let _ = s.set_nodelay(true);
     });
-    if let Err(e) = axum::serve(listener, router(svc)).await {
+    if let Err(e) = axum::serve(listener, router(svc, token.as_deref())).await {
         tracing::error!(error = %e, "HTTP server stopped");
     }
 }
