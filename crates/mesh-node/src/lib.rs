@@ -8,12 +8,11 @@
 //!
 //! [`consensus`] opens the Raft engine (log and snapshots in redb under the data
 //! directory) and runs the leader's housekeeping from the membership view;
-//! [`service::Service`] is the one API behind every front end; [`http`] is the
-//! HTTP/JSON front end over it.
+//! [`service::Service`] is the one API behind every front end (the front ends
+//! themselves live in `mesh-api`).
 
 pub mod config;
 pub mod consensus;
-pub mod http;
 pub mod mdns;
 pub mod metrics;
 pub mod node;

@@ -38,6 +38,9 @@ pub struct NodeHandle {
     pub metrics: Arc<Metrics>,
     /// The one API every front end goes through.
     pub service: crate::service::Service,
+    /// The bound HTTP socket, for the caller's HTTP front end to serve
+    /// (`mesh-api`); connections wait in its backlog until then.
+    pub http_listener: Option<TcpListener>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -208,11 +211,6 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         members_rx,
         metrics.clone(),
     );
-    tokio::spawn(crate::http::serve(
-        http_listener,
-        service.clone(),
-        cfg.http_token.clone(),
-    ));
 
     let soft = SoftState {
         zone: cfg.zone.clone(),
@@ -263,6 +261,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         requests: req_tx,
         metrics,
         service,
+        http_listener: Some(http_listener),
         task,
     })
 }

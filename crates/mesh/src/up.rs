@@ -110,8 +110,16 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = cfg.data_dir.clone();
     let (exec, slots, caps) = (args.exec.clone(), args.slots, cfg.caps.clone());
     let http_token = cfg.http_token.clone();
+    let serve_token = cfg.http_token.clone();
     rt.block_on(async move {
-        let node = mesh_node::start(cfg).await?;
+        let mut node = mesh_node::start(cfg).await?;
+        if let Some(listener) = node.http_listener.take() {
+            tokio::spawn(mesh_api::http::serve(
+                listener,
+                node.service.clone(),
+                serve_token,
+            ));
+        }
         eprintln!(
             "mesh node {} up: gossip {} (udp+tcp), http http://{}  (Ctrl-C leaves the mesh)",
             node.node_id, node.gossip_addr, node.http_addr

@@ -40,8 +40,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiResult, ReadQuery, parse_json, parse_query, request_id, wait_secs};
-use crate::service::tasks::{ClaimParams, TaskFilter};
-use crate::service::{Service, ServiceError};
+use mesh_node::service::tasks::{ClaimParams, TaskFilter};
+use mesh_node::service::{Service, ServiceError};
 use mesh_state::StateError;
 use mesh_state::tasks::{Need, Outcome, Payload, Priority, Route, TaskSpec, TaskState};
 
@@ -200,7 +200,7 @@ struct Accepted {
 #[derive(Serialize)]
 struct FinishReply {
     outcomes: Vec<Accepted>,
-    claimed: crate::service::tasks::ClaimView,
+    claimed: mesh_node::service::tasks::ClaimView,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

@@ -20,8 +20,8 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::{ApiError, ApiResult, parse_query, request_id};
-use crate::service::kv::{PutCondition, PutOptions};
-use crate::service::{Service, ServiceError};
+use mesh_node::service::kv::{PutCondition, PutOptions};
+use mesh_node::service::{Service, ServiceError};
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -24,7 +24,7 @@ use axum::routing::get;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 
-use crate::service::{Service, ServiceError};
+use mesh_node::service::{Service, ServiceError};
 use mesh_state::RequestId;
 
 /// Largest request body: a value at its limit plus room for the envelope.

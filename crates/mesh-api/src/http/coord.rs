@@ -21,8 +21,8 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 
 use super::{ApiError, ApiResult, ReadQuery, parse_json, parse_query, request_id};
-use crate::service::coord::{NewAgent, NewProposal, SignedVote};
-use crate::service::{Service, ServiceError};
+use mesh_node::service::coord::{NewAgent, NewProposal, SignedVote};
+use mesh_node::service::{Service, ServiceError};
 use mesh_state::agents::AgentState;
 use mesh_state::barriers::BarrierSpec;
 
