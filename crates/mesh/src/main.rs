@@ -14,6 +14,7 @@ mod demo_replicated;
 mod demo_tasks;
 mod keys;
 mod kv_cmd;
+mod mcp_cmd;
 mod sim_cmd;
 mod status_cmd;
 mod task_cmd;
@@ -55,6 +56,8 @@ enum Command {
     Task(task_cmd::TaskArgs),
     /// Run tasks: an agent that claims tasks and runs a command for each.
     Worker(worker::WorkerArgs),
+    /// Serve MCP (Model Context Protocol) on stdio for LLM agents, attached to a node.
+    Mcp(mcp_cmd::McpArgs),
 }
 
 fn main() {
@@ -78,6 +81,7 @@ fn main() {
         Command::Barrier(args) => barrier_cmd::run(args),
         Command::Task(args) => task_cmd::run(args),
         Command::Worker(args) => worker::run(args),
+        Command::Mcp(args) => mcp_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,503 @@
+//! The MCP server (`mesh mcp`): the tools mesh-coordinator agents call, doing
+//! the real thing on a live mesh and returning measured values only.
+//!
+//! It runs beside a node, not inside it: every tool is a call on that node's
+//! HTTP API (the [`Backend`]), so the MCP server decides nothing the HTTP API
+//! does not. Tool names and argument names are the ones those agents already
+//! use (`swarm_init`, `memory_usage`, `maxAgents`, ...). A failure the caller
+//! can act on (a bad argument, a missing key, a node that refuses) is an MCP
+//! tool error with the node's readable message; only a broken server is a
+//! protocol error. rmcp churns: all of it stays in this module.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::{ErrorData as McpError, ServerHandler, schemars, tool, tool_handler, tool_router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// One call on the node's HTTP API.
+pub struct Request {
+    pub method: &'static str,
+    /// Path and query, e.g. `/v1/kv/notes/a?ttl=60`.
+    pub path: String,
+    /// A JSON body, or raw bytes (`raw`) for a value to store.
+    pub body: Option<Vec<u8>>,
+    pub raw: bool,
+}
+
+/// The node's HTTP API: the reply's JSON (a raw read returns its text as a
+/// JSON string), or the node's error message.
+pub type Backend = Arc<
+    dyn Fn(Request) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send>> + Send + Sync,
+>;
+
+/// Percent-encodes one path segment.
+fn segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn ok(v: Value) -> Result<CallToolResult, McpError> {
+    let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+    Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+}
+
+fn tool_error(message: impl Into<String>) -> Result<CallToolResult, McpError> {
+    Ok(CallToolResult::error(vec![ContentBlock::text(message)]))
+}
+
+/// The server: a backend and the tools.
+#[derive(Clone)]
+pub struct MeshMcp {
+    backend: Backend,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SwarmInit {
+    /// The topology: only `mesh` (every node is client and server) exists here.
+    pub topology: String,
+    /// Most agents expected (reported back; the mesh does not cap registrations by it).
+    #[serde(rename = "maxAgents")]
+    pub max_agents: Option<u32>,
+    /// The mesh's default task routing strategy: capability, hash, auction or steal.
+    pub strategy: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SwarmMonitor {
+    /// Seconds between samples (0.1 to 10, default 1).
+    pub interval: Option<f64>,
+    /// Seconds to sample for (at most 60, default 5).
+    pub duration: Option<f64>,
+    /// Which figures to keep per sample (default all): members, health, consensus, tasks.
+    pub metrics: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct TaskOrchestrate {
+    /// What to do: the task's payload (text, or any JSON value).
+    pub task: Value,
+    /// Task id (default: made up by the mesh).
+    pub id: Option<String>,
+    /// Routing: capability, hash, auction or steal (default: the mesh's).
+    pub strategy: Option<String>,
+    /// low, medium, high or critical.
+    pub priority: Option<String>,
+    /// Ids of tasks that must complete first.
+    pub dependencies: Option<Vec<String>>,
+    /// Capabilities the agent must offer (`rust`, or weighted `gpu=3`).
+    pub capabilities: Option<Vec<String>>,
+    /// Seconds before an attempt is given up (default 300).
+    pub timeout_secs: Option<u64>,
+    /// A second submit with the same key returns the first task.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct TaskStatus {
+    /// The task's id; without it, the most recent tasks (optionally by state).
+    #[serde(rename = "taskId")]
+    pub task_id: Option<String>,
+    /// For a list: pending, ready, assigned, running, completed, failed, dead_letter, cancelled.
+    pub state: Option<String>,
+    /// For a list: how many (default 100).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct TaskResults {
+    /// The task's id.
+    #[serde(rename = "taskId")]
+    pub task_id: String,
+    /// Seconds to wait for the task to end (at most 60, default 0).
+    pub wait: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct MemoryUsage {
+    /// store, retrieve, list, delete or search.
+    pub action: String,
+    /// The key (store, retrieve, delete).
+    pub key: Option<String>,
+    /// The value to store (text; other JSON is stored as its JSON text).
+    pub value: Option<Value>,
+    /// The namespace (default `default`); the key is `namespace:key` in the Redis keyspace.
+    pub namespace: Option<String>,
+    /// Seconds to keep a stored value.
+    pub ttl: Option<u64>,
+    /// For search: a glob over keys (`agent-*`); for list: a prefix.
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct NoArgs {}
+
+impl MeshMcp {
+    async fn call(
+        &self,
+        method: &'static str,
+        path: String,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        (self.backend)(Request {
+            method,
+            path,
+            body: body.map(|b| b.to_string().into_bytes()),
+            raw: false,
+        })
+        .await
+    }
+}
+
+#[tool_router]
+impl MeshMcp {
+    pub fn new(backend: Backend) -> Self {
+        MeshMcp { backend }
+    }
+
+    #[tool(
+        description = "Initialise or join the mesh: checks the topology (only `mesh`), sets the default task routing strategy if given, and returns this node, the members and the settings."
+    )]
+    async fn swarm_init(
+        &self,
+        Parameters(p): Parameters<SwarmInit>,
+    ) -> Result<CallToolResult, McpError> {
+        if p.topology != "mesh" {
+            return tool_error(format!(
+                "topology '{}' is not available: Agent Mesh has one topology, `mesh` (every node is client and server)",
+                p.topology
+            ));
+        }
+        if let Some(s) = &p.strategy
+            && let Err(e) = self
+                .call(
+                    "PUT",
+                    "/v1/tasks/settings".into(),
+                    Some(json!({"strategy": s})),
+                )
+                .await
+        {
+            return tool_error(e);
+        }
+        let status = match self.call("GET", "/v1/status".into(), None).await {
+            Ok(s) => s,
+            Err(e) => return tool_error(e),
+        };
+        let settings = self
+            .call("GET", "/v1/tasks/settings".into(), None)
+            .await
+            .unwrap_or(Value::Null);
+        ok(json!({
+            "topology": "mesh",
+            "node_id": status["node_id"],
+            "members": status["members"],
+            "leader": status["consensus"]["leader"],
+            "maxAgents": p.max_agents,
+            "settings": settings,
+        }))
+    }
+
+    #[tool(
+        description = "The mesh as this node sees it now: members and their states, health, consensus (leader, term, commit index), task figures. Measured values; null where not measured."
+    )]
+    async fn swarm_status(
+        &self,
+        Parameters(_): Parameters<NoArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        match self.call("GET", "/v1/status".into(), None).await {
+            Ok(s) => ok(s),
+            Err(e) => tool_error(e),
+        }
+    }
+
+    #[tool(
+        description = "Samples the mesh's status every `interval` seconds for `duration` seconds and returns every sample with the time it was taken (not one snapshot repeated)."
+    )]
+    async fn swarm_monitor(
+        &self,
+        Parameters(p): Parameters<SwarmMonitor>,
+    ) -> Result<CallToolResult, McpError> {
+        let interval = p.interval.unwrap_or(1.0);
+        let duration = p.duration.unwrap_or(5.0);
+        if !(0.1..=10.0).contains(&interval) {
+            return tool_error(format!("interval {interval} s is outside 0.1 to 10 s"));
+        }
+        if !(0.0..=60.0).contains(&duration) {
+            return tool_error(format!("duration {duration} s is outside 0 to 60 s"));
+        }
+        let keep = p.metrics.unwrap_or_default();
+        for m in &keep {
+            if !["members", "health", "consensus", "tasks"].contains(&m.as_str()) {
+                return tool_error(format!(
+                    "unknown metric '{m}': members, health, consensus or tasks"
+                ));
+            }
+        }
+        let start = Instant::now();
+        let mut samples = Vec::new();
+        loop {
+            let at = start.elapsed().as_secs_f64();
+            let s = match self.call("GET", "/v1/status".into(), None).await {
+                Ok(s) => s,
+                Err(e) => return tool_error(e),
+            };
+            let mut sample = json!({"at_secs": at});
+            for k in ["members", "health", "consensus", "tasks"] {
+                if keep.is_empty() || keep.iter().any(|m| m == k) {
+                    sample[k] = s[k].clone();
+                }
+            }
+            samples.push(sample);
+            let next = Duration::from_secs_f64(interval * samples.len() as f64);
+            if next.as_secs_f64() > duration {
+                break;
+            }
+            tokio::time::sleep(next.saturating_sub(start.elapsed())).await;
+        }
+        ok(json!({"interval_secs": interval, "duration_secs": duration, "samples": samples}))
+    }
+
+    #[tool(
+        description = "The agents registered on the mesh, with their node, capabilities, state and liveness."
+    )]
+    async fn agent_list(
+        &self,
+        Parameters(_): Parameters<NoArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        match self.call("GET", "/v1/agents".into(), None).await {
+            Ok(a) => ok(a),
+            Err(e) => tool_error(e),
+        }
+    }
+
+    #[tool(
+        description = "Submits a task that really runs: routed to an agent by strategy (capability, hash, auction, steal), leased, retried within its budget, completed once. Returns its id."
+    )]
+    async fn task_orchestrate(
+        &self,
+        Parameters(p): Parameters<TaskOrchestrate>,
+    ) -> Result<CallToolResult, McpError> {
+        let mut t = json!({});
+        match &p.task {
+            Value::String(s) => t["payload_text"] = json!(s),
+            other => t["payload"] = other.clone(),
+        }
+        for (k, v) in [
+            ("id", p.id.map(Value::from)),
+            ("strategy", p.strategy.map(Value::from)),
+            ("priority", p.priority.map(Value::from)),
+            ("deps", p.dependencies.map(Value::from)),
+            ("caps", p.capabilities.map(Value::from)),
+            ("timeout_secs", p.timeout_secs.map(Value::from)),
+            ("idempotency_key", p.idempotency_key.map(Value::from)),
+        ] {
+            if let Some(v) = v {
+                t[k] = v;
+            }
+        }
+        match self.call("POST", "/v1/tasks".into(), Some(t)).await {
+            Ok(r) => ok(r["tasks"][0].clone()),
+            Err(e) => tool_error(e),
+        }
+    }
+
+    #[tool(
+        description = "A task's state, agent, attempts and history; without taskId, the list of tasks (optionally in one state)."
+    )]
+    async fn task_status(
+        &self,
+        Parameters(p): Parameters<TaskStatus>,
+    ) -> Result<CallToolResult, McpError> {
+        let path = match &p.task_id {
+            Some(id) => format!("/v1/tasks/{}", segment(id)),
+            None => {
+                let mut q = format!("/v1/tasks?limit={}", p.limit.unwrap_or(100));
+                if let Some(s) = &p.state {
+                    q.push_str(&format!("&state={}", segment(s)));
+                }
+                q
+            }
+        };
+        match self.call("GET", path, None).await {
+            Ok(v) => ok(v),
+            Err(e) => tool_error(e),
+        }
+    }
+
+    #[tool(
+        description = "A task's result (its worker's output) once it ended, waiting up to `wait` seconds for it."
+    )]
+    async fn task_results(
+        &self,
+        Parameters(p): Parameters<TaskResults>,
+    ) -> Result<CallToolResult, McpError> {
+        let wait = p.wait.unwrap_or(0.0);
+        if !(0.0..=60.0).contains(&wait) {
+            return tool_error(format!("wait {wait} s is outside 0 to 60 s"));
+        }
+        let path = format!("/v1/tasks/{}?wait={wait}", segment(&p.task_id));
+        match self.call("GET", path, None).await {
+            Ok(t) => ok(json!({
+                "taskId": t["id"],
+                "state": t["state"],
+                "ended": t["state"].as_str().is_some_and(|s| {
+                    ["completed", "failed", "dead_letter", "cancelled"].contains(&s)
+                }),
+                "result": t["result"],
+                "agent": t["agent"],
+                "attempts": t["attempts"],
+            })),
+            Err(e) => tool_error(e),
+        }
+    }
+
+    #[tool(
+        description = "Shared memory on the replicated keyspace: store (with ttl), retrieve, list, delete or search keys in a namespace. A key stored here is the Redis key `namespace:key`."
+    )]
+    async fn memory_usage(
+        &self,
+        Parameters(p): Parameters<MemoryUsage>,
+    ) -> Result<CallToolResult, McpError> {
+        let ns = p.namespace.clone().unwrap_or_else(|| "default".into());
+        let key = |p: &MemoryUsage| -> Result<String, String> {
+            p.key
+                .clone()
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| format!("action '{}' needs a key", p.action))
+        };
+        let r = match p.action.as_str() {
+            "store" => {
+                let k = match key(&p) {
+                    Ok(k) => k,
+                    Err(e) => return tool_error(e),
+                };
+                let value = match &p.value {
+                    Some(Value::String(s)) => s.clone().into_bytes(),
+                    Some(v) => v.to_string().into_bytes(),
+                    None => return tool_error("action 'store' needs a value"),
+                };
+                let mut path = format!("/v1/kv/{}/{}", segment(&ns), segment(&k));
+                if let Some(ttl) = p.ttl {
+                    path.push_str(&format!("?ttl={ttl}"));
+                }
+                (self.backend)(Request {
+                    method: "PUT",
+                    path,
+                    body: Some(value),
+                    raw: true,
+                })
+                .await
+                .map(|v| json!({"stored": true, "namespace": ns, "key": k, "version": v["version"]}))
+            }
+            "retrieve" => match key(&p) {
+                Ok(k) => self
+                    .call("GET", format!("/v1/kv/{}/{}", segment(&ns), segment(&k)), None)
+                    .await
+                    .map(|v| json!({"namespace": ns, "key": k, "value": v["value"], "ttl_ms": v["ttl_ms"]})),
+                Err(e) => return tool_error(e),
+            },
+            "delete" => match key(&p) {
+                Ok(k) => self
+                    .call("DELETE", format!("/v1/kv/{}/{}", segment(&ns), segment(&k)), None)
+                    .await,
+                Err(e) => return tool_error(e),
+            },
+            "list" => {
+                let mut path = format!("/v1/kv/{}", segment(&ns));
+                if let Some(prefix) = &p.pattern {
+                    path.push_str(&format!("?prefix={}", segment(prefix)));
+                }
+                self.call("GET", path, None).await
+            }
+            "search" => match &p.pattern {
+                Some(pat) => {
+                    self.call("GET", format!("/v1/kv/{}?match={}", segment(&ns), segment(pat)), None)
+                        .await
+                }
+                None => return tool_error("action 'search' needs a pattern (a glob over keys)"),
+            },
+            other => {
+                return tool_error(format!(
+                    "unknown action '{other}': store, retrieve, list, delete or search"
+                ));
+            }
+        };
+        match r {
+            Ok(v) => ok(v),
+            Err(e) => tool_error(e),
+        }
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for MeshMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("agent-mesh", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Agent Mesh: a real coordination layer. Tasks submitted here run on worker agents; \
+                 memory is replicated; every figure is measured or null.",
+            )
+    }
+}
+
+/// Serves MCP on stdin/stdout until the client closes it.
+pub async fn serve_stdio(backend: Backend) -> anyhow::Result<()> {
+    use rmcp::ServiceExt;
+    let server = MeshMcp::new(backend)
+        .serve(rmcp::transport::stdio())
+        .await?;
+    server.waiting().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tool_has_a_description_and_an_object_schema() {
+        let tools = MeshMcp::tool_router().list_all();
+        let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+        for want in [
+            "swarm_init",
+            "swarm_status",
+            "swarm_monitor",
+            "agent_list",
+            "task_orchestrate",
+            "task_status",
+            "task_results",
+            "memory_usage",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        for t in &tools {
+            assert!(
+                t.description.as_ref().is_some_and(|d| d.len() > 20),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                t.input_schema.get("type"),
+                Some(&json!("object")),
+                "{}",
+                t.name
+            );
+        }
+        let init = tools.iter().find(|t| t.name == "swarm_init").unwrap();
+        let props = init.input_schema["properties"].as_object().unwrap();
+        assert!(props.contains_key("maxAgents") && props.contains_key("topology"));
+    }
+}

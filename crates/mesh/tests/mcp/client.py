@@ -1,0 +1,94 @@
+"""Drives `mesh mcp` with the official MCP Python SDK (PyPI `mcp`) over stdio.
+
+Usage: client.py MESH_EXE NODE0_URL NODE1_URL
+Two MCP servers, attached to two different nodes of a live mesh. Checks the
+tool list and schemas, then real effects: memory stored through one node is
+retrieved through the other; a task submitted through MCP runs on a worker and
+its output comes back; bad arguments are tool errors, not crashes.
+Prints one line per check; exits non-zero on the first failure.
+"""
+import asyncio
+import json
+import sys
+from contextlib import AsyncExitStack
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+EXE, NODE0, NODE1 = sys.argv[1:4]
+TOOLS = ["swarm_init", "swarm_status", "swarm_monitor", "agent_list",
+         "task_orchestrate", "task_status", "task_results", "memory_usage"]
+
+
+def check(cond, what):
+    if not cond:
+        print(f"FAIL: {what}", flush=True)
+        sys.exit(1)
+    print(f"ok: {what}", flush=True)
+
+
+async def session(stack, node):
+    params = StdioServerParameters(command=EXE, args=["mcp", "--node", node])
+    r, w = await stack.enter_async_context(stdio_client(params))
+    s = await stack.enter_async_context(ClientSession(r, w))
+    await s.initialize()
+    return s
+
+
+async def call(s, tool, args):
+    res = await s.call_tool(tool, args)
+    text = res.content[0].text if res.content else ""
+    return res.is_error, text
+
+
+async def main():
+    async with AsyncExitStack() as stack:
+        a = await session(stack, NODE0)
+        b = await session(stack, NODE1)
+
+        tools = {t.name: t for t in (await a.list_tools()).tools}
+        check(all(n in tools for n in TOOLS), f"tools listed: {sorted(tools)}")
+        def schema(t):
+            return getattr(t, "input_schema", None) or getattr(t, "inputSchema", None) or {}
+        for n in TOOLS:
+            t = tools[n]
+            check(bool(t.description) and schema(t).get("type") == "object",
+                  f"{n} has a description and an object schema")
+        init_props = schema(tools["swarm_init"])["properties"]
+        check("maxAgents" in init_props and "topology" in init_props, "swarm_init takes topology, maxAgents")
+
+        err, text = await call(a, "swarm_init", {"topology": "star"})
+        check(err and "mesh" in text, "an unknown topology is a tool error: " + text)
+        err, text = await call(a, "swarm_init", {"topology": "mesh", "strategy": "capability"})
+        check(not err and len(json.loads(text)["members"]) == 3, "swarm_init sees three members")
+
+        err, text = await call(a, "memory_usage", {"action": "store", "namespace": "mcp",
+                                                   "key": "plan", "value": "ship it", "ttl": 600})
+        check(not err, "stored through node 0: " + text[:80])
+        err, text = await call(b, "memory_usage", {"action": "retrieve", "namespace": "mcp", "key": "plan"})
+        check(not err and json.loads(text)["value"] == "ship it", "retrieved through node 1")
+        err, text = await call(b, "memory_usage", {"action": "search", "namespace": "mcp", "pattern": "pl*"})
+        check(not err and "plan" in text, "search finds it")
+        err, text = await call(a, "memory_usage", {"action": "fly", "key": "x"})
+        check(err and "store, retrieve" in text, "an unknown action is a tool error")
+
+        err, text = await call(a, "task_orchestrate", {"task": "from mcp", "id": "mcp-1",
+                                                       "capabilities": ["sh"]})
+        check(not err and json.loads(text)["id"] == "mcp-1", "task submitted through MCP")
+        err, text = await call(b, "task_results", {"taskId": "mcp-1", "wait": 30})
+        got = json.loads(text) if not err else {}
+        check(got.get("state") == "completed" and "ran:from mcp" in (got.get("result") or ""),
+              f"the task ran on a worker: {text[:300]}")
+        err, text = await call(a, "task_status", {"taskId": "no-such-task"})
+        check(err and "not_found" in text, "an unknown task is a tool error")
+
+        err, text = await call(a, "swarm_monitor", {"interval": 0.2, "duration": 0.6, "metrics": ["consensus"]})
+        samples = json.loads(text)["samples"] if not err else []
+        check(len(samples) >= 3 and len({s["at_secs"] for s in samples}) == len(samples),
+              f"swarm_monitor took {len(samples)} distinct samples")
+        err, text = await call(a, "agent_list", {})
+        check(not err and "w0" in text, "agent_list shows the worker")
+    print("all checks passed", flush=True)
+
+
+asyncio.run(main())
