@@ -36,6 +36,31 @@ pub type Backend = Arc<
     dyn Fn(Request) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send>> + Send + Sync,
 >;
 
+/// What the MCP server needs from the machine it runs on: agents' secret keys
+/// (kept there, never sent to a node) and starting worker processes.
+pub trait Host: Send + Sync + 'static {
+    /// The agent's public key (hex), creating its key pair if it has none.
+    fn agent_key(&self, agent: &str) -> Result<String, String>;
+    /// A vote signed with the agent's key: the signature (hex).
+    fn sign_vote(
+        &self,
+        proposal: &str,
+        agent: &str,
+        approve: bool,
+        reason: Option<&str>,
+        seq: u64,
+    ) -> Result<String, String>;
+    /// Starts a `mesh worker` for the agent (it registers itself); its pid.
+    fn spawn_worker(
+        &self,
+        agent: &str,
+        kind: &str,
+        caps: &[String],
+        command: &str,
+        slots: u32,
+    ) -> Result<u32, String>;
+}
+
 /// Percent-encodes one path segment.
 fn segment(s: &str) -> String {
     let mut out = String::new();
@@ -62,6 +87,7 @@ fn tool_error(message: impl Into<String>) -> Result<CallToolResult, McpError> {
 #[derive(Clone)]
 pub struct MeshMcp {
     backend: Backend,
+    host: Arc<dyn Host>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -144,6 +170,45 @@ pub struct MemoryUsage {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct NoArgs {}
 
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct AgentSpawn {
+    /// The agent's type (coder, reviewer, tester, ...).
+    #[serde(rename = "type")]
+    pub r#type: String,
+    /// Its id (default: the type and a unique suffix).
+    pub name: Option<String>,
+    /// Capabilities it offers (`rust`, `gpu`, ...).
+    pub capabilities: Option<Vec<String>>,
+    /// A shell command to run for each task: starts a `mesh worker` process for the agent.
+    pub command: Option<String>,
+    /// Tasks the worker runs at once (default 1).
+    pub slots: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct DaaConsensus {
+    /// propose, vote or status.
+    pub action: String,
+    /// propose: what is decided (text or any JSON).
+    pub proposal: Option<Value>,
+    /// propose: the voting agents (default: every registered agent).
+    pub agents: Option<Vec<String>>,
+    /// propose: share of voters needed, 0 to 1 (default: a majority).
+    pub threshold: Option<f64>,
+    /// propose: seconds until it expires undecided.
+    pub deadline: Option<u64>,
+    /// The proposal (vote, status; optional id for propose).
+    pub proposal_id: Option<String>,
+    /// vote: the voting agent (its key must be on this machine).
+    pub agent: Option<String>,
+    /// vote: approve or reject.
+    pub vote: Option<String>,
+    /// vote: why.
+    pub reason: Option<String>,
+    /// status: seconds to wait for the decision (at most 60).
+    pub wait: Option<f64>,
+}
+
 impl MeshMcp {
     async fn call(
         &self,
@@ -163,8 +228,135 @@ impl MeshMcp {
 
 #[tool_router]
 impl MeshMcp {
-    pub fn new(backend: Backend) -> Self {
-        MeshMcp { backend }
+    pub fn new(backend: Backend, host: Arc<dyn Host>) -> Self {
+        MeshMcp { backend, host }
+    }
+
+    #[tool(
+        description = "Registers an agent (type, capabilities; its ed25519 key is created and kept on this machine). With `command`, also starts a real `mesh worker` process for it that runs that shell command for each task it claims."
+    )]
+    async fn agent_spawn(
+        &self,
+        Parameters(p): Parameters<AgentSpawn>,
+    ) -> Result<CallToolResult, McpError> {
+        let id = p.name.clone().unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            format!("{}-{t:x}", p.r#type)
+        });
+        let caps = p.capabilities.clone().unwrap_or_default();
+        if let Some(cmd) = &p.command {
+            let slots = p.slots.unwrap_or(1);
+            if slots == 0 || slots > 64 {
+                return tool_error(format!("slots {slots} is outside 1 to 64"));
+            }
+            let pid = match self.host.spawn_worker(&id, &p.r#type, &caps, cmd, slots) {
+                Ok(pid) => pid,
+                Err(e) => return tool_error(e),
+            };
+            // The worker registers itself: wait until the mesh knows it.
+            let path = format!("/v1/agents/{}?stale=true", segment(&id));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(a) = self.call("GET", path.clone(), None).await {
+                    return ok(
+                        json!({"agent": a, "worker_pid": pid, "command": cmd, "slots": slots}),
+                    );
+                }
+                if Instant::now() > deadline {
+                    return tool_error(format!(
+                        "started worker process {pid} for '{id}', but it did not register within 10 s"
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let key = match self.host.agent_key(&id) {
+            Ok(k) => k,
+            Err(e) => return tool_error(e),
+        };
+        let body = json!({"id": id, "type": p.r#type, "caps": caps, "public_key": key});
+        match self.call("POST", "/v1/agents".into(), Some(body)).await {
+            Ok(a) => ok(json!({"agent": a, "worker_pid": null})),
+            Err(e) => tool_error(e),
+        }
+    }
+
+    #[tool(
+        description = "Decisions on the replicated log: `propose` (proposal, agents = voters, threshold 0-1, deadline seconds), `vote` (proposal_id, agent, vote approve|reject, reason; signed with the agent's key on this machine), `status` (proposal_id, wait seconds)."
+    )]
+    async fn daa_consensus(
+        &self,
+        Parameters(p): Parameters<DaaConsensus>,
+    ) -> Result<CallToolResult, McpError> {
+        let r = match p.action.as_str() {
+            "propose" => {
+                let Some(body) = p.proposal.clone() else {
+                    return tool_error("action 'propose' needs a proposal");
+                };
+                let req = json!({
+                    "id": p.proposal_id, "body": body, "voters": p.agents,
+                    "threshold": p.threshold, "deadline_secs": p.deadline,
+                });
+                self.call("POST", "/v1/proposals".into(), Some(req)).await
+            }
+            "vote" => {
+                let (Some(pid), Some(agent), Some(vote)) = (&p.proposal_id, &p.agent, &p.vote)
+                else {
+                    return tool_error("action 'vote' needs proposal_id, agent and vote");
+                };
+                let approve = match vote.as_str() {
+                    "approve" | "yes" | "true" => true,
+                    "reject" | "no" | "false" => false,
+                    v => return tool_error(format!("vote '{v}': approve or reject")),
+                };
+                // A later vote replaces an earlier one only with a higher seq.
+                let seq = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64);
+                let signature =
+                    match self
+                        .host
+                        .sign_vote(pid, agent, approve, p.reason.as_deref(), seq)
+                    {
+                        Ok(s) => s,
+                        Err(e) => return tool_error(e),
+                    };
+                let req = json!({
+                    "agent_id": agent, "vote": if approve { "approve" } else { "reject" },
+                    "reason": p.reason, "seq": seq, "signature": signature,
+                });
+                self.call(
+                    "POST",
+                    format!("/v1/proposals/{}/votes", segment(pid)),
+                    Some(req),
+                )
+                .await
+            }
+            "status" => {
+                let Some(pid) = &p.proposal_id else {
+                    return tool_error("action 'status' needs proposal_id");
+                };
+                let wait = p.wait.unwrap_or(0.0);
+                if !(0.0..=60.0).contains(&wait) {
+                    return tool_error(format!("wait {wait} s is outside 0 to 60 s"));
+                }
+                self.call(
+                    "GET",
+                    format!("/v1/proposals/{}?wait={wait}", segment(pid)),
+                    None,
+                )
+                .await
+            }
+            other => {
+                return tool_error(format!("unknown action '{other}': propose, vote or status"));
+            }
+        };
+        match r {
+            Ok(v) => ok(v),
+            Err(e) => tool_error(e),
+        }
     }
 
     #[tool(
@@ -454,9 +646,9 @@ impl ServerHandler for MeshMcp {
 }
 
 /// Serves MCP on stdin/stdout until the client closes it.
-pub async fn serve_stdio(backend: Backend) -> anyhow::Result<()> {
+pub async fn serve_stdio(backend: Backend, host: Arc<dyn Host>) -> anyhow::Result<()> {
     use rmcp::ServiceExt;
-    let server = MeshMcp::new(backend)
+    let server = MeshMcp::new(backend, host)
         .serve(rmcp::transport::stdio())
         .await?;
     server.waiting().await?;
@@ -480,6 +672,8 @@ mod tests {
             "task_status",
             "task_results",
             "memory_usage",
+            "agent_spawn",
+            "daa_consensus",
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }

@@ -87,18 +87,40 @@ fn the_official_python_client_drives_every_tool_on_a_live_mesh() {
         "the worker did not register"
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .args([EXE, &url(&c, 0, ""), &url(&c, 1, "")])
-        .env("MESH_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let log =
+        |name: &str| std::env::temp_dir().join(format!("mesh-mcp-{}-{name}", std::process::id()));
+    let (out_path, err_path) = (log("stdout"), log("stderr"));
+    let mut client = Kill(
+        Command::new("python3")
+            .arg(&script)
+            .args([EXE, &url(&c, 0, ""), &url(&c, 1, "")])
+            .env("MESH_LOG", "warn")
+            .env("MESH_KEYS_DIR", &keys)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut status = None;
+    wait_for(Duration::from_secs(120), Duration::from_millis(50), || {
+        status = client.0.try_wait().ok().flatten();
+        status.is_some()
+    });
+    // The worker `agent_spawn` started outlives the MCP server, as it should;
+    // this test stops it.
+    let _ = Command::new("pkill")
+        .args(["-f", "--", "worker .*--id mcp-builder"])
+        .status();
     let _ = std::fs::remove_dir_all(&keys);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = (
+        std::fs::remove_file(&out_path),
+        std::fs::remove_file(&err_path),
+    );
     assert!(
-        out.status.success() && stdout.contains("all checks passed"),
-        "the MCP client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        status.is_some_and(|s| s.success()) && stdout.contains("all checks passed"),
+        "the MCP client failed or did not finish in 120 s ({status:?}):\n{stdout}\n{stderr}"
     );
 }

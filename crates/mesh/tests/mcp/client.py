@@ -17,7 +17,8 @@ from mcp.client.stdio import stdio_client
 
 EXE, NODE0, NODE1 = sys.argv[1:4]
 TOOLS = ["swarm_init", "swarm_status", "swarm_monitor", "agent_list",
-         "task_orchestrate", "task_status", "task_results", "memory_usage"]
+         "task_orchestrate", "task_status", "task_results", "memory_usage",
+         "agent_spawn", "daa_consensus"]
 
 
 def check(cond, what):
@@ -88,6 +89,36 @@ async def main():
               f"swarm_monitor took {len(samples)} distinct samples")
         err, text = await call(a, "agent_list", {})
         check(not err and "w0" in text, "agent_list shows the worker")
+
+        # agent_spawn with a command starts a real worker process for the agent.
+        err, text = await call(b, "agent_spawn", {"type": "builder", "name": "mcp-builder",
+                                                  "capabilities": ["build"], "command": "echo built"})
+        check(not err and json.loads(text)["worker_pid"] > 0, "agent_spawn started a worker: " + text[:120])
+        err, text = await call(a, "task_orchestrate", {"task": "x", "id": "mcp-build",
+                                                       "capabilities": ["build"]})
+        check(not err, "a build task submitted")
+        err, text = await call(a, "task_results", {"taskId": "mcp-build", "wait": 30})
+        got = json.loads(text) if not err else {}
+        check(got.get("state") == "completed" and got.get("agent") == "mcp-builder",
+              "the spawned worker ran it: " + text[:200])
+
+        # daa_consensus: two agents registered through MCP vote a proposal through.
+        for name in ["judge-1", "judge-2"]:
+            err, text = await call(a, "agent_spawn", {"type": "judge", "name": name})
+            check(not err, f"{name} registered with a key on this machine")
+        err, text = await call(a, "daa_consensus", {"action": "propose", "proposal_id": "release",
+                                                    "proposal": {"ship": "1.0"},
+                                                    "agents": ["judge-1", "judge-2"], "threshold": 1.0})
+        check(not err, "proposal opened: " + text[:120])
+        for name, s in [("judge-1", a), ("judge-2", b)]:
+            err, text = await call(s, "daa_consensus", {"action": "vote", "proposal_id": "release",
+                                                        "agent": name, "vote": "approve", "reason": "green"})
+            check(not err, f"{name} voted (signed): " + text[:120])
+        err, text = await call(b, "daa_consensus", {"action": "status", "proposal_id": "release", "wait": 10})
+        check(not err and json.loads(text)["status"] == "approved", "the proposal is approved: " + text[:200])
+        err, text = await call(a, "daa_consensus", {"action": "vote", "proposal_id": "release",
+                                                    "agent": "nobody", "vote": "approve"})
+        check(err, "a vote from an agent without a key here is a tool error")
     print("all checks passed", flush=True)
 
 
