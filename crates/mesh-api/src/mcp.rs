@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mesh_proto::url::segment;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{ErrorData as McpError, ServerHandler, schemars, tool, tool_handler, tool_router};
@@ -61,19 +62,6 @@ pub trait Host: Send + Sync + 'static {
     ) -> Result<u32, String>;
 }
 
-/// Percent-encodes one path segment.
-fn segment(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn ok(v: Value) -> Result<CallToolResult, McpError> {
     let text = serde_json::to_string_pretty(&v).unwrap_or_default();
     Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
@@ -81,6 +69,14 @@ fn ok(v: Value) -> Result<CallToolResult, McpError> {
 
 fn tool_error(message: impl Into<String>) -> Result<CallToolResult, McpError> {
     Ok(CallToolResult::error(vec![ContentBlock::text(message)]))
+}
+
+/// The node's reply as the tool's result, or its refusal as a tool error.
+fn reply(r: Result<Value, String>) -> Result<CallToolResult, McpError> {
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => tool_error(e),
+    }
 }
 
 /// The server: a backend and the tools.
@@ -277,10 +273,11 @@ impl MeshMcp {
             Err(e) => return tool_error(e),
         };
         let body = json!({"id": id, "type": p.r#type, "caps": caps, "public_key": key});
-        match self.call("POST", "/v1/agents".into(), Some(body)).await {
-            Ok(a) => ok(json!({"agent": a, "worker_pid": null})),
-            Err(e) => tool_error(e),
-        }
+        reply(
+            self.call("POST", "/v1/agents".into(), Some(body))
+                .await
+                .map(|a| json!({"agent": a, "worker_pid": null})),
+        )
     }
 
     #[tool(
@@ -353,10 +350,7 @@ impl MeshMcp {
                 return tool_error(format!("unknown action '{other}': propose, vote or status"));
             }
         };
-        match r {
-            Ok(v) => ok(v),
-            Err(e) => tool_error(e),
-        }
+        reply(r)
     }
 
     #[tool(
@@ -408,10 +402,7 @@ impl MeshMcp {
         &self,
         Parameters(_): Parameters<NoArgs>,
     ) -> Result<CallToolResult, McpError> {
-        match self.call("GET", "/v1/status".into(), None).await {
-            Ok(s) => ok(s),
-            Err(e) => tool_error(e),
-        }
+        reply(self.call("GET", "/v1/status".into(), None).await)
     }
 
     #[tool(
@@ -468,10 +459,7 @@ impl MeshMcp {
         &self,
         Parameters(_): Parameters<NoArgs>,
     ) -> Result<CallToolResult, McpError> {
-        match self.call("GET", "/v1/agents".into(), None).await {
-            Ok(a) => ok(a),
-            Err(e) => tool_error(e),
-        }
+        reply(self.call("GET", "/v1/agents".into(), None).await)
     }
 
     #[tool(
@@ -499,10 +487,11 @@ impl MeshMcp {
                 t[k] = v;
             }
         }
-        match self.call("POST", "/v1/tasks".into(), Some(t)).await {
-            Ok(r) => ok(r["tasks"][0].clone()),
-            Err(e) => tool_error(e),
-        }
+        reply(
+            self.call("POST", "/v1/tasks".into(), Some(t))
+                .await
+                .map(|r| r["tasks"][0].clone()),
+        )
     }
 
     #[tool(
@@ -522,10 +511,7 @@ impl MeshMcp {
                 q
             }
         };
-        match self.call("GET", path, None).await {
-            Ok(v) => ok(v),
-            Err(e) => tool_error(e),
-        }
+        reply(self.call("GET", path, None).await)
     }
 
     #[tool(
@@ -540,8 +526,8 @@ impl MeshMcp {
             return tool_error(format!("wait {wait} s is outside 0 to 60 s"));
         }
         let path = format!("/v1/tasks/{}?wait={wait}", segment(&p.task_id));
-        match self.call("GET", path, None).await {
-            Ok(t) => ok(json!({
+        reply(self.call("GET", path, None).await.map(|t| {
+            json!({
                 "taskId": t["id"],
                 "state": t["state"],
                 "ended": t["state"].as_str().is_some_and(|s| {
@@ -550,9 +536,8 @@ impl MeshMcp {
                 "result": t["result"],
                 "agent": t["agent"],
                 "attempts": t["attempts"],
-            })),
-            Err(e) => tool_error(e),
-        }
+            })
+        }))
     }
 
     #[tool(
@@ -626,10 +611,7 @@ impl MeshMcp {
                 ));
             }
         };
-        match r {
-            Ok(v) => ok(v),
-            Err(e) => tool_error(e),
-        }
+        reply(r)
     }
 }
 

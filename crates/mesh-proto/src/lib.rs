@@ -8,7 +8,8 @@
 //! - [`frame`]: the length-prefixed frame codec used on TCP streams, with its size limit;
 //! - [`limits`]: the hard caps on packet and frame sizes, so bad input is bounded;
 //! - [`hex`]: hex encoding of keys and signatures;
-//! - [`units`]: parsing of durations (`250ms`, `5s`) and probabilities (`10%`).
+//! - [`units`]: parsing of durations (`250ms`, `5s`) and probabilities (`10%`);
+//! - [`url`]: percent-encoding of URL path segments for HTTP clients.
 #![forbid(unsafe_code)]
 
 pub mod frame;
@@ -17,6 +18,7 @@ pub mod limits;
 pub mod profile;
 pub mod soft;
 pub mod units;
+pub mod url;
 
 pub use frame::{FrameError, decode_frame, encode_frame};
 pub use profile::{Profile, Timings};

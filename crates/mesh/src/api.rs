@@ -25,18 +25,7 @@ pub struct Api {
     token: Option<String>,
 }
 
-/// Percent-encodes one path segment (keys may hold '/', spaces, anything).
-pub fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use mesh_proto::url::segment;
 
 impl Api {
     /// A client of the node at `base`, with the token from `MESH_HTTP_TOKEN` if set.
@@ -195,14 +184,5 @@ impl Api {
             "application/json",
             None,
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn segments_are_percent_encoded() {
-        assert_eq!(super::segment("a/b c:ü"), "a%2Fb%20c%3A%C3%BC");
-        assert_eq!(super::segment("plain-key_1.2~"), "plain-key_1.2~");
     }
 }

@@ -11,31 +11,17 @@ use mesh_cli::cluster::Cluster;
 use serde_json::Value;
 
 const EXE: &str = env!("CARGO_BIN_EXE_mesh");
+
+mod common;
+use common::http_with_token;
 const TOKEN: &str = "test-token-0123456789";
 
 fn call(url: &str, token: Option<&str>) -> (u16, Value, Option<String>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut req = agent.get(url);
-    if let Some(t) = token {
-        req = req.header("Authorization", format!("Bearer {t}"));
-    }
-    let mut resp = req.call().unwrap();
-    let status = resp.status().as_u16();
-    let challenge = resp
-        .headers()
+    let (status, body, headers) = http_with_token("GET", url, None, token);
+    let challenge = headers
         .get("www-authenticate")
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let text = resp
-        .body_mut()
-        .with_config()
-        .limit(16 << 20)
-        .read_to_string()
-        .unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, body, challenge)
 }
 

@@ -7,12 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use mesh_cli::cluster::{Cluster, wait_for};
+use mesh_cli::cluster::wait_for;
 
 const EXE: &str = env!("CARGO_BIN_EXE_mesh");
 
 mod common;
-use common::{http, url};
+use common::{three_node_mesh, url, wait_agents};
 
 struct Kill(Child);
 
@@ -52,19 +52,7 @@ fn the_official_python_client_drives_every_tool_on_a_live_mesh() {
         eprintln!("SKIPPED: python3 with the `mcp` package is not available here");
         return;
     }
-    let mut c = Cluster::new(Path::new(EXE), "local", "mcp").unwrap();
-    let n0 = c.spawn("m0", &[]).unwrap();
-    let seed = c.info(n0).gossip;
-    for name in ["m1", "m2"] {
-        c.spawn(name, &[seed]).unwrap();
-    }
-    assert!(
-        wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
-            (0..3).all(|i| c.consensus(i)["voters"].as_array().map(Vec::len) == Some(3))
-        })
-        .is_some(),
-        "no three-voter mesh"
-    );
+    let c = three_node_mesh(EXE, "m");
     let keys = std::env::temp_dir().join(format!("mesh-mcp-keys-{}", std::process::id()));
     let _worker = Kill(
         Command::new(EXE)
@@ -78,14 +66,7 @@ fn the_official_python_client_drives_every_tool_on_a_live_mesh() {
             .spawn()
             .unwrap(),
     );
-    assert!(
-        wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-            let (_, a) = http("GET", &url(&c, 0, "/v1/agents?stale=true"), None);
-            a["agents"].as_array().map(Vec::len) == Some(1)
-        })
-        .is_some(),
-        "the worker did not register"
-    );
+    assert!(wait_agents(&c, 0, 1), "the worker did not register");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/client.py");
     let log =
         |name: &str| std::env::temp_dir().join(format!("mesh-mcp-{}-{name}", std::process::id()));

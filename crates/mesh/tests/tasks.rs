@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 const EXE: &str = env!("CARGO_BIN_EXE_mesh");
 
 mod common;
-use common::{http, url};
+use common::{http, three_node_mesh, url, wait_agents};
 
 /// Worker processes, killed when the test ends however it ends.
 struct Workers(Vec<Child>);
@@ -45,32 +45,10 @@ fn task(c: &Cluster, i: usize, id: &str) -> Value {
     .1
 }
 
-/// Waits until node `i` lists `n` agents.
-fn wait_agents(c: &Cluster, i: usize, n: usize) -> bool {
-    wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-        let (_, a) = http("GET", &url(c, i, "/v1/agents?stale=true"), None);
-        a["agents"].as_array().map(Vec::len) == Some(n)
-    })
-    .is_some()
-}
-
 #[test]
 fn tasks_run_once_each_even_when_a_node_dies_mid_run() {
-    let mut c = Cluster::new(Path::new(EXE), "local", "tasks").unwrap();
-    let n0 = c.spawn("t0", &[]).unwrap();
-    let seed = c.info(n0).gossip;
-    for name in ["t1", "t2"] {
-        c.spawn(name, &[seed]).unwrap();
-    }
-    assert!(
-        wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
-            (0..3).all(|i| c.consensus(i)["voters"].as_array().map(Vec::len) == Some(3))
-                && c.raft_leader().is_some()
-        })
-        .is_some(),
-        "no three-voter mesh: {}",
-        c.consensus(n0)
-    );
+    let mut c = three_node_mesh(EXE, "t");
+    let n0 = 0;
     let keys = tempfile_dir("mesh-task-keys");
     let mut workers = Workers(Vec::new());
     for i in 0..3 {

@@ -206,7 +206,9 @@ fn operations() -> Vec<openapi::Op> {
 }
 
 async fn openapi_json() -> Response {
-    Json(openapi::document()).into_response()
+    // Built once: the routes and schemas do not change while the node runs.
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    Json(DOC.get_or_init(openapi::document)).into_response()
 }
 
 /// Byte strings equal, in a time that does not depend on where they differ.

@@ -113,8 +113,6 @@ pub struct TaskTable {
     finished: VecDeque<Key>,
     /// Per agent, per kind of task (its sorted required capabilities).
     pub stats: BTreeMap<String, BTreeMap<String, Stat>>,
-    /// Entries in `stats`.
-    stat_entries: usize,
     /// Per kind of task, over all agents.
     pub fleet: BTreeMap<String, Stat>,
     pub counters: TaskCounters,
@@ -144,7 +142,6 @@ impl Default for TaskTable {
             dead_letter: VecDeque::new(),
             finished: VecDeque::new(),
             stats: BTreeMap::new(),
-            stat_entries: 0,
             fleet: BTreeMap::new(),
             counters: TaskCounters::default(),
             default_route: Route::Capability,
@@ -784,8 +781,8 @@ impl TaskTable {
         // Looked up by reference first: no key is allocated for an existing entry.
         if let Some(s) = self.stats.get_mut(agent).and_then(|m| m.get_mut(kind)) {
             f(s);
-        } else if self.stat_entries < MAX_STATS {
-            self.stat_entries += 1;
+        } else if self.stats.values().map(BTreeMap::len).sum::<usize>() < MAX_STATS {
+            // Counted only when a new (agent, kind) appears: rare.
             f(self
                 .stats
                 .entry(agent.to_string())
