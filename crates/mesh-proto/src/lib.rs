@@ -9,10 +9,12 @@
 //! - [`limits`]: the hard caps on packet and frame sizes, so bad input is bounded;
 //! - [`hex`]: hex encoding of keys and signatures;
 //! - [`units`]: parsing of durations (`250ms`, `5s`) and probabilities (`10%`);
+//! - [`glob`]: Redis-style patterns for keys and pub/sub channels;
 //! - [`url`]: percent-encoding of URL path segments for HTTP clients.
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod glob;
 pub mod hex;
 pub mod limits;
 pub mod profile;

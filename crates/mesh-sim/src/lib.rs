@@ -9,12 +9,14 @@
 //! - [`sim`]: the engine; [`net`]: the network model; [`id`]: compact identities;
 //! - [`scenario`]: a small text DSL for tests ("start 20; partition {1..7}; wait 5s; heal; assert converged");
 //! - [`report`]: the `mesh sim membership` measurement run;
+//! - [`msg`]: the messaging core (`mesh-msg`) under loss, partitions and restarts;
 //! - [`linearizability`]: a Wing–Gong checker for register histories.
 #![forbid(unsafe_code)]
 
 pub mod id;
 pub mod invariants;
 pub mod linearizability;
+pub mod msg;
 pub mod net;
 pub mod report;
 pub mod scenario;

@@ -22,7 +22,8 @@ pub mod agents;
 pub mod barriers;
 pub mod command;
 pub mod error;
-pub mod glob;
+/// Redis-style patterns live in `mesh-proto` (pub/sub channels use them too).
+pub use mesh_proto::glob;
 pub mod keyspace;
 pub mod limits;
 pub mod machine;

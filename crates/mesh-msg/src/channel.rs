@@ -1,0 +1,201 @@
+//! Channel names and subscription patterns.
+//!
+//! A channel is a printable name of at most [`MAX_CHANNEL_BYTES`] bytes. A
+//! pattern is a channel name with Redis glob syntax (`*`, `?`, `[abc]`,
+//! `[^a]`, `[a-z]`, `\` escapes); a pattern whose class is never closed or that
+//! ends in a lone `\` is refused, because it cannot mean what its author meant.
+//!
+//! Two prefixes belong to the mesh and cannot be published to directly:
+//! - `mesh.` — system events each node derives from its own view (members,
+//!   leader, tasks, proposals, topology, mode), see [`system`];
+//! - `inbox.` — direct messages: `inbox.agent.<id>`, `inbox.node.<name>` and
+//!   `inbox.all` (broadcast), sent with a receipt through [`crate::Messenger::send_direct`].
+
+use crate::wire::Recipient;
+
+/// Longest channel name or pattern, in bytes.
+pub const MAX_CHANNEL_BYTES: usize = 256;
+/// Largest message payload, in bytes (bigger messages are refused, not cut).
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// Why a channel name or pattern is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    #[error("channel name is empty")]
+    Empty,
+    #[error("channel name is {len} bytes; the limit is {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("channel name has a control character or space at byte {at}; use printable characters")]
+    NotPrintable { at: usize },
+    #[error("pattern has a '[' at byte {at} that is never closed with ']'")]
+    UnclosedClass { at: usize },
+    #[error("pattern ends with a lone '\\' (escape what?)")]
+    TrailingEscape,
+    #[error(
+        "channel '{name}' is reserved: 'mesh.*' carries the mesh's own events and 'inbox.*' direct messages (send those as direct messages)"
+    )]
+    Reserved { name: String },
+}
+
+fn printable(name: &str) -> Result<(), ChannelError> {
+    if name.is_empty() {
+        return Err(ChannelError::Empty);
+    }
+    if name.len() > MAX_CHANNEL_BYTES {
+        return Err(ChannelError::TooLong {
+            len: name.len(),
+            max: MAX_CHANNEL_BYTES,
+        });
+    }
+    if let Some(at) = name.bytes().position(|b| b <= b' ' || b == 0x7f) {
+        return Err(ChannelError::NotPrintable { at });
+    }
+    Ok(())
+}
+
+/// True for the mesh's own prefixes (`mesh.`, `inbox.`).
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with(system::PREFIX) || name.starts_with(INBOX_PREFIX)
+}
+
+/// Checks a channel an application publishes to.
+pub fn validate_publish(name: &str) -> Result<(), ChannelError> {
+    printable(name)?;
+    if is_reserved(name) {
+        return Err(ChannelError::Reserved {
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a subscription pattern (a plain channel name is a pattern too).
+pub fn validate_pattern(pattern: &str) -> Result<(), ChannelError> {
+    printable(pattern)?;
+    let b = pattern.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if i + 1 == b.len() => return Err(ChannelError::TrailingEscape),
+            b'\\' => i += 2,
+            b'[' => {
+                let start = i;
+                i += 1;
+                if b.get(i) == Some(&b'^') {
+                    i += 1;
+                }
+                // A ']' right after '[' or '[^' is the first member, as in Redis.
+                let mut first = true;
+                loop {
+                    match b.get(i) {
+                        None => return Err(ChannelError::UnclosedClass { at: start }),
+                        Some(b'\\') => i += 2,
+                        Some(b']') if !first => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                    first = false;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// True if `pattern` has no glob syntax, so it names exactly one channel.
+pub fn is_literal(pattern: &str) -> bool {
+    !pattern
+        .bytes()
+        .any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+}
+
+/// True if `channel` matches `pattern`.
+pub fn matches(pattern: &str, channel: &str) -> bool {
+    mesh_proto::glob::matches(pattern.as_bytes(), channel.as_bytes())
+}
+
+/// Prefix of the direct-message channels.
+pub const INBOX_PREFIX: &str = "inbox.";
+
+/// The channel a direct message to `to` is delivered on.
+pub fn inbox(to: &Recipient) -> String {
+    match to {
+        Recipient::Agent(id) => format!("inbox.agent.{id}"),
+        Recipient::Node(name) => format!("inbox.node.{name}"),
+        Recipient::All => "inbox.all".to_string(),
+    }
+}
+
+/// The system channels: every node publishes these to its own subscribers
+/// from its own view (gossip and the replicated state), so they cost no
+/// network traffic and every node tells the same story.
+pub mod system {
+    pub const PREFIX: &str = "mesh.";
+    pub const MEMBER_JOINED: &str = "mesh.member.joined";
+    pub const MEMBER_SUSPECTED: &str = "mesh.member.suspected";
+    pub const MEMBER_FAILED: &str = "mesh.member.failed";
+    pub const MEMBER_LEFT: &str = "mesh.member.left";
+    /// Also published when a suspected member is heard from again.
+    pub const MEMBER_ALIVE: &str = "mesh.member.alive";
+    pub const LEADER_CHANGED: &str = "mesh.leader.changed";
+    /// Followed by the new state: `mesh.task.ready`, `mesh.task.completed`, ...
+    pub const TASK_PREFIX: &str = "mesh.task.";
+    pub const PROPOSAL_DECIDED: &str = "mesh.proposal.decided";
+    pub const TOPOLOGY_UPDATED: &str = "mesh.topology.updated";
+    pub const MODE_CHANGED: &str = "mesh.mode.changed";
+
+    /// Every fixed system channel, for documentation and the dashboard.
+    pub const ALL: &[&str] = &[
+        MEMBER_JOINED,
+        MEMBER_SUSPECTED,
+        MEMBER_FAILED,
+        MEMBER_LEFT,
+        MEMBER_ALIVE,
+        LEADER_CHANGED,
+        "mesh.task.<state>",
+        PROPOSAL_DECIDED,
+        TOPOLOGY_UPDATED,
+        MODE_CHANGED,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_patterns() {
+        assert_eq!(validate_publish(""), Err(ChannelError::Empty));
+        assert!(matches!(
+            validate_publish(&"x".repeat(257)),
+            Err(ChannelError::TooLong { len: 257, .. })
+        ));
+        assert_eq!(
+            validate_publish("a b"),
+            Err(ChannelError::NotPrintable { at: 1 })
+        );
+        assert!(matches!(
+            validate_publish("mesh.member.joined"),
+            Err(ChannelError::Reserved { .. })
+        ));
+        assert!(matches!(
+            validate_publish("inbox.all"),
+            Err(ChannelError::Reserved { .. })
+        ));
+        assert!(validate_publish("jobs.build").is_ok());
+        for ok in ["jobs.*", "a?c", "[abc]x", "[]]", "[^]a]", "x\\*", "mesh.*"] {
+            assert_eq!(validate_pattern(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            validate_pattern("jobs.[ab"),
+            Err(ChannelError::UnclosedClass { at: 5 })
+        );
+        assert_eq!(validate_pattern("x\\"), Err(ChannelError::TrailingEscape));
+        assert!(matches("jobs.*", "jobs.build") && !matches("jobs.*", "job"));
+        assert!(is_literal("inbox.agent.a1") && !is_literal("inbox.*"));
+        assert_eq!(inbox(&Recipient::Agent("a1".into())), "inbox.agent.a1");
+    }
+}
