@@ -138,12 +138,12 @@ pub mod system {
     pub const MEMBER_SUSPECTED: &str = "mesh.member.suspected";
     pub const MEMBER_FAILED: &str = "mesh.member.failed";
     pub const MEMBER_LEFT: &str = "mesh.member.left";
-    /// Also published when a suspected member is heard from again.
-    pub const MEMBER_ALIVE: &str = "mesh.member.alive";
     pub const LEADER_CHANGED: &str = "mesh.leader.changed";
     /// Followed by the new state: `mesh.task.ready`, `mesh.task.completed`, ...
     pub const TASK_PREFIX: &str = "mesh.task.";
     pub const PROPOSAL_DECIDED: &str = "mesh.proposal.decided";
+    pub const AGENT_STATE: &str = "mesh.agent.state";
+    pub const BARRIER_RELEASED: &str = "mesh.barrier.released";
     pub const TOPOLOGY_UPDATED: &str = "mesh.topology.updated";
     pub const MODE_CHANGED: &str = "mesh.mode.changed";
 
@@ -153,10 +153,11 @@ pub mod system {
         MEMBER_SUSPECTED,
         MEMBER_FAILED,
         MEMBER_LEFT,
-        MEMBER_ALIVE,
         LEADER_CHANGED,
         "mesh.task.<state>",
         PROPOSAL_DECIDED,
+        AGENT_STATE,
+        BARRIER_RELEASED,
         TOPOLOGY_UPDATED,
         MODE_CHANGED,
     ];

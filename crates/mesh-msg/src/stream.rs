@@ -16,6 +16,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::wire::{Item, ItemResult, Wire};
 
+/// Payload bytes per data message (frames stay well under the node's 8 MiB cap).
+pub const BATCH_MAX_BYTES: usize = 1024 * 1024;
+
 /// An item waiting for its acknowledgement, with the owner's tag.
 #[derive(Debug, Clone)]
 pub struct Pending<T> {
@@ -69,7 +72,8 @@ impl<T> Sender<T> {
     }
 
     /// The data messages to send now: every item of the window never sent or
-    /// unacknowledged for `rto_ms`, in runs of at most `batch_max` items. A run
+    /// unacknowledged for `rto_ms`, in runs of at most `batch_max` items and
+    /// about [`BATCH_MAX_BYTES`] (one item may exceed it alone). A run
     /// from the first such item to the last may re-send a few items in between;
     /// the receiver drops duplicates.
     pub fn due(&mut self, now_ms: u64, rto_ms: u64, window: usize, batch_max: usize) -> Vec<Wire> {
@@ -84,7 +88,12 @@ impl<T> Sender<T> {
             }
             let start = i;
             let mut end = i + 1;
+            let mut bytes = self.unacked[start].item.weight();
             while end < limit && end - start < batch_max && due(&self.unacked[end]) {
+                bytes += self.unacked[end].item.weight();
+                if bytes > BATCH_MAX_BYTES {
+                    break;
+                }
                 end += 1;
             }
             let first_seq = self.unacked[start].seq;

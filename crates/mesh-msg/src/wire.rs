@@ -71,6 +71,17 @@ pub enum Item {
     Skip,
 }
 
+impl Item {
+    /// Roughly its encoded size, for batching.
+    pub fn weight(&self) -> usize {
+        let m = match self {
+            Item::Publish(m) | Item::Direct { msg: m, .. } => m,
+            Item::Skip => return 1,
+        };
+        m.payload.len() + m.channel.len() + m.from.len() + m.id.origin.len() + 32
+    }
+}
+
 /// What happened to an item at its receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ItemResult {

@@ -9,17 +9,23 @@
 //! [`consensus`] opens the Raft engine (log and snapshots in redb under the data
 //! directory) and runs the leader's housekeeping from the membership view;
 //! [`service::Service`] is the one API behind every front end (the front ends
-//! themselves live in `mesh-api`).
+//! themselves live in `mesh-api`). [`messaging`] drives the pub/sub and
+//! direct-message core over its own peer connections; [`system_events`]
+//! publishes what this node sees (members, leader, tasks, proposals) on the
+//! `mesh.*` channels.
 
 pub mod config;
 pub mod consensus;
 pub mod mdns;
+pub mod messaging;
 pub mod metrics;
 pub mod node;
 pub mod procstat;
 pub mod service;
 pub mod status;
+pub mod system_events;
 
 pub use config::{ConfigError, NodeConfig};
+pub use mesh_msg::{DirectReport, Message, PublishReport, Recipient};
 pub use node::{NodeHandle, start};
 pub use status::StatusSnapshot;

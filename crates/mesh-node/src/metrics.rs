@@ -76,6 +76,8 @@ pub struct Metrics {
     /// -1 with no samples.
     pub task_dispatch_ms: Family<QuantileLabel, Gauge>,
     pub task_end_to_end_ms: Family<QuantileLabel, Gauge>,
+    /// Messaging totals and queue sizes, by kind (published, delivered, ...).
+    pub msg: Family<KindLabel, Gauge>,
     /// Sum over every drop reason (for the status document).
     dropped_total: AtomicU64,
 }
@@ -117,9 +119,15 @@ impl Metrics {
             task_hotspots: Gauge::default(),
             task_dispatch_ms: Family::default(),
             task_end_to_end_ms: Family::default(),
+            msg: Family::default(),
             dropped_total: AtomicU64::new(0),
             registry: Registry::default(),
         };
+        registry.register(
+            "messaging",
+            "Pub/sub and direct messages of this node since it started, by kind (queued_now and mailboxed_now are current sizes)",
+            m.msg.clone(),
+        );
         registry.register(
             "messages_in",
             "Membership packets and frames received",

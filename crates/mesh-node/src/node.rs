@@ -176,7 +176,20 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
     let engine = crate::consensus::open(&cfg.data_dir, &name)
         .await
         .map_err(StartError::Consensus)?;
-    tokio::spawn(accept_loop(tcp, frame_tx, engine.clone(), metrics.clone()));
+    let (messaging, wire_tx) = crate::messaging::start(
+        name.clone(),
+        generation,
+        members_rx.clone(),
+        metrics.clone(),
+    );
+    tokio::spawn(accept_loop(
+        tcp,
+        frame_tx,
+        wire_tx,
+        engine.clone(),
+        metrics.clone(),
+    ));
+    crate::system_events::spawn(engine.clone(), members_rx.clone(), messaging.clone());
     crate::consensus::spawn_join(engine.clone(), gossip_addr, cfg.join.clone(), cfg.voters);
     crate::consensus::spawn_keeper(
         engine.clone(),
@@ -210,6 +223,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         req_tx.clone(),
         members_rx,
         metrics.clone(),
+        messaging.clone(),
     );
 
     let soft = SoftState {
@@ -252,6 +266,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         members_tx,
         members_dirty: true,
         work,
+        messaging,
     };
     let task = tokio::spawn(looper.run(req_rx, frame_rx, found_rx));
     Ok(NodeHandle {
@@ -267,10 +282,12 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
 }
 
 /// Accepts TCP connections: Raft connections (first frame starts with `'R'`) go
-/// to the Raft server; membership frames are forwarded to the loop one by one.
+/// to the Raft server, messaging connections (`'M'`) to the messaging runtime;
+/// membership frames are forwarded to the loop one by one.
 async fn accept_loop(
     listener: TcpListener,
     frames: mpsc::Sender<Vec<u8>>,
+    wires: mpsc::Sender<(String, mesh_msg::Wire)>,
     engine: crate::consensus::Engine,
     metrics: Arc<Metrics>,
 ) {
@@ -284,6 +301,7 @@ async fn accept_loop(
             continue;
         };
         let frames = frames.clone();
+        let wires = wires.clone();
         let metrics = metrics.clone();
         let engine = engine.clone();
         tokio::spawn(async move {
@@ -292,6 +310,9 @@ async fn accept_loop(
                 Some(m) if m == mesh_consensus::raft::net_tcp::MAGIC => {
                     let _ = sock.set_nodelay(true);
                     mesh_consensus::raft::net_tcp::serve_connection(engine, sock).await;
+                }
+                Some(crate::messaging::MAGIC) => {
+                    crate::messaging::serve_connection(sock, wires, metrics).await
                 }
                 Some(_) => read_membership_frames(sock, frames, metrics).await,
                 None => {}
@@ -393,6 +414,8 @@ struct Loop {
     /// (running, queued, slots) of the tasks of this node's agents, for the
     /// load this node gossips.
     work: WorkProbe,
+    /// Membership events go out on the system channels.
+    messaging: crate::messaging::Messaging,
 }
 
 /// Reads this node's task load from the local replica.
@@ -555,6 +578,7 @@ impl Loop {
     }
 
     fn report(&mut self, ev: &MembershipEvent) {
+        crate::system_events::membership(&self.messaging, ev, || self.core.members());
         let kind = ev.kind.name();
         if !matches!(ev.kind, EventKind::SoftUpdated { .. }) {
             self.members_dirty = true;

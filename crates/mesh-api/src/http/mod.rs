@@ -9,10 +9,12 @@
 //! - [`kv`]: `/v1/kv/{namespace}` and `/v1/kv/{namespace}/{key}`;
 //! - [`coord`]: `/v1/agents`, `/v1/proposals`, `/v1/barriers`;
 //! - `/v1/tasks`: see [`tasks`];
+//! - [`messages`]: `/v1/publish`, `/v1/messages`, `/v1/events` (SSE), `/v1/messaging`;
 //! - `/v1/openapi.json`: the OpenAPI document of all of it ([`openapi`]).
 
 mod coord;
 mod kv;
+pub mod messages;
 pub mod openapi;
 pub mod tasks;
 
@@ -181,7 +183,7 @@ async fn healthz(State(svc): State<Service>) -> Response {
 async fn not_found() -> ApiError {
     ApiError(ServiceError::bad(
         "no_such_endpoint",
-        "no such endpoint; see /v1/status, /v1/members, /v1/kv, /v1/agents, /v1/proposals, /v1/barriers, /v1/tasks, /metrics",
+        "no such endpoint; see /v1/status, /v1/members, /v1/kv, /v1/agents, /v1/proposals, /v1/barriers, /v1/tasks, /v1/publish, /v1/messages, /v1/events, /v1/openapi.json, /metrics",
     ))
 }
 
@@ -261,6 +263,7 @@ pub fn router(svc: Service, token: Option<&str>) -> Router {
         .merge(kv::routes())
         .merge(coord::routes())
         .merge(tasks::routes())
+        .merge(messages::routes())
         .fallback(|| async { (StatusCode::NOT_FOUND, not_found().await) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let routes = match token {

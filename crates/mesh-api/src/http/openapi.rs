@@ -165,6 +165,7 @@ pub(crate) fn operations() -> Vec<Op> {
     ops.extend(super::kv::operations());
     ops.extend(super::coord::operations());
     ops.extend(super::tasks::operations());
+    ops.extend(super::messages::operations());
     ops
 }
 
@@ -227,6 +228,7 @@ mod tests {
             include_str!("kv.rs"),
             include_str!("coord.rs"),
             include_str!("tasks.rs"),
+            include_str!("messages.rs"),
         ];
         let mut out = BTreeSet::new();
         for src in sources {

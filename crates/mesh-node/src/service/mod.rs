@@ -18,11 +18,13 @@
 //! - [`kv`]: namespaced keys and values;
 //! - [`coord`]: agents, proposals and signed votes, barriers;
 //! - [`tasks`]: tasks: submit, claim, renew, outcomes, cancel;
+//! - [`messages`]: pub/sub, direct messages with receipts, subscriptions;
 //! - [`error`]: errors with stable codes.
 
 pub mod coord;
 pub mod error;
 pub mod kv;
+pub mod messages;
 pub mod tasks;
 
 use std::sync::Arc;
@@ -72,6 +74,7 @@ struct Inner {
     task_rates: std::sync::Mutex<Option<TaskRateSample>>,
     /// Makes generated request ids unique across restarts of this node.
     boot_ms: u64,
+    messaging: crate::messaging::Messaging,
 }
 
 /// Consensus as seen by this node, for `mesh status`.
@@ -117,6 +120,7 @@ impl Service {
         requests: mpsc::Sender<Request>,
         members: MembersView,
         metrics: Arc<Metrics>,
+        messaging: crate::messaging::Messaging,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -129,6 +133,7 @@ impl Service {
                 acknowledged: AtomicU64::new(0),
                 task_rates: std::sync::Mutex::new(None),
                 boot_ms: unix_ms(),
+                messaging,
             }),
         }
     }

@@ -62,8 +62,8 @@ pub fn http_with_token(
     )
 }
 
-/// Three `mesh up` processes named `{prefix}0..2`, joined, with three Raft
-/// voters and an agreed leader.
+/// Three `mesh up` processes named `{prefix}0..2`, joined (every node sees
+/// the other two), with three Raft voters and an agreed leader.
 pub fn three_node_mesh(exe: &str, prefix: &str) -> Cluster {
     let mut c = Cluster::new(Path::new(exe), "local", prefix).unwrap();
     let n0 = c.spawn(&format!("{prefix}0"), &[]).unwrap();
@@ -75,6 +75,7 @@ pub fn three_node_mesh(exe: &str, prefix: &str) -> Cluster {
         wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
             (0..3).all(|i| c.consensus(i)["voters"].as_array().map(Vec::len) == Some(3))
                 && c.raft_leader().is_some()
+                && c.converged()
         })
         .is_some(),
         "no three-voter mesh: {}",
@@ -95,4 +96,87 @@ pub fn wait_agents(c: &Cluster, i: usize, n: usize) -> bool {
 /// The URL of `path` on node `i`.
 pub fn url(c: &Cluster, i: usize, path: &str) -> String {
     format!("http://{}{path}", c.info(i).http)
+}
+
+/// A server-sent-events stream read over plain HTTP/1.0 (so the body is not
+/// chunked), with deadlines on every read.
+pub struct Sse {
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Sse {
+    /// Opens `path` on `http_addr`; panics unless the answer is 200.
+    pub fn open(http_addr: &str, path: &str) -> Sse {
+        use std::io::{BufRead, Write};
+        let mut sock = std::net::TcpStream::connect(http_addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        write!(sock, "GET {path} HTTP/1.0\r\nHost: {http_addr}\r\n\r\n").unwrap();
+        let mut reader = std::io::BufReader::new(sock);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut status = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) => panic!("{path}: connection closed in the headers ({status})"),
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) if status.is_empty() => status = line,
+                Ok(_) => {}
+                Err(_) if std::time::Instant::now() < deadline => {}
+                Err(e) => panic!("{path}: no headers: {e}"),
+            }
+        }
+        assert!(status.contains(" 200 "), "{path}: {status}");
+        Sse { reader }
+    }
+
+    /// The next event (name, JSON data) before `within` runs out.
+    pub fn next(&mut self, within: Duration) -> Option<(String, Value)> {
+        use std::io::BufRead;
+        let deadline = std::time::Instant::now() + within;
+        let (mut event, mut data) = (String::new(), String::new());
+        let mut line = String::new();
+        while std::time::Instant::now() < deadline {
+            match self.reader.read_line(&mut line) {
+                Ok(0) => return None,
+                Ok(_) => {
+                    if !line.ends_with('\n') {
+                        continue; // partial line: the rest follows
+                    }
+                    let l = line.trim_end().to_string();
+                    line.clear();
+                    if l.is_empty() {
+                        if !data.is_empty() || !event.is_empty() {
+                            let v = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                            return Some((event, v));
+                        }
+                    } else if let Some(e) = l.strip_prefix("event: ") {
+                        event = e.to_string();
+                    } else if let Some(d) = l.strip_prefix("data: ") {
+                        data.push_str(d);
+                    }
+                }
+                Err(_) => {} // read timeout: look at the deadline again
+            }
+        }
+        None
+    }
+
+    /// The next event named `name` whose data satisfies `pred`.
+    pub fn wait_for(
+        &mut self,
+        within: Duration,
+        name: &str,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = std::time::Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.next(left) {
+                Some((e, v)) if e == name && pred(&v) => return Some(v),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+        None
+    }
 }
