@@ -87,6 +87,7 @@ pub struct MeshMcp {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SwarmInit {
     /// The topology: only `mesh` (every node is client and server) exists here.
     pub topology: String,
@@ -98,6 +99,7 @@ pub struct SwarmInit {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SwarmMonitor {
     /// Seconds between samples (0.1 to 10, default 1).
     pub interval: Option<f64>,
@@ -108,6 +110,7 @@ pub struct SwarmMonitor {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TaskOrchestrate {
     /// What to do: the task's payload (text, or any JSON value).
     pub task: Value,
@@ -128,6 +131,7 @@ pub struct TaskOrchestrate {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TaskStatus {
     /// The task's id; without it, the most recent tasks (optionally by state).
     #[serde(rename = "taskId")]
@@ -139,6 +143,7 @@ pub struct TaskStatus {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TaskResults {
     /// The task's id.
     #[serde(rename = "taskId")]
@@ -148,6 +153,7 @@ pub struct TaskResults {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MemoryUsage {
     /// store, retrieve, list, delete or search.
     pub action: String,
@@ -164,9 +170,11 @@ pub struct MemoryUsage {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NoArgs {}
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AgentSpawn {
     /// The agent's type (coder, reviewer, tester, ...).
     #[serde(rename = "type")]
@@ -182,6 +190,7 @@ pub struct AgentSpawn {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DaaConsensus {
     /// propose, vote or status.
     pub action: String,
@@ -203,6 +212,119 @@ pub struct DaaConsensus {
     pub reason: Option<String>,
     /// status: seconds to wait for the decision (at most 60).
     pub wait: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DaaCommunication {
+    /// Who sends it (an agent id, or any name subscribers will see).
+    pub from: String,
+    /// The recipient: an agent id (or `agent:<id>`), `node:<name>`, or `all`.
+    pub to: String,
+    /// The message: text, or any JSON value.
+    pub message: Value,
+    /// Seconds it may wait for an absent recipient (default 60).
+    pub ttl: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DaaFaultTolerance {
+    /// The agent.
+    #[serde(rename = "agentId")]
+    pub agent_id: String,
+    /// heartbeat_monitor: its liveness as the mesh sees it; failover_recovery:
+    /// move its running and queued tasks to other agents now.
+    pub strategy: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PerformanceReport {
+    /// How far back: `5m`, `1h`, `24h` or seconds (default `1h`; 24 h are kept).
+    pub timeframe: Option<String>,
+    /// summary (text), detailed (text with every sample) or json.
+    pub format: Option<String>,
+}
+
+/// Seconds in a timeframe like `90s`, `5m`, `1h`, `24h`, `1d` or `300`.
+fn timeframe_secs(t: &str) -> Result<u64, String> {
+    let t = t.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("timeframe '{t}': a number with s, m, h or d (5m, 1h, 24h)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("timeframe '{t}': the unit is s, m, h or d")),
+    };
+    match n.checked_mul(mult) {
+        Some(s) if s > 0 => Ok(s),
+        _ => Err(format!("timeframe '{t}' is not a positive duration")),
+    }
+}
+
+/// Per figure of the history: samples that measured it, min, mean, max,
+/// latest; `null` (and `"not measured"`) for a figure no sample measured.
+fn summarize(samples: &[Value]) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    let Some(first) = samples.first().and_then(Value::as_object) else {
+        return out;
+    };
+    for key in first
+        .keys()
+        .filter(|k| !["at_unix_ms", "current"].contains(&k.as_str()))
+    {
+        let vals: Vec<f64> = samples
+            .iter()
+            .filter_map(|s| match &s[key] {
+                Value::Bool(b) => Some(f64::from(u8::from(*b))),
+                v => v.as_f64(),
+            })
+            .collect();
+        let entry = if vals.is_empty() {
+            json!({"measured": 0, "min": null, "mean": null, "max": null, "latest": null, "note": "not measured"})
+        } else {
+            let min = vals.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+            json!({"measured": vals.len(), "min": min, "mean": mean, "max": max, "latest": vals.last()})
+        };
+        out.insert(key.clone(), entry);
+    }
+    out
+}
+
+fn report_text(
+    node: &Value,
+    secs: u64,
+    samples: &[Value],
+    figures: &serde_json::Map<String, Value>,
+) -> String {
+    let mut t = format!(
+        "Performance of node {} over the last {secs} s: {} samples (one every 5 s).\n",
+        node.as_str().unwrap_or("?"),
+        samples.len()
+    );
+    for (k, v) in figures {
+        if v["measured"] == 0 {
+            t.push_str(&format!("  {k}: null (not measured)\n"));
+        } else {
+            let f = |x: &Value| x.as_f64().map_or("null".into(), |x| format!("{x:.3}"));
+            t.push_str(&format!(
+                "  {k}: min {} mean {} max {} latest {} ({} samples)\n",
+                f(&v["min"]),
+                f(&v["mean"]),
+                f(&v["max"]),
+                f(&v["latest"]),
+                v["measured"]
+            ));
+        }
+    }
+    t
 }
 
 impl MeshMcp {
@@ -351,6 +473,151 @@ impl MeshMcp {
             }
         };
         reply(r)
+    }
+
+    #[tool(
+        description = "Sends a direct message to an agent (delivered on the node it is registered on, kept in its mailbox until it listens or the ttl ends), a node, or `all`; returns the receipt: per node delivered (with listener count), queued, pending, expired or gone."
+    )]
+    async fn daa_communication(
+        &self,
+        Parameters(p): Parameters<DaaCommunication>,
+    ) -> Result<CallToolResult, McpError> {
+        let to = if p.to == "all" || p.to.starts_with("agent:") || p.to.starts_with("node:") {
+            p.to.clone()
+        } else {
+            format!("agent:{}", p.to)
+        };
+        let mut body = json!({"to": to, "message": p.message, "from": p.from});
+        if let Some(ttl) = p.ttl {
+            if ttl == 0 || ttl > 86_400 {
+                return tool_error(format!("ttl {ttl} s is outside 1 to 86400 s"));
+            }
+            body["ttl_ms"] = json!(ttl * 1000);
+        }
+        reply(self.call("POST", "/v1/messages".into(), Some(body)).await)
+    }
+
+    #[tool(
+        description = "Fault tolerance for one agent. strategy `heartbeat_monitor`: its liveness as the mesh sees it (agent state, last seen, its node's membership state, who suspects or confirmed it, round trip). `failover_recovery`: moves its running and queued tasks to other agents now and reports which."
+    )]
+    async fn daa_fault_tolerance(
+        &self,
+        Parameters(p): Parameters<DaaFaultTolerance>,
+    ) -> Result<CallToolResult, McpError> {
+        let agent_path = format!("/v1/agents/{}", segment(&p.agent_id));
+        match p.strategy.as_str() {
+            "heartbeat_monitor" => {
+                let agent = match self.call("GET", agent_path, None).await {
+                    Ok(a) => a,
+                    Err(e) => return tool_error(e),
+                };
+                let members = match self.call("GET", "/v1/members".into(), None).await {
+                    Ok(m) => m,
+                    Err(e) => return tool_error(e),
+                };
+                let node = agent["node"].as_str().unwrap_or_default();
+                let member = members["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|m| m["id"] == node)
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let seen_ago = agent["last_seen_ms"]
+                    .as_u64()
+                    .map(|t| now.saturating_sub(t));
+                let node_state = member["state"].as_str().unwrap_or("unknown");
+                ok(json!({
+                    "agentId": p.agent_id,
+                    "alive": node_state == "alive" && agent["node_dead_at_ms"].is_null(),
+                    "agent_state": agent["state"],
+                    "last_seen_ms_ago": seen_ago,
+                    "node": node,
+                    "node_state": node_state,
+                    "node_rtt_ms": member["rtt_ms"],
+                    "suspected_by": member["suspected_by"],
+                    "confirmed_dead_by": member["confirmed_by"],
+                    "node_dead_at_ms": agent["node_dead_at_ms"],
+                }))
+            }
+            "failover_recovery" => reply(
+                self.call(
+                    "POST",
+                    format!("{agent_path}/failover"),
+                    Some(json!({"reason": "failover_recovery through MCP"})),
+                )
+                .await,
+            ),
+            other => tool_error(format!(
+                "unknown strategy '{other}': heartbeat_monitor or failover_recovery"
+            )),
+        }
+    }
+
+    #[tool(
+        description = "Runs one rebalancing round now (queued tasks move from nodes above 80% of their slots to nodes below 30%) and reports every move and each peer's health (state, round trip, load, who suspects it)."
+    )]
+    async fn topology_optimize(
+        &self,
+        Parameters(_): Parameters<NoArgs>,
+    ) -> Result<CallToolResult, McpError> {
+        reply(self.call("POST", "/v1/tasks/rebalance".into(), None).await)
+    }
+
+    #[tool(
+        description = "A performance report from the node's retained history of measured figures (a sample every 5 s, 24 h kept, plus one taken now): per figure min, mean, max and latest over the timeframe; figures never measured are null and say so."
+    )]
+    async fn performance_report(
+        &self,
+        Parameters(p): Parameters<PerformanceReport>,
+    ) -> Result<CallToolResult, McpError> {
+        let secs = match timeframe_secs(p.timeframe.as_deref().unwrap_or("1h")) {
+            Ok(s) => s,
+            Err(e) => return tool_error(e),
+        };
+        let format = p.format.as_deref().unwrap_or("summary");
+        if !["summary", "detailed", "json"].contains(&format) {
+            return tool_error(format!("format '{format}': summary, detailed or json"));
+        }
+        let h = match self
+            .call(
+                "GET",
+                format!("/v1/metrics/history?seconds={secs}&current=true"),
+                None,
+            )
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => return tool_error(e),
+        };
+        let samples = h["samples"].as_array().cloned().unwrap_or_default();
+        let figures = summarize(&samples);
+        let covered = match (samples.first(), samples.last()) {
+            (Some(a), Some(b)) => json!(
+                (b["at_unix_ms"].as_u64().unwrap_or(0) - a["at_unix_ms"].as_u64().unwrap_or(0))
+                    / 1000
+            ),
+            _ => Value::Null,
+        };
+        match format {
+            "json" => ok(json!({
+                "node": h["node"], "timeframe_secs": secs, "covered_secs": covered,
+                "samples": samples.len(), "figures": figures,
+            })),
+            _ => {
+                let mut text = report_text(&h["node"], secs, &samples, &figures);
+                if format == "detailed" {
+                    text.push_str("\nSamples:\n");
+                    for s in &samples {
+                        text.push_str(&format!("{s}\n"));
+                    }
+                }
+                Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+            }
+        }
     }
 
     #[tool(
@@ -642,6 +909,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn timeframes_and_summaries() {
+        assert_eq!(timeframe_secs("5m"), Ok(300));
+        assert_eq!(timeframe_secs("24h"), Ok(86_400));
+        assert_eq!(timeframe_secs("90"), Ok(90));
+        assert!(timeframe_secs("soon").is_err() && timeframe_secs("0s").is_err());
+        assert!(timeframe_secs("3w").is_err());
+        let f = summarize(&[
+            json!({"at_unix_ms": 1, "cpu": 10.0, "never": null}),
+            json!({"at_unix_ms": 2, "cpu": 30.0, "never": null}),
+        ]);
+        assert_eq!(f["cpu"]["mean"], json!(20.0));
+        assert_eq!(f["cpu"]["measured"], json!(2));
+        assert_eq!(f["never"]["mean"], Value::Null);
+        assert_eq!(f["never"]["note"], "not measured");
+    }
+
+    #[test]
     fn every_tool_has_a_description_and_an_object_schema() {
         let tools = MeshMcp::tool_router().list_all();
         let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
@@ -656,6 +940,10 @@ mod tests {
             "memory_usage",
             "agent_spawn",
             "daa_consensus",
+            "daa_communication",
+            "daa_fault_tolerance",
+            "topology_optimize",
+            "performance_report",
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
@@ -668,6 +956,15 @@ mod tests {
             assert_eq!(
                 t.input_schema.get("type"),
                 Some(&json!("object")),
+                "{}",
+                t.name
+            );
+        }
+        // Unknown arguments fail the schema.
+        for t in &tools {
+            assert_eq!(
+                t.input_schema.get("additionalProperties"),
+                Some(&json!(false)),
                 "{}",
                 t.name
             );

@@ -225,6 +225,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         metrics.clone(),
         messaging.clone(),
     );
+    crate::service::history::spawn(service.clone());
 
     let soft = SoftState {
         zone: cfg.zone.clone(),

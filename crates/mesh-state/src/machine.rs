@@ -733,6 +733,12 @@ impl StateMachine {
                 default_route,
                 hash_replicas,
             } => t.configure(*default_route, *hash_replicas),
+            TaskCmd::Failover { agent, reason } => {
+                if !ctx.agents.contains_key(agent) {
+                    return Err(not_found("agent", agent));
+                }
+                Ok(t.failover(agent, reason, &mut ctx))
+            }
         }?;
         // Agents that touch their tasks are alive.
         if let TaskCmd::Claim { agent, .. }

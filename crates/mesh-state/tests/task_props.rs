@@ -54,6 +54,9 @@ enum Op {
     NodeDead {
         node: usize,
     },
+    Failover {
+        agent: usize,
+    },
     Register {
         agent: usize,
     },
@@ -101,6 +104,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0usize..64).prop_map(|pick| Op::Cancel { pick }),
         (0usize..4, 0usize..64).prop_map(|(agent, pick)| Op::Bid { agent, pick }),
         (0usize..2).prop_map(|node| Op::NodeDead { node }),
+        (0usize..4).prop_map(|agent| Op::Failover { agent }),
         (0usize..4).prop_map(|agent| Op::Register { agent }),
         (0u64..3_000).prop_map(|ms| Op::Advance { ms }),
     ]
@@ -261,6 +265,12 @@ impl World {
             Op::NodeDead { node } => {
                 let _ = self.apply(Command::Coord(CoordCmd::NodeDead {
                     node: format!("n{node}"),
+                }));
+            }
+            Op::Failover { agent } => {
+                let _ = self.apply(Command::Task(TaskCmd::Failover {
+                    agent: AGENTS[agent].0.into(),
+                    reason: "test".into(),
                 }));
             }
             Op::Register { agent } => self.register(agent),

@@ -418,6 +418,60 @@ fn hash_tasks_go_to_their_owner_node_then_the_next_replica() {
 }
 
 #[test]
+fn a_failover_moves_running_and_queued_tasks_off_the_agent_now() {
+    let mut m = M::new();
+    m.agent("stuck", "n1", &[]);
+    m.agent("fresh", "n2", &[]);
+    let mut specs = vec![spec("r1")];
+    for i in 0..3 {
+        // Steal tasks pinned to n1's queue: without the fence they would go
+        // straight back to the only agent there.
+        let mut s = spec(&format!("q{i}"));
+        s.route = Some(Route::Steal);
+        s.queue = Some("n1".into());
+        specs.push(s);
+    }
+    m.submit(specs).unwrap();
+    let running = m.claim("stuck", 1);
+    assert_eq!(running.len(), 1);
+    let moved = match m
+        .task(TaskCmd::Failover {
+            agent: "stuck".into(),
+            reason: "no heartbeat for 30 s".into(),
+        })
+        .unwrap()
+    {
+        TaskReply::FailedOver(ids) => ids,
+        other => panic!("{other:?}"),
+    };
+    // Its queue starts first (q0 runs); r1 was never its task.
+    assert_eq!(moved, vec!["q0", "q1", "q2"], "running first, then queued");
+    assert_eq!(moved[0], running[0].id);
+    assert!(
+        m.sm.tasks
+            .queue_depths()
+            .get("stuck")
+            .is_none_or(|d| *d == 0)
+    );
+    // The other agent gets them and r1; the running one as its second attempt.
+    let got = m.claim("fresh", 10);
+    assert_eq!(got.len(), 4);
+    let r = got.iter().find(|t| t.id == running[0].id).unwrap();
+    assert_eq!(r.attempt, 2);
+    // The stuck agent's late report is refused: its lease was lost.
+    assert!(m.complete("stuck", &running[0]).is_err());
+    // It stays registered; an unknown agent is refused and changes nothing.
+    assert!(m.sm.agents.contains_key("stuck"));
+    let e = m
+        .task(TaskCmd::Failover {
+            agent: "ghost".into(),
+            reason: "x".into(),
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("ghost"), "{e}");
+}
+
+#[test]
 fn an_idle_agent_steals_from_the_longest_queue() {
     let mut m = M::new();
     m.agent("busy", "n1", &[]);

@@ -90,9 +90,11 @@ fn the_official_python_client_drives_every_tool_on_a_live_mesh() {
     });
     // The worker `agent_spawn` started outlives the MCP server, as it should;
     // this test stops it.
-    let _ = Command::new("pkill")
-        .args(["-f", "--", "worker .*--id mcp-builder"])
-        .status();
+    for id in ["mcp-builder", "sleeper"] {
+        let _ = Command::new("pkill")
+            .args(["-f", "--", &format!("worker .*--id {id}")])
+            .status();
+    }
     let _ = std::fs::remove_dir_all(&keys);
     let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();

@@ -134,6 +134,24 @@ async fn heartbeat(State(svc): State<Service>, Path(id): Path<String>) -> ApiRes
     Ok(Json(svc.agent_heartbeat(&id).await?).into_response())
 }
 
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct FailoverBody {
+    /// Why (kept in each moved task's history).
+    reason: Option<String>,
+}
+
+async fn failover(State(svc): State<Service>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let b: FailoverBody = if body.is_empty() {
+        FailoverBody::default()
+    } else {
+        parse_json(&body)?
+    };
+    let reason = b.reason.as_deref().unwrap_or("requested by a client");
+    let moved = svc.failover_agent(&id, reason).await?;
+    Ok(Json(serde_json::json!({"agent": id, "moved": moved})).into_response())
+}
+
 async fn unregister_agent(State(svc): State<Service>, Path(id): Path<String>) -> ApiResult {
     svc.unregister_agent(&id).await?;
     Ok(Json(serde_json::json!({"deleted": true})).into_response())
@@ -260,6 +278,11 @@ pub(super) fn operations() -> Vec<super::openapi::Op> {
         )
         .body::<StateBody>(),
         Op::post("/v1/agents/{id}/heartbeat", "record that an agent is alive"),
+        Op::post(
+            "/v1/agents/{id}/failover",
+            "move an agent's running and queued tasks to other agents now",
+        )
+        .body::<FailoverBody>(),
         Op::get("/v1/proposals", "list proposals").query::<ReadQuery>(),
         Op::post(
             "/v1/proposals",
@@ -296,6 +319,7 @@ pub fn routes() -> Router<Service> {
         .route("/v1/agents/{id}", get(get_agent).delete(unregister_agent))
         .route("/v1/agents/{id}/state", put(set_agent_state))
         .route("/v1/agents/{id}/heartbeat", post(heartbeat))
+        .route("/v1/agents/{id}/failover", post(failover))
         .route("/v1/proposals", get(list_proposals).post(create_proposal))
         .route("/v1/proposals/{id}", get(get_proposal))
         .route("/v1/proposals/{id}/votes", post(cast_vote))

@@ -153,6 +153,39 @@ async fn members(State(svc): State<Service>) -> ApiResult {
     )
 }
 
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    /// Only the samples of the last this many seconds (default: all retained, 24 h).
+    seconds: Option<u64>,
+    /// Also take a sample now and append it (marked `"current": true`).
+    current: Option<bool>,
+}
+
+async fn history(
+    State(svc): State<Service>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> ApiResult {
+    let q: HistoryQuery = parse_query(q.as_deref())?;
+    let mut samples: Vec<serde_json::Value> = svc
+        .history(q.seconds)
+        .into_iter()
+        .filter_map(|s| serde_json::to_value(s).ok())
+        .collect();
+    if q.current == Some(true) {
+        let mut now = serde_json::to_value(svc.sample_now().await).unwrap_or_default();
+        now["current"] = serde_json::json!(true);
+        samples.push(now);
+    }
+    Ok(Json(serde_json::json!({
+        "node": svc.node_name(),
+        "interval_secs": mesh_node::service::history::SAMPLE_EVERY.as_secs(),
+        "retained_max": mesh_node::service::history::KEEP,
+        "samples": samples,
+    }))
+    .into_response())
+}
+
 async fn metrics_text(State(svc): State<Service>) -> Response {
     // A status request first, so the loop's gauges are fresh as of this scrape.
     let _ = svc.membership_status().await;
@@ -200,6 +233,11 @@ fn operations() -> Vec<openapi::Op> {
             "the membership view with each member's load and round trip",
         ),
         Op::get("/metrics", "OpenMetrics text").text(),
+        Op::get(
+            "/v1/metrics/history",
+            "retained samples of this node's measured figures (every 5 s, 24 h)",
+        )
+        .query::<HistoryQuery>(),
         Op::get("/healthz", "`ok`, or 503 when the replicated log stopped")
             .text()
             .open(),
@@ -258,6 +296,7 @@ pub fn router(svc: Service, token: Option<&str>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/members", get(members))
         .route("/metrics", get(metrics_text))
+        .route("/v1/metrics/history", get(history))
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi_json))
         .merge(kv::routes())

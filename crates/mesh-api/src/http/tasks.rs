@@ -515,6 +515,10 @@ async fn events(State(svc): State<Service>, RawQuery(q): RawQuery) -> ApiResult 
         .into_response())
 }
 
+async fn rebalance(State(svc): State<Service>) -> ApiResult {
+    Ok(Json(svc.rebalance_now().await?).into_response())
+}
+
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SettingsBody {
@@ -553,6 +557,10 @@ pub(super) fn operations() -> Vec<super::openapi::Op> {
         )
         .query::<EventsQuery>()
         .text(),
+        Op::post(
+            "/v1/tasks/rebalance",
+            "one rebalancing round now: what moved, and each peer's health",
+        ),
         Op::get(
             "/v1/tasks/settings",
             "the default routing strategy and hash replicas",
@@ -608,6 +616,7 @@ pub fn routes() -> Router<Service> {
         .route("/v1/tasks/events", get(events))
         .route("/v1/tasks/settings", get(get_settings).put(put_settings))
         .route("/v1/tasks/claim", post(claim))
+        .route("/v1/tasks/rebalance", post(rebalance))
         .route("/v1/tasks/renew", post(renew))
         .route("/v1/tasks/finish", post(finish))
         .route("/v1/tasks/{id}", get(show))

@@ -19,10 +19,12 @@
 //! - [`coord`]: agents, proposals and signed votes, barriers;
 //! - [`tasks`]: tasks: submit, claim, renew, outcomes, cancel;
 //! - [`messages`]: pub/sub, direct messages with receipts, subscriptions;
+//! - [`history`]: the retained samples of measured figures;
 //! - [`error`]: errors with stable codes.
 
 pub mod coord;
 pub mod error;
+pub mod history;
 pub mod kv;
 pub mod messages;
 pub mod tasks;
@@ -75,6 +77,7 @@ struct Inner {
     /// Makes generated request ids unique across restarts of this node.
     boot_ms: u64,
     messaging: crate::messaging::Messaging,
+    history: history::History,
 }
 
 /// Consensus as seen by this node, for `mesh status`.
@@ -134,6 +137,7 @@ impl Service {
                 task_rates: std::sync::Mutex::new(None),
                 boot_ms: unix_ms(),
                 messaging,
+                history: history::History::default(),
             }),
         }
     }

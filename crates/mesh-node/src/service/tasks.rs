@@ -359,6 +359,74 @@ impl Service {
         }
     }
 
+    /// Fails an agent over now: its running and queued tasks go to other
+    /// agents; returns them.
+    pub async fn failover_agent(
+        &self,
+        agent: &str,
+        reason: &str,
+    ) -> Result<Vec<String>, ServiceError> {
+        let cmd = TaskCmd::Failover {
+            agent: agent.to_string(),
+            reason: reason.to_string(),
+        };
+        match self.task_write(cmd, None).await? {
+            TaskReply::FailedOver(v) => Ok(v),
+            other => Err(ServiceError::Stopped(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// One rebalancing round now, planned from this node's view (the same
+    /// plan the leader makes every half second): each move is a replicated
+    /// transfer, refused if the task started meanwhile. Also each peer's
+    /// health as this node sees it.
+    pub async fn rebalance_now(&self) -> Result<RebalanceReport, ServiceError> {
+        self.check_quorum()?;
+        let view = self.inner.members.borrow().clone();
+        let plan = self.read(true, |sm| rebalance_plan(&view, sm)).await?;
+        let mut moves = Vec::new();
+        for cmd in plan {
+            let TaskCmd::Transfer {
+                task,
+                to_agent,
+                reason,
+            } = &cmd
+            else {
+                continue;
+            };
+            let (task, to_agent, reason) = (task.clone(), to_agent.clone(), reason.clone());
+            let result = self.task_write(cmd, None).await;
+            moves.push(RebalanceMove {
+                task,
+                to_agent,
+                reason,
+                applied: result.is_ok(),
+                refused: result.err().map(|e| e.to_string()),
+            });
+        }
+        let peers = view
+            .iter()
+            .map(|m| PeerHealth {
+                node: m.id.clone(),
+                state: m.state.as_str(),
+                is_self: m.is_self,
+                rtt_ms: m.rtt_ms,
+                load_fraction: m.load.as_ref().and_then(|l| l.fraction()),
+                cpu_percent: m.load.as_ref().and_then(|l| l.cpu_percent),
+                running: m.load.as_ref().map(|l| l.running),
+                queued: m.load.as_ref().map(|l| l.queued),
+                slots: m.load.as_ref().map(|l| l.slots),
+                suspected_by: m.suspected_by.clone(),
+                last_change_ms: m.last_change_ms,
+            })
+            .collect();
+        Ok(RebalanceReport {
+            moved: moves.iter().filter(|m| m.applied).count(),
+            moves,
+            peers,
+        })
+    }
+
     pub async fn bid_task(
         &self,
         task: &str,
@@ -598,6 +666,42 @@ impl Service {
             }
         }
     }
+}
+
+/// What a rebalancing round did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebalanceReport {
+    pub moved: usize,
+    pub moves: Vec<RebalanceMove>,
+    pub peers: Vec<PeerHealth>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RebalanceMove {
+    pub task: String,
+    pub to_agent: String,
+    pub reason: String,
+    pub applied: bool,
+    /// Why the state machine refused it (the task started meanwhile, ...).
+    pub refused: Option<String>,
+}
+
+/// A member's health as this node sees it; `null` where not measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerHealth {
+    pub node: String,
+    pub state: &'static str,
+    #[serde(rename = "self")]
+    pub is_self: bool,
+    pub rtt_ms: Option<f64>,
+    /// Share of its slots in use (running + queued over slots).
+    pub load_fraction: Option<f64>,
+    pub cpu_percent: Option<f32>,
+    pub running: Option<u32>,
+    pub queued: Option<u32>,
+    pub slots: Option<u32>,
+    pub suspected_by: Vec<String>,
+    pub last_change_ms: Option<u64>,
 }
 
 /// Most queued tasks one rebalancing round moves per pair of nodes.

@@ -459,6 +459,8 @@ pub enum TaskReply {
     Cancelled(Vec<String>),
     /// Done, nothing to report (a bid, a transfer, a setting).
     Done,
+    /// The tasks a failover took from the agent (running first, then queued).
+    FailedOver(Vec<String>),
 }
 
 /// A task command.
@@ -504,6 +506,12 @@ pub enum TaskCmd {
         default_route: Option<Route>,
         hash_replicas: Option<u32>,
     },
+    /// Fails an agent over now (it hangs, or an operator says so): its
+    /// running attempts end as lost (counted against their retry budgets),
+    /// its queued tasks and those go to other agents, and its open claim
+    /// closes, so nothing routes to it until it claims again. The agent stays
+    /// registered. Appended last: older log entries keep their encoding.
+    Failover { agent: String, reason: String },
 }
 
 /// A claim made in the same command as a finish: up to `max` tasks under

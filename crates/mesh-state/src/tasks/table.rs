@@ -122,6 +122,10 @@ pub struct TaskTable {
     pub recovery: Option<Recovery>,
     /// Ring replicas that may run a `hash` task (the owner first).
     pub hash_replicas: u32,
+    /// The agent being failed over, only while its tasks are re-routed (so
+    /// none goes straight back to it); never set between commands.
+    #[serde(skip)]
+    fencing: Option<String>,
 }
 
 impl Default for TaskTable {
@@ -148,6 +152,7 @@ impl Default for TaskTable {
             capacity: BTreeMap::new(),
             recovery: None,
             hash_replicas: mesh_sched::ring::DEFAULT_REPLICAS as u32,
+            fencing: None,
         }
     }
 }
@@ -482,6 +487,7 @@ impl TaskTable {
                     .agents
                     .values()
                     .filter(|a| Self::fit(t, a).is_some())
+                    .filter(|a| self.fencing.as_deref() != Some(a.id.as_str()))
                     .filter(|a| match hint {
                         Some(h) if ctx.agents.contains_key(h) => a.id == h,
                         Some(h) => a.node == h,
@@ -1339,6 +1345,22 @@ impl TaskTable {
                 self.lose(k, Cow::Owned(reason.to_string()), ctx);
             }
         }
+    }
+
+    /// Moves an agent's running and queued tasks on now and closes its claim
+    /// (see `TaskCmd::Failover`); returns the tasks moved.
+    pub fn failover(&mut self, agent: &str, reason: &str, ctx: &mut Ctx) -> TaskReply {
+        let mut moved: Vec<String> = self
+            .running
+            .get(agent)
+            .map(|r| r.iter().map(|k| self.tasks.at(*k).id.clone()).collect())
+            .unwrap_or_default();
+        moved.extend(self.queued_tasks(agent));
+        let why = format!("failover of agent '{agent}': {reason}");
+        self.fencing = Some(agent.to_string());
+        self.agents_gone(&[agent.to_string()], &why, ctx);
+        self.fencing = None;
+        TaskReply::FailedOver(moved)
     }
 
     /// An agent's queued (assigned, not running) tasks, oldest first.
