@@ -30,6 +30,10 @@ enum BenchWhat {
     Kv(crate::bench_kv::KvBench),
     /// Tasks through submit, claim and complete: throughput, dispatch latency, skew with stealing, node kill.
     Tasks(crate::bench_tasks::TasksBench),
+    /// Pub/sub across the mesh: publish-to-delivery latency and messages/s, beside redis-server.
+    Pubsub(crate::bench_pubsub::PubsubBench),
+    /// MCP tool call round trips through `mesh mcp` over stdio, beside the HTTP calls they make.
+    Mcp(crate::bench_mcp::McpBench),
 }
 
 #[derive(Args)]
@@ -212,6 +216,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Membership(a) => a,
         BenchWhat::Kv(k) => return crate::bench_kv::run(k),
         BenchWhat::Tasks(t) => return crate::bench_tasks::run(t),
+        BenchWhat::Pubsub(p) => return crate::bench_pubsub::run(&std::env::current_exe()?, p),
+        BenchWhat::Mcp(m) => return crate::bench_mcp::run(&std::env::current_exe()?, m),
     };
     if a.trials == 0 {
         anyhow::bail!("--trials must be at least 1");

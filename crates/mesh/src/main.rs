@@ -8,6 +8,8 @@ mod api;
 mod barrier_cmd;
 mod bench;
 mod bench_kv;
+mod bench_mcp;
+mod bench_pubsub;
 mod bench_tasks;
 mod demo;
 mod demo_replicated;

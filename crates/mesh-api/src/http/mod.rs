@@ -10,7 +10,8 @@
 //! - [`coord`]: `/v1/agents`, `/v1/proposals`, `/v1/barriers`;
 //! - `/v1/tasks`: see [`tasks`];
 //! - [`messages`]: `/v1/publish`, `/v1/messages`, `/v1/events` (SSE), `/v1/messaging`;
-//! - `/v1/openapi.json`: the OpenAPI document of all of it ([`openapi`]).
+//! - `/v1/openapi.json`: the OpenAPI document of all of it ([`openapi`]);
+//! - `/`: the dashboard, one self-contained page (`dashboard.html`).
 
 mod coord;
 mod kv;
@@ -213,6 +214,20 @@ async fn healthz(State(svc): State<Service>) -> Response {
     }
 }
 
+/// The dashboard: one self-contained page (no asset from the internet) that
+/// reads this API and its event stream; it holds no data itself, so it is
+/// served without the token (the page asks for it when the API needs it).
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
+}
+
 async fn not_found() -> ApiError {
     ApiError(ServiceError::bad(
         "no_such_endpoint",
@@ -242,6 +257,12 @@ fn operations() -> Vec<openapi::Op> {
             .text()
             .open(),
         Op::get("/v1/openapi.json", "this document"),
+        Op::get(
+            "/",
+            "the dashboard (HTML; live graph, charts, tasks, proposals, events)",
+        )
+        .text()
+        .open(),
     ]
 }
 
@@ -256,14 +277,14 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// With a token set: every request but `GET /healthz` carries
+/// With a token set: every request but `GET /healthz` and the dashboard page carries
 /// `Authorization: Bearer <token>`, or gets 401 `unauthorized` (counted).
 async fn require_token(
     State((svc, token)): State<(Service, std::sync::Arc<str>)>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if req.method() == axum::http::Method::GET && req.uri().path() == "/healthz" {
+    if req.method() == axum::http::Method::GET && matches!(req.uri().path(), "/healthz" | "/") {
         return next.run(req).await;
     }
     let given = req
@@ -293,6 +314,7 @@ async fn require_token(
 /// request must carry, if any.
 pub fn router(svc: Service, token: Option<&str>) -> Router {
     let routes = Router::new()
+        .route("/", get(dashboard))
         .route("/v1/status", get(status))
         .route("/v1/members", get(members))
         .route("/metrics", get(metrics_text))
