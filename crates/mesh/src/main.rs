@@ -17,6 +17,7 @@ mod demo_tasks;
 mod keys;
 mod kv_cmd;
 mod mcp_cmd;
+mod msg_cmd;
 mod sim_cmd;
 mod status_cmd;
 mod task_cmd;
@@ -42,7 +43,7 @@ enum Command {
     Status(status_cmd::StatusArgs),
     /// Start a 5-node mesh on loopback: kill one hard (detection, rejoin), then shared memory, signed votes, a Raft leader kill, and tasks run by workers while a node dies.
     Demo(demo::DemoArgs),
-    /// Benchmarks on real processes: failure detection (membership), replicated writes (kv).
+    /// Benchmarks on real processes: membership, kv, tasks, pubsub (beside redis-server), mcp.
     Bench(bench::BenchArgs),
     /// Run the deterministic simulator.
     Sim(sim_cmd::SimArgs),
@@ -60,6 +61,8 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Serve MCP (Model Context Protocol) on stdio for LLM agents, attached to a node.
     Mcp(mcp_cmd::McpArgs),
+    /// Messages: publish on channels, send to agents or nodes with receipts, listen.
+    Msg(msg_cmd::MsgArgs),
 }
 
 fn main() {
@@ -78,6 +81,7 @@ fn main() {
         Command::Status(args) => status_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
         Command::Kv(args) => kv_cmd::run(args),
+        Command::Msg(args) => msg_cmd::run(args),
         Command::Vote(args) => vote_cmd::run(args),
         Command::Agent(args) => agent_cmd::run(args),
         Command::Barrier(args) => barrier_cmd::run(args),

@@ -192,6 +192,52 @@ fn pub_sub_direct_messages_and_system_events_across_three_nodes() {
         "a refused subscription stays out"
     );
 
+    // The CLI: `mesh msg listen` on node 2 gets what `mesh msg publish` sends through node 0.
+    let out = std::env::temp_dir().join(format!("mesh-msg-listen-{}", std::process::id()));
+    let mut listener = std::process::Command::new(exe)
+        .args([
+            "msg",
+            "listen",
+            "cli.*",
+            "--count",
+            "1",
+            "--node",
+            &url(&c, 2, ""),
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let subscribed = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+        subscriptions(&c, 2) > 1
+    });
+    assert!(subscribed.is_some(), "mesh msg listen did not subscribe");
+    let publish = std::process::Command::new(exe)
+        .args([
+            "msg",
+            "publish",
+            "cli.test",
+            "{\"n\": 7}",
+            "--json",
+            "--node",
+            &url(&c, 0, ""),
+        ])
+        .output()
+        .unwrap();
+    assert!(publish.status.success(), "{publish:?}");
+    let printed: Value = serde_json::from_slice(&publish.stdout).unwrap();
+    assert!(printed["receivers"].as_u64() >= Some(1), "{printed}");
+    let done = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+        listener.try_wait().ok().flatten().is_some()
+    });
+    if done.is_none() {
+        let _ = listener.kill();
+    }
+    let line = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    let got: Value = serde_json::from_str(line.trim()).unwrap_or(Value::Null);
+    assert_eq!(got["data"]["n"], 7, "mesh msg listen printed: {line}");
+
     // A subscriber that goes away leaves nothing behind.
     let before = subscriptions(&c, 1);
     drop(s1);

@@ -215,6 +215,16 @@ async def main():
         err, text = await call(a, "performance_report", {"timeframe": "forever"})
         check(err, "a bad timeframe is a tool error")
 
+        # An unknown tool is an error, not a crash; the server keeps serving.
+        try:
+            res = await a.call_tool("swarm_destroy", {})
+            refused = res.is_error
+        except Exception:
+            refused = True
+        check(refused, "an unknown tool is refused")
+        err, text = await call(a, "swarm_status", {})
+        check(not err, "the server still answers after bad calls")
+
         # An argument the schema does not have is refused, not ignored.
         try:
             res = await a.call_tool("swarm_init", {"topology": "mesh", "bogus": 1})
