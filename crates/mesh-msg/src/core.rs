@@ -71,7 +71,9 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
     pub name: String,
-    /// Its incarnation (membership's generation).
+    /// Its messenger's incarnation if known, else 0: the first data message
+    /// then draws a `Reset` that tells it (one round trip), and so does every
+    /// later restart of the peer.
     pub epoch: u64,
     /// False while it is suspected or unreachable: messages wait for it.
     pub reachable: bool,
@@ -396,35 +398,52 @@ impl Messenger {
         self.close_ops(now_ms);
     }
 
+    /// The peer is (now known to be) incarnation `epoch`: a fresh stream to
+    /// it, and every unacknowledged item moves over with what is left of its
+    /// TTL. A sender learns of a restart only when it next sends, so items on
+    /// the old stream may well have been published after the restart: moving
+    /// them loses nothing, at the price that a subscriber of the new
+    /// incarnation may get a message published (at most the pub/sub TTL)
+    /// before it subscribed.
     fn restarted(&mut self, now_ms: u64, name: &str, epoch: u64) {
         let Some(p) = self.peers.get_mut(name) else {
             return;
         };
         p.epoch = epoch;
         self.next_stream += 1;
-        let old = std::mem::replace(&mut p.out, Sender::new(self.epoch, self.next_stream, epoch));
-        let mut old = old;
+        let mut old =
+            std::mem::replace(&mut p.out, Sender::new(self.epoch, self.next_stream, epoch));
         let mut moved = Vec::new();
         for pending in old.drain() {
+            let alive = pending.tag.expires_ms > now_ms;
             match pending.item {
-                Item::Direct { msg, .. } if pending.tag.expires_ms > now_ms => {
+                // Settled when it expired.
+                Item::Skip => {}
+                Item::Direct { msg, .. } if alive => {
                     let ttl_ms = pending.tag.expires_ms - now_ms;
-                    moved.push((Item::Direct { msg, ttl_ms }, pending.tag));
+                    moved.push((Some(Item::Direct { msg, ttl_ms }), pending.tag));
                 }
-                Item::Direct { .. } => moved.push((Item::Skip, pending.tag)),
-                _ => moved.push((Item::Skip, pending.tag)),
+                Item::Publish(msg) if alive => {
+                    moved.push((Some(Item::Publish(msg)), pending.tag));
+                }
+                _ => moved.push((None, pending.tag)),
             }
         }
         for (item, tag) in moved {
-            if matches!(item, Item::Skip) {
-                let how = if tag.direct {
-                    Settle::Expired
-                } else {
-                    Settle::Gone
-                };
-                self.settle(name, &tag, how);
-            } else if let Some(p) = self.peers.get_mut(name) {
-                p.out.push(item, tag);
+            match item {
+                Some(item) => {
+                    if let Some(p) = self.peers.get_mut(name) {
+                        p.out.push(item, tag);
+                    }
+                }
+                None => {
+                    let how = if tag.direct {
+                        Settle::Expired
+                    } else {
+                        Settle::Gone
+                    };
+                    self.settle(name, &tag, how);
+                }
             }
         }
     }

@@ -283,23 +283,28 @@ fn lost_messages_are_resent_in_order_and_a_restarted_receiver_gets_a_fresh_strea
         .map(|(_, msg)| msg.payload[0])
         .collect();
     assert_eq!(got, vec![0, 1, 2, 3, 4]);
-    // n1 restarts (epoch 2): n0's stream to epoch 1 is answered with a reset.
+    // n1 restarts (epoch 2): n0's stream to epoch 1 is answered with a reset,
+    // and what was on it moves to the new incarnation (it may have been
+    // published after the restart: n0 could not know).
     m.nodes[1] = Messenger::new("n1", 2, Config::default());
     m.nodes[1].set_peers(m.now, &peers(&[("n0", 1), ("n1", 2)]));
     m.nodes[1].subscribe(m.now, vec!["c".into()]).unwrap();
     m.delivered[1].clear();
     m.nodes[0].publish(m.now, "p", "c", vec![9], 0).unwrap();
-    m.settle();
-    // The publish went to epoch 1 and was refused with a reset; the fresh
-    // stream drops published messages (their subscribers are gone).
-    assert!(m.delivered[1].is_empty());
     m.nodes[0].publish(m.now, "p", "c", vec![10], 0).unwrap();
     m.settle();
     let got: Vec<u8> = m.delivered[1]
         .iter()
         .map(|(_, msg)| msg.payload[0])
         .collect();
-    assert_eq!(got, vec![10]);
+    assert_eq!(got, vec![9, 10]);
+    assert!(
+        m.published
+            .iter()
+            .rev()
+            .take(2)
+            .all(|(_, _, r)| r.receivers() == 1)
+    );
 }
 
 #[test]
@@ -328,4 +333,63 @@ fn a_failed_node_is_reported_gone_and_publishes_do_not_wait_for_it() {
     m.settle();
     let (_, _, report) = m.published.pop().unwrap();
     assert_eq!(report.nodes.len(), 1, "{report:?}");
+}
+
+#[test]
+fn a_peer_of_unknown_incarnation_is_learned_from_its_reset_and_nothing_is_lost() {
+    // Production learns incarnations from the peers themselves (epoch 0 in
+    // the peer list), not from membership.
+    let mut m = Mesh::new(2);
+    let unknown = [("n0", 0), ("n1", 0)];
+    for k in 0..2 {
+        m.nodes[k] = Messenger::new(format!("n{k}"), 10 + k as u64, Config::default());
+        m.nodes[k].set_peers(0, &peers(&unknown));
+    }
+    m.nodes[1].subscribe(0, vec!["c".into()]).unwrap();
+    for k in 0..3u8 {
+        m.nodes[0].publish(0, "p", "c", vec![k], 0).unwrap();
+    }
+    m.settle();
+    let got: Vec<u8> = m.delivered[1]
+        .iter()
+        .map(|(_, msg)| msg.payload[0])
+        .collect();
+    assert_eq!(
+        got,
+        vec![0, 1, 2],
+        "moved to the learned incarnation, in order"
+    );
+    assert!(
+        m.published.iter().all(|(_, _, r)| r.receivers() == 1),
+        "{:?}",
+        m.published
+    );
+    // n1 restarts as incarnation 20; n0 learns it from the next reset.
+    m.nodes[1] = Messenger::new("n1", 20, Config::default());
+    m.nodes[1].set_peers(0, &peers(&unknown));
+    m.nodes[1]
+        .subscribe(0, vec!["c".into(), "inbox.node.n1".into()])
+        .unwrap();
+    m.delivered[1].clear();
+    m.nodes[0]
+        .send_direct(
+            0,
+            "x",
+            Recipient::Node("n1".into()),
+            &["n1".into()],
+            vec![9],
+            60_000,
+            0,
+        )
+        .unwrap();
+    m.settle();
+    let got: Vec<u8> = m.delivered[1]
+        .iter()
+        .map(|(_, msg)| msg.payload[0])
+        .collect();
+    assert_eq!(
+        got,
+        vec![9],
+        "the direct message moved to the new incarnation"
+    );
 }

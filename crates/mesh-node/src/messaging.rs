@@ -405,12 +405,24 @@ impl Runtime {
 
     fn members_changed(&mut self, list: &[mesh_membership::MemberInfo]) {
         let mut peers = Vec::new();
+        // One entry per name: its newest incarnation (a restarted member can
+        // be listed under its old generation too).
+        let mut newest: BTreeMap<&str, &mesh_membership::MemberInfo> = BTreeMap::new();
         for m in list.iter().filter(|m| !m.is_self) {
+            let e = newest.entry(m.id.as_str()).or_insert(m);
+            if m.generation > e.generation {
+                *e = m;
+            }
+        }
+        for m in newest.into_values() {
             let reachable = match m.state {
                 MemberState::Alive => true,
-                MemberState::Suspect => false,
-                // Failed and departed members leave the list: their streams end.
-                MemberState::Dead | MemberState::Left => continue,
+                // A dead member may be a false positive or restart soon: what
+                // waits for it stays until its TTL (pub/sub: 10 s), and moves
+                // to its new incarnation if it comes back.
+                MemberState::Suspect | MemberState::Dead => false,
+                // A member that left said goodbye: its streams end.
+                MemberState::Left => continue,
             };
             if self.addrs.get(&m.id) != Some(&m.addr) {
                 // A new address (or a restart on another port): a new connection.
@@ -419,7 +431,10 @@ impl Runtime {
             }
             peers.push(PeerInfo {
                 name: m.id.clone(),
-                epoch: m.generation,
+                // Learned from the peer's messenger itself (membership's
+                // generation changes when a member is renewed after a false
+                // death, its messenger's incarnation does not).
+                epoch: 0,
                 reachable,
             });
         }

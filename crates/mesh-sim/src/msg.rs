@@ -4,8 +4,10 @@
 //! incarnation with an empty messenger that re-subscribes).
 //!
 //! Membership is an oracle here (the membership core has its own simulator):
-//! every 200 ms each live node learns who is up, their incarnation and whether
-//! they are reachable from it; a node down for 3 s is dropped from the list.
+//! every 200 ms each live node learns who is up and whether they are reachable
+//! from it; a node down for 3 s is dropped from the list. As in the node,
+//! peers' incarnations are not taken from membership: each messenger learns
+//! them from the peers' resets.
 //!
 //! Checked on every delivery (a violation stops the run and names the seed):
 //! - **at most once**: a subscription never receives one message twice;
@@ -240,7 +242,9 @@ impl Run {
             .filter(|(_, n)| n.up || now < n.down_since_ms + 3_000)
             .map(|(j, n)| PeerInfo {
                 name: n.name.clone(),
-                epoch: n.epoch,
+                // As in the node: incarnations are learned from the peers'
+                // resets, not from membership.
+                epoch: 0,
                 reachable: n.up
                     && self.parts.allows(i as u32, j as u32)
                     && self.parts.allows(j as u32, i as u32),

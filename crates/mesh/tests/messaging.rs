@@ -194,6 +194,7 @@ fn pub_sub_direct_messages_and_system_events_across_three_nodes() {
 
     // The CLI: `mesh msg listen` on node 2 gets what `mesh msg publish` sends through node 0.
     let out = std::env::temp_dir().join(format!("mesh-msg-listen-{}", std::process::id()));
+    let subs_on_2 = subscriptions(&c, 2);
     let mut listener = std::process::Command::new(exe)
         .args([
             "msg",
@@ -209,7 +210,7 @@ fn pub_sub_direct_messages_and_system_events_across_three_nodes() {
         .spawn()
         .unwrap();
     let subscribed = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-        subscriptions(&c, 2) > 1
+        subscriptions(&c, 2) > subs_on_2
     });
     assert!(subscribed.is_some(), "mesh msg listen did not subscribe");
     let publish = std::process::Command::new(exe)
@@ -252,6 +253,61 @@ fn pub_sub_direct_messages_and_system_events_across_three_nodes() {
         subscriptions(&c, 1) < before
     });
     assert!(gone.is_some(), "the subscription outlived its client");
+
+    // A node briefly away (stopped, then resumed): the message waits and arrives.
+    let mut away = Sse::open(
+        &addr(&c, 2),
+        &format!("/v1/events?channels=inbox.node.{node2}"),
+    );
+    away.wait_for(Duration::from_secs(5), "subscribed", |_| true)
+        .unwrap();
+    let pid = c.info(2).pid.to_string();
+    let signal = |s: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([s, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    let (st, v) = post(
+        &c,
+        0,
+        "/v1/messages",
+        json!({"to": format!("node:{node2}"), "message": "welcome back", "ttl_ms": 30_000}),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["nodes"][&node2]["status"], "pending", "{v}");
+    let id = v["id"].as_u64().unwrap();
+    // Long enough for the others to suspect it, and likely declare it dead.
+    std::thread::sleep(Duration::from_millis(1500));
+    signal("-CONT");
+    let arrived = away.wait_for(Duration::from_secs(15), "message", |m| {
+        m["message"] == "welcome back"
+    });
+    assert!(
+        arrived.is_some(),
+        "the message did not arrive after the node came back"
+    );
+    let receipt = wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
+        let (_, r) = http("GET", &url(&c, 0, &format!("/v1/messages/{id}")), None);
+        r["nodes"][&node2]["status"] == "delivered"
+    });
+    assert!(receipt.is_some(), "the receipt never said delivered");
+    // It is alive again for the others (possibly renewed under a new generation).
+    let back = wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
+        (0..2).all(|i| {
+            let (_, m) = http("GET", &url(&c, i, "/v1/members"), None);
+            m["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["id"] == node2.as_str() && m["state"] == "alive")
+        })
+    });
+    assert!(back.is_some(), "the stopped node did not rejoin");
 
     // System channels: node 0 sees node 2 fail after a kill -9.
     let mut sys = Sse::open(
