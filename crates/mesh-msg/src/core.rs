@@ -38,6 +38,8 @@ pub struct Config {
     pub window: usize,
     /// Items queued per peer, in flight or not; beyond it a peer is skipped.
     pub outbox_max: usize,
+    /// Bytes queued per peer (payloads and names); beyond it a peer is skipped.
+    pub outbox_max_bytes: usize,
     /// Items a receiver holds that arrived ahead of a gap.
     pub reorder_max: usize,
     /// Messages kept per recipient without a listener.
@@ -58,6 +60,7 @@ impl Default for Config {
             pubsub_ttl_ms: 10_000,
             window: 4_096,
             outbox_max: 100_000,
+            outbox_max_bytes: 64 * 1024 * 1024,
             reorder_max: 4_096,
             mailbox_max: 1_000,
             reports_max: 10_000,
@@ -578,9 +581,10 @@ impl Messenger {
             direct: false,
             expires_ms: now_ms.saturating_add(self.cfg.pubsub_ttl_ms),
         };
-        let outbox_max = self.cfg.outbox_max;
+        let (outbox_max, outbox_bytes) = (self.cfg.outbox_max, self.cfg.outbox_max_bytes);
+        let weight = Item::Publish(msg.clone()).weight();
         for (name, p) in self.peers.iter_mut() {
-            if p.out.len() >= outbox_max {
+            if p.out.len() >= outbox_max || p.out.bytes() + weight > outbox_bytes {
                 self.stats.dropped_full += 1;
                 report.unreachable.push(name.clone());
                 continue;
@@ -677,7 +681,8 @@ impl Messenger {
             direct: true,
             expires_ms: now_ms.saturating_add(ttl_ms),
         };
-        let outbox_max = self.cfg.outbox_max;
+        let (outbox_max, outbox_bytes) = (self.cfg.outbox_max, self.cfg.outbox_max_bytes);
+        let weight = Item::Publish(msg.clone()).weight();
         let dests: BTreeSet<&String> = dests.iter().collect();
         for dest in dests {
             if *dest == self.me {
@@ -689,7 +694,7 @@ impl Messenger {
                 report.nodes.insert(dest.clone(), DirectStatus::Gone);
                 continue;
             };
-            if p.out.len() >= outbox_max {
+            if p.out.len() >= outbox_max || p.out.bytes() + weight > outbox_bytes {
                 self.stats.dropped_full += 1;
                 report.nodes.insert(dest.clone(), DirectStatus::Expired);
                 continue;

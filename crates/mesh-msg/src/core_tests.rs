@@ -393,3 +393,51 @@ fn a_peer_of_unknown_incarnation_is_learned_from_its_reset_and_nothing_is_lost()
         "the direct message moved to the new incarnation"
     );
 }
+
+#[test]
+fn a_peer_queue_is_bounded_in_bytes_too() {
+    let cfg = Config {
+        outbox_max_bytes: 500,
+        ..Config::default()
+    };
+    let mut m = Messenger::new("n0", 1, cfg);
+    let mut away = peers(&[("n0", 1), ("n1", 1)]);
+    away[1].reachable = false;
+    m.set_peers(0, &away);
+    for _ in 0..3 {
+        m.publish(0, "p", "c", vec![0; 200], 0).unwrap();
+    }
+    let reports: Vec<PublishReport> = m
+        .drain_outputs()
+        .filter_map(|o| match o {
+            Output::Published { report, .. } => Some(report),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports.len(), 3);
+    assert_eq!(m.stats().dropped_full, 1, "the third did not fit");
+    assert_eq!(m.peer_queues()[0].queued, 2);
+    // Once the peer answers, the queue empties and its byte count with it.
+    m.set_peers(0, &peers(&[("n0", 1), ("n1", 1)]));
+    let mut n1 = Messenger::new("n1", 1, Config::default());
+    n1.set_peers(0, &peers(&[("n0", 1), ("n1", 1)]));
+    for _ in 0..3 {
+        let outs: Vec<Output> = m.drain_outputs().collect();
+        for o in outs {
+            if let Output::Send { wire, .. } = o {
+                n1.handle(0, "n0", wire);
+            }
+        }
+        let back: Vec<Output> = n1.drain_outputs().collect();
+        for o in back {
+            if let Output::Send { wire, .. } = o {
+                m.handle(0, "n1", wire);
+            }
+        }
+    }
+    assert_eq!(m.peer_queues()[0].queued, 0);
+    for _ in 0..2 {
+        m.publish(1, "p", "c", vec![0; 200], 0).unwrap();
+    }
+    assert_eq!(m.stats().dropped_full, 1, "the bytes were given back");
+}

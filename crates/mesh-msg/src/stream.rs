@@ -37,6 +37,8 @@ pub struct Sender<T> {
     pub dest_epoch: u64,
     next_seq: u64,
     unacked: VecDeque<Pending<T>>,
+    /// Sum of the queued items' weights.
+    bytes: usize,
 }
 
 impl<T> Sender<T> {
@@ -47,7 +49,13 @@ impl<T> Sender<T> {
             dest_epoch,
             next_seq: 1,
             unacked: VecDeque::new(),
+            bytes: 0,
         }
+    }
+
+    /// Roughly the bytes queued (see [`Item::weight`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -62,6 +70,7 @@ impl<T> Sender<T> {
     pub fn push(&mut self, item: Item, tag: T) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.bytes += item.weight();
         self.unacked.push_back(Pending {
             seq,
             item,
@@ -127,6 +136,7 @@ impl<T> Sender<T> {
         let mut done = Vec::new();
         while self.unacked.front().is_some_and(|p| p.seq <= upto) {
             let p = self.unacked.pop_front().expect("checked above");
+            self.bytes -= p.item.weight();
             let r = found.get(&p.seq).copied();
             done.push((p, r));
         }
@@ -142,6 +152,7 @@ impl<T> Sender<T> {
         let mut out = Vec::new();
         for p in self.unacked.iter_mut() {
             if !matches!(p.item, Item::Skip) && expired(&p.tag) {
+                self.bytes -= p.item.weight() - Item::Skip.weight();
                 p.item = Item::Skip;
                 out.push(p.tag.clone());
             }
@@ -151,6 +162,7 @@ impl<T> Sender<T> {
 
     /// Empties the stream (its receiver is gone), returning what was pending.
     pub fn drain(&mut self) -> Vec<Pending<T>> {
+        self.bytes = 0;
         self.unacked.drain(..).collect()
     }
 
