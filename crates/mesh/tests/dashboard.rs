@@ -214,6 +214,11 @@ fn the_dashboard_shows_three_nodes_live_and_a_killed_one_dead() {
         filled.is_some(),
         "charts, stream, tasks or proposals missing"
     );
+    // The charts take a sample a second: a few, so the screenshot shows lines.
+    let sampled = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        script(&session, "return S.series.lat['dispatch p50 ms'].length;").as_u64() >= Some(4)
+    });
+    assert!(sampled.is_some(), "the charts are not sampling");
     let shot = screenshot(&session, "dashboard-live.png");
 
     // Kill a node that is not the one serving the page; it turns dead, no reload.

@@ -49,8 +49,23 @@ fn a_token_guards_every_route_but_health_and_the_cli_sends_it() {
     );
     // Unknown paths are no way around it.
     assert_eq!(call(&url("/v1/nothing-here"), None).0, 401);
-    // Health checks need no token.
+    // Health checks need no token, nor the dashboard page (it holds no data
+    // and asks for the token); the event stream and messaging do.
     assert_eq!(call(&url("/healthz"), None).0, 200);
+    let (s, page, _) = call(&url("/"), None);
+    assert_eq!(s, 200);
+    assert!(
+        page.as_str().is_some_and(|p| p.contains("Agent Mesh")),
+        "{page}"
+    );
+    for path in [
+        "/v1/events",
+        "/v1/messaging",
+        "/v1/metrics/history",
+        "/v1/messages/1",
+    ] {
+        assert_eq!(call(&url(path), None).0, 401, "{path}");
+    }
     let (s, v, _) = call(&url("/v1/status"), Some(TOKEN));
     assert_eq!(s, 200, "{v}");
 
