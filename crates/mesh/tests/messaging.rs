@@ -309,6 +309,41 @@ fn pub_sub_direct_messages_and_system_events_across_three_nodes() {
     });
     assert!(back.is_some(), "the stopped node did not rejoin");
 
+    // A node killed and restarted (same name, new process): a direct message
+    // sent while it was down reaches it afterwards, in its mailbox.
+    let node1 = c.info(1).node_id.clone();
+    c.kill_hard(1).unwrap();
+    let (st, v) = post(
+        &c,
+        0,
+        "/v1/messages",
+        json!({"to": format!("node:{node1}"), "message": "after restart", "ttl_ms": 60_000}),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["nodes"][&node1]["status"], "pending", "{v}");
+    let id = v["id"].as_u64().unwrap();
+    let seed = c.info(0).gossip;
+    c.restart(1, &[seed]).unwrap();
+    let queued = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+        let (_, r) = http("GET", &url(&c, 0, &format!("/v1/messages/{id}")), None);
+        r["nodes"][&node1]["status"] == "queued"
+    });
+    assert!(
+        queued.is_some(),
+        "the restarted node never took the message"
+    );
+    let mut inbox1 = Sse::open(
+        &addr(&c, 1),
+        &format!("/v1/events?channels=inbox.node.{node1}"),
+    );
+    assert!(
+        inbox1
+            .wait_for(Duration::from_secs(5), "message", |m| m["message"]
+                == "after restart")
+            .is_some(),
+        "the mailbox of the restarted node did not deliver it"
+    );
+
     // System channels: node 0 sees node 2 fail after a kill -9.
     let mut sys = Sse::open(
         &addr(&c, 0),
