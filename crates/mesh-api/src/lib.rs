@@ -2,11 +2,13 @@
 //!
 //! A front end parses its wire format into a typed call on the service and
 //! encodes the reply; it decides nothing (the shape of mini-redis: frame →
-//! command → apply → frame). Today: [`http`], the HTTP/JSON API with its
-//! OpenAPI document and optional bearer token. The MCP server and the
-//! Redis-protocol endpoint belong here too.
+//! command → apply → frame): [`http`], the HTTP/JSON API with its OpenAPI
+//! document, optional bearer token, event streams and the dashboard; [`mcp`],
+//! the MCP server over stdio; [`resp`], the Redis-protocol endpoint (in
+//! progress: the wire format so far).
 
 #![forbid(unsafe_code)]
 
 pub mod http;
 pub mod mcp;
+pub mod resp;
