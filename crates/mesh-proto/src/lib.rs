@@ -8,6 +8,7 @@
 //! - [`frame`]: the length-prefixed frame codec used on TCP streams, with its size limit;
 //! - [`limits`]: the hard caps on packet and frame sizes, so bad input is bounded;
 //! - [`hex`]: hex encoding of keys and signatures;
+//! - [`resp`]: the Redis wire format (RESP2/RESP3 requests and replies);
 //! - [`units`]: parsing of durations (`250ms`, `5s`) and probabilities (`10%`);
 //! - [`glob`]: Redis-style patterns for keys and pub/sub channels;
 //! - [`url`]: percent-encoding of URL path segments for HTTP clients.
@@ -18,6 +19,7 @@ pub mod glob;
 pub mod hex;
 pub mod limits;
 pub mod profile;
+pub mod resp;
 pub mod soft;
 pub mod units;
 pub mod url;
