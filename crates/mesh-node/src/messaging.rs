@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,6 +89,8 @@ pub struct MessagingStatus {
     pub subscriptions: usize,
     /// Messages dropped because a subscriber fell behind.
     pub dropped_slow_subscriber: u64,
+    /// System events dropped because the runtime's queue was full.
+    pub dropped_system_events: u64,
 }
 
 /// Where the first receipt of a direct send goes.
@@ -134,6 +136,8 @@ pub struct Messaging {
     /// Live subscriptions, kept by the runtime: system events are not even
     /// serialized while there are none.
     subscriptions: Arc<AtomicUsize>,
+    /// System events that found the runtime's queue full.
+    dropped_system: Arc<AtomicU64>,
 }
 
 impl Messaging {
@@ -219,12 +223,17 @@ impl Messaging {
     /// Publishes a system event to this node's subscribers (never waits:
     /// an event that finds the runtime's queue full is dropped and counted).
     pub fn publish_local(&self, channel: &str, payload: Vec<u8>) -> bool {
-        self.tx
+        let sent = self
+            .tx
             .try_send(Req::Local {
                 channel: channel.to_string(),
                 payload,
             })
-            .is_ok()
+            .is_ok();
+        if !sent {
+            self.dropped_system.fetch_add(1, AtomicOrdering::Relaxed);
+        }
+        sent
     }
 
     pub async fn status(&self) -> Result<MessagingStatus, MessagingError> {
@@ -244,13 +253,16 @@ pub fn start(
     let (tx, rx) = mpsc::channel(4_096);
     let (wire_tx, wire_rx) = mpsc::channel(16_384);
     let subscriptions = Arc::new(AtomicUsize::new(0));
+    let dropped_system = Arc::new(AtomicU64::new(0));
     let handle = Messaging {
         tx,
         node: me.as_str().into(),
         subscriptions: subscriptions.clone(),
+        dropped_system: dropped_system.clone(),
     };
     let rt = Runtime {
         subscriptions,
+        dropped_system,
         core: Messenger::new(me.clone(), epoch, Config::default()),
         me,
         started: Instant::now(),
@@ -273,6 +285,7 @@ struct SubQueue {
 
 struct Runtime {
     subscriptions: Arc<AtomicUsize>,
+    dropped_system: Arc<AtomicU64>,
     core: Messenger,
     me: String,
     started: Instant,
@@ -398,6 +411,7 @@ impl Runtime {
                     peers: self.core.peer_queues(),
                     subscriptions: self.subs.len(),
                     dropped_slow_subscriber: self.dropped_slow,
+                    dropped_system_events: self.dropped_system.load(AtomicOrdering::Relaxed),
                 });
             }
         }
@@ -514,6 +528,10 @@ impl Runtime {
             ("expired", s.expired),
             ("dropped_full", s.dropped_full),
             ("dropped_slow_subscriber", self.dropped_slow),
+            (
+                "dropped_system_events",
+                self.dropped_system.load(AtomicOrdering::Relaxed),
+            ),
             ("queued_now", s.queued_now),
             ("mailboxed_now", s.mailboxed_now),
         ] {
