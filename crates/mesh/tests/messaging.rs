@@ -191,6 +191,9 @@ fn pub_sub_direct_messages_and_system_events_across_three_nodes() {
         subs_before,
         "a refused subscription stays out"
     );
+    let (_, m) = http("GET", &url(&c, 0, "/v1/messaging"), None);
+    assert_eq!(m["dropped_system_events"], 0, "{m}");
+    assert_eq!(m["dropped_slow_subscriber"], 0, "{m}");
 
     // The CLI: `mesh msg listen` on node 2 gets what `mesh msg publish` sends through node 0.
     let out = std::env::temp_dir().join(format!("mesh-msg-listen-{}", std::process::id()));
