@@ -70,14 +70,14 @@ impl Default for Config {
     }
 }
 
-/// A peer as membership sees it.
+/// A peer as membership sees it. Its incarnation is not part of it: each
+/// messenger learns its peers' incarnations from their `Reset` replies (the
+/// first data message to a new peer draws one, and so does every restart),
+/// because membership's generation changes when a member is renewed after a
+/// false death while its messenger stays the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
     pub name: String,
-    /// Its messenger's incarnation if known, else 0: the first data message
-    /// then draws a `Reset` that tells it (one round trip), and so does every
-    /// later restart of the peer.
-    pub epoch: u64,
     /// False while it is suspected or unreachable: messages wait for it.
     pub reachable: bool,
 }
@@ -224,8 +224,8 @@ struct Tag {
 }
 
 struct Peer {
-    epoch: u64,
     reachable: bool,
+    /// Addressed to the peer's incarnation as last learned (0: not yet).
     out: Sender<Tag>,
 }
 
@@ -268,7 +268,7 @@ pub struct Messenger {
 }
 
 impl Messenger {
-    /// `epoch` is this incarnation's number (membership's generation): it
+    /// `epoch` is this incarnation's number (the node uses its start time): it
     /// must grow across restarts.
     pub fn new(me: impl Into<String>, epoch: u64, cfg: Config) -> Self {
         Self {
@@ -320,7 +320,7 @@ impl Messenger {
             .iter()
             .map(|(name, p)| PeerQueue {
                 name: name.clone(),
-                epoch: p.epoch,
+                epoch: p.out.dest_epoch,
                 reachable: p.reachable,
                 queued: p.out.len(),
                 oldest_seq: p.out.iter().next().map(|x| x.seq),
@@ -344,10 +344,10 @@ impl Messenger {
 
     // ----- membership -----
 
-    /// Updates the peer list: new peers get a stream, a peer with a new
-    /// incarnation a fresh one (direct messages move to it, published ones are
-    /// dropped: their subscribers are gone), a missing peer (failed or left)
-    /// loses its stream and its pending messages are reported gone.
+    /// Updates the peer list: new peers get a stream (to an incarnation
+    /// learned from their first reset), a peer no longer reachable is not
+    /// waited for, a missing peer (it left) loses its stream and its pending
+    /// messages are reported gone.
     pub fn set_peers(&mut self, now_ms: u64, peers: &[PeerInfo]) {
         let wanted: BTreeMap<&str, &PeerInfo> = peers
             .iter()
@@ -374,27 +374,17 @@ impl Messenger {
             match self.peers.get_mut(name) {
                 None => {
                     self.next_stream += 1;
-                    let stream = self.next_stream;
-                    self.peers.insert(
-                        name.to_string(),
-                        Peer {
-                            epoch: info.epoch,
-                            reachable: info.reachable,
-                            out: Sender::new(self.epoch, stream, info.epoch),
-                        },
-                    );
+                    let out = Sender::new(self.epoch, self.next_stream, 0);
+                    let reachable = info.reachable;
+                    self.peers.insert(name.to_string(), Peer { reachable, out });
                 }
-                Some(p) if info.epoch > p.epoch => self.restarted(now_ms, name, info.epoch),
                 Some(p) => {
-                    let was = p.reachable;
+                    let lost = p.reachable && !info.reachable;
                     p.reachable = info.reachable;
-                    if was && !info.reachable {
+                    if lost {
                         self.unwait(name);
                     }
                 }
-            }
-            if let Some(p) = self.peers.get_mut(name) {
-                p.reachable = info.reachable;
             }
         }
         self.flush_sends(now_ms);
@@ -412,7 +402,6 @@ impl Messenger {
         let Some(p) = self.peers.get_mut(name) else {
             return;
         };
-        p.epoch = epoch;
         self.next_stream += 1;
         let mut old =
             std::mem::replace(&mut p.out, Sender::new(self.epoch, self.next_stream, epoch));
@@ -582,7 +571,7 @@ impl Messenger {
             expires_ms: now_ms.saturating_add(self.cfg.pubsub_ttl_ms),
         };
         let (outbox_max, outbox_bytes) = (self.cfg.outbox_max, self.cfg.outbox_max_bytes);
-        let weight = Item::Publish(msg.clone()).weight();
+        let weight = msg.weight();
         for (name, p) in self.peers.iter_mut() {
             if p.out.len() >= outbox_max || p.out.bytes() + weight > outbox_bytes {
                 self.stats.dropped_full += 1;
@@ -682,7 +671,7 @@ impl Messenger {
             expires_ms: now_ms.saturating_add(ttl_ms),
         };
         let (outbox_max, outbox_bytes) = (self.cfg.outbox_max, self.cfg.outbox_max_bytes);
-        let weight = Item::Publish(msg.clone()).weight();
+        let weight = msg.weight();
         let dests: BTreeSet<&String> = dests.iter().collect();
         for dest in dests {
             if *dest == self.me {
@@ -728,7 +717,9 @@ impl Messenger {
     fn flush_sends(&mut self, now_ms: u64) {
         let (rto, window, batch) = (self.cfg.rto_ms, self.cfg.window, self.cfg.batch_max);
         for (name, p) in self.peers.iter_mut().filter(|(_, p)| p.reachable) {
-            for wire in p.out.due(now_ms, rto, window, batch) {
+            let (wires, resent) = p.out.due(now_ms, rto, window, batch);
+            self.stats.retransmitted_items += resent as u64;
+            for wire in wires {
                 self.out.push(Output::Send {
                     to: name.clone(),
                     wire,
@@ -762,20 +753,8 @@ impl Messenger {
             mail.retain(|m| m.expires_ms > now_ms);
         }
         self.mailboxes.retain(|_, m| !m.is_empty());
-        let before = self.count_unsent_resends(now_ms);
-        self.stats.retransmitted_items += before;
         self.flush_sends(now_ms);
         self.close_ops(now_ms);
-    }
-
-    fn count_unsent_resends(&self, now_ms: u64) -> u64 {
-        let rto = self.cfg.rto_ms;
-        self.peers
-            .values()
-            .filter(|p| p.reachable)
-            .flat_map(|p| p.out.iter().take(self.cfg.window))
-            .filter(|p| p.sent_ms.is_some_and(|at| now_ms >= at + rto))
-            .count() as u64
     }
 
     // ----- input -----

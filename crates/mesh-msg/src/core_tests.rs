@@ -3,12 +3,11 @@
 
 use super::*;
 
-fn peers(names: &[(&str, u64)]) -> Vec<PeerInfo> {
+fn peers(names: &[&str]) -> Vec<PeerInfo> {
     names
         .iter()
-        .map(|(n, e)| PeerInfo {
+        .map(|n| PeerInfo {
             name: n.to_string(),
-            epoch: *e,
             reachable: true,
         })
         .collect()
@@ -26,11 +25,11 @@ struct Mesh {
 
 impl Mesh {
     fn new(n: usize) -> Self {
-        let names: Vec<(String, u64)> = (0..n).map(|i| (format!("n{i}"), 1)).collect();
-        let list: Vec<(&str, u64)> = names.iter().map(|(a, b)| (a.as_str(), *b)).collect();
+        let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+        let list: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut nodes = Vec::new();
-        for (name, e) in &names {
-            let mut m = Messenger::new(name.clone(), *e, Config::default());
+        for name in &names {
+            let mut m = Messenger::new(name.clone(), 1, Config::default());
             m.set_peers(0, &peers(&list));
             nodes.push(m);
         }
@@ -211,7 +210,7 @@ fn a_briefly_unreachable_node_gets_its_message_when_back_and_an_expired_one_neve
         .subscribe(0, vec!["inbox.node.n1".into()])
         .unwrap();
     m.cut.insert(1);
-    let mut away = peers(&[("n0", 1), ("n1", 1)]);
+    let mut away = peers(&["n0", "n1"]);
     away[1].reachable = false;
     m.nodes[0].set_peers(0, &away);
     let short = m.nodes[0]
@@ -250,7 +249,7 @@ fn a_briefly_unreachable_node_gets_its_message_when_back_and_an_expired_one_neve
         DirectStatus::Expired
     );
     m.cut.clear();
-    m.nodes[0].set_peers(m.now, &peers(&[("n0", 1), ("n1", 1)]));
+    m.nodes[0].set_peers(m.now, &peers(&["n0", "n1"]));
     m.settle();
     assert_eq!(
         m.nodes[0].direct_report(long).unwrap().nodes["n1"],
@@ -287,7 +286,7 @@ fn lost_messages_are_resent_in_order_and_a_restarted_receiver_gets_a_fresh_strea
     // and what was on it moves to the new incarnation (it may have been
     // published after the restart: n0 could not know).
     m.nodes[1] = Messenger::new("n1", 2, Config::default());
-    m.nodes[1].set_peers(m.now, &peers(&[("n0", 1), ("n1", 2)]));
+    m.nodes[1].set_peers(m.now, &peers(&["n0", "n1"]));
     m.nodes[1].subscribe(m.now, vec!["c".into()]).unwrap();
     m.delivered[1].clear();
     m.nodes[0].publish(m.now, "p", "c", vec![9], 0).unwrap();
@@ -323,7 +322,7 @@ fn a_failed_node_is_reported_gone_and_publishes_do_not_wait_for_it() {
         )
         .unwrap();
     m.settle();
-    m.nodes[0].set_peers(0, &peers(&[("n0", 1), ("n1", 1)]));
+    m.nodes[0].set_peers(0, &peers(&["n0", "n1"]));
     m.settle();
     let r = m.nodes[0].direct_report(op).unwrap();
     assert_eq!(r.nodes["n2"], DirectStatus::Gone);
@@ -337,10 +336,9 @@ fn a_failed_node_is_reported_gone_and_publishes_do_not_wait_for_it() {
 
 #[test]
 fn a_peer_of_unknown_incarnation_is_learned_from_its_reset_and_nothing_is_lost() {
-    // Production learns incarnations from the peers themselves (epoch 0 in
-    // the peer list), not from membership.
+    // Incarnations are learned from the peers themselves, not from membership.
     let mut m = Mesh::new(2);
-    let unknown = [("n0", 0), ("n1", 0)];
+    let unknown = ["n0", "n1"];
     for k in 0..2 {
         m.nodes[k] = Messenger::new(format!("n{k}"), 10 + k as u64, Config::default());
         m.nodes[k].set_peers(0, &peers(&unknown));
@@ -401,7 +399,7 @@ fn a_peer_queue_is_bounded_in_bytes_too() {
         ..Config::default()
     };
     let mut m = Messenger::new("n0", 1, cfg);
-    let mut away = peers(&[("n0", 1), ("n1", 1)]);
+    let mut away = peers(&["n0", "n1"]);
     away[1].reachable = false;
     m.set_peers(0, &away);
     for _ in 0..3 {
@@ -418,9 +416,9 @@ fn a_peer_queue_is_bounded_in_bytes_too() {
     assert_eq!(m.stats().dropped_full, 1, "the third did not fit");
     assert_eq!(m.peer_queues()[0].queued, 2);
     // Once the peer answers, the queue empties and its byte count with it.
-    m.set_peers(0, &peers(&[("n0", 1), ("n1", 1)]));
+    m.set_peers(0, &peers(&["n0", "n1"]));
     let mut n1 = Messenger::new("n1", 1, Config::default());
-    n1.set_peers(0, &peers(&[("n0", 1), ("n1", 1)]));
+    n1.set_peers(0, &peers(&["n0", "n1"]));
     for _ in 0..3 {
         let outs: Vec<Output> = m.drain_outputs().collect();
         for o in outs {

@@ -84,11 +84,19 @@ impl<T> Sender<T> {
     /// unacknowledged for `rto_ms`, in runs of at most `batch_max` items and
     /// about [`BATCH_MAX_BYTES`] (one item may exceed it alone). A run
     /// from the first such item to the last may re-send a few items in between;
-    /// the receiver drops duplicates.
-    pub fn due(&mut self, now_ms: u64, rto_ms: u64, window: usize, batch_max: usize) -> Vec<Wire> {
+    /// the receiver drops duplicates. Also how many of them were sent before
+    /// (re-sends).
+    pub fn due(
+        &mut self,
+        now_ms: u64,
+        rto_ms: u64,
+        window: usize,
+        batch_max: usize,
+    ) -> (Vec<Wire>, usize) {
         let due = |p: &Pending<T>| p.sent_ms.is_none_or(|at| now_ms >= at + rto_ms);
         let limit = window.min(self.unacked.len());
         let mut out = Vec::new();
+        let mut resent = 0;
         let mut i = 0;
         while i < limit {
             if !due(&self.unacked[i]) {
@@ -109,6 +117,7 @@ impl<T> Sender<T> {
             let base = self.unacked[0].seq;
             let items = (start..end)
                 .map(|k| {
+                    resent += self.unacked[k].sent_ms.is_some() as usize;
                     self.unacked[k].sent_ms = Some(now_ms);
                     self.unacked[k].item.clone()
                 })
@@ -123,7 +132,7 @@ impl<T> Sender<T> {
             });
             i = end;
         }
-        out
+        (out, resent)
     }
 
     /// Takes every item up to `upto`, each with its result if the ack carried it.
@@ -232,10 +241,15 @@ impl Receiver {
             }
         }
         let upto = self.next - 1;
+        // `recent` is in sequence order: start at the first wanted, not at
+        // the oldest remembered (it holds up to a window of results).
+        let from = self
+            .recent
+            .partition_point(|(s, _)| *s < base.min(first_seq));
         let results = self
             .recent
-            .iter()
-            .filter(|(s, _)| *s >= base.min(first_seq) && *s <= upto)
+            .range(from..)
+            .take_while(|(s, _)| *s <= upto)
             .copied()
             .collect();
         Wire::Ack {
@@ -269,26 +283,25 @@ mod tests {
         for t in 0..5 {
             s.push(Item::Skip, t);
         }
-        let w = s.due(0, 100, 3, 2);
+        let (w, resent) = s.due(0, 100, 3, 2);
+        assert_eq!(resent, 0);
         // Window 3 in runs of 2: seqs 1-2, then 3.
         assert!(
             matches!(&w[..], [Wire::Data { first_seq: 1, items: a, .. }, Wire::Data { first_seq: 3, items: b, .. }] if a.len() == 2 && b.len() == 1)
         );
         assert!(
-            s.due(50, 100, 3, 2).is_empty(),
+            s.due(50, 100, 3, 2).0.is_empty(),
             "nothing due before the timeout"
         );
-        assert_eq!(
-            s.due(100, 100, 3, 8).len(),
-            1,
-            "all three re-sent in one run"
-        );
+        let (w, resent) = s.due(100, 100, 3, 8);
+        assert_eq!(w.len(), 1, "all three re-sent in one run");
+        assert_eq!(resent, 3);
         let done = s.ack(2, &[(1, ItemResult::Delivered(2))]);
         assert_eq!(done.len(), 2);
         assert_eq!(done[0].1, Some(ItemResult::Delivered(2)));
         assert_eq!(done[1].1, None);
         // Seqs 4 and 5 enter the window.
-        let w = s.due(100, 100, 3, 8);
+        let (w, _) = s.due(100, 100, 3, 8);
         assert!(matches!(&w[..], [Wire::Data { first_seq: 4, items, .. }] if items.len() == 2));
     }
 

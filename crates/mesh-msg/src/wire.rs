@@ -71,14 +71,20 @@ pub enum Item {
     Skip,
 }
 
-impl Item {
-    /// Roughly its encoded size, for batching.
+impl Message {
+    /// Roughly its encoded size, for batching and queue bounds.
     pub fn weight(&self) -> usize {
-        let m = match self {
-            Item::Publish(m) | Item::Direct { msg: m, .. } => m,
-            Item::Skip => return 1,
-        };
-        m.payload.len() + m.channel.len() + m.from.len() + m.id.origin.len() + 32
+        self.payload.len() + self.channel.len() + self.from.len() + self.id.origin.len() + 32
+    }
+}
+
+impl Item {
+    /// Roughly its encoded size (see [`Message::weight`]).
+    pub fn weight(&self) -> usize {
+        match self {
+            Item::Publish(m) | Item::Direct { msg: m, .. } => m.weight(),
+            Item::Skip => 1,
+        }
     }
 }
 

@@ -443,12 +443,9 @@ impl Runtime {
                 self.links.remove(&m.id);
                 self.addrs.insert(m.id.clone(), m.addr.clone());
             }
+            // Its messenger's incarnation is learned from the peer itself.
             peers.push(PeerInfo {
                 name: m.id.clone(),
-                // Learned from the peer's messenger itself (membership's
-                // generation changes when a member is renewed after a false
-                // death, its messenger's incarnation does not).
-                epoch: 0,
                 reachable,
             });
         }
@@ -501,15 +498,15 @@ impl Runtime {
     }
 
     fn send(&mut self, to: &str, wire: &Wire) {
-        let Some(addr) = self.addrs.get(to).cloned() else {
-            return;
-        };
-        let frame = encode_frame(&wire.encode());
-        let link = self
-            .links
-            .entry(to.to_string())
-            .or_insert_with(|| spawn_link(self.me.clone(), addr, self.metrics.clone()));
-        if link.try_send(frame).is_err() {
+        if !self.links.contains_key(to) {
+            let Some(addr) = self.addrs.get(to) else {
+                return;
+            };
+            let link = spawn_link(self.me.clone(), addr.clone(), self.metrics.clone());
+            self.links.insert(to.to_string(), link);
+        }
+        let link = &self.links[to];
+        if link.try_send(encode_frame(&wire.encode())).is_err() {
             // Full or closed: the core re-sends what stays unacknowledged.
             self.metrics.drop_packet("msg_link_full");
             if link.is_closed() {

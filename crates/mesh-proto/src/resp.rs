@@ -211,6 +211,14 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     }
 }
 
+/// A command as a client sends it: a multibulk array of bulk strings.
+pub fn encode_request(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let items = args.iter().map(|a| Reply::Bulk(a.to_vec())).collect();
+    encode(&Reply::Array(items), false, &mut out);
+    out
+}
+
 /// A reply, before it is encoded for the connection's protocol version.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
@@ -322,16 +330,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn multibulk(args: &[&[u8]]) -> Vec<u8> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        out
-    }
-
     fn enc(r: &Reply, resp3: bool) -> String {
         let mut out = Vec::new();
         encode(r, resp3, &mut out);
@@ -340,7 +338,7 @@ mod tests {
 
     #[test]
     fn requests() {
-        let req = multibulk(&[b"SET", b"k", b"v\r\nx"]);
+        let req = encode_request(&[b"SET", b"k", b"v\r\nx"]);
         let (args, used) = parse_request(&req).unwrap().unwrap();
         assert_eq!(
             args,
@@ -444,7 +442,7 @@ mod tests {
         #[test]
         fn multibulk_round_trips(args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..8)) {
             let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
-            let req = multibulk(&refs);
+            let req = encode_request(&refs);
             let (got, used) = parse_request(&req).unwrap().unwrap();
             prop_assert_eq!(got, args);
             prop_assert_eq!(used, req.len());

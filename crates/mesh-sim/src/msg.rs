@@ -242,9 +242,6 @@ impl Run {
             .filter(|(_, n)| n.up || now < n.down_since_ms + 3_000)
             .map(|(j, n)| PeerInfo {
                 name: n.name.clone(),
-                // As in the node: incarnations are learned from the peers'
-                // resets, not from membership.
-                epoch: 0,
                 reachable: n.up
                     && self.parts.allows(i as u32, j as u32)
                     && self.parts.allows(j as u32, i as u32),

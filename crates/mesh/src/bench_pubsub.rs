@@ -29,6 +29,7 @@ use clap::Args;
 use serde::Serialize;
 
 use mesh_cli::cluster::{Cluster, wait_for};
+use mesh_proto::resp::encode_request;
 use mesh_proto::units::parse_duration_ms;
 
 #[derive(Args)]
@@ -151,16 +152,6 @@ impl MeshPub {
 
 // ---- Redis: RESP over TCP ----
 
-fn resp_cmd(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 fn read_line(r: &mut BufReader<TcpStream>) -> Option<String> {
     let mut l = String::new();
     (r.read_line(&mut l).ok()? > 0).then_some(l)
@@ -198,7 +189,7 @@ impl RedisSub {
     fn open(addr: &str) -> anyhow::Result<Self> {
         let mut s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
-        s.write_all(&resp_cmd(&[b"SUBSCRIBE", b"bench"]))?;
+        s.write_all(&encode_request(&[b"SUBSCRIBE", b"bench"]))?;
         let mut r = BufReader::new(s);
         let mut v = Vec::new();
         read_value(&mut r, &mut v).ok_or_else(|| anyhow::anyhow!("no SUBSCRIBE reply"))?;
@@ -237,7 +228,7 @@ impl RedisPub {
         let p = payload(seq, self.len);
         self.r
             .get_mut()
-            .write_all(&resp_cmd(&[b"PUBLISH", b"bench", p.as_bytes()]))?;
+            .write_all(&encode_request(&[b"PUBLISH", b"bench", p.as_bytes()]))?;
         let l = read_line(&mut self.r).ok_or_else(|| anyhow::anyhow!("redis closed"))?;
         Ok(l.trim_start_matches(':').trim().parse().unwrap_or(0))
     }

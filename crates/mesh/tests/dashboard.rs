@@ -17,7 +17,7 @@ use mesh_cli::cluster::wait_for;
 use serde_json::{Value, json};
 
 mod common;
-use common::{http, three_node_mesh, url};
+use common::{http, register_agent, three_node_mesh, url};
 
 struct Kill(Child);
 impl Drop for Kill {
@@ -151,14 +151,7 @@ fn the_dashboard_shows_three_nodes_live_and_a_killed_one_dead() {
 
     // Some work to show: a proposal and a task (no worker: it waits ready).
     for (id, seed) in [("x", 1u8), ("y", 2)] {
-        let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
-        let body = json!({"id": id, "type": "judge",
-            "public_key": mesh_proto::hex::encode(key.verifying_key().as_bytes())});
-        let (st, v) = http(
-            "POST",
-            &url(&c, 0, "/v1/agents"),
-            Some(body.to_string().as_bytes()),
-        );
+        let (st, v) = register_agent(&c, 0, id, "judge", &[], seed);
         assert_eq!(st, 201, "{v}");
     }
     let (st, v) = http(

@@ -9,11 +9,7 @@ use mesh_cli::cluster::wait_for;
 use serde_json::{Value, json};
 
 mod common;
-use common::{Sse, http, three_node_mesh, url};
-
-fn post(c: &mesh_cli::cluster::Cluster, i: usize, path: &str, body: Value) -> (u16, Value) {
-    http("POST", &url(c, i, path), Some(body.to_string().as_bytes()))
-}
+use common::{Sse, http, members_agree, post, register_agent, three_node_mesh, url};
 
 fn subscriptions(c: &mesh_cli::cluster::Cluster, i: usize) -> u64 {
     let (_, v) = http("GET", &url(c, i, "/v1/messaging"), None);
@@ -60,14 +56,7 @@ fn pub_sub_direct_messages_and_system_events_across_three_nodes() {
     }
 
     // A direct message to an agent without a listener waits in its node's mailbox.
-    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-    let (st, v) = post(
-        &c,
-        2,
-        "/v1/agents",
-        json!({"id": "worker-9", "type": "test",
-        "public_key": mesh_proto::hex::encode(key.verifying_key().as_bytes())}),
-    );
+    let (st, v) = register_agent(&c, 2, "worker-9", "test", &[], 9);
     assert_eq!(st, 201, "{v}");
     let seen = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
         http("GET", &url(&c, 0, "/v1/agents/worker-9?stale=true"), None).0 == 200
@@ -301,14 +290,7 @@ fn pub_sub_direct_messages_and_system_events_across_three_nodes() {
     assert!(receipt.is_some(), "the receipt never said delivered");
     // It is alive again for the others (possibly renewed under a new generation).
     let back = wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
-        (0..2).all(|i| {
-            let (_, m) = http("GET", &url(&c, i, "/v1/members"), None);
-            m["members"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|m| m["id"] == node2.as_str() && m["state"] == "alive")
-        })
+        members_agree(&c, 0..2, &node2, |m| m["state"] == "alive")
     });
     assert!(back.is_some(), "the stopped node did not rejoin");
 

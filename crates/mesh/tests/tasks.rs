@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 const EXE: &str = env!("CARGO_BIN_EXE_mesh");
 
 mod common;
-use common::{http, three_node_mesh, url, wait_agents};
+use common::{http, members_agree, post, register_agent, three_node_mesh, url, wait_agents};
 
 /// Worker processes, killed when the test ends however it ends.
 struct Workers(Vec<Child>);
@@ -30,10 +30,6 @@ impl Drop for Workers {
             let _ = c.wait();
         }
     }
-}
-
-fn post(c: &Cluster, i: usize, path: &str, body: Value) -> (u16, Value) {
-    http("POST", &url(c, i, path), Some(body.to_string().as_bytes()))
 }
 
 fn task(c: &Cluster, i: usize, id: &str) -> Value {
@@ -329,14 +325,7 @@ fn queued_work_moves_from_a_hot_node_to_a_cold_one() {
             .spawn()
             .unwrap(),
     );
-    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-    let (s, v) = post(
-        &c,
-        n1,
-        "/v1/agents",
-        json!({"id": "cold", "type": "test", "caps": ["sh"],
-               "public_key": mesh_proto::hex::encode(key.verifying_key().as_bytes())}),
-    );
+    let (s, v) = register_agent(&c, n1, "cold", "test", &["sh"], 7);
     assert_eq!(s, 201, "{v}");
     assert!(wait_agents(&c, n1, 2), "the hot worker did not register");
     // The cold agent waits for up to 30 s in one claim, never claiming again.
@@ -351,14 +340,7 @@ fn queued_work_moves_from_a_hot_node_to_a_cold_one() {
     let cold_node = c.info(n1).node_id.clone();
     assert!(
         wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-            (0..2).all(|i| {
-                let (_, m) = http("GET", &url(&c, i, "/v1/members"), None);
-                m["members"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|m| m["id"] == cold_node.as_str() && m["load"]["slots"] == 4)
-            })
+            members_agree(&c, 0..2, &cold_node, |m| m["load"]["slots"] == 4)
         })
         .is_some(),
         "the cold node's free slots never showed in the gossip: {} {}",

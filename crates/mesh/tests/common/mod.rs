@@ -62,6 +62,45 @@ pub fn http_with_token(
     )
 }
 
+/// POST of a JSON body to `path` on node `i`.
+pub fn post(c: &Cluster, i: usize, path: &str, body: Value) -> (u16, Value) {
+    http("POST", &url(c, i, path), Some(body.to_string().as_bytes()))
+}
+
+/// Registers agent `id` through node `i`, with an ed25519 key made from
+/// `seed` (tests only need distinct keys, not secret ones); the reply.
+pub fn register_agent(
+    c: &Cluster,
+    i: usize,
+    id: &str,
+    kind: &str,
+    caps: &[&str],
+    seed: u8,
+) -> (u16, Value) {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let body = serde_json::json!({"id": id, "type": kind, "caps": caps,
+        "public_key": mesh_proto::hex::encode(key.verifying_key().as_bytes())});
+    post(c, i, "/v1/agents", body)
+}
+
+/// True when each node of `observers` lists member `id` and `pred` holds for
+/// its row.
+pub fn members_agree(
+    c: &Cluster,
+    observers: std::ops::Range<usize>,
+    id: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> bool {
+    observers.into_iter().all(|i| {
+        let (_, m) = http("GET", &url(c, i, "/v1/members"), None);
+        m["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["id"] == id && pred(m))
+    })
+}
+
 /// Three `mesh up` processes named `{prefix}0..2`, joined (every node sees
 /// the other two), with three Raft voters and an agreed leader.
 pub fn three_node_mesh(exe: &str, prefix: &str) -> Cluster {
