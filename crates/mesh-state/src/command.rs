@@ -37,6 +37,21 @@ pub enum Command {
     Coord(CoordCmd),
     /// Tasks.
     Task(crate::tasks::TaskCmd),
+    /// `MULTI ... EXEC`: reads and writes applied as one, in order, if every
+    /// watched key's digest ([`crate::Keyspace::watch_digest`]) is still the
+    /// one given (`WATCH`); otherwise nothing runs and the reply is `Nil`.
+    /// Replies: an array with each operation's reply (an error in its slot).
+    Exec {
+        watch: Vec<(Vec<u8>, u64)>,
+        ops: Vec<TxOp>,
+    },
+}
+
+/// One operation of a transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TxOp {
+    Write(KvCmd),
+    Read(crate::read::ReadCmd),
 }
 
 /// A coordination command.
@@ -271,6 +286,13 @@ pub enum KvCmd {
     },
     /// `FLUSHDB`: everything goes.
     FlushAll,
+    /// Pops one element from the first of `keys` holding a non-empty list (what
+    /// `BLPOP`/`BRPOP` do once an element is there): replies `[key, element]`,
+    /// or nil when every list is empty.
+    PopFirst {
+        keys: Vec<Vec<u8>>,
+        front: bool,
+    },
 }
 
 impl KvCmd {
@@ -296,7 +318,9 @@ impl KvCmd {
             | KvCmd::HSet { key, .. }
             | KvCmd::HDel { key, .. }
             | KvCmd::HIncrBy { key, .. } => vec![key],
-            KvCmd::Del { keys } => keys.iter().map(Vec::as_slice).collect(),
+            KvCmd::Del { keys } | KvCmd::PopFirst { keys, .. } => {
+                keys.iter().map(Vec::as_slice).collect()
+            }
             KvCmd::LMove { src, dst, .. } => vec![src, dst],
             KvCmd::FlushAll => vec![],
         }

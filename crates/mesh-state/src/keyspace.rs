@@ -35,6 +35,26 @@ pub struct Keyspace {
     entries: BTreeMap<Vec<u8>, Entry>,
     /// (expiry, key) for every key with an expiry, to expire in time order.
     expiries: BTreeSet<(u64, Vec<u8>)>,
+    /// (hash, key) of every key, for `SCAN`'s numeric cursors (derived, not
+    /// serialized: rebuilt when a snapshot loads).
+    by_hash: BTreeSet<(u64, Vec<u8>)>,
+}
+
+/// FNV-1a, 64 bits: a hash fixed by its definition (not by a Rust version),
+/// so every replica and every release computes the same value.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// A key's place in `SCAN` order: never 0, which is the cursor that starts
+/// and ends a scan.
+fn scan_hash(key: &[u8]) -> u64 {
+    fnv1a(key).max(1)
 }
 
 impl From<Vec<(Vec<u8>, Entry)>> for Keyspace {
@@ -80,6 +100,9 @@ impl Keyspace {
         if let Some(at) = entry.expires_at_ms {
             self.expiries.insert((at, key.clone()));
         }
+        if !self.entries.contains_key(&key) {
+            self.by_hash.insert((scan_hash(&key), key.clone()));
+        }
         self.entries.insert(key, entry);
     }
 
@@ -88,6 +111,7 @@ impl Keyspace {
         if let Some(at) = e.expires_at_ms {
             self.expiries.remove(&(at, key.to_vec()));
         }
+        self.by_hash.remove(&(scan_hash(key), key.to_vec()));
         Some(e)
     }
 
@@ -211,6 +235,7 @@ impl Keyspace {
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
         self.expiries.clear();
+        self.by_hash.clear();
     }
 
     /// Removes `key` if its container became empty.
@@ -418,5 +443,57 @@ impl Keyspace {
                 .is_some()
         });
         (out, if more { last } else { None })
+    }
+
+    /// `SCAN` with Redis's numeric cursors: keys are visited in the order of a
+    /// fixed hash of the key, and the cursor is the hash to continue from (0
+    /// starts and ends a scan). Stateless, so a scan may continue on another
+    /// node or connection; a key present for the whole scan is returned
+    /// exactly once (keys sharing a hash are visited in the same call), and
+    /// `count` bounds the keys visited per call, not those returned.
+    pub fn scan_hashed(
+        &self,
+        cursor: u64,
+        count: usize,
+        pattern: Option<&[u8]>,
+        of_type: Option<ValueType>,
+        now_ms: u64,
+    ) -> (Vec<Vec<u8>>, u64) {
+        use std::ops::Bound;
+        let start = (cursor, Vec::new());
+        let mut out = Vec::new();
+        let mut last_hash = None;
+        for (visited, (h, k)) in self
+            .by_hash
+            .range((Bound::Included(start), Bound::Unbounded))
+            .enumerate()
+        {
+            if visited >= count.max(1) && last_hash != Some(*h) {
+                return (out, *h);
+            }
+            last_hash = Some(*h);
+            let Some(e) = self.entries.get(k) else {
+                continue;
+            };
+            if e.live(now_ms)
+                && pattern.is_none_or(|p| glob::matches(p, k))
+                && of_type.is_none_or(|t| e.value.value_type() == t)
+            {
+                out.push(k.clone());
+            }
+        }
+        (out, 0)
+    }
+
+    /// A digest of `key`'s live entry (value and expiry), or of its absence,
+    /// for `WATCH`: a transaction runs only if every watched key's digest is
+    /// unchanged when the log applies it.
+    pub fn watch_digest(&self, key: &[u8], now_ms: u64) -> u64 {
+        match self.get(key, now_ms) {
+            None => 0,
+            Some(e) => {
+                fnv1a(&postcard::to_allocvec(e).expect("encoding to a Vec cannot fail")).max(1)
+            }
+        }
     }
 }

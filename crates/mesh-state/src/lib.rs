@@ -11,6 +11,7 @@
 //!   optional expiry, enough of the Redis data model to serve Redis clients later;
 //! - [`command`]: the commands and their replies;
 //! - [`machine`]: apply, request-id deduplication, snapshots and a state digest;
+//! - [`read`]: keyspace reads with Redis's semantics, in and out of the log;
 //! - [`glob`]: Redis-style key patterns (`KEYS`, `SCAN MATCH`).
 //!
 //! - [`agents`], [`proposals`] (signed votes), [`barriers`]: the coordination state.
@@ -28,11 +29,12 @@ pub mod keyspace;
 pub mod limits;
 pub mod machine;
 pub mod proposals;
+pub mod read;
 pub mod tasks;
 pub mod value;
 
 pub use command::{
-    Command, CoordCmd, Event, Expiry, KvCmd, Reply, RequestId, SetCond, Stamped, ZAddFlags,
+    Command, CoordCmd, Event, Expiry, KvCmd, Reply, RequestId, SetCond, Stamped, TxOp, ZAddFlags,
 };
 pub use error::StateError;
 pub use keyspace::Keyspace;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::agents::{self, Agent, AgentState, MAX_AGENT_CAPS};
 use crate::barriers::{Barrier, BarrierSpec};
 use crate::command::{
-    Command, CoordCmd, Event, Expiry, KvCmd, Reply, RequestId, SetCond, Stamped, ZAddFlags,
+    Command, CoordCmd, Event, Expiry, KvCmd, Reply, RequestId, SetCond, Stamped, TxOp, ZAddFlags,
 };
 use crate::error::StateError;
 use crate::keyspace::{Entry, Keyspace};
@@ -108,7 +108,7 @@ pub fn validate(cmd: &KvCmd) -> Result<(), StateError> {
         KvCmd::Expire {
             at_ms: Some(at), ..
         } if *at > MAX_EXPIRY_MS => Err(StateError::BadExpiry),
-        KvCmd::Del { keys } => check_count(keys.len()),
+        KvCmd::Del { keys } | KvCmd::PopFirst { keys, .. } => check_count(keys.len()),
         KvCmd::Push { values, .. } => {
             check_count(values.len())?;
             values.iter().try_for_each(|v| check_value(v))
@@ -295,6 +295,7 @@ impl StateMachine {
                     )
                     .collect(),
             )),
+            Command::Exec { watch, ops } => Ok(self.exec(watch, ops, now, &mut rng)),
         };
         if let (Some(id), Ok(reply)) = (&stamped.request_id, &result) {
             self.dedup.insert(id.clone(), (now, reply.clone()));
@@ -669,6 +670,19 @@ impl StateMachine {
             KvCmd::FlushAll => {
                 ks.clear();
                 Ok(Reply::Ok)
+            }
+            KvCmd::PopFirst { keys, front } => {
+                for key in keys {
+                    let Some(l) = ks.list_mut(key, now, false)? else {
+                        continue;
+                    };
+                    let Some(v) = (if *front { l.pop_front() } else { l.pop_back() }) else {
+                        continue;
+                    };
+                    ks.drop_if_empty(key);
+                    return Ok(Reply::Array(vec![Reply::Bulk(key.clone()), Reply::Bulk(v)]));
+                }
+                Ok(Reply::Nil)
             }
         }
     }
@@ -1099,6 +1113,31 @@ impl StateMachine {
         }
     }
 
+    /// A transaction: nothing if a watched key changed, else every operation
+    /// in order, each reply (or error) in its slot.
+    fn exec(
+        &mut self,
+        watch: &[(Vec<u8>, u64)],
+        ops: &[TxOp],
+        now: u64,
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> Reply {
+        if watch
+            .iter()
+            .any(|(key, digest)| self.keyspace.watch_digest(key, now) != *digest)
+        {
+            return Reply::Nil;
+        }
+        let replies = ops.iter().map(|op| {
+            let r = match op {
+                TxOp::Write(c) => validate(c).and_then(|_| self.apply_kv(c, now, rng)),
+                TxOp::Read(r) => r.eval(&self.keyspace, now, rng.random()),
+            };
+            r.unwrap_or_else(Reply::Error)
+        });
+        Reply::Array(replies.collect())
+    }
+
     fn zadd(
         &mut self,
         key: &[u8],
@@ -1166,11 +1205,6 @@ impl StateMachine {
     /// A 64-bit digest of the state (FNV-1a over the snapshot): equal states have
     /// equal digests, so replicas can be compared cheaply.
     pub fn digest(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.snapshot() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h
+        crate::keyspace::fnv1a(&self.snapshot())
     }
 }
