@@ -1,39 +1,45 @@
-//! Fuzzes the RESP request parser (`mesh_proto::resp::parse_request`): any
-//! bytes, parsed as a connection would (one command after another), must
-//! never panic, never claim more bytes than it was given, and give the same
-//! commands however the bytes are split into reads.
+//! Fuzzes the RESP request parser (`mesh_proto::resp::RequestParser`): any
+//! bytes, parsed as a connection would (one command after another, one parser
+//! kept across reads), must never panic, never claim more bytes than it was
+//! given, and give the same commands however the bytes are split into reads.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mesh_proto::resp::parse_request;
+use mesh_proto::resp::RequestParser;
 
-/// Parses commands off the front of `buf` until it needs more or fails.
-fn commands(mut buf: &[u8]) -> (Vec<Vec<Vec<u8>>>, bool) {
+/// Parses commands off `data` as a connection that receives it in reads
+/// ending at `cuts`: (commands, whether it failed).
+fn commands(data: &[u8], cuts: &[usize]) -> (Vec<Vec<Vec<u8>>>, bool) {
+    let mut parser = RequestParser::default();
     let mut out = Vec::new();
-    loop {
-        match parse_request(buf) {
-            Ok(Some((args, used))) => {
-                assert!(used > 0 && used <= buf.len(), "used {used} of {}", buf.len());
-                out.push(args);
-                buf = &buf[used..];
+    let mut start = 0;
+    for &end in cuts.iter().chain([&data.len()]) {
+        let end = end.clamp(start, data.len());
+        loop {
+            let buf = &data[start..end];
+            match parser.parse(buf) {
+                Ok(Some((args, used))) => {
+                    assert!(used > 0 && used <= buf.len(), "used {used} of {}", buf.len());
+                    out.push(args);
+                    start += used;
+                }
+                Ok(None) => break,
+                Err(_) => return (out, true),
             }
-            Ok(None) => return (out, false),
-            Err(_) => return (out, true),
         }
     }
+    (out, false)
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (whole, failed) = commands(data);
-    // Fed in two reads split anywhere: the first read's complete commands are
-    // a prefix of the whole, and the rest parses on once the bytes are there.
-    if let Some(&cut) = data.first() {
-        let cut = (cut as usize) % (data.len() + 1);
-        let (first, first_failed) = commands(&data[..cut]);
-        if !first_failed {
-            assert!(first.len() <= whole.len());
-            assert_eq!(&whole[..first.len()], &first[..]);
-        }
+    let whole = commands(data, &[]);
+    // Fed in reads split anywhere: the same commands, and the same failure.
+    if data.len() >= 2 {
+        let a = data[0] as usize % (data.len() + 1);
+        let b = a + data[1] as usize % (data.len() + 1 - a);
+        let split = commands(data, &[a, b]);
+        let bytewise: Vec<usize> = (0..data.len()).collect();
+        assert_eq!(split, whole);
+        assert_eq!(commands(data, &bytewise), whole);
     }
-    let _ = failed;
 });

@@ -52,79 +52,124 @@ fn number(digits: &[u8]) -> Option<i64> {
 
 /// Parses one request from the front of `buf`. An empty request (`*0`, `*-1`
 /// or a blank inline line) comes back as no arguments; the caller skips it.
+/// A connection uses a [`RequestParser`], which keeps its place in a request
+/// that arrives in pieces.
 pub fn parse_request(buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
-    match buf.first() {
-        None => Ok(None),
-        Some(b'*') => parse_multibulk(buf),
-        Some(_) => parse_inline(buf),
-    }
+    RequestParser::default().parse(buf)
 }
 
-fn parse_multibulk(buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
-    let Some(end) = crlf(buf, 1) else {
-        if buf.len() > MAX_INLINE_BYTES {
-            return Err(perr("too big mbulk count string"));
-        }
-        return Ok(None);
-    };
-    let n = number(&buf[1..end]).ok_or(perr("invalid multibulk length"))?;
-    if n > MAX_ARGS as i64 {
-        return Err(perr("invalid multibulk length"));
-    }
-    let mut at = end + 2;
-    if n <= 0 {
-        return Ok(Some((Vec::new(), at)));
-    }
-    // Reserve for what the bytes at hand can hold, not what the count claims.
-    let mut args = Vec::with_capacity((n as usize).min(buf.len() / 4 + 1));
-    for _ in 0..n {
-        let Some(&first) = buf.get(at) else {
-            return Ok(None);
+/// A parser that keeps what it parsed of an incomplete request, so a request
+/// fed in many small reads costs time linear in its size, not quadratic: call
+/// [`RequestParser::parse`] again with the same buffer, grown, until it gives
+/// the request; then drop the bytes it used and go on.
+#[derive(Debug, Default)]
+pub struct RequestParser {
+    /// Arguments still expected of the multibulk in progress (0: none in progress).
+    expected: usize,
+    args: Vec<Vec<u8>>,
+    /// Where parsing resumes in the buffer.
+    at: usize,
+    /// Bytes of an incomplete inline line already searched for its newline.
+    scanned: usize,
+}
+
+impl RequestParser {
+    /// Parses the next request from `buf`, which must start where the previous
+    /// complete request ended (and hold the same bytes as the last call, plus
+    /// more). After an error, the parser is reset (the connection closes).
+    pub fn parse(&mut self, buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
+        let r = match buf.first() {
+            None => Ok(None),
+            Some(b'*') => self.multibulk(buf),
+            Some(_) => self.inline(buf),
         };
-        if first != b'$' {
-            // Redis's text, with the byte it got.
-            return Err(ProtocolError::from_string(format!(
-                "expected '$', got '{}'",
-                first as char
-            )));
+        if !matches!(r, Ok(None)) {
+            *self = RequestParser::default();
         }
-        let Some(end) = crlf(buf, at + 1) else {
-            if buf.len() - at > 32 {
-                return Err(perr("too big bulk count string"));
+        r
+    }
+
+    fn multibulk(&mut self, buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
+        if self.at == 0 {
+            let Some(end) = crlf(buf, 1) else {
+                if buf.len() > MAX_INLINE_BYTES {
+                    return Err(perr("too big mbulk count string"));
+                }
+                return Ok(None);
+            };
+            let n = number(&buf[1..end]).ok_or(perr("invalid multibulk length"))?;
+            if n > MAX_ARGS as i64 {
+                return Err(perr("invalid multibulk length"));
             }
+            if n <= 0 {
+                return Ok(Some((Vec::new(), end + 2)));
+            }
+            self.at = end + 2;
+            self.expected = n as usize;
+            // Reserve for what the bytes at hand can hold, not what the count claims.
+            self.args = Vec::with_capacity(self.expected.min(buf.len() / 4 + 1));
+        }
+        while self.args.len() < self.expected {
+            let at = self.at;
+            let Some(&first) = buf.get(at) else {
+                return Ok(None);
+            };
+            if first != b'$' {
+                // Redis's text, with the byte it got.
+                return Err(ProtocolError::from_string(format!(
+                    "expected '$', got '{}'",
+                    first as char
+                )));
+            }
+            let Some(end) = crlf(buf, at + 1) else {
+                if buf.len() - at > 32 {
+                    return Err(perr("too big bulk count string"));
+                }
+                return Ok(None);
+            };
+            let len = number(&buf[at + 1..end]).ok_or(perr("invalid bulk length"))?;
+            if len < 0 || len as usize > MAX_BULK_BYTES {
+                return Err(perr("invalid bulk length"));
+            }
+            let start = end + 2;
+            let stop = start + len as usize;
+            if buf.len() < stop + 2 {
+                return Ok(None);
+            }
+            if &buf[stop..stop + 2] != b"\r\n" {
+                return Err(perr("expected CRLF after a bulk string"));
+            }
+            self.args.push(buf[start..stop].to_vec());
+            self.at = stop + 2;
+        }
+        Ok(Some((std::mem::take(&mut self.args), self.at)))
+    }
+
+    fn inline(&mut self, buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
+        let from = self.scanned.min(buf.len());
+        let Some(nl) = buf[from..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|p| from + p)
+        else {
+            if buf.len() > MAX_INLINE_BYTES {
+                return Err(perr("too big inline request"));
+            }
+            self.scanned = buf.len();
             return Ok(None);
         };
-        let len = number(&buf[at + 1..end]).ok_or(perr("invalid bulk length"))?;
-        if len < 0 || len as usize > MAX_BULK_BYTES {
-            return Err(perr("invalid bulk length"));
-        }
-        let start = end + 2;
-        let stop = start + len as usize;
-        if buf.len() < stop + 2 {
-            return Ok(None);
-        }
-        if &buf[stop..stop + 2] != b"\r\n" {
-            return Err(perr("expected CRLF after a bulk string"));
-        }
-        args.push(buf[start..stop].to_vec());
-        at = stop + 2;
+        parse_inline_line(buf, nl).map(Some)
     }
-    Ok(Some((args, at)))
 }
 
-fn parse_inline(buf: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
-    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
-        if buf.len() > MAX_INLINE_BYTES {
-            return Err(perr("too big inline request"));
-        }
-        return Ok(None);
-    };
+/// The inline command ending with the newline at `nl`.
+fn parse_inline_line(buf: &[u8], nl: usize) -> Result<Parsed, ProtocolError> {
     if nl > MAX_INLINE_BYTES {
         return Err(perr("too big inline request"));
     }
     let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
     let args = split_args(line).ok_or(perr("unbalanced quotes in request"))?;
-    Ok(Some((args, nl + 1)))
+    Ok((args, nl + 1))
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -446,6 +491,31 @@ mod tests {
             let (got, used) = parse_request(&req).unwrap().unwrap();
             prop_assert_eq!(got, args);
             prop_assert_eq!(used, req.len());
+        }
+
+        #[test]
+        fn a_request_in_pieces_parses_as_a_whole(
+            args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..8),
+            inline in any::<bool>(),
+            step in 1usize..9,
+        ) {
+            let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+            let mut req = if inline { b"PING hello\r\n".to_vec() } else { encode_request(&refs) };
+            req.extend_from_slice(b"*1\r\n$4\r\nNEXT\r\n");
+            let whole = parse_request(&req).unwrap().unwrap();
+            // One parser fed the same buffer, grown a few bytes at a time.
+            let mut p = RequestParser::default();
+            let mut got = None;
+            for len in (0..=req.len()).step_by(step).chain([req.len()]) {
+                if let Some(r) = p.parse(&req[..len]).unwrap() {
+                    got = Some(r);
+                    break;
+                }
+            }
+            prop_assert_eq!(got, Some(whole.clone()));
+            // And it starts afresh on the next request.
+            let next = p.parse(&req[whole.1..]).unwrap().unwrap();
+            prop_assert_eq!(next.0, vec![b"NEXT".to_vec()]);
         }
 
         #[test]

@@ -16,6 +16,7 @@
 //! reach the follower (measured: it took 0.1-0.2 ms off every forwarded write).
 //!
 //! - [`kv`]: namespaced keys and values;
+//! - [`keyspace`]: the same keyspace by whole keys, for the Redis endpoint;
 //! - [`coord`]: agents, proposals and signed votes, barriers;
 //! - [`tasks`]: tasks: submit, claim, renew, outcomes, cancel;
 //! - [`messages`]: pub/sub, direct messages with receipts, subscriptions;
@@ -25,6 +26,7 @@
 pub mod coord;
 pub mod error;
 pub mod history;
+pub mod keyspace;
 pub mod kv;
 pub mod messages;
 pub mod tasks;
