@@ -112,6 +112,34 @@ pub fn is_literal(pattern: &str) -> bool {
         .any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
 }
 
+/// The pattern that matches exactly `channel` (glob syntax escaped), as a
+/// Redis `SUBSCRIBE` means it.
+pub fn escape(channel: &str) -> String {
+    let mut out = String::with_capacity(channel.len());
+    for c in channel.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The one channel `pattern` matches, if it has no unescaped glob syntax
+/// (`a\*b` is the channel `a*b`); `None` for a real pattern.
+pub fn literal_channel(pattern: &str) -> Option<String> {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?),
+            '*' | '?' | '[' => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
 /// True if `channel` matches `pattern`.
 pub fn matches(pattern: &str, channel: &str) -> bool {
     mesh_proto::glob::matches(pattern.as_bytes(), channel.as_bytes())
@@ -198,5 +226,19 @@ mod tests {
         assert!(matches("jobs.*", "jobs.build") && !matches("jobs.*", "job"));
         assert!(is_literal("inbox.agent.a1") && !is_literal("inbox.*"));
         assert_eq!(inbox(&Recipient::Agent("a1".into())), "inbox.agent.a1");
+    }
+
+    #[test]
+    fn escaped_channels_are_literal_patterns() {
+        for ch in ["plain", "a*b", "q?[x]\\y", "é*"] {
+            let p = escape(ch);
+            assert!(validate_pattern(&p).is_ok(), "{p}");
+            assert!(matches(&p, ch), "{p} matches {ch}");
+            assert_eq!(literal_channel(&p).as_deref(), Some(ch));
+        }
+        assert!(!matches(&escape("a*"), "abc"));
+        assert_eq!(literal_channel("a*"), None);
+        assert_eq!(literal_channel("a[bc]"), None);
+        assert_eq!(literal_channel("news.tech"), Some("news.tech".into()));
     }
 }

@@ -848,6 +848,9 @@ impl Messenger {
                     self.flush_sends(now_ms);
                 }
             }
+            // Subscription queries are answered by the node runtime from
+            // `subscriptions`; they carry no stream state.
+            Wire::SubsQuery { .. } | Wire::SubsReport { .. } => {}
         }
         self.close_ops(now_ms);
     }

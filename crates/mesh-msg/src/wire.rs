@@ -131,6 +131,15 @@ pub enum Wire {
     },
     /// "You addressed my incarnation `wanted`; I am `current`."
     Reset { wanted: u64, current: u64 },
+    /// "Which subscriptions do you have?" (Redis's `PUBSUB` counts them
+    /// mesh-wide). Best effort, outside the streams: the node runtime answers.
+    SubsQuery { id: u64 },
+    /// The answer: each subscription pattern of the node and how many
+    /// subscriptions hold it.
+    SubsReport {
+        id: u64,
+        patterns: Vec<(String, u32)>,
+    },
 }
 
 /// The largest encoded wire message a node accepts.

@@ -38,6 +38,15 @@ pub struct Settings {
     pub replace_dead_after: Option<String>,
     /// Bearer token every HTTP request must carry (but `GET /healthz`).
     pub http_token: Option<String>,
+    /// Address of the Redis-protocol endpoint (off unless given).
+    pub resp: Option<String>,
+    /// Password Redis clients must give (`AUTH`); without it only loopback
+    /// clients are served.
+    pub resp_password: Option<String>,
+    /// Serve `FLUSHDB`/`FLUSHALL` (they remove every key of the mesh).
+    pub resp_allow_flush: Option<bool>,
+    /// Most Redis clients at once.
+    pub resp_max_clients: Option<usize>,
 }
 
 /// Shortest HTTP token accepted: a short one is guessable on an open port.
@@ -68,7 +77,15 @@ pub struct NodeConfig {
     pub replace_dead_after_ms: u64,
     /// Bearer token for the HTTP API; required when `http` is not loopback.
     pub http_token: Option<String>,
+    /// The Redis-protocol endpoint, if served.
+    pub resp: Option<SocketAddr>,
+    pub resp_password: Option<String>,
+    pub resp_allow_flush: bool,
+    pub resp_max_clients: usize,
 }
+
+/// Redis clients served at once unless configured (Redis's `maxclients`).
+pub const DEFAULT_RESP_MAX_CLIENTS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -210,7 +227,36 @@ impl NodeConfig {
             .or(file.http_token)
             .filter(|t| !t.is_empty());
         check_http_token(http, http_token.as_deref())?;
+        let resp = match over.resp.or(file.resp) {
+            Some(a) if !a.is_empty() => Some(parse_addr("--resp", &a)?),
+            _ => None,
+        };
+        let resp_password = over
+            .resp_password
+            .or(file.resp_password)
+            .filter(|p| !p.is_empty());
+        if resp_password.as_ref().is_some_and(|p| p.len() > 512) {
+            return Err(ConfigError::Invalid(
+                "--resp-password is longer than 512 bytes".into(),
+            ));
+        }
+        let resp_max_clients = over
+            .resp_max_clients
+            .or(file.resp_max_clients)
+            .unwrap_or(DEFAULT_RESP_MAX_CLIENTS);
+        if resp_max_clients == 0 || resp_max_clients > 1_000_000 {
+            return Err(ConfigError::Invalid(format!(
+                "--resp-max-clients {resp_max_clients}: expected 1 to 1000000"
+            )));
+        }
         Ok(NodeConfig {
+            resp,
+            resp_password,
+            resp_allow_flush: over
+                .resp_allow_flush
+                .or(file.resp_allow_flush)
+                .unwrap_or(false),
+            resp_max_clients,
             node_id,
             voters,
             http_token,

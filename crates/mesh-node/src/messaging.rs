@@ -93,6 +93,29 @@ pub struct MessagingStatus {
     pub dropped_system_events: u64,
 }
 
+/// Subscriptions across the mesh, as the nodes that answered in time
+/// reported them (for Redis's `PUBSUB`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MeshSubscriptions {
+    /// Each pattern (a plain channel name is a pattern too) and how many
+    /// subscriptions hold it, summed over the nodes that answered.
+    pub patterns: BTreeMap<String, u32>,
+    /// Nodes asked, this one included.
+    pub nodes_asked: usize,
+    /// Nodes that answered, this one included.
+    pub nodes_answered: usize,
+}
+
+/// How long a subscription query waits for the other nodes.
+pub const SUBS_QUERY_WAIT: Duration = Duration::from_millis(500);
+
+struct SubsQuery {
+    waiting: std::collections::BTreeSet<String>,
+    acc: MeshSubscriptions,
+    deadline: Instant,
+    reply: oneshot::Sender<MeshSubscriptions>,
+}
+
 /// Where the first receipt of a direct send goes.
 type DirectReply = oneshot::Sender<Result<(OpId, DirectReport), MsgError>>;
 
@@ -126,6 +149,7 @@ enum Req {
         payload: Vec<u8>,
     },
     Status(oneshot::Sender<MessagingStatus>),
+    MeshSubs(oneshot::Sender<MeshSubscriptions>),
 }
 
 /// The handle the service holds; clones share one runtime.
@@ -240,6 +264,12 @@ impl Messaging {
         let (reply, rx) = oneshot::channel();
         self.call(Req::Status(reply), rx).await
     }
+
+    /// Subscriptions on every reachable node (at most [`SUBS_QUERY_WAIT`]).
+    pub async fn mesh_subscriptions(&self) -> Result<MeshSubscriptions, MessagingError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Req::MeshSubs(reply), rx).await
+    }
 }
 
 /// Starts the runtime for node `me` of incarnation `epoch`. Wire messages
@@ -273,6 +303,9 @@ pub fn start(
         addrs: BTreeMap::new(),
         dropped_slow: 0,
         metrics,
+        reachable: Default::default(),
+        queries: BTreeMap::new(),
+        next_query: 0,
     };
     tokio::spawn(rt.run(rx, wire_rx, members));
     (handle, wire_tx)
@@ -296,6 +329,10 @@ struct Runtime {
     addrs: BTreeMap<String, String>,
     dropped_slow: u64,
     metrics: Arc<Metrics>,
+    /// Peers alive in the membership view (asked by subscription queries).
+    reachable: std::collections::BTreeSet<String>,
+    queries: BTreeMap<u64, SubsQuery>,
+    next_query: u64,
 }
 
 impl Runtime {
@@ -320,10 +357,10 @@ impl Runtime {
                 },
                 Some((from, wire)) = wires.recv() => {
                     let now = self.now_ms();
-                    self.core.handle(now, &from, wire);
+                    self.wire(now, &from, wire);
                     // Take whatever else is waiting before flushing once.
                     while let Ok((from, wire)) = wires.try_recv() {
-                        self.core.handle(now, &from, wire);
+                        self.wire(now, &from, wire);
                     }
                 }
                 changed = members.changed() => {
@@ -337,9 +374,65 @@ impl Runtime {
                     let now = self.now_ms();
                     self.core.tick(now);
                     self.export_metrics();
+                    self.expire_queries();
                 }
             }
             self.carry_out();
+        }
+    }
+
+    /// A wire message from a peer: subscription queries here, the rest to the core.
+    fn wire(&mut self, now: u64, from: &str, wire: Wire) {
+        match wire {
+            Wire::SubsQuery { id } => {
+                let report = Wire::SubsReport {
+                    id,
+                    patterns: self.local_patterns().into_iter().collect(),
+                };
+                self.send(from, &report);
+            }
+            Wire::SubsReport { id, patterns } => {
+                let Some(q) = self.queries.get_mut(&id) else {
+                    return;
+                };
+                if q.waiting.remove(from) {
+                    q.acc.nodes_answered += 1;
+                    for (p, n) in patterns {
+                        *q.acc.patterns.entry(p).or_default() += n;
+                    }
+                }
+                if q.waiting.is_empty() {
+                    let q = self.queries.remove(&id).expect("present");
+                    let _ = q.reply.send(q.acc);
+                }
+            }
+            other => self.core.handle(now, from, other),
+        }
+    }
+
+    /// This node's subscription patterns and how many subscriptions hold each.
+    fn local_patterns(&self) -> BTreeMap<String, u32> {
+        let mut out = BTreeMap::new();
+        for (_, patterns) in self.core.subscriptions() {
+            for p in patterns {
+                *out.entry(p.clone()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Answers the queries whose wait ran out with what arrived.
+    fn expire_queries(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .queries
+            .iter()
+            .filter(|(_, q)| q.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let q = self.queries.remove(&id).expect("present");
+            let _ = q.reply.send(q.acc);
         }
     }
 
@@ -405,6 +498,32 @@ impl Runtime {
             Req::Local { channel, payload } => {
                 self.core.publish_local(now, &channel, payload, unix);
             }
+            Req::MeshSubs(reply) => {
+                let acc = MeshSubscriptions {
+                    patterns: self.local_patterns(),
+                    nodes_asked: 1 + self.reachable.len(),
+                    nodes_answered: 1,
+                };
+                if self.reachable.is_empty() {
+                    let _ = reply.send(acc);
+                    return;
+                }
+                self.next_query += 1;
+                let id = self.next_query;
+                let peers: Vec<String> = self.reachable.iter().cloned().collect();
+                for p in &peers {
+                    self.send(p, &Wire::SubsQuery { id });
+                }
+                self.queries.insert(
+                    id,
+                    SubsQuery {
+                        waiting: peers.into_iter().collect(),
+                        acc,
+                        deadline: Instant::now() + SUBS_QUERY_WAIT,
+                        reply,
+                    },
+                );
+            }
             Req::Status(reply) => {
                 let _ = reply.send(MessagingStatus {
                     stats: self.core.stats(),
@@ -449,6 +568,11 @@ impl Runtime {
                 reachable,
             });
         }
+        self.reachable = peers
+            .iter()
+            .filter(|p| p.reachable)
+            .map(|p| p.name.clone())
+            .collect();
         let keep: std::collections::BTreeSet<&str> =
             peers.iter().map(|p| p.name.as_str()).collect();
         self.links.retain(|k, _| keep.contains(k.as_str()));

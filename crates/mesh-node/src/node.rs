@@ -41,6 +41,9 @@ pub struct NodeHandle {
     /// The bound HTTP socket, for the caller's HTTP front end to serve
     /// (`mesh-api`); connections wait in its backlog until then.
     pub http_listener: Option<TcpListener>,
+    /// The Redis endpoint's bound socket, if configured (served by `mesh-api`).
+    pub resp_listener: Option<TcpListener>,
+    pub resp_addr: Option<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -158,6 +161,19 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
             addr: cfg.http,
             source,
         })?;
+    let resp_listener = match cfg.resp {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "Redis (RESP)",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let resp_addr = resp_listener.as_ref().and_then(|l| l.local_addr().ok());
 
     let generation = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -278,6 +294,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
         metrics,
         service,
         http_listener: Some(http_listener),
+        resp_listener,
+        resp_addr,
         task,
     })
 }

@@ -297,6 +297,114 @@ impl Reply {
     }
 }
 
+/// Parses one reply from the front of `buf` (RESP2 or RESP3), for clients,
+/// tests and benchmarks: `Ok(None)` asks for more. RESP3's verbatim strings
+/// and big numbers come back as bulk strings; attributes are skipped.
+pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ProtocolError> {
+    parse_reply_at(buf, 0, 0)
+}
+
+fn parse_reply_at(
+    buf: &[u8],
+    at: usize,
+    depth: usize,
+) -> Result<Option<(Reply, usize)>, ProtocolError> {
+    if depth > 64 {
+        return Err(perr("reply nested too deep"));
+    }
+    let Some(&kind) = buf.get(at) else {
+        return Ok(None);
+    };
+    let Some(end) = crlf(buf, at + 1) else {
+        return Ok(None);
+    };
+    let line = &buf[at + 1..end];
+    let text = || String::from_utf8_lossy(line).into_owned();
+    let num = || number(line).ok_or(perr("bad number in reply"));
+    let next = end + 2;
+    let r = match kind {
+        b'+' => (Reply::Simple(text()), next),
+        b'-' => (Reply::Error(text()), next),
+        b':' => (Reply::Int(num()?), next),
+        b'_' => (Reply::Nil, next),
+        b'#' => (Reply::Bool(line == b"t"), next),
+        b',' => {
+            let d = match line {
+                b"inf" => f64::INFINITY,
+                b"-inf" => f64::NEG_INFINITY,
+                _ => text().parse().map_err(|_| perr("bad double in reply"))?,
+            };
+            (Reply::Double(d), next)
+        }
+        b'(' => (Reply::Bulk(line.to_vec()), next),
+        b'$' | b'=' | b'!' => {
+            let n = num()?;
+            if n < 0 {
+                return Ok(Some((Reply::Nil, next)));
+            }
+            let n = n as usize;
+            if buf.len() < next + n + 2 {
+                return Ok(None);
+            }
+            let body = buf[next..next + n].to_vec();
+            let r = if kind == b'!' {
+                Reply::Error(String::from_utf8_lossy(&body).into_owned())
+            } else if kind == b'=' && body.len() >= 4 {
+                // Verbatim: "txt:" then the text.
+                Reply::Bulk(body[4..].to_vec())
+            } else {
+                Reply::Bulk(body)
+            };
+            (r, next + n + 2)
+        }
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
+            let n = num()?;
+            if n < 0 {
+                return Ok(Some((Reply::NilArray, next)));
+            }
+            let count = if matches!(kind, b'%' | b'|') {
+                2 * n
+            } else {
+                n
+            } as usize;
+            let mut items = Vec::with_capacity(count.min(1024));
+            let mut pos = next;
+            for _ in 0..count {
+                let Some((item, used)) = parse_reply_at(buf, pos, depth + 1)? else {
+                    return Ok(None);
+                };
+                items.push(item);
+                pos = used;
+            }
+            let r = match kind {
+                b'*' => Reply::Array(items),
+                b'~' => Reply::Set(items),
+                b'>' => Reply::Push(items),
+                _ => {
+                    let mut pairs = Vec::with_capacity(items.len() / 2);
+                    let mut it = items.into_iter();
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        pairs.push((k, v));
+                    }
+                    if kind == b'|' {
+                        // An attribute precedes the real reply.
+                        return parse_reply_at(buf, pos, depth + 1);
+                    }
+                    Reply::Map(pairs)
+                }
+            };
+            (r, pos)
+        }
+        other => {
+            return Err(ProtocolError::from_string(format!(
+                "unknown reply type '{}'",
+                other as char
+            )));
+        }
+    };
+    Ok(Some(r))
+}
+
 /// How Redis prints a double: the shortest text that reads back the same,
 /// `inf`, `-inf` or `nan`.
 pub fn format_double(d: f64) -> String {
@@ -481,6 +589,35 @@ mod tests {
         assert_eq!(enc(&set, true), "~1\r\n$1\r\nx\r\n");
         let push = Reply::Push(vec![Reply::bulk("message")]);
         assert_eq!(enc(&push, true), ">1\r\n$7\r\nmessage\r\n");
+    }
+
+    #[test]
+    fn replies_parse_back() {
+        let replies = [
+            Reply::ok(),
+            Reply::err("ERR x"),
+            Reply::Int(-5),
+            Reply::bulk("a\r\nb"),
+            Reply::Nil,
+            Reply::NilArray,
+            Reply::Double(2.5),
+            Reply::Bool(true),
+            Reply::Array(vec![Reply::Int(1), Reply::Array(vec![Reply::bulk("x")])]),
+            Reply::Map(vec![(Reply::bulk("k"), Reply::Int(2))]),
+            Reply::Set(vec![Reply::bulk("m")]),
+            Reply::Push(vec![Reply::bulk("message")]),
+        ];
+        for r in replies {
+            let mut out = Vec::new();
+            // RESP3 has one null for both.
+            encode(&r, r != Reply::NilArray, &mut out);
+            assert_eq!(
+                parse_reply(&out).unwrap(),
+                Some((r.clone(), out.len())),
+                "{r:?}"
+            );
+            assert_eq!(parse_reply(&out[..out.len() - 1]).unwrap(), None);
+        }
     }
 
     proptest! {

@@ -293,6 +293,13 @@ pub enum KvCmd {
         keys: Vec<Vec<u8>>,
         front: bool,
     },
+    /// `EXPIRE`/`PEXPIRE`: expire `ms` after the command's stamp (the
+    /// leader's clock, as `SET ... EX` does); zero or less deletes the key.
+    /// Replies 1 if the key exists, else 0.
+    ExpireIn {
+        key: Vec<u8>,
+        ms: i64,
+    },
 }
 
 impl KvCmd {
@@ -305,6 +312,7 @@ impl KvCmd {
             | KvCmd::Append { key, .. }
             | KvCmd::GetDel { key }
             | KvCmd::Expire { key, .. }
+            | KvCmd::ExpireIn { key, .. }
             | KvCmd::Push { key, .. }
             | KvCmd::Pop { key, .. }
             | KvCmd::LRem { key, .. }

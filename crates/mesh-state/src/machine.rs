@@ -671,6 +671,20 @@ impl StateMachine {
                 ks.clear();
                 Ok(Reply::Ok)
             }
+            KvCmd::ExpireIn { key, ms } => {
+                if !ks.exists(key, now) {
+                    return Ok(Reply::Int(0));
+                }
+                if *ms <= 0 {
+                    ks.remove(key);
+                    return Ok(Reply::Int(1));
+                }
+                let at = now.saturating_add(*ms as u64);
+                if at > MAX_EXPIRY_MS {
+                    return Err(StateError::BadExpiry);
+                }
+                Ok(Reply::Int(ks.set_expiry(key, Some(at)) as i64))
+            }
             KvCmd::PopFirst { keys, front } => {
                 for key in keys {
                     let Some(l) = ks.list_mut(key, now, false)? else {

@@ -381,3 +381,24 @@ fn pop_first_takes_from_the_first_non_empty_list() {
         Err(StateError::WrongType)
     );
 }
+
+#[test]
+fn a_relative_expire_counts_from_the_stamp() {
+    let mut m = M::new();
+    m.w(set("k", "v"));
+    let exp = |ms| KvCmd::ExpireIn { key: b("k"), ms };
+    assert_eq!(m.w(exp(2_000)), Reply::Int(1));
+    assert_eq!(m.sm.keyspace.ttl_ms(b"k", m.now), Some(Some(2_000)));
+    assert_eq!(
+        m.apply(Command::Kv(exp(i64::MAX))),
+        Err(StateError::BadExpiry)
+    );
+    assert_eq!(
+        m.sm.keyspace.ttl_ms(b"k", m.now),
+        Some(Some(2_000)),
+        "unchanged"
+    );
+    assert_eq!(m.w(exp(0)), Reply::Int(1), "zero deletes");
+    assert!(!m.sm.keyspace.exists(b"k", m.now));
+    assert_eq!(m.w(exp(1_000)), Reply::Int(0), "no such key");
+}

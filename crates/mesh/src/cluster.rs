@@ -20,6 +20,9 @@ pub struct NodeFile {
     pub node_id: String,
     pub gossip: SocketAddr,
     pub http: SocketAddr,
+    /// The Redis endpoint, if the node serves one.
+    #[serde(default)]
+    pub resp: Option<SocketAddr>,
     pub pid: u32,
     pub generation: u64,
 }

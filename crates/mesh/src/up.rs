@@ -58,7 +58,25 @@ pub struct UpArgs {
         hide_env_values = true
     )]
     http_token: Option<String>,
-    /// TOML file with the same settings (keys: node_id, bind, join, http, data_dir, profile, zone, caps, mdns, voters, replace_dead_after, http_token); flags and MESH_* variables win
+    /// Serve Redis clients (RESP2/RESP3) on this address, on the replicated keyspace
+    #[arg(long, env = "MESH_RESP", value_name = "HOST:PORT")]
+    resp: Option<String>,
+    /// Password Redis clients must give with AUTH (like requirepass); without it only
+    /// loopback clients are served
+    #[arg(
+        long,
+        env = "MESH_RESP_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    resp_password: Option<String>,
+    /// Serve FLUSHDB/FLUSHALL on the Redis endpoint (they remove every key of the mesh)
+    #[arg(long, env = "MESH_RESP_ALLOW_FLUSH", value_parser = clap::builder::BoolishValueParser::new())]
+    resp_allow_flush: bool,
+    /// Most Redis clients served at once [default: 10000]
+    #[arg(long, env = "MESH_RESP_MAX_CLIENTS", value_name = "N")]
+    resp_max_clients: Option<usize>,
+    /// TOML file with the same settings (keys: node_id, bind, join, http, data_dir, profile, zone, caps, mdns, voters, replace_dead_after, http_token, resp, resp_password, resp_allow_flush, resp_max_clients); flags and MESH_* variables win
     #[arg(long, env = "MESH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Leave the mesh when this process id is gone (used by `mesh demo` and tests)
@@ -92,6 +110,10 @@ pub fn resolve(args: &UpArgs) -> anyhow::Result<NodeConfig> {
         voters: args.voters,
         replace_dead_after: args.replace_dead_after,
         http_token: args.http_token,
+        resp: args.resp,
+        resp_password: args.resp_password,
+        resp_allow_flush: args.resp_allow_flush.then_some(true),
+        resp_max_clients: args.resp_max_clients,
     };
     Ok(NodeConfig::resolve(over, file)?)
 }
@@ -111,6 +133,11 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let (exec, slots, caps) = (args.exec.clone(), args.slots, cfg.caps.clone());
     let http_token = cfg.http_token.clone();
     let serve_token = cfg.http_token.clone();
+    let resp_cfg = mesh_api::resp::RespConfig {
+        password: cfg.resp_password.clone(),
+        max_clients: cfg.resp_max_clients,
+        allow_flush: cfg.resp_allow_flush,
+    };
     rt.block_on(async move {
         let mut node = mesh_node::start(cfg).await?;
         if let Some(listener) = node.http_listener.take() {
@@ -120,8 +147,19 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                 serve_token,
             ));
         }
+        if let Some(listener) = node.resp_listener.take() {
+            tokio::spawn(mesh_api::resp::serve(
+                listener,
+                node.service.clone(),
+                resp_cfg,
+            ));
+        }
+        let resp_note = node
+            .resp_addr
+            .map(|a| format!(", redis {a}"))
+            .unwrap_or_default();
         eprintln!(
-            "mesh node {} up: gossip {} (udp+tcp), http http://{}  (Ctrl-C leaves the mesh)",
+            "mesh node {} up: gossip {} (udp+tcp), http http://{}{resp_note}  (Ctrl-C leaves the mesh)",
             node.node_id, node.gossip_addr, node.http_addr
         );
         let status = node
@@ -153,6 +191,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             node_id: node.node_id.clone(),
             gossip: node.gossip_addr,
             http: node.http_addr,
+            resp: node.resp_addr,
             pid: std::process::id(),
             generation: status.generation,
         };

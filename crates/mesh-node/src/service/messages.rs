@@ -122,6 +122,13 @@ impl Service {
         Ok(self.inner.messaging.subscribe(patterns).await?)
     }
 
+    /// Subscriptions on every node that answers within a moment (Redis's `PUBSUB`).
+    pub async fn mesh_subscriptions(
+        &self,
+    ) -> Result<crate::messaging::MeshSubscriptions, ServiceError> {
+        Ok(self.inner.messaging.mesh_subscriptions().await?)
+    }
+
     pub async fn messaging_status(&self) -> Result<MessagingStatus, ServiceError> {
         Ok(self.inner.messaging.status().await?)
     }
