@@ -34,6 +34,9 @@ pub enum StateError {
     /// A vote whose signature does not verify against the agent's key.
     #[error("ERR bad vote signature")]
     BadSignature,
+    /// `HINCRBY` on a field that does not hold an integer (Redis's own text).
+    #[error("ERR hash value is not an integer")]
+    HashNotInteger,
 }
 
 impl StateError {
@@ -52,6 +55,7 @@ impl StateError {
             StateError::Conflict(_) => "conflict",
             StateError::Forbidden(_) => "forbidden",
             StateError::BadSignature => "bad_signature",
+            StateError::HashNotInteger => "not_integer",
         }
     }
 }

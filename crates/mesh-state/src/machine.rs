@@ -659,7 +659,7 @@ impl StateMachine {
             }
             KvCmd::HIncrBy { key, field, by } => {
                 let current = match ks.hash(key, now)?.and_then(|h| h.get(field)) {
-                    Some(v) => parse_int(v)?,
+                    Some(v) => parse_int(v).map_err(|_| StateError::HashNotInteger)?,
                     None => 0,
                 };
                 let next = current.checked_add(*by).ok_or(StateError::Overflow)?;

@@ -1073,12 +1073,8 @@ impl Conn {
     /// for this node's replica to apply something that fills a list, then
     /// pops through the log (another client may win the race: it waits on).
     async fn blocking(&mut self, name: &str, args: Vec<Vec<u8>>, rd: &mut OwnedReadHalf) -> Reply {
-        let list_reply = matches!(name, "blpop" | "brpop");
-        let timed_out = if list_reply {
-            Reply::NilArray
-        } else {
-            Reply::Nil
-        };
+        // Redis answers every blocking timeout with a null array.
+        let timed_out = Reply::NilArray;
         let (cmd, timeout) = match blocking_cmd(name, args) {
             Ok(x) => x,
             Err(e) => return e,

@@ -34,6 +34,8 @@ pub enum Shape {
     },
     /// Several writes replying `OK` unless one failed (`MSET`, `HMSET`).
     AllOk,
+    /// A bulk string that Redis sends as a status (`TYPE`).
+    Status,
 }
 
 /// A planned command.
@@ -217,7 +219,7 @@ fn plan_inner(name: &'static str, a: Vec<Vec<u8>>) -> Arg<Step> {
             key: a.take(1),
             millis: name == "pttl",
         }),
-        "type" => r(ReadCmd::Type { key: a.take(1) }),
+        "type" => Step::Read(ReadCmd::Type { key: a.take(1) }, Shape::Status),
         "keys" => r(ReadCmd::Keys { pattern: a.take(1) }),
         "scan" => plan_scan(&mut a)?,
         "dbsize" => r(ReadCmd::DbSize),
@@ -712,7 +714,7 @@ mod tests {
             "ERR wrong number of arguments for 'mset' command"
         );
         assert_eq!(
-            err("HSET h f"),
+            err("HSET h f v g"),
             "ERR wrong number of arguments for 'hset' command"
         );
         assert_eq!(

@@ -28,6 +28,7 @@ pub fn convert(r: SReply, shape: &Shape, resp3: bool) -> Reply {
         }
         (Shape::Set, SReply::Array(items)) => Reply::Set(items.into_iter().map(plain).collect()),
         (Shape::Score, SReply::Bulk(b)) => score(b),
+        (Shape::Status, SReply::Bulk(b)) => Reply::Simple(String::from_utf8_lossy(&b).into_owned()),
         (Shape::WithScores(true), SReply::Array(items)) if resp3 => pairs(items),
         (Shape::ZPop { count }, SReply::Array(items)) if resp3 => {
             if *count {

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+pub mod redis;
+
 use mesh_cli::cluster::{Cluster, wait_for};
 use serde_json::Value;
 
