@@ -561,7 +561,7 @@ fn hashes() {
             field: b("b"),
             by: 1
         }),
-        Err(StateError::NotInteger)
+        Err(StateError::HashNotInteger)
     );
     assert_eq!(
         m.ok(KvCmd::HDel {
