@@ -1059,9 +1059,11 @@ impl Conn {
                         .get(String::from_utf8_lossy(ch).as_ref())
                         .copied()
                         .unwrap_or(0);
-                    out.push((Reply::Bulk(ch.clone()), Reply::Int(n as i64)));
+                    out.push(Reply::Bulk(ch.clone()));
+                    out.push(Reply::Int(n as i64));
                 }
-                Reply::Map(out)
+                // A flat array in RESP3 too, as Redis sends it.
+                Reply::Array(out)
             }
             _ => Reply::Int(patterns as i64),
         }
