@@ -34,6 +34,8 @@ enum BenchWhat {
     Pubsub(crate::bench_pubsub::PubsubBench),
     /// MCP tool call round trips through `mesh mcp` over stdio, beside the HTTP calls they make.
     Mcp(crate::bench_mcp::McpBench),
+    /// redis-benchmark against redis-server and against meshes (1 and 3 nodes), with ratios.
+    Resp(crate::bench_resp::RespBench),
 }
 
 #[derive(Args)]
@@ -218,6 +220,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchWhat::Tasks(t) => return crate::bench_tasks::run(t),
         BenchWhat::Pubsub(p) => return crate::bench_pubsub::run(&std::env::current_exe()?, p),
         BenchWhat::Mcp(m) => return crate::bench_mcp::run(&std::env::current_exe()?, m),
+        BenchWhat::Resp(r) => return crate::bench_resp::run(&std::env::current_exe()?, r),
     };
     if a.trials == 0 {
         anyhow::bail!("--trials must be at least 1");

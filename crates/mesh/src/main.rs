@@ -10,6 +10,7 @@ mod bench;
 mod bench_kv;
 mod bench_mcp;
 mod bench_pubsub;
+mod bench_resp;
 mod bench_tasks;
 mod demo;
 mod demo_replicated;
