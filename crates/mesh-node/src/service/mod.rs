@@ -80,6 +80,8 @@ struct Inner {
     boot_ms: u64,
     messaging: crate::messaging::Messaging,
     history: history::History,
+    /// Linearizable reads waiting for a read-index round (started on first use).
+    read_rounds: std::sync::OnceLock<mpsc::Sender<oneshot::Sender<Result<(), ServiceError>>>>,
 }
 
 /// Consensus as seen by this node, for `mesh status`.
@@ -140,6 +142,7 @@ impl Service {
                 boot_ms: unix_ms(),
                 messaging,
                 history: history::History::default(),
+                read_rounds: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -392,7 +395,43 @@ impl Service {
         Ok(f(&sm))
     }
 
+    /// Waits for a read-index round that started after this call: reads
+    /// arriving while a round is under way share the next one, so a burst of
+    /// reads costs one round trip to a quorum, not one each (the read-index
+    /// batching of the Raft thesis, §6.4).
     async fn read_barrier(&self) -> Result<(), ServiceError> {
+        let rounds = self.inner.read_rounds.get_or_init(|| {
+            let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Result<(), ServiceError>>>(4_096);
+            // Weak: the task must not keep the service (which holds `tx`) alive.
+            let weak = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                let mut batch = Vec::new();
+                while let Some(first) = rx.recv().await {
+                    batch.push(first);
+                    // Everyone who asked before the round starts shares it.
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    let Some(inner) = weak.upgrade() else { break };
+                    let result = Service { inner }.read_barrier_round().await;
+                    for waiter in batch.drain(..) {
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+            });
+            tx
+        });
+        let (tx, rx) = oneshot::channel();
+        rounds
+            .send(tx)
+            .await
+            .map_err(|_| ServiceError::Stopped("the read-index task stopped".into()))?;
+        rx.await
+            .map_err(|_| ServiceError::Stopped("the read-index task stopped".into()))?
+    }
+
+    /// One read-index round, with retries until it succeeds or times out.
+    async fn read_barrier_round(&self) -> Result<(), ServiceError> {
         let engine = &self.inner.engine;
         let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
         loop {
