@@ -203,3 +203,46 @@ fn no_acknowledged_redis_write_is_lost_when_nodes_die() {
     }
     eprintln!("(acknowledged, stored, sent) per writer: {summary:?}");
 }
+
+/// On the minority side writes get Redis's `READONLY` error (what a replica
+/// answers), linearizable reads `CLUSTERDOWN`, and a connection that sent
+/// `READONLY` reads the node's replica; nothing changes.
+#[test]
+fn the_minority_side_answers_readonly() {
+    let exe = env!("CARGO_BIN_EXE_mesh");
+    let mut c = Cluster::new(Path::new(exe), "local", "rminor").unwrap();
+    let args = ["--resp", "127.0.0.1:0"];
+    let n0 = c.spawn_with("rminor0", &[], &args).unwrap();
+    let seed = c.info(n0).gossip;
+    for i in 1..3 {
+        c.spawn_with(&format!("rminor{i}"), &[seed], &args).unwrap();
+    }
+    assert!(
+        wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
+            (0..3).all(|i| c.consensus(i)["voters"].as_array().map(Vec::len) == Some(3))
+                && c.raft_leader().is_some()
+                && c.converged()
+        })
+        .is_some(),
+        "no three-voter mesh"
+    );
+    let mut r = Resp::connect(&c.info(0).resp.unwrap().to_string());
+    assert_eq!(r.cmd(&["SET", "k", "before"]), Reply::Simple("OK".into()));
+    c.kill_hard(1).unwrap();
+    c.kill_hard(2).unwrap();
+    let mut last = Reply::Nil;
+    assert!(
+        wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+            last = r.cmd(&["SET", "k", "after"]);
+            matches!(&last, Reply::Error(e) if e.starts_with("READONLY You can't write against a read only replica."))
+        })
+        .is_some(),
+        "the minority took a write: {last:?}"
+    );
+    let Reply::Error(e) = r.cmd(&["GET", "k"]) else {
+        panic!("a linearizable read without a quorum")
+    };
+    assert!(e.starts_with("CLUSTERDOWN"), "{e}");
+    assert_eq!(r.cmd(&["READONLY"]), Reply::Simple("OK".into()));
+    assert_eq!(r.cmd(&["GET", "k"]), Reply::Bulk(b"before".to_vec()));
+}
