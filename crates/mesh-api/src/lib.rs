@@ -4,8 +4,8 @@
 //! encodes the reply; it decides nothing (the shape of mini-redis: frame →
 //! command → apply → frame): [`http`], the HTTP/JSON API with its OpenAPI
 //! document, optional bearer token, event streams and the dashboard; [`mcp`],
-//! the MCP server over stdio; [`resp`], the Redis-protocol endpoint (in
-//! progress: the wire format so far).
+//! the MCP server over stdio; [`resp`], the Redis-protocol endpoint (RESP2
+//! and RESP3; `docs/redis.md`).
 
 #![forbid(unsafe_code)]
 
