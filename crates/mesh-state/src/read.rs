@@ -17,7 +17,7 @@ use crate::command::Reply;
 use crate::error::StateError;
 use crate::keyspace::{Keyspace, resolve_range};
 use crate::machine::format_score;
-use crate::value::ValueType;
+use crate::value::{ValueType, score_in};
 
 /// How `ZRANGE` selects members.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,7 +297,7 @@ impl ReadCmd {
                     },
                     ZRangeBy::Score { min, max } => z
                         .iter(*rev)
-                        .filter(|(_, s)| in_bounds(*s, *min, *max))
+                        .filter(|(_, s)| score_in(*s, *min, *max))
                         .collect(),
                 };
                 if let Some((offset, count)) = limit {
@@ -359,18 +359,4 @@ impl ReadCmd {
             HLen { key } => Reply::Int(ks.hash(key, now)?.map_or(0, |h| h.len()) as i64),
         })
     }
-}
-
-fn in_bounds(s: f64, min: Bound<f64>, max: Bound<f64>) -> bool {
-    let lo = match min {
-        Bound::Included(m) => s >= m,
-        Bound::Excluded(m) => s > m,
-        Bound::Unbounded => true,
-    };
-    let hi = match max {
-        Bound::Included(m) => s <= m,
-        Bound::Excluded(m) => s < m,
-        Bound::Unbounded => true,
-    };
-    lo && hi
 }

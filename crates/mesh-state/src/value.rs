@@ -35,6 +35,21 @@ impl ValueType {
 /// A hash's fields.
 pub type HashFields = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// Whether `s` lies within `min..max` (each bound inclusive, exclusive or open).
+pub fn score_in(s: f64, min: Bound<f64>, max: Bound<f64>) -> bool {
+    let lo = match min {
+        Bound::Included(m) => s >= m,
+        Bound::Excluded(m) => s > m,
+        Bound::Unbounded => true,
+    };
+    let hi = match max {
+        Bound::Included(m) => s <= m,
+        Bound::Excluded(m) => s < m,
+        Bound::Unbounded => true,
+    };
+    lo && hi
+}
+
 /// A value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
@@ -170,21 +185,8 @@ impl ZSet {
         max: Bound<f64>,
         rev: bool,
     ) -> Vec<(Vec<u8>, f64)> {
-        let inside = |s: f64| {
-            let lo = match min {
-                Bound::Included(m) => s >= m,
-                Bound::Excluded(m) => s > m,
-                Bound::Unbounded => true,
-            };
-            let hi = match max {
-                Bound::Included(m) => s <= m,
-                Bound::Excluded(m) => s < m,
-                Bound::Unbounded => true,
-            };
-            lo && hi
-        };
         self.iter(rev)
-            .filter(|(_, s)| inside(*s))
+            .filter(|(_, s)| score_in(*s, min, max))
             .map(|(m, s)| (m.to_vec(), s))
             .collect()
     }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::redis::{Resp, bulk, redis_tools};
+use common::redis::{Resp, bulk, redis_tools, resp_mesh};
 use common::{http, url};
 use mesh_cli::cluster::{Cluster, wait_for};
 use mesh_proto::resp::Reply;
@@ -21,25 +21,9 @@ const PASSWORD: &str = "correct horse battery";
 
 /// Three nodes serving Redis with a password; the extra arguments go to all.
 fn mesh(tag: &str, extra: &[&str]) -> Cluster {
-    let exe = env!("CARGO_BIN_EXE_mesh");
-    let mut c = Cluster::new(Path::new(exe), "local", tag).unwrap();
-    let mut args = vec!["--resp", "127.0.0.1:0", "--resp-password", PASSWORD];
+    let mut args = vec!["--resp-password", PASSWORD];
     args.extend_from_slice(extra);
-    let n0 = c.spawn_with(&format!("{tag}0"), &[], &args).unwrap();
-    let seed = c.info(n0).gossip;
-    for i in 1..3 {
-        c.spawn_with(&format!("{tag}{i}"), &[seed], &args).unwrap();
-    }
-    assert!(
-        wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
-            (0..3).all(|i| c.consensus(i)["voters"].as_array().map(Vec::len) == Some(3))
-                && c.raft_leader().is_some()
-                && c.converged()
-        })
-        .is_some(),
-        "no three-voter mesh"
-    );
-    c
+    resp_mesh(tag, &args)
 }
 
 fn port(c: &Cluster, i: usize) -> String {

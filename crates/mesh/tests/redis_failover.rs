@@ -6,12 +6,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::redis::Resp;
+use common::redis::{Resp, mesh_ready, resp_mesh};
 use mesh_cli::cluster::{Cluster, wait_for};
 use mesh_proto::resp::Reply;
 
@@ -77,29 +76,8 @@ fn writer(
 
 #[test]
 fn no_acknowledged_redis_write_is_lost_when_nodes_die() {
-    let exe = env!("CARGO_BIN_EXE_mesh");
-    let mut c = Cluster::new(Path::new(exe), "local", "rfail").unwrap();
-    let args = ["--resp", "127.0.0.1:0"];
-    let n0 = c.spawn_with("rfail0", &[], &args).unwrap();
-    let seed = c.info(n0).gossip;
-    for i in 1..3 {
-        c.spawn_with(&format!("rfail{i}"), &[seed], &args).unwrap();
-    }
-    let ready = |c: &Cluster| {
-        (0..3).all(|i| c.consensus(i)["voters"].as_array().map(Vec::len) == Some(3))
-            && c.raft_leader().is_some()
-            && c.converged()
-    };
-    assert!(
-        wait_for(
-            Duration::from_secs(20),
-            Duration::from_millis(20),
-            || ready(&c)
-        )
-        .is_some(),
-        "no three-voter mesh"
-    );
-
+    let mut c = resp_mesh("rfail", &[]);
+    let ready = mesh_ready;
     let nodes = Arc::new(Mutex::new(addrs(&c)));
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Vec<Arc<Mutex<Vec<u64>>>> = (0..WRITERS).map(|_| Default::default()).collect();
@@ -209,23 +187,7 @@ fn no_acknowledged_redis_write_is_lost_when_nodes_die() {
 /// `READONLY` reads the node's replica; nothing changes.
 #[test]
 fn the_minority_side_answers_readonly() {
-    let exe = env!("CARGO_BIN_EXE_mesh");
-    let mut c = Cluster::new(Path::new(exe), "local", "rminor").unwrap();
-    let args = ["--resp", "127.0.0.1:0"];
-    let n0 = c.spawn_with("rminor0", &[], &args).unwrap();
-    let seed = c.info(n0).gossip;
-    for i in 1..3 {
-        c.spawn_with(&format!("rminor{i}"), &[seed], &args).unwrap();
-    }
-    assert!(
-        wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
-            (0..3).all(|i| c.consensus(i)["voters"].as_array().map(Vec::len) == Some(3))
-                && c.raft_leader().is_some()
-                && c.converged()
-        })
-        .is_some(),
-        "no three-voter mesh"
-    );
+    let mut c = resp_mesh("rminor", &[]);
     let mut r = Resp::connect(&c.info(0).resp.unwrap().to_string());
     assert_eq!(r.cmd(&["SET", "k", "before"]), Reply::Simple("OK".into()));
     c.kill_hard(1).unwrap();

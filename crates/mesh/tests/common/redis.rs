@@ -9,7 +9,37 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mesh_cli::cluster::{Cluster, wait_for};
 use mesh_proto::resp::{Reply, encode_request, parse_reply};
+
+/// Three `mesh up` processes named `{tag}0..2` serving Redis (`--resp` on a
+/// free port, plus `extra`), joined, with three Raft voters and a leader.
+pub fn resp_mesh(tag: &str, extra: &[&str]) -> Cluster {
+    let exe = env!("CARGO_BIN_EXE_mesh");
+    let mut c = Cluster::new(Path::new(exe), "local", tag).unwrap();
+    let mut args = vec!["--resp", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let n0 = c.spawn_with(&format!("{tag}0"), &[], &args).unwrap();
+    let seed = c.info(n0).gossip;
+    for i in 1..3 {
+        c.spawn_with(&format!("{tag}{i}"), &[seed], &args).unwrap();
+    }
+    assert!(
+        wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
+            mesh_ready(&c)
+        })
+        .is_some(),
+        "no three-voter mesh"
+    );
+    c
+}
+
+/// Every node sees three voters, a leader and every node alive.
+pub fn mesh_ready(c: &Cluster) -> bool {
+    (0..3).all(|i| c.consensus(i)["voters"].as_array().map(Vec::len) == Some(3))
+        && c.raft_leader().is_some()
+        && c.converged()
+}
 
 /// A RESP connection.
 pub struct Resp {
