@@ -49,6 +49,10 @@ pub struct PubsubBench {
     /// Payload bytes per message (at least 16)
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// How the mesh is driven: `http` (POST /v1/publish, SSE subscribers) or `resp`
+    /// (PUBLISH and SUBSCRIBE on the nodes' Redis endpoints, like for like with redis-server)
+    #[arg(long, default_value = "http", value_parser = ["http", "resp"])]
+    front: String,
     /// The peer measured in the same run: `redis` (redis-server from Debian) or `none`
     #[arg(long, default_value = "redis", value_parser = ["redis", "none"])]
     peer: String,
@@ -337,15 +341,55 @@ fn measure(
 
 fn bench_mesh(exe: &Path, args: &PubsubBench) -> anyhow::Result<PubsubResult> {
     let mut c = Cluster::new(exe, "lan", "bench-pubsub")?;
-    let first = c.spawn("p0", &[])?;
+    let resp = args.front == "resp";
+    let extra: &[&str] = if resp {
+        &["--resp", "127.0.0.1:0"]
+    } else {
+        &[]
+    };
+    let first = c.spawn_with("p0", &[], extra)?;
     let seed = c.info(first).gossip;
     for i in 1..args.nodes {
-        c.spawn(&format!("p{i}"), &[seed])?;
+        c.spawn_with(&format!("p{i}"), &[seed], extra)?;
     }
     wait_for(Duration::from_secs(30), Duration::from_millis(50), || {
         c.converged()
     })
     .ok_or_else(|| anyhow::anyhow!("{} nodes did not converge within 30 s", args.nodes))?;
+    if resp {
+        let addr = |i: usize| -> anyhow::Result<String> {
+            Ok(c.info(i)
+                .resp
+                .ok_or_else(|| anyhow::anyhow!("node {i} serves no Redis endpoint"))?
+                .to_string())
+        };
+        let mut subs: Vec<Box<dyn Sub>> = Vec::new();
+        for i in 0..args.nodes {
+            subs.push(Box::new(RedisSub::open(&addr(i)?)?));
+        }
+        let target = addr(0)?;
+        let mut one = RedisPub::open(&target, args.payload)?;
+        let receivers = one.publish(u64::MAX / 2)?;
+        if receivers as usize != args.nodes {
+            anyhow::bail!(
+                "a publish reached {receivers} subscribers, not {}",
+                args.nodes
+            );
+        }
+        let len = args.payload;
+        let r = measure(
+            &format!("mesh ({} nodes, RESP)", args.nodes),
+            subs,
+            |seq| one.publish(seq),
+            || {
+                let mut p = RedisPub::open(&target, len)?;
+                Ok(Box::new(move |seq| p.publish(seq)))
+            },
+            args,
+        );
+        c.stop_all();
+        return r;
+    }
     let mut subs: Vec<Box<dyn Sub>> = Vec::new();
     for i in 0..args.nodes {
         subs.push(Box::new(MeshSub::open(&c.info(i).http.to_string())?));
