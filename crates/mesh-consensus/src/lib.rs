@@ -4,12 +4,14 @@
 //! [`ordering::Ordering`] is the engine-agnostic trait the rest of the node uses:
 //! propose a command and learn its reply once committed and applied, wait for a
 //! linearizable read point, report status. [`raft`] implements it with openraft
-//! (all openraft specifics stay in that module); pBFT will implement the same trait.
+//! (all openraft specifics stay in that module); [`pbft`] (in progress) is the
+//! Byzantine-fault-tolerant core that will implement the same trait.
 //!
 //! See `ALGORITHM.md` for how the Raft engine batches writes, what it fsyncs and
 //! when, how reads stay linearizable, and how voters are kept.
 
 pub mod ordering;
+pub mod pbft;
 pub mod raft;
 
 pub use ordering::{Applied, OrderError, OrderStatus, Ordering};

@@ -1,0 +1,165 @@
+//! The replica set: who the replicas are (ed25519 identities), how many may
+//! be Byzantine (`f`), and the quorum sizes that follow (Castro & Liskov,
+//! TOCS 2002 §4.1: n = 3f + 1 replicas tolerate f faulty ones; a quorum of
+//! 2f + 1 intersects any other quorum in at least one correct replica).
+//!
+//! Part of the replicated configuration: it changes only through a committed
+//! reconfiguration, never from what one replica says.
+
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+/// A replica's index in the replica set (0-based, stable for a configuration).
+pub type ReplicaId = u32;
+
+/// A view number: the primary of view `v` is replica `v mod n` (§4.1).
+pub type View = u64;
+
+/// A sequence number assigned by a primary.
+pub type Seq = u64;
+
+/// Why a replica set is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("a pBFT replica set needs at least 4 replicas (n = 3f + 1 with f >= 1), not {0}")]
+    TooFew(usize),
+    #[error("replica {0} appears twice in the replica set")]
+    DuplicateKey(ReplicaId),
+    #[error("replica {id} has an invalid ed25519 public key")]
+    BadKey { id: ReplicaId },
+}
+
+/// The replicas of one configuration, by index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaSet {
+    /// Public keys, indexed by [`ReplicaId`].
+    keys: Vec<[u8; 32]>,
+}
+
+impl ReplicaSet {
+    /// A replica set of these public keys (replica `i` has `keys[i]`).
+    pub fn new(keys: Vec<[u8; 32]>) -> Result<Self, ConfigError> {
+        if keys.len() < 4 {
+            return Err(ConfigError::TooFew(keys.len()));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            if VerifyingKey::from_bytes(k).is_err() {
+                return Err(ConfigError::BadKey { id: i as ReplicaId });
+            }
+            if keys[..i].contains(k) {
+                return Err(ConfigError::DuplicateKey(i as ReplicaId));
+            }
+        }
+        Ok(ReplicaSet { keys })
+    }
+
+    /// n: how many replicas.
+    pub fn n(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// f: the most Byzantine replicas tolerated, `floor((n - 1) / 3)`.
+    pub fn f(&self) -> usize {
+        (self.n() - 1) / 3
+    }
+
+    /// A quorum: any two intersect in at least one correct replica,
+    /// `ceil((n + f + 1) / 2)`, which is 2f + 1 when n = 3f + 1 (§4.1).
+    pub fn quorum(&self) -> usize {
+        (self.n() + self.f() + 1).div_ceil(2)
+    }
+
+    /// f + 1: enough matching messages that one is from a correct replica
+    /// (a client accepts a result with f + 1 matching replies, §4.1).
+    pub fn weak(&self) -> usize {
+        self.f() + 1
+    }
+
+    /// The primary of view `v` (§4.1: `p = v mod |R|`).
+    pub fn primary(&self, v: View) -> ReplicaId {
+        (v % self.n() as u64) as ReplicaId
+    }
+
+    /// Replica `id`'s key, if it is a member.
+    pub fn key(&self, id: ReplicaId) -> Option<VerifyingKey> {
+        let k = self.keys.get(id as usize)?;
+        VerifyingKey::from_bytes(k).ok()
+    }
+
+    pub fn contains(&self, id: ReplicaId) -> bool {
+        (id as usize) < self.n()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        0..self.n() as ReplicaId
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    pub(crate) fn keys(n: usize) -> Vec<SigningKey> {
+        (0..n)
+            .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
+            .collect()
+    }
+
+    fn set(n: usize) -> Result<ReplicaSet, ConfigError> {
+        ReplicaSet::new(
+            keys(n)
+                .iter()
+                .map(|k| k.verifying_key().to_bytes())
+                .collect(),
+        )
+    }
+
+    /// TOCS 2002 §4.1: n = 3f + 1; quorums of 2f + 1; f + 1 matching replies.
+    #[test]
+    fn quorums_follow_n_and_f() {
+        for (n, f, q) in [
+            (4, 1, 3),
+            (5, 1, 4),
+            (6, 1, 4),
+            (7, 2, 5),
+            (10, 3, 7),
+            (13, 4, 9),
+        ] {
+            let s = set(n).unwrap();
+            assert_eq!((s.f(), s.quorum(), s.weak()), (f, q, f + 1), "n = {n}");
+            // Two quorums share at least f + 1 replicas: one of them is correct.
+            assert!(2 * s.quorum() - n > s.f(), "n = {n}");
+        }
+        assert_eq!(set(3), Err(ConfigError::TooFew(3)));
+    }
+
+    #[test]
+    fn the_primary_rotates_with_the_view() {
+        let s = set(4).unwrap();
+        let primaries: Vec<ReplicaId> = (0..6).map(|v| s.primary(v)).collect();
+        assert_eq!(primaries, vec![0, 1, 2, 3, 0, 1]);
+        assert!(s.contains(3) && !s.contains(4));
+        assert!(s.key(0).is_some() && s.key(4).is_none());
+    }
+
+    #[test]
+    fn duplicate_and_invalid_keys_are_refused() {
+        let mut k: Vec<[u8; 32]> = keys(4)
+            .iter()
+            .map(|k| k.verifying_key().to_bytes())
+            .collect();
+        k[3] = k[1];
+        assert_eq!(
+            ReplicaSet::new(k.clone()),
+            Err(ConfigError::DuplicateKey(3))
+        );
+        // A 32-byte string that is not a point on the curve.
+        let bad = (0u8..=255)
+            .map(|b| [b; 32])
+            .find(|c| VerifyingKey::from_bytes(c).is_err())
+            .expect("some byte pattern is not a curve point");
+        k[3] = bad;
+        assert_eq!(ReplicaSet::new(k), Err(ConfigError::BadKey { id: 3 }));
+    }
+}

@@ -1,0 +1,20 @@
+//! pBFT: Byzantine-fault-tolerant ordering (Castro & Liskov, OSDI '99 and
+//! ACM TOCS 2002), our own sans-IO core: no clock, socket or unseeded
+//! randomness inside; the node runtime and the simulator feed it messages and
+//! time and carry out what it returns.
+//!
+//! In progress (issue 7). So far:
+//! - [`config`]: the replica set (ed25519 identities), f, quorum sizes, the
+//!   primary of a view;
+//! - [`message`]: the protocol's messages, signed over a domain-separated
+//!   canonical encoding and verified against the replica set; batch digests.
+//!
+//! Next: the normal case (pre-prepare, prepare, commit, execute in order)
+//! with watermarks and batching, checkpoints and garbage collection, view
+//! changes, state transfer, read-only requests, evidence of misbehaviour; the
+//! simulator with Byzantine actors; the engine behind `Ordering`.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod message;
