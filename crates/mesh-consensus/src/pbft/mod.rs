@@ -7,14 +7,17 @@
 //! - [`config`]: the replica set (ed25519 identities), f, quorum sizes, the
 //!   primary of a view;
 //! - [`message`]: the protocol's messages, signed over a domain-separated
-//!   canonical encoding and verified against the replica set; batch digests.
+//!   canonical encoding and verified against the replica set; batch digests;
+//! - [`replica`]: the normal case (pre-prepare with batching inside the
+//!   watermarks, prepare, commit, execution in sequence order) and evidence of
+//!   an equivocating primary.
 //!
-//! Next: the normal case (pre-prepare, prepare, commit, execute in order)
-//! with watermarks and batching, checkpoints and garbage collection, view
-//! changes, state transfer, read-only requests, evidence of misbehaviour; the
-//! simulator with Byzantine actors; the engine behind `Ordering`.
+//! Next: checkpoints and garbage collection, view changes, state transfer,
+//! read-only requests, client replies; the simulator with Byzantine actors;
+//! the engine behind `Ordering`.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod message;
+pub mod replica;
