@@ -9,10 +9,11 @@
 //! - [`message`]: the protocol's messages, signed over a domain-separated
 //!   canonical encoding and verified against the replica set; batch digests;
 //! - [`replica`]: the normal case (pre-prepare with batching inside the
-//!   watermarks, prepare, commit, execution in sequence order) and evidence of
-//!   an equivocating primary.
+//!   watermarks, prepare, commit, execution in sequence order), evidence of
+//!   an equivocating primary, checkpoints every K (stable with 2f + 1
+//!   matching signed digests; older messages discarded, the window moves).
 //!
-//! Next: checkpoints and garbage collection, view changes, state transfer,
+//! Next: view changes, state transfer,
 //! read-only requests, client replies; the simulator with Byzantine actors;
 //! the engine behind `Ordering`.
 

@@ -9,8 +9,11 @@
 //!
 //! Sans-IO: [`Replica::request`], [`Replica::handle`] and [`Replica::tick`]
 //! take input; [`Replica::drain_outputs`] gives what to send and execute.
-//! In progress (issue 7): checkpoints, view changes, state transfer and
-//! read-only requests come next.
+//! Checkpoints (§4.3): after executing a multiple of K the runtime reports
+//! the state's digest; 2f + 1 matching signed checkpoints make it stable,
+//! which discards everything at or below it and moves the watermarks.
+//! In progress (issue 7): view changes, state transfer and read-only
+//! requests come next.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -27,6 +30,8 @@ pub struct Settings {
     pub window: u64,
     /// Most requests in one batch.
     pub max_batch: usize,
+    /// A checkpoint every this many sequence numbers (K = 128 in the paper, §4.3).
+    pub checkpoint_interval: u64,
 }
 
 impl Default for Settings {
@@ -34,6 +39,7 @@ impl Default for Settings {
         Settings {
             window: 256,
             max_batch: 256,
+            checkpoint_interval: 128,
         }
     }
 }
@@ -43,8 +49,13 @@ impl Default for Settings {
 pub enum Output {
     /// Send to every other replica.
     Broadcast(Envelope),
-    /// Execute this batch, the next in sequence order.
-    Execute { seq: Seq, batch: Vec<Request> },
+    /// Execute this batch, the next in sequence order. With `checkpoint`,
+    /// report the state's digest after it with [`Replica::state_digest`].
+    Execute {
+        seq: Seq,
+        batch: Vec<Request>,
+        checkpoint: bool,
+    },
     /// Provable misbehaviour of a replica, with the signed messages that prove it.
     Evidence(Evidence),
 }
@@ -113,6 +124,11 @@ pub struct Replica {
     assigned: Seq,
     last_executed: Seq,
     slots: BTreeMap<Seq, Slot>,
+    /// Checkpoint messages above the low watermark: seq → sender → signed.
+    checkpoints: BTreeMap<Seq, BTreeMap<ReplicaId, Signed>>,
+    /// The proof of the last stable checkpoint: 2f + 1 matching signed
+    /// checkpoint messages (what view changes and state transfer carry).
+    stable_proof: Vec<Signed>,
     /// Requests waiting for the primary to batch them.
     pending: VecDeque<Request>,
     outputs: Vec<Output>,
@@ -134,6 +150,8 @@ impl Replica {
             assigned: 0,
             last_executed: 0,
             slots: BTreeMap::new(),
+            checkpoints: BTreeMap::new(),
+            stable_proof: Vec::new(),
             pending: VecDeque::new(),
             outputs: Vec::new(),
         }
@@ -147,6 +165,18 @@ impl Replica {
     }
     pub fn last_executed(&self) -> Seq {
         self.last_executed
+    }
+    /// The low watermark: the last stable checkpoint.
+    pub fn low_watermark(&self) -> Seq {
+        self.low
+    }
+    /// The signed checkpoint messages that make the low watermark stable.
+    pub fn stable_proof(&self) -> &[Signed] {
+        &self.stable_proof
+    }
+    /// Sequence numbers whose messages are still kept.
+    pub fn slots_kept(&self) -> usize {
+        self.slots.len()
     }
     fn is_primary(&self) -> bool {
         self.replicas.primary(self.view) == self.id
@@ -232,6 +262,22 @@ impl Replica {
                 let slot = self.slots.entry(seq).or_default();
                 slot.commits.entry(env.msg.from).or_insert(env.msg);
                 self.check(seq);
+                Ok(())
+            }
+            Body::Checkpoint { seq, .. } => {
+                if seq <= self.low || seq > self.high() {
+                    return Err(Refused::OutsideWindow {
+                        seq,
+                        low: self.low,
+                        high: self.high(),
+                    });
+                }
+                self.checkpoints
+                    .entry(seq)
+                    .or_default()
+                    .entry(env.msg.from)
+                    .or_insert(env.msg);
+                self.check_stable(seq);
                 Ok(())
             }
             _ => Err(Refused::Unsupported),
@@ -343,6 +389,50 @@ impl Replica {
         self.execute_ready();
     }
 
+    /// The runtime executed up to `seq` (a checkpoint) and the state there
+    /// has digest `state`: say so to all (§4.3).
+    pub fn state_digest(&mut self, seq: Seq, state: Digest) {
+        if seq <= self.low || seq > self.last_executed {
+            return;
+        }
+        let msg = self.sign(Body::Checkpoint { seq, state });
+        self.checkpoints
+            .entry(seq)
+            .or_default()
+            .insert(self.id, msg.clone());
+        self.broadcast(msg, None);
+        self.check_stable(seq);
+    }
+
+    /// §4.3: a checkpoint is stable once 2f + 1 replicas (this one among
+    /// them: it must have the state itself) signed the same digest for it;
+    /// then everything at or below it is discarded and the window moves.
+    fn check_stable(&mut self, seq: Seq) {
+        let Some(mine) = self
+            .checkpoints
+            .get(&seq)
+            .and_then(|c| c.get(&self.id))
+            .map(|m| m.body.clone())
+        else {
+            return;
+        };
+        let proof: Vec<Signed> = self.checkpoints[&seq]
+            .values()
+            .filter(|m| m.body == mine)
+            .cloned()
+            .collect();
+        if proof.len() < self.replicas.quorum() {
+            return;
+        }
+        self.low = seq;
+        self.stable_proof = proof;
+        self.slots = self.slots.split_off(&(seq + 1));
+        self.checkpoints = self.checkpoints.split_off(&(seq + 1));
+        if self.is_primary() {
+            self.propose();
+        }
+    }
+
     /// Executes committed batches in sequence order (§4.2).
     fn execute_ready(&mut self) {
         while let Some(slot) = self.slots.get(&(self.last_executed + 1)) {
@@ -354,6 +444,9 @@ impl Replica {
             self.outputs.push(Output::Execute {
                 seq: self.last_executed,
                 batch,
+                checkpoint: self
+                    .last_executed
+                    .is_multiple_of(self.settings.checkpoint_interval),
             });
         }
     }
@@ -370,12 +463,16 @@ mod tests {
     }
 
     fn group(n: usize) -> Vec<Replica> {
+        group_with(n, Settings::default())
+    }
+
+    fn group_with(n: usize, settings: Settings) -> Vec<Replica> {
         let k = keys(n);
         let set =
             ReplicaSet::new(k.iter().map(|k| k.verifying_key().to_bytes()).collect()).unwrap();
         k.into_iter()
             .enumerate()
-            .map(|(i, key)| Replica::new(i as ReplicaId, set.clone(), key, Settings::default()))
+            .map(|(i, key)| Replica::new(i as ReplicaId, set.clone(), key, settings.clone()))
             .collect()
     }
 
@@ -393,20 +490,30 @@ mod tests {
         let mut executed = vec![Vec::new(); rs.len()];
         loop {
             let mut mail = Vec::new();
+            let mut moved = false;
             for r in rs.iter_mut() {
                 for o in r.drain_outputs() {
+                    moved = true;
                     match o {
                         Output::Broadcast(e) if !drop_from.contains(&r.id()) => {
                             mail.push((r.id(), e))
                         }
-                        Output::Execute { seq, batch } => {
-                            executed[r.id() as usize].push((seq, batch))
+                        Output::Execute {
+                            seq,
+                            batch,
+                            checkpoint,
+                        } => {
+                            executed[r.id() as usize].push((seq, batch));
+                            if checkpoint {
+                                // Every correct replica has the same state there.
+                                r.state_digest(seq, [seq as u8; 32]);
+                            }
                         }
                         _ => {}
                     }
                 }
             }
-            if mail.is_empty() {
+            if !moved {
                 return executed;
             }
             for (from, e) in mail {
@@ -511,5 +618,76 @@ mod tests {
             matches!(&out[..], [Output::Evidence(e)] if e.culprit() == 0),
             "{out:?}"
         );
+    }
+
+    fn small_window() -> Settings {
+        Settings {
+            window: 4,
+            max_batch: 1,
+            checkpoint_interval: 2,
+        }
+    }
+
+    /// TOCS 2002 §4.3: checkpoints every K sequence numbers become stable
+    /// with 2f + 1 matching signed checkpoint messages; older messages are
+    /// discarded and the watermarks move, so a small window keeps flowing.
+    #[test]
+    fn stable_checkpoints_collect_garbage_and_move_the_window() {
+        let mut first = group_with(4, small_window());
+        for t in 1..=10 {
+            first[0].request(req(t));
+        }
+        let proposed = first[0]
+            .drain_outputs()
+            .iter()
+            .filter(|o| matches!(o, Output::Broadcast(_)))
+            .count();
+        assert_eq!(proposed, 4, "only the window's four are proposed at first");
+        let mut rs = group_with(4, small_window());
+        for t in 1..=10 {
+            rs[0].request(req(t));
+        }
+        let ex = run(&mut rs, &[]);
+        for e in &ex {
+            assert_eq!(e.len(), 10, "all ten executed through a window of four");
+            assert_eq!(e, &ex[0]);
+        }
+        for r in &rs {
+            assert_eq!(r.low_watermark(), 10);
+            assert!(r.stable_proof().len() >= 3, "2f + 1 signed checkpoints");
+            assert_eq!(r.slots_kept(), 0, "everything at or below 10 discarded");
+        }
+    }
+
+    /// A checkpoint signed with another digest (a replica whose state
+    /// diverged) does not count towards the 2f + 1.
+    #[test]
+    fn checkpoints_need_2f_plus_1_matching_digests() {
+        let k = keys(4);
+        let mut rs = group_with(4, small_window());
+        rs[0].request(req(1));
+        rs[0].request(req(2));
+        let ex = run(&mut rs, &[]);
+        assert_eq!(ex[1].len(), 2);
+        let r = &mut rs[1];
+        assert_eq!(r.low_watermark(), 2, "stable after the run");
+        let cp = |from: usize, d: u8| Envelope {
+            msg: Signed::sign(
+                from as ReplicaId,
+                Body::Checkpoint {
+                    seq: 4,
+                    state: [d; 32],
+                },
+                &k[from],
+            ),
+            batch: None,
+        };
+        r.last_executed = 4; // as if 3 and 4 had executed here
+        r.state_digest(4, [4; 32]);
+        r.handle(cp(0, 4)).unwrap();
+        r.handle(cp(2, 9)).unwrap();
+        assert_eq!(r.low_watermark(), 2, "two matching of three are not enough");
+        r.handle(cp(3, 4)).unwrap();
+        assert_eq!(r.low_watermark(), 4);
     }
 }
