@@ -363,28 +363,11 @@ fn bench_mesh(exe: &Path, args: &PubsubBench) -> anyhow::Result<PubsubResult> {
                 .ok_or_else(|| anyhow::anyhow!("node {i} serves no Redis endpoint"))?
                 .to_string())
         };
-        let mut subs: Vec<Box<dyn Sub>> = Vec::new();
-        for i in 0..args.nodes {
-            subs.push(Box::new(RedisSub::open(&addr(i)?)?));
-        }
-        let target = addr(0)?;
-        let mut one = RedisPub::open(&target, args.payload)?;
-        let receivers = one.publish(u64::MAX / 2)?;
-        if receivers as usize != args.nodes {
-            anyhow::bail!(
-                "a publish reached {receivers} subscribers, not {}",
-                args.nodes
-            );
-        }
-        let len = args.payload;
-        let r = measure(
+        let subs: Vec<String> = (0..args.nodes).map(addr).collect::<anyhow::Result<_>>()?;
+        let r = measure_resp(
             &format!("mesh ({} nodes, RESP)", args.nodes),
-            subs,
-            |seq| one.publish(seq),
-            || {
-                let mut p = RedisPub::open(&target, len)?;
-                Ok(Box::new(move |seq| p.publish(seq)))
-            },
+            &subs,
+            &addr(0)?,
             args,
         );
         c.stop_all();
@@ -433,7 +416,7 @@ fn bench_mesh(exe: &Path, args: &PubsubBench) -> anyhow::Result<PubsubResult> {
     r
 }
 
-struct Redis(Child);
+pub(crate) struct Redis(Child);
 impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -441,12 +424,14 @@ impl Drop for Redis {
     }
 }
 
-fn bench_redis(args: &PubsubBench) -> anyhow::Result<PubsubResult> {
+/// Starts `server` (redis-server) without persistence on a free loopback
+/// port; stopped when the guard drops. Shared by the pub/sub and RESP benches.
+pub(crate) fn start_redis(server: &str) -> anyhow::Result<(Redis, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let _server = Redis(
-        Command::new("redis-server")
+    let guard = Redis(
+        Command::new(server)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdin(Stdio::null())
@@ -455,7 +440,7 @@ fn bench_redis(args: &PubsubBench) -> anyhow::Result<PubsubResult> {
             .spawn()
             .map_err(|e| {
                 anyhow::anyhow!(
-                    "cannot start redis-server ({e}): install it (apt-get install redis-server) or pass --peer none"
+                    "cannot start {server} ({e}): install it (apt-get install redis-server)"
                 )
             })?,
     );
@@ -464,18 +449,43 @@ fn bench_redis(args: &PubsubBench) -> anyhow::Result<PubsubResult> {
         TcpStream::connect(&addr).is_ok()
     })
     .ok_or_else(|| anyhow::anyhow!("redis-server did not start"))?;
-    let mut subs: Vec<Box<dyn Sub>> = Vec::new();
-    for _ in 0..args.nodes {
-        subs.push(Box::new(RedisSub::open(&addr)?));
+    Ok((guard, addr))
+}
+
+fn bench_redis(args: &PubsubBench) -> anyhow::Result<PubsubResult> {
+    let (_server, addr) = start_redis("redis-server")?;
+    let subs = vec![addr.clone(); args.nodes];
+    measure_resp("redis-server (1 process)", &subs, &addr, args)
+}
+
+/// Subscribers on `subs` and publishers on `publish_to`, all over RESP (the
+/// nodes' Redis endpoints, or redis-server): checks a publish reaches every
+/// subscriber, then measures.
+fn measure_resp(
+    name: &str,
+    subs: &[String],
+    publish_to: &str,
+    args: &PubsubBench,
+) -> anyhow::Result<PubsubResult> {
+    let mut conns: Vec<Box<dyn Sub>> = Vec::new();
+    for a in subs {
+        conns.push(Box::new(RedisSub::open(a)?));
     }
-    let mut one = RedisPub::open(&addr, args.payload)?;
+    let mut one = RedisPub::open(publish_to, args.payload)?;
+    let receivers = one.publish(u64::MAX / 2)?;
+    if receivers as usize != subs.len() {
+        anyhow::bail!(
+            "a publish reached {receivers} subscribers, not {}",
+            subs.len()
+        );
+    }
     let len = args.payload;
     measure(
-        "redis-server (1 process)",
-        subs,
+        name,
+        conns,
         |seq| one.publish(seq),
         || {
-            let mut p = RedisPub::open(&addr, len)?;
+            let mut p = RedisPub::open(publish_to, len)?;
             Ok(Box::new(move |seq| p.publish(seq)))
         },
         args,

@@ -4,7 +4,7 @@
 //! latency percentiles and the mesh/redis ratios.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use clap::Args;
@@ -121,30 +121,13 @@ fn run_benchmark(tool: &str, port: u16, args: &RespBench) -> anyhow::Result<Vec<
     Ok(results)
 }
 
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn bench_redis(server: &str, tool: &str, args: &RespBench) -> anyhow::Result<Target> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let _s = Server(
-        Command::new(server)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .ok_or_else(|| anyhow::anyhow!("redis-server did not start"))?;
+    let (_server, addr) = crate::bench_pubsub::start_redis(server)?;
+    let port = addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("bad redis-server address {addr}"))?;
     Ok(Target {
         implementation: "redis-server (1 process, no persistence)".into(),
         results: run_benchmark(tool, port, args)?,

@@ -77,7 +77,15 @@ fn writer(
 #[test]
 fn no_acknowledged_redis_write_is_lost_when_nodes_die() {
     let mut c = resp_mesh("rfail", &[]);
-    let ready = mesh_ready;
+    let rejoined = |c: &Cluster, who: &str| {
+        assert!(
+            wait_for(Duration::from_secs(30), Duration::from_millis(20), || {
+                mesh_ready(c)
+            })
+            .is_some(),
+            "{who} did not rejoin"
+        );
+    };
     let nodes = Arc::new(Mutex::new(addrs(&c)));
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Vec<Arc<Mutex<Vec<u64>>>> = (0..WRITERS).map(|_| Default::default()).collect();
@@ -112,15 +120,7 @@ fn no_acknowledged_redis_write_is_lost_when_nodes_die() {
     progress(200, "with node 2 dead");
     c.restart(2, &[c.info(0).gossip]).unwrap();
     *nodes.lock().unwrap() = addrs(&c);
-    assert!(
-        wait_for(
-            Duration::from_secs(30),
-            Duration::from_millis(20),
-            || ready(&c)
-        )
-        .is_some(),
-        "node 2 did not rejoin"
-    );
+    rejoined(&c, "node 2");
     progress(100, "after node 2 rejoined");
 
     // The leader dies: its clients (if any) move on, the others wait for
@@ -132,15 +132,7 @@ fn no_acknowledged_redis_write_is_lost_when_nodes_die() {
     let alive = (0..3).find(|&i| i != leader).unwrap();
     c.restart(leader, &[c.info(alive).gossip]).unwrap();
     *nodes.lock().unwrap() = addrs(&c);
-    assert!(
-        wait_for(
-            Duration::from_secs(30),
-            Duration::from_millis(20),
-            || ready(&c)
-        )
-        .is_some(),
-        "the old leader did not rejoin"
-    );
+    rejoined(&c, "the old leader");
     progress(100, "after the old leader rejoined");
     stop.store(true, Ordering::Relaxed);
     for t in threads {

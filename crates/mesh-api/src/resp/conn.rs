@@ -283,12 +283,12 @@ impl Conn {
                 payload,
             } => {
                 let r = match pattern {
-                    None => push_reply(vec![
+                    None => Reply::Push(vec![
                         Reply::bulk("message"),
                         Reply::bulk(channel),
                         Reply::Bulk(payload),
                     ]),
-                    Some(p) => push_reply(vec![
+                    Some(p) => Reply::Push(vec![
                         Reply::bulk("pmessage"),
                         Reply::bulk(p),
                         Reply::bulk(channel),
@@ -886,7 +886,7 @@ impl Conn {
             ));
         }
         match self.server.svc.kv_write_batch(vec![KvCmd::FlushAll]).await {
-            Ok(mut r) => shaped(vec![r.remove(0)], &Shape::Plain, false, self.resp3),
+            Ok(mut r) => convert(r.remove(0), &Shape::Plain, self.resp3),
             Err(e) => service_error(&e, true),
         }
     }
@@ -944,7 +944,7 @@ impl Conn {
                     }
                 }
             }
-            let r = push_reply(vec![
+            let r = Reply::Push(vec![
                 Reply::bulk(kind),
                 Reply::Bulk(raw),
                 Reply::Int(self.channels() as i64),
@@ -969,7 +969,7 @@ impl Conn {
             names
         };
         if names.is_empty() {
-            let r = push_reply(vec![
+            let r = Reply::Push(vec![
                 Reply::bulk(kind),
                 Reply::Nil,
                 Reply::Int(self.channels() as i64),
@@ -982,7 +982,7 @@ impl Conn {
             if let Some(h) = self.subs.remove(&key) {
                 h.abort();
             }
-            let r = push_reply(vec![
+            let r = Reply::Push(vec![
                 Reply::bulk(kind),
                 Reply::Bulk(raw),
                 Reply::Int(self.channels() as i64),
@@ -1196,11 +1196,6 @@ fn shaped(mut replies: Vec<mesh_state::Reply>, shape: &Shape, group: bool, resp3
         Some(r) => convert(r, shape, resp3),
         None => Reply::err("ERR no reply"),
     }
-}
-
-/// A pub/sub reply: a push in RESP3, an array in RESP2.
-fn push_reply(items: Vec<Reply>) -> Reply {
-    Reply::Push(items)
 }
 
 fn ping(a: &[Vec<u8>]) -> Reply {

@@ -110,14 +110,9 @@ pub async fn info(server: &Server, args: &[Vec<u8>]) -> Reply {
         // Redis answers an unknown section with nothing.
         out.clear();
     }
-    Reply::Bulk(
-        out.trim_end_matches("\r\n")
-            .to_string()
-            .into_bytes()
-            .into_iter()
-            .chain(*b"\r\n")
-            .collect(),
-    )
+    // One CRLF at the end, as Redis sends it.
+    let body = out.trim_end_matches("\r\n");
+    Reply::Bulk(format!("{body}\r\n").into_bytes())
 }
 
 /// `# Mesh`: this node, the leader, the members, the mode.

@@ -72,6 +72,16 @@ pub fn plan(spec: &Spec, a: Vec<Vec<u8>>) -> Step {
     }
 }
 
+/// An optional last argument at position 2 (`LPOP key [count]`,
+/// `SRANDMEMBER key [count]`): more arguments are `too_many`.
+fn optional<T>(a: &Args, parse: fn(&[u8]) -> Arg<T>, too_many: Reply) -> Arg<Option<T>> {
+    match a.len() {
+        0..=2 => Ok(None),
+        3 => parse(a.get(2)).map(Some),
+        _ => Err(too_many),
+    }
+}
+
 /// A count that must not be negative (`LPOP key count`, `SPOP`, `ZPOPMIN`).
 fn count(a: &[u8]) -> Arg<usize> {
     let n = int(a)?;
@@ -230,14 +240,7 @@ fn plan_inner(name: &'static str, a: Vec<Vec<u8>>) -> Arg<Step> {
             only_if_exists: name.ends_with('x'),
         }),
         "lpop" | "rpop" => {
-            if a.len() > 3 {
-                return Err(wrong_args(name));
-            }
-            let n = if a.len() == 3 {
-                Some(count(a.get(2))?)
-            } else {
-                None
-            };
+            let n = optional(&a, count, wrong_args(name))?;
             Step::Write(
                 vec![KvCmd::Pop {
                     key: a.take(1),
@@ -293,28 +296,14 @@ fn plan_inner(name: &'static str, a: Vec<Vec<u8>>) -> Arg<Step> {
         }),
         "scard" => r(ReadCmd::SCard { key: a.take(1) }),
         "srandmember" => {
-            if a.len() > 3 {
-                return Err(syntax());
-            }
-            let count = if a.len() == 3 {
-                Some(int(a.get(2))?)
-            } else {
-                None
-            };
+            let count = optional(&a, int, syntax())?;
             r(ReadCmd::SRandMember {
                 key: a.take(1),
                 count,
             })
         }
         "spop" => {
-            if a.len() > 3 {
-                return Err(syntax());
-            }
-            let n = if a.len() == 3 {
-                Some(count(a.get(2))?)
-            } else {
-                None
-            };
+            let n = optional(&a, count, syntax())?;
             w(KvCmd::SPop {
                 key: a.take(1),
                 count: n,
@@ -358,14 +347,7 @@ fn plan_inner(name: &'static str, a: Vec<Vec<u8>>) -> Arg<Step> {
             Shape::Score,
         ),
         "zpopmin" | "zpopmax" => {
-            if a.len() > 3 {
-                return Err(syntax());
-            }
-            let n = if a.len() == 3 {
-                Some(count(a.get(2))?)
-            } else {
-                None
-            };
+            let n = optional(&a, count, syntax())?;
             Step::Write(
                 vec![KvCmd::ZPop {
                     key: a.take(1),

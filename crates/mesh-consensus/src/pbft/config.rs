@@ -98,13 +98,8 @@ impl ReplicaSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ed25519_dalek::SigningKey;
 
-    pub(crate) fn keys(n: usize) -> Vec<SigningKey> {
-        (0..n)
-            .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
-            .collect()
-    }
+    use crate::pbft::testing::keys;
 
     fn set(n: usize) -> Result<ReplicaSet, ConfigError> {
         ReplicaSet::new(

@@ -187,15 +187,9 @@ pub struct Envelope {
 mod tests {
     use super::*;
 
-    fn keys(n: usize) -> Vec<SigningKey> {
-        (0..n)
-            .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
-            .collect()
-    }
+    use crate::pbft::testing::keys;
 
-    fn replicas(k: &[SigningKey]) -> ReplicaSet {
-        ReplicaSet::new(k.iter().map(|k| k.verifying_key().to_bytes()).collect()).unwrap()
-    }
+    use crate::pbft::testing::replica_set as replicas;
 
     fn req(t: u64) -> Request {
         Request {

@@ -22,3 +22,22 @@
 pub mod config;
 pub mod message;
 pub mod replica;
+
+/// Deterministic keys and replica sets for the unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use ed25519_dalek::SigningKey;
+
+    use super::config::ReplicaSet;
+
+    pub fn keys(n: usize) -> Vec<SigningKey> {
+        (0..n)
+            .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
+            .collect()
+    }
+
+    pub fn replica_set(k: &[SigningKey]) -> ReplicaSet {
+        ReplicaSet::new(k.iter().map(|k| k.verifying_key().to_bytes()).collect())
+            .expect("valid keys")
+    }
+}

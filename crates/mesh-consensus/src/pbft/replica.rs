@@ -456,11 +456,7 @@ impl Replica {
 mod tests {
     use super::*;
 
-    fn keys(n: usize) -> Vec<SigningKey> {
-        (0..n)
-            .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
-            .collect()
-    }
+    use crate::pbft::testing::keys;
 
     fn group(n: usize) -> Vec<Replica> {
         group_with(n, Settings::default())
@@ -468,8 +464,7 @@ mod tests {
 
     fn group_with(n: usize, settings: Settings) -> Vec<Replica> {
         let k = keys(n);
-        let set =
-            ReplicaSet::new(k.iter().map(|k| k.verifying_key().to_bytes()).collect()).unwrap();
+        let set = crate::pbft::testing::replica_set(&k);
         k.into_iter()
             .enumerate()
             .map(|(i, key)| Replica::new(i as ReplicaId, set.clone(), key, settings.clone()))
