@@ -20,7 +20,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -29,6 +28,7 @@ use clap::Args;
 use serde::Serialize;
 
 use mesh_cli::cluster::{Cluster, wait_for};
+use mesh_cli::redis_server::RedisServer;
 use mesh_proto::resp::encode_request;
 use mesh_proto::units::parse_duration_ms;
 
@@ -416,46 +416,10 @@ fn bench_mesh(exe: &Path, args: &PubsubBench) -> anyhow::Result<PubsubResult> {
     r
 }
 
-pub(crate) struct Redis(Child);
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `server` (redis-server) without persistence on a free loopback
-/// port; stopped when the guard drops. Shared by the pub/sub and RESP benches.
-pub(crate) fn start_redis(server: &str) -> anyhow::Result<(Redis, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let guard = Redis(
-        Command::new(server)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot start {server} ({e}): install it (apt-get install redis-server)"
-                )
-            })?,
-    );
-    let addr = format!("127.0.0.1:{port}");
-    wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-        TcpStream::connect(&addr).is_ok()
-    })
-    .ok_or_else(|| anyhow::anyhow!("redis-server did not start"))?;
-    Ok((guard, addr))
-}
-
 fn bench_redis(args: &PubsubBench) -> anyhow::Result<PubsubResult> {
-    let (_server, addr) = start_redis("redis-server")?;
-    let subs = vec![addr.clone(); args.nodes];
-    measure_resp("redis-server (1 process)", &subs, &addr, args)
+    let server = RedisServer::start("redis-server")?;
+    let subs = vec![server.addr.clone(); args.nodes];
+    measure_resp("redis-server (1 process)", &subs, &server.addr, args)
 }
 
 /// Subscribers on `subs` and publishers on `publish_to`, all over RESP (the

@@ -122,7 +122,8 @@ fn run_benchmark(tool: &str, port: u16, args: &RespBench) -> anyhow::Result<Vec<
 }
 
 fn bench_redis(server: &str, tool: &str, args: &RespBench) -> anyhow::Result<Target> {
-    let (_server, addr) = crate::bench_pubsub::start_redis(server)?;
+    let server = mesh_cli::redis_server::RedisServer::start(server)?;
+    let addr = server.addr.clone();
     let port = addr
         .rsplit(':')
         .next()

@@ -6,8 +6,9 @@
 
 mod common;
 
-use common::redis::{RedisServer, Resp, redis_tools};
+use common::redis::{Resp, redis_tools};
 use mesh_cli::cluster::Cluster;
+use mesh_cli::redis_server::RedisServer;
 use mesh_proto::resp::Reply;
 
 /// How two replies must agree.
@@ -362,7 +363,7 @@ fn agree(cmp: Cmp, ours: &Reply, redis: &Reply) -> bool {
 /// Both endpoints, flushed: (mesh cluster, redis-server, mesh conn, redis conn).
 fn endpoints(tag: &str) -> Option<(Cluster, RedisServer, Resp, Resp)> {
     let (server, _, _) = redis_tools()?;
-    let redis = RedisServer::start(&server);
+    let redis = RedisServer::start(&server).unwrap();
     let exe = env!("CARGO_BIN_EXE_mesh");
     let mut c = Cluster::new(std::path::Path::new(exe), "local", tag).unwrap();
     let n = c

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mesh_cli::cluster::{Cluster, wait_for};
@@ -173,42 +173,4 @@ fn is_root() -> bool {
         .output()
         .map(|o| o.stdout.starts_with(b"0"))
         .unwrap_or(false)
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `redis-server` without persistence on a free port; killed when dropped.
-pub struct RedisServer {
-    child: Child,
-    pub addr: String,
-}
-
-impl RedisServer {
-    pub fn start(server: &str) -> RedisServer {
-        let port = free_port();
-        let child = Command::new(server)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let addr = format!("127.0.0.1:{port}");
-        let mut c = Resp::connect(&addr);
-        assert_eq!(c.cmd(&["PING"]), Reply::Simple("PONG".into()));
-        RedisServer { child, addr }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
