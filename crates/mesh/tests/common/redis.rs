@@ -1,7 +1,7 @@
 //! Redis helpers for the end-to-end tests: a plain RESP connection (our
 //! client side of `mesh_proto::resp`), Debian's `redis-server`,
 //! `redis-cli` and `redis-benchmark` (installed when missing; a failure in
-//! CI), and a `redis-server` to compare against.
+//! CI). The `redis-server` to compare against is `mesh_cli::redis_server`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
