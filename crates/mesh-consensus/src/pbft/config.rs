@@ -30,10 +30,28 @@ pub enum ConfigError {
 }
 
 /// The replicas of one configuration, by index.
+///
+/// Serialized as the plain list of public keys; the decompressed keys are
+/// kept beside them so verifying a signature does not decode the key again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<[u8; 32]>", into = "Vec<[u8; 32]>")]
 pub struct ReplicaSet {
     /// Public keys, indexed by [`ReplicaId`].
     keys: Vec<[u8; 32]>,
+    parsed: Vec<VerifyingKey>,
+}
+
+impl TryFrom<Vec<[u8; 32]>> for ReplicaSet {
+    type Error = ConfigError;
+    fn try_from(keys: Vec<[u8; 32]>) -> Result<Self, ConfigError> {
+        ReplicaSet::new(keys)
+    }
+}
+
+impl From<ReplicaSet> for Vec<[u8; 32]> {
+    fn from(s: ReplicaSet) -> Self {
+        s.keys
+    }
 }
 
 impl ReplicaSet {
@@ -42,15 +60,17 @@ impl ReplicaSet {
         if keys.len() < 4 {
             return Err(ConfigError::TooFew(keys.len()));
         }
+        let mut parsed = Vec::with_capacity(keys.len());
         for (i, k) in keys.iter().enumerate() {
-            if VerifyingKey::from_bytes(k).is_err() {
+            let Ok(key) = VerifyingKey::from_bytes(k) else {
                 return Err(ConfigError::BadKey { id: i as ReplicaId });
-            }
+            };
             if keys[..i].contains(k) {
                 return Err(ConfigError::DuplicateKey(i as ReplicaId));
             }
+            parsed.push(key);
         }
-        Ok(ReplicaSet { keys })
+        Ok(ReplicaSet { keys, parsed })
     }
 
     /// n: how many replicas.
@@ -81,9 +101,8 @@ impl ReplicaSet {
     }
 
     /// Replica `id`'s key, if it is a member.
-    pub fn key(&self, id: ReplicaId) -> Option<VerifyingKey> {
-        let k = self.keys.get(id as usize)?;
-        VerifyingKey::from_bytes(k).ok()
+    pub fn key(&self, id: ReplicaId) -> Option<&VerifyingKey> {
+        self.parsed.get(id as usize)
     }
 
     pub fn contains(&self, id: ReplicaId) -> bool {

@@ -84,6 +84,13 @@ pub enum Body {
     },
 }
 
+impl Request {
+    /// Identifies the request: a client's timestamps are unique.
+    pub fn id(&self) -> (String, u64) {
+        (self.client.clone(), self.timestamp)
+    }
+}
+
 impl Body {
     /// The view the message belongs to, if any.
     pub fn view(&self) -> Option<View> {
@@ -100,11 +107,13 @@ impl Body {
 }
 
 /// A prepared certificate (§4.4): a pre-prepare and 2f matching prepares
-/// from different backups.
+/// from different backups, with the batch the digest names (so a new
+/// primary can re-issue it without fetching the requests).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreparedCert {
     pub pre_prepare: Signed,
     pub prepares: Vec<Signed>,
+    pub batch: Vec<Request>,
 }
 
 /// A body signed by replica `from`.

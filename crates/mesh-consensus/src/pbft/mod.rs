@@ -22,6 +22,8 @@
 pub mod config;
 pub mod message;
 pub mod replica;
+pub mod validate;
+mod view_change;
 
 /// Deterministic keys and replica sets for the unit tests.
 #[cfg(test)]

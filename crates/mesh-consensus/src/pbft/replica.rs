@@ -1,26 +1,38 @@
-//! One pBFT replica's normal case (Castro & Liskov, TOCS 2002 §4.2): the
-//! primary of the view batches requests and assigns sequence numbers within
-//! the watermarks (pre-prepare); a backup accepts a pre-prepare that is
-//! signed by the primary, in its view and window, and not in conflict with
-//! one it accepted, and says so to all (prepare); a replica with the
-//! pre-prepare and 2f matching prepares from different backups is prepared
-//! and says so (commit); with 2f + 1 matching commits it is committed-local,
-//! and batches execute in sequence order.
+//! One pBFT replica (Castro & Liskov, TOCS 2002 §4): the normal case here,
+//! view changes in [`super::view_change`].
 //!
-//! Sans-IO: [`Replica::request`], [`Replica::handle`] and [`Replica::tick`]
-//! take input; [`Replica::drain_outputs`] gives what to send and execute.
+//! Normal case (§4.2): the primary of the view batches requests and assigns
+//! sequence numbers within the watermarks (pre-prepare); a backup accepts a
+//! pre-prepare that is signed by the primary, in its view and window, and
+//! not in conflict with one it accepted, and says so to all (prepare); a
+//! replica with the pre-prepare and 2f matching prepares from different
+//! backups is prepared and says so (commit); with 2f + 1 matching commits it
+//! is committed-local, and batches execute in sequence order.
+//!
 //! Checkpoints (§4.3): after executing a multiple of K the runtime reports
 //! the state's digest; 2f + 1 matching signed checkpoints make it stable,
-//! which discards everything at or below it and moves the watermarks.
-//! In progress (issue 7): view changes, state transfer and read-only
-//! requests come next.
+//! which discards everything at or below it and moves the watermarks. A
+//! replica that sees a quorum agree on a checkpoint it has not reached asks
+//! its runtime to fetch that state (§4.5 state transfer) and is told when it
+//! is installed.
+//!
+//! Lost messages: the paper leaves retransmission to the implementation.
+//! Every `retransmit_ms` a replica sends again its own messages for slots not
+//! yet committed, its unstable checkpoints, its VIEW-CHANGE while the view
+//! change lasts, and re-forwards requests no pre-prepare carries yet; a
+//! replica that hears from one in an older view sends it the NEW-VIEW.
+//!
+//! Sans-IO: [`Replica::request`], [`Replica::forwarded`], [`Replica::handle`]
+//! and [`Replica::tick`] (with the time) take input; [`Replica::drain_outputs`]
+//! gives what to send and execute.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use ed25519_dalek::SigningKey;
 
 use super::config::{ReplicaId, ReplicaSet, Seq, View};
-use super::message::{Body, Digest, Envelope, Request, Signed, batch_digest};
+use super::message::{Body, Digest, Envelope, PreparedCert, Request, Signed, batch_digest};
+use super::validate::{self, CertError};
 
 /// Settings of a replica.
 #[derive(Debug, Clone)]
@@ -32,6 +44,11 @@ pub struct Settings {
     pub max_batch: usize,
     /// A checkpoint every this many sequence numbers (K = 128 in the paper, §4.3).
     pub checkpoint_interval: u64,
+    /// How long a request may wait before a view change (§4.4), doubled on
+    /// each view change that brings no progress.
+    pub view_change_timeout_ms: u64,
+    /// How often lost messages are sent again.
+    pub retransmit_ms: u64,
 }
 
 impl Default for Settings {
@@ -40,6 +57,8 @@ impl Default for Settings {
             window: 256,
             max_batch: 256,
             checkpoint_interval: 128,
+            view_change_timeout_ms: 500,
+            retransmit_ms: 100,
         }
     }
 }
@@ -49,6 +68,13 @@ impl Default for Settings {
 pub enum Output {
     /// Send to every other replica.
     Broadcast(Envelope),
+    /// Send to one replica.
+    Send { to: ReplicaId, env: Envelope },
+    /// Send this client request to `to`, or to every other replica.
+    Forward {
+        to: Option<ReplicaId>,
+        request: Request,
+    },
     /// Execute this batch, the next in sequence order. With `checkpoint`,
     /// report the state's digest after it with [`Replica::state_digest`].
     Execute {
@@ -56,22 +82,32 @@ pub enum Output {
         batch: Vec<Request>,
         checkpoint: bool,
     },
+    /// A quorum agrees the state after `seq` has digest `state` and this
+    /// replica is behind it: fetch that state from the others, check its
+    /// digest, and call [`Replica::installed_state`].
+    FetchState { seq: Seq, state: Digest },
     /// Provable misbehaviour of a replica, with the signed messages that prove it.
     Evidence(Evidence),
+    /// The replica entered a new view.
+    ViewChanged { view: View },
 }
 
-/// Proof that a replica lied.
+/// Proof that a replica lied: two messages it signed that no correct
+/// replica signs together.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Evidence {
-    /// Two different signed pre-prepares for one view and sequence number.
+    /// Two different pre-prepares for one view and sequence number.
     Equivocation { a: Signed, b: Signed },
+    /// Two prepares, or two commits, for one view and sequence number with
+    /// different digests.
+    ConflictingVotes { a: Signed, b: Signed },
 }
 
 impl Evidence {
     /// The replica it accuses.
     pub fn culprit(&self) -> ReplicaId {
         match self {
-            Evidence::Equivocation { a, .. } => a.from,
+            Evidence::Equivocation { a, .. } | Evidence::ConflictingVotes { a, .. } => a.from,
         }
     }
 }
@@ -81,10 +117,14 @@ impl Evidence {
 pub enum Refused {
     #[error(transparent)]
     Signature(#[from] super::message::VerifyError),
+    #[error(transparent)]
+    Certificate(#[from] CertError),
     #[error("a pre-prepare from replica {from}, which is not the primary of view {view}")]
     NotPrimary { from: ReplicaId, view: View },
     #[error("view {got} is not this replica's view {current}")]
     WrongView { got: View, current: View },
+    #[error("replica is changing to view {0}")]
+    ViewChanging(View),
     #[error("sequence number {seq} is outside the window ({low}, {high}]")]
     OutsideWindow { seq: Seq, low: Seq, high: Seq },
     #[error("the batch does not match the pre-prepare's digest")]
@@ -93,45 +133,90 @@ pub enum Refused {
     MissingBatch,
     #[error("a conflicting pre-prepare for view {view}, sequence {seq}")]
     Conflict { view: View, seq: Seq },
+    #[error("a conflicting vote for view {view}, sequence {seq}")]
+    ConflictingVote { view: View, seq: Seq },
     #[error("a prepare from the primary (only backups prepare)")]
     PrepareFromPrimary,
-    #[error("a message this replica does not handle yet")]
-    Unsupported,
+    #[error("a batch in a message that carries none")]
+    UnexpectedBatch,
+    #[error("a checkpoint for {0}, not a multiple of the checkpoint interval")]
+    OddCheckpoint(Seq),
+    #[error("a reply (replicas do not take replies)")]
+    NotForReplicas,
+}
+
+/// Signatures this replica made and checked (the cost per request the
+/// benchmarks report).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub signed: u64,
+    pub verified: u64,
 }
 
 /// What one sequence number has gathered in the current view.
 #[derive(Debug, Default)]
-struct Slot {
-    pre_prepare: Option<Signed>,
-    batch: Option<Vec<Request>>,
-    digest: Option<Digest>,
-    prepares: BTreeMap<ReplicaId, Signed>,
-    commits: BTreeMap<ReplicaId, Signed>,
-    sent_commit: bool,
-    committed: bool,
+pub(super) struct Slot {
+    pub(super) pre_prepare: Option<Signed>,
+    pub(super) batch: Option<Vec<Request>>,
+    pub(super) digest: Option<Digest>,
+    pub(super) prepares: BTreeMap<ReplicaId, Signed>,
+    pub(super) commits: BTreeMap<ReplicaId, Signed>,
+    pub(super) sent_commit: bool,
+    pub(super) committed: bool,
 }
 
 /// One replica.
 pub struct Replica {
-    id: ReplicaId,
-    replicas: ReplicaSet,
+    pub(super) id: ReplicaId,
+    pub(super) replicas: ReplicaSet,
     key: SigningKey,
-    settings: Settings,
-    view: View,
+    pub(super) settings: Settings,
+    pub(super) view: View,
+    /// In normal operation in `view`; false between sending VIEW-CHANGE for
+    /// `view` and entering it.
+    pub(super) active: bool,
     /// The low watermark (the last stable checkpoint).
-    low: Seq,
+    pub(super) low: Seq,
     /// The primary's last assigned sequence number.
-    assigned: Seq,
-    last_executed: Seq,
-    slots: BTreeMap<Seq, Slot>,
-    /// Checkpoint messages above the low watermark: seq → sender → signed.
+    pub(super) assigned: Seq,
+    pub(super) last_executed: Seq,
+    pub(super) slots: BTreeMap<Seq, Slot>,
+    /// The highest-view prepared certificate of each sequence number above
+    /// the low watermark (what a VIEW-CHANGE carries).
+    pub(super) prepared: BTreeMap<Seq, PreparedCert>,
+    /// Checkpoint messages in (low, low + 2 windows]: seq → sender → signed.
     checkpoints: BTreeMap<Seq, BTreeMap<ReplicaId, Signed>>,
+    /// Each replica's latest checkpoint beyond that (how a replica far
+    /// behind learns it is).
+    ahead: BTreeMap<ReplicaId, Signed>,
     /// The proof of the last stable checkpoint: 2f + 1 matching signed
     /// checkpoint messages (what view changes and state transfer carry).
-    stable_proof: Vec<Signed>,
-    /// Requests waiting for the primary to batch them.
-    pending: VecDeque<Request>,
-    outputs: Vec<Output>,
+    pub(super) stable_proof: Vec<Signed>,
+    /// A state being fetched: (seq, digest).
+    pub(super) fetching: Option<(Seq, Digest)>,
+    /// Requests the primary has yet to batch.
+    pub(super) pending: VecDeque<Request>,
+    /// Requests known and not executed yet (the view-change timer runs
+    /// while there are any): id → request.
+    pub(super) waiting: BTreeMap<(String, u64), Request>,
+    /// Each client's last executed timestamp (older requests are stale).
+    done: HashMap<String, u64>,
+    /// The latest VIEW-CHANGE of each replica for a view at or above ours,
+    /// already checked.
+    pub(super) vcs: BTreeMap<ReplicaId, (Signed, validate::ViewChangeInfo)>,
+    /// The NEW-VIEW of the current view (sent to replicas still behind).
+    pub(super) new_view: Option<Envelope>,
+    /// When each replica was last sent the NEW-VIEW.
+    pub(super) helped: BTreeMap<ReplicaId, u64>,
+    pub(super) now: u64,
+    /// Since when the oldest waiting request waits (reset on progress).
+    pub(super) timer_since: Option<u64>,
+    pub(super) vc_started: u64,
+    /// View changes since the last progress (the timeout doubles with each).
+    pub(super) vc_attempts: u32,
+    last_retransmit: u64,
+    pub(super) counters: Counters,
+    pub(super) outputs: Vec<Output>,
 }
 
 impl Replica {
@@ -146,13 +231,28 @@ impl Replica {
             key,
             settings,
             view: 0,
+            active: true,
             low: 0,
             assigned: 0,
             last_executed: 0,
             slots: BTreeMap::new(),
+            prepared: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
+            ahead: BTreeMap::new(),
             stable_proof: Vec::new(),
+            fetching: None,
             pending: VecDeque::new(),
+            waiting: BTreeMap::new(),
+            done: HashMap::new(),
+            vcs: BTreeMap::new(),
+            new_view: None,
+            helped: BTreeMap::new(),
+            now: 0,
+            timer_since: None,
+            vc_started: 0,
+            vc_attempts: 0,
+            last_retransmit: 0,
+            counters: Counters::default(),
             outputs: Vec::new(),
         }
     }
@@ -162,6 +262,10 @@ impl Replica {
     }
     pub fn view(&self) -> View {
         self.view
+    }
+    /// In normal operation (not in the middle of a view change).
+    pub fn is_active(&self) -> bool {
+        self.active
     }
     pub fn last_executed(&self) -> Seq {
         self.last_executed
@@ -178,10 +282,20 @@ impl Replica {
     pub fn slots_kept(&self) -> usize {
         self.slots.len()
     }
-    fn is_primary(&self) -> bool {
+    /// Requests known here and not executed yet.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+    pub fn replicas(&self) -> &ReplicaSet {
+        &self.replicas
+    }
+    pub fn is_primary(&self) -> bool {
         self.replicas.primary(self.view) == self.id
     }
-    fn high(&self) -> Seq {
+    pub(super) fn high(&self) -> Seq {
         self.low + self.settings.window
     }
 
@@ -190,28 +304,75 @@ impl Replica {
         std::mem::take(&mut self.outputs)
     }
 
-    fn sign(&self, body: Body) -> Signed {
+    pub(super) fn sign(&mut self, body: Body) -> Signed {
+        self.counters.signed += 1;
         Signed::sign(self.id, body, &self.key)
     }
 
-    fn broadcast(&mut self, msg: Signed, batch: Option<Vec<Request>>) {
+    /// Signs a reply to a client (§4.1) for the runtime, which executed the
+    /// request and knows the result.
+    pub fn reply(&mut self, client: &str, timestamp: u64, result: Vec<u8>) -> Signed {
+        self.sign(Body::Reply {
+            view: self.view,
+            client: client.to_string(),
+            timestamp,
+            result,
+        })
+    }
+
+    pub(super) fn broadcast(&mut self, msg: Signed, batch: Option<Vec<Request>>) {
         self.outputs
             .push(Output::Broadcast(Envelope { msg, batch }));
     }
 
-    /// A client request reaches this replica. The primary batches it; a
-    /// backup keeps nothing yet (forwarding and the view-change timer come
-    /// with view changes).
+    /// A request from a client of this replica's node: every replica learns
+    /// of it (so every backup's timer watches the primary, §4.4) and the
+    /// primary batches it.
     pub fn request(&mut self, req: Request) {
-        if self.is_primary() {
+        if self.learn(req.clone()) {
+            self.outputs.push(Output::Forward {
+                to: None,
+                request: req,
+            });
+        }
+    }
+
+    /// A request another replica forwarded.
+    pub fn forwarded(&mut self, req: Request) {
+        self.learn(req);
+    }
+
+    /// Remembers a new request; false for a duplicate or a stale one.
+    fn learn(&mut self, req: Request) -> bool {
+        if self
+            .done
+            .get(&req.client)
+            .is_some_and(|&t| t >= req.timestamp)
+        {
+            return false;
+        }
+        let id = req.id();
+        if self.waiting.contains_key(&id) {
+            return false;
+        }
+        if self.waiting.is_empty() {
+            self.timer_since = Some(self.now);
+        }
+        self.waiting.insert(id, req.clone());
+        if self.is_primary() && self.active {
             self.pending.push_back(req);
             self.propose();
         }
+        true
     }
 
     /// The primary assigns sequence numbers to waiting requests while the
     /// window has room (§4.2).
-    fn propose(&mut self) {
+    pub(super) fn propose(&mut self) {
+        if !self.active || !self.is_primary() {
+            return;
+        }
+        self.assigned = self.assigned.max(self.low);
         while !self.pending.is_empty() && self.assigned < self.high() {
             let n = self.pending.len().min(self.settings.max_batch);
             let batch: Vec<Request> = self.pending.drain(..n).collect();
@@ -232,60 +393,70 @@ impl Replica {
         }
     }
 
-    /// Time passes: the primary proposes what the window now allows.
-    pub fn tick(&mut self) {
-        if self.is_primary() {
-            self.propose();
+    /// Time passes (milliseconds on the runtime's monotonic clock): the
+    /// primary proposes what the window allows, timers fire, lost messages
+    /// go out again.
+    pub fn tick(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        self.propose();
+        self.check_timers();
+        if self.now.saturating_sub(self.last_retransmit) >= self.settings.retransmit_ms {
+            self.last_retransmit = self.now;
+            self.retransmit();
         }
     }
 
     /// A message from another replica. Verified before anything counts.
     pub fn handle(&mut self, env: Envelope) -> Result<(), Refused> {
+        self.counters.verified += 1;
         env.msg.verify(&self.replicas)?;
+        let from = env.msg.from;
+        if env.batch.is_some() && !matches!(env.msg.body, Body::PrePrepare { .. }) {
+            return Err(Refused::UnexpectedBatch);
+        }
         match env.msg.body.clone() {
             Body::PrePrepare { view, seq, digest } => {
                 self.on_pre_prepare(env.msg, env.batch, view, seq, digest)
             }
             Body::Prepare { view, seq, digest } => {
-                self.in_view_and_window(view, seq)?;
-                if env.msg.from == self.replicas.primary(view) {
+                self.in_view_and_window(from, view, seq)?;
+                if from == self.replicas.primary(view) {
                     return Err(Refused::PrepareFromPrimary);
                 }
-                let slot = self.slots.entry(seq).or_default();
-                slot.prepares.entry(env.msg.from).or_insert(env.msg);
-                let _ = digest;
-                self.check(seq);
-                Ok(())
+                self.vote(env.msg, seq, digest, false)
             }
-            Body::Commit { view, seq, .. } => {
-                self.in_view_and_window(view, seq)?;
-                let slot = self.slots.entry(seq).or_default();
-                slot.commits.entry(env.msg.from).or_insert(env.msg);
-                self.check(seq);
-                Ok(())
+            Body::Commit { view, seq, digest } => {
+                self.in_view_and_window(from, view, seq)?;
+                self.vote(env.msg, seq, digest, true)
             }
-            Body::Checkpoint { seq, .. } => {
-                if seq <= self.low || seq > self.high() {
-                    return Err(Refused::OutsideWindow {
-                        seq,
-                        low: self.low,
-                        high: self.high(),
-                    });
-                }
-                self.checkpoints
-                    .entry(seq)
-                    .or_default()
-                    .entry(env.msg.from)
-                    .or_insert(env.msg);
-                self.check_stable(seq);
-                Ok(())
+            Body::Checkpoint { seq, .. } => self.on_checkpoint(env.msg, seq),
+            Body::ViewChange { .. } => {
+                self.counters.verified += nested_signatures(&env.msg.body);
+                self.on_view_change(env.msg)
             }
-            _ => Err(Refused::Unsupported),
+            Body::NewView { .. } => {
+                self.counters.verified += nested_signatures(&env.msg.body);
+                self.on_new_view(env)
+            }
+            Body::Reply { .. } => Err(Refused::NotForReplicas),
         }
     }
 
-    fn in_view_and_window(&self, view: View, seq: Seq) -> Result<(), Refused> {
-        if view != self.view {
+    fn in_view_and_window(&mut self, from: ReplicaId, view: View, seq: Seq) -> Result<(), Refused> {
+        if view < self.view || (view == self.view && !self.active) {
+            if view < self.view {
+                self.help_behind(from);
+            }
+            return Err(if self.active {
+                Refused::WrongView {
+                    got: view,
+                    current: self.view,
+                }
+            } else {
+                Refused::ViewChanging(self.view)
+            });
+        }
+        if view > self.view {
             return Err(Refused::WrongView {
                 got: view,
                 current: self.view,
@@ -298,6 +469,48 @@ impl Replica {
                 high: self.high(),
             });
         }
+        Ok(())
+    }
+
+    /// A prepare or commit: kept per sender; a second one with another
+    /// digest for the same slot is evidence.
+    fn vote(&mut self, msg: Signed, seq: Seq, digest: Digest, commit: bool) -> Result<(), Refused> {
+        let slot = self.slots.entry(seq).or_default();
+        let votes = if commit {
+            &mut slot.commits
+        } else {
+            &mut slot.prepares
+        };
+        if let Some(existing) = votes.get(&msg.from) {
+            if existing.body == msg.body {
+                return Ok(());
+            }
+            let view = self.view;
+            let _ = digest;
+            let e = Evidence::ConflictingVotes {
+                a: existing.clone(),
+                b: msg,
+            };
+            self.outputs.push(Output::Evidence(e));
+            return Err(Refused::ConflictingVote { view, seq });
+        }
+        let from = msg.from;
+        votes.insert(from, msg);
+        // A replica still voting on a slot committed here may have missed
+        // the commits: send it ours.
+        if slot.committed
+            && !slot.commits.contains_key(&from)
+            && let Some(c) = slot.commits.get(&self.id).cloned()
+        {
+            self.outputs.push(Output::Send {
+                to: from,
+                env: Envelope {
+                    msg: c,
+                    batch: None,
+                },
+            });
+        }
+        self.check(seq);
         Ok(())
     }
 
@@ -318,7 +531,7 @@ impl Replica {
                 view,
             });
         }
-        self.in_view_and_window(view, seq)?;
+        self.in_view_and_window(msg.from, view, seq)?;
         if let Some(existing) = self.slots.get(&seq).and_then(|s| s.pre_prepare.clone()) {
             if existing.body == msg.body {
                 return Ok(()); // a duplicate
@@ -334,33 +547,43 @@ impl Replica {
         if batch_digest(&batch) != digest {
             return Err(Refused::DigestMismatch);
         }
+        let prepare = self.sign(Body::Prepare { view, seq, digest });
+        for r in &batch {
+            self.note_in_flight(r);
+        }
         let slot = self.slots.entry(seq).or_default();
         slot.pre_prepare = Some(msg);
         slot.batch = Some(batch);
         slot.digest = Some(digest);
-        let prepare = self.sign(Body::Prepare { view, seq, digest });
-        self.slots
-            .get_mut(&seq)
-            .expect("just inserted")
-            .prepares
-            .insert(self.id, prepare.clone());
+        slot.prepares.insert(self.id, prepare.clone());
         self.broadcast(prepare, None);
         self.check(seq);
         Ok(())
     }
 
-    /// Moves `seq` along: prepared → send a commit; committed-local →
-    /// execute everything that is next in order.
-    fn check(&mut self, seq: Seq) {
+    /// A request is in a pre-prepare: still waited for (the timer watches it
+    /// until it executes), no longer pending at the primary.
+    fn note_in_flight(&mut self, r: &Request) {
+        if self.done.get(&r.client).is_none_or(|&t| t < r.timestamp) {
+            if self.waiting.is_empty() {
+                self.timer_since = Some(self.now);
+            }
+            self.waiting.entry(r.id()).or_insert_with(|| r.clone());
+        }
+    }
+
+    /// Moves `seq` along: prepared → record the certificate and send a
+    /// commit; committed-local → execute everything that is next in order.
+    pub(super) fn check(&mut self, seq: Seq) {
         let quorum = self.replicas.quorum();
-        let (view, id) = (self.view, self.id);
-        let Some(slot) = self.slots.get_mut(&seq) else {
+        let view = self.view;
+        let Some(slot) = self.slots.get(&seq) else {
             return;
         };
-        let Some(digest) = slot.digest else {
+        let (Some(digest), Some(pp)) = (slot.digest, slot.pre_prepare.clone()) else {
             return;
         };
-        let matching = |m: &Signed| match &m.body {
+        let matching = |m: &&Signed| match &m.body {
             Body::Prepare {
                 view: v, digest: d, ..
             }
@@ -369,24 +592,85 @@ impl Replica {
             } => *v == view && *d == digest,
             _ => false,
         };
-        // Prepared: the pre-prepare and 2f matching prepares from backups (§4.2).
-        let prepares = slot.prepares.values().filter(|m| matching(m)).count();
-        let prepared = prepares >= quorum - 1;
-        if prepared && !slot.sent_commit {
+        if !slot.sent_commit {
+            // Prepared: the pre-prepare and 2f matching prepares from backups (§4.2).
+            let prepares: Vec<Signed> = slot.prepares.values().filter(matching).cloned().collect();
+            if prepares.len() < quorum - 1 {
+                return;
+            }
+            let cert = PreparedCert {
+                pre_prepare: pp,
+                prepares: prepares.into_iter().take(quorum - 1).collect(),
+                batch: slot.batch.clone().unwrap_or_default(),
+            };
+            self.prepared.insert(seq, cert);
+            let commit = self.sign(Body::Commit { view, seq, digest });
+            let slot = self.slots.get_mut(&seq).expect("present");
             slot.sent_commit = true;
-            let commit = Signed::sign(id, Body::Commit { view, seq, digest }, &self.key);
-            slot.commits.insert(id, commit.clone());
-            self.outputs.push(Output::Broadcast(Envelope {
-                msg: commit,
-                batch: None,
-            }));
+            slot.commits.insert(self.id, commit.clone());
+            self.broadcast(commit, None);
         }
         let slot = self.slots.get_mut(&seq).expect("present");
-        let commits = slot.commits.values().filter(|m| matching(m)).count();
-        if slot.sent_commit && commits >= quorum {
+        if !slot.committed && slot.commits.values().filter(matching).count() >= quorum {
             slot.committed = true;
+            self.execute_ready();
         }
-        self.execute_ready();
+    }
+
+    /// Executes committed batches in sequence order (§4.2).
+    fn execute_ready(&mut self) {
+        while let Some(slot) = self.slots.get(&(self.last_executed + 1)) {
+            if !slot.committed {
+                break;
+            }
+            self.last_executed += 1;
+            let batch = slot.batch.clone().unwrap_or_default();
+            for r in &batch {
+                self.waiting.remove(&r.id());
+                let t = self.done.entry(r.client.clone()).or_insert(0);
+                *t = (*t).max(r.timestamp);
+            }
+            // Progress: the timer restarts for what still waits, and the
+            // view-change timeout is back to its base.
+            self.timer_since = (!self.waiting.is_empty()).then_some(self.now);
+            self.vc_attempts = 0;
+            self.outputs.push(Output::Execute {
+                seq: self.last_executed,
+                batch,
+                checkpoint: self
+                    .last_executed
+                    .is_multiple_of(self.settings.checkpoint_interval),
+            });
+        }
+    }
+
+    fn on_checkpoint(&mut self, msg: Signed, seq: Seq) -> Result<(), Refused> {
+        if !seq.is_multiple_of(self.settings.checkpoint_interval) || seq == 0 {
+            return Err(Refused::OddCheckpoint(seq));
+        }
+        if seq <= self.low {
+            return Ok(()); // old news
+        }
+        if seq > self.low + 2 * self.settings.window {
+            // Far ahead of us: keep only each sender's latest.
+            let from = msg.from;
+            let newer = match self.ahead.get(&from).map(|m| &m.body) {
+                Some(Body::Checkpoint { seq: s, .. }) => seq > *s,
+                _ => true,
+            };
+            if newer {
+                self.ahead.insert(from, msg);
+            }
+            self.check_ahead();
+            return Ok(());
+        }
+        self.checkpoints
+            .entry(seq)
+            .or_default()
+            .entry(msg.from)
+            .or_insert(msg);
+        self.check_stable(seq);
+        Ok(())
     }
 
     /// The runtime executed up to `seq` (a checkpoint) and the state there
@@ -404,51 +688,221 @@ impl Replica {
         self.check_stable(seq);
     }
 
-    /// §4.3: a checkpoint is stable once 2f + 1 replicas (this one among
-    /// them: it must have the state itself) signed the same digest for it;
-    /// then everything at or below it is discarded and the window moves.
+    /// §4.3: a checkpoint is stable once 2f + 1 replicas signed the same
+    /// digest for it. With this replica among them, everything at or below
+    /// it is discarded and the window moves; without (it has not got there),
+    /// the proof is enough to fetch that state (§4.5).
     fn check_stable(&mut self, seq: Seq) {
-        let Some(mine) = self
-            .checkpoints
-            .get(&seq)
-            .and_then(|c| c.get(&self.id))
-            .map(|m| m.body.clone())
+        let Some(msgs) = self.checkpoints.get(&seq) else {
+            return;
+        };
+        let mut by_state: BTreeMap<Digest, Vec<Signed>> = BTreeMap::new();
+        for m in msgs.values() {
+            if let Body::Checkpoint { state, .. } = m.body {
+                by_state.entry(state).or_default().push(m.clone());
+            }
+        }
+        let Some((state, proof)) = by_state
+            .into_iter()
+            .find(|(_, p)| p.len() >= self.replicas.quorum())
         else {
             return;
         };
-        let proof: Vec<Signed> = self.checkpoints[&seq]
-            .values()
-            .filter(|m| m.body == mine)
-            .cloned()
-            .collect();
-        if proof.len() < self.replicas.quorum() {
+        let mine = msgs.get(&self.id).map(|m| &m.body);
+        if mine == Some(&Body::Checkpoint { seq, state }) {
+            self.make_stable(seq, proof);
+        } else if mine.is_none() && self.last_executed < seq {
+            self.fetch(seq, state, proof);
+        }
+        // A replica whose own digest differs from the quorum's has diverged;
+        // it keeps its own until someone proves otherwise.
+    }
+
+    /// A quorum of replicas far ahead agree on one checkpoint.
+    fn check_ahead(&mut self) {
+        let mut groups: BTreeMap<(Seq, Digest), Vec<Signed>> = BTreeMap::new();
+        for m in self.ahead.values() {
+            if let Body::Checkpoint { seq, state } = m.body {
+                groups.entry((seq, state)).or_default().push(m.clone());
+            }
+        }
+        if let Some(((seq, state), proof)) = groups
+            .into_iter()
+            .filter(|(_, p)| p.len() >= self.replicas.quorum())
+            .max_by_key(|((s, _), _)| *s)
+        {
+            self.fetch(seq, state, proof);
+        }
+    }
+
+    /// Asks the runtime for the state at `seq`, proven by `proof`; the
+    /// window moves there now (nothing below it will be needed again).
+    pub(super) fn fetch(&mut self, seq: Seq, state: Digest, proof: Vec<Signed>) {
+        if self.fetching.is_some_and(|(s, _)| s >= seq) || self.last_executed >= seq {
+            return;
+        }
+        self.fetching = Some((seq, state));
+        self.move_low(seq, proof);
+        self.outputs.push(Output::FetchState { seq, state });
+    }
+
+    /// The runtime installed the state at `seq` (its digest matched the one
+    /// asked for); `executed` is each client's last executed timestamp in
+    /// it, so requests it already holds stop waiting.
+    pub fn installed_state(&mut self, seq: Seq, executed: impl IntoIterator<Item = (String, u64)>) {
+        if self.fetching.map(|(s, _)| s) != Some(seq) {
+            return;
+        }
+        let (_, state) = self.fetching.take().expect("checked");
+        self.last_executed = self.last_executed.max(seq);
+        for (client, t) in executed {
+            let d = self.done.entry(client).or_insert(0);
+            *d = (*d).max(t);
+        }
+        let done = &self.done;
+        self.waiting
+            .retain(|(c, t), _| done.get(c).is_none_or(|d| d < t));
+        self.pending
+            .retain(|r| done.get(&r.client).is_none_or(|d| *d < r.timestamp));
+        self.timer_since = (!self.waiting.is_empty()).then_some(self.now);
+        let msg = self.sign(Body::Checkpoint { seq, state });
+        self.broadcast(msg, None);
+        self.execute_ready();
+    }
+
+    fn make_stable(&mut self, seq: Seq, proof: Vec<Signed>) {
+        self.move_low(seq, proof);
+        self.propose();
+    }
+
+    /// The low watermark moves to `seq` (proven by `proof`): everything at
+    /// or below it is discarded.
+    pub(super) fn move_low(&mut self, seq: Seq, proof: Vec<Signed>) {
+        if seq <= self.low {
             return;
         }
         self.low = seq;
         self.stable_proof = proof;
         self.slots = self.slots.split_off(&(seq + 1));
+        self.prepared = self.prepared.split_off(&(seq + 1));
         self.checkpoints = self.checkpoints.split_off(&(seq + 1));
-        if self.is_primary() {
-            self.propose();
+        self.ahead.retain(|_, m| match m.body {
+            Body::Checkpoint { seq: s, .. } => s > seq,
+            _ => false,
+        });
+    }
+
+    /// Sends again what may have been lost (see the module docs).
+    fn retransmit(&mut self) {
+        if !self.active {
+            if let Some((vc, _)) = self.vcs.get(&self.id) {
+                let vc = vc.clone();
+                self.broadcast(vc, None);
+            }
+            return;
+        }
+        let mut again = Vec::new();
+        for slot in self.slots.values().filter(|s| !s.committed) {
+            if let Some(pp) = &slot.pre_prepare
+                && pp.from == self.id
+            {
+                again.push(Envelope {
+                    msg: pp.clone(),
+                    batch: slot.batch.clone(),
+                });
+            }
+            for votes in [&slot.prepares, &slot.commits] {
+                if let Some(m) = votes.get(&self.id) {
+                    again.push(Envelope {
+                        msg: m.clone(),
+                        batch: None,
+                    });
+                }
+            }
+        }
+        for msgs in self.checkpoints.values() {
+            if let Some(m) = msgs.get(&self.id) {
+                again.push(Envelope {
+                    msg: m.clone(),
+                    batch: None,
+                });
+            }
+        }
+        if let Some(m) = self.stable_proof.iter().find(|m| m.from == self.id) {
+            again.push(Envelope {
+                msg: m.clone(),
+                batch: None,
+            });
+        }
+        for env in again {
+            self.outputs.push(Output::Broadcast(env));
+        }
+        // Requests no pre-prepare carries yet go to the primary again.
+        if !self.is_primary() {
+            let carried: BTreeSet<(String, u64)> = self
+                .slots
+                .values()
+                .filter_map(|s| s.batch.as_ref())
+                .flatten()
+                .map(Request::id)
+                .collect();
+            let primary = self.replicas.primary(self.view);
+            let resend: Vec<Request> = self
+                .waiting
+                .iter()
+                .filter(|(id, _)| !carried.contains(*id))
+                .take(self.settings.max_batch)
+                .map(|(_, r)| r.clone())
+                .collect();
+            for request in resend {
+                self.outputs.push(Output::Forward {
+                    to: Some(primary),
+                    request,
+                });
+            }
         }
     }
 
-    /// Executes committed batches in sequence order (§4.2).
-    fn execute_ready(&mut self) {
-        while let Some(slot) = self.slots.get(&(self.last_executed + 1)) {
-            if !slot.committed {
-                break;
-            }
-            self.last_executed += 1;
-            let batch = slot.batch.clone().unwrap_or_default();
-            self.outputs.push(Output::Execute {
-                seq: self.last_executed,
-                batch,
-                checkpoint: self
-                    .last_executed
-                    .is_multiple_of(self.settings.checkpoint_interval),
-            });
+    /// `to` sent a message for an older view: it missed the NEW-VIEW.
+    pub(super) fn help_behind(&mut self, to: ReplicaId) {
+        let Some(nv) = self.new_view.clone() else {
+            return;
+        };
+        let last = self.helped.get(&to).copied();
+        if last.is_some_and(|t| self.now < t + self.settings.retransmit_ms) {
+            return;
         }
+        self.helped.insert(to, self.now);
+        self.outputs.push(Output::Send { to, env: nv });
+    }
+}
+
+/// Signatures nested inside a VIEW-CHANGE or NEW-VIEW (each is verified).
+fn nested_signatures(body: &Body) -> u64 {
+    match body {
+        Body::ViewChange {
+            checkpoint_proof,
+            prepared,
+            ..
+        } => {
+            checkpoint_proof.len() as u64
+                + prepared
+                    .iter()
+                    .map(|c| 1 + c.prepares.len() as u64)
+                    .sum::<u64>()
+        }
+        Body::NewView {
+            view_changes,
+            pre_prepares,
+            ..
+        } => {
+            pre_prepares.len() as u64
+                + view_changes
+                    .iter()
+                    .map(|v| 1 + nested_signatures(&v.body))
+                    .sum::<u64>()
+        }
+        _ => 0,
     }
 }
 
@@ -620,6 +1074,7 @@ mod tests {
             window: 4,
             max_batch: 1,
             checkpoint_interval: 2,
+            ..Settings::default()
         }
     }
 

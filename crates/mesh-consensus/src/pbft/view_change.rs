@@ -1,0 +1,226 @@
+//! View changes (Castro & Liskov, TOCS 2002 §4.4): how the replicas replace
+//! a primary that is faulty or slow, without losing any request that may
+//! have committed anywhere.
+//!
+//! A replica whose oldest waiting request has not executed within the
+//! timeout moves to view v + 1: it stops taking normal-case messages and
+//! sends VIEW-CHANGE with its stable checkpoint's proof and its prepared
+//! certificates. It joins a view change early when f + 1 others are already
+//! in later views (one of them is correct). The primary of v + 1 builds
+//! NEW-VIEW from 2f + 1 view changes and re-issues, for every sequence
+//! number between the latest stable checkpoint and the highest prepared one,
+//! the request prepared in the highest view (or a null request); every
+//! replica checks it in full ([`super::validate::new_view`]) before entering
+//! the view. If the new view does not come in time the replica moves on to
+//! v + 2 with twice the timeout.
+
+use super::config::View;
+use super::message::{Body, Envelope, Request, Signed};
+use super::replica::{Output, Refused, Replica, Slot};
+use super::validate::{self, NewViewPlan};
+
+impl Replica {
+    /// The view-change timeout now: the base, doubled for every view change
+    /// since the last progress.
+    pub(super) fn timeout(&self) -> u64 {
+        self.settings.view_change_timeout_ms << self.vc_attempts.min(10)
+    }
+
+    pub(super) fn check_timers(&mut self) {
+        if self.active {
+            if self.waiting.is_empty() {
+                self.timer_since = None;
+                return;
+            }
+            let since = *self.timer_since.get_or_insert(self.now);
+            if self.now.saturating_sub(since) >= self.timeout() {
+                self.start_view_change(self.view + 1);
+            }
+        } else if self.now.saturating_sub(self.vc_started) >= self.timeout() {
+            self.start_view_change(self.view + 1);
+        }
+    }
+
+    /// Moves to view `v` (above the current one): sends VIEW-CHANGE.
+    pub(super) fn start_view_change(&mut self, v: View) {
+        if v <= self.view && !self.active {
+            return;
+        }
+        self.view = v;
+        self.active = false;
+        self.vc_started = self.now;
+        self.vc_attempts += 1;
+        self.pending.clear();
+        let prepared = self
+            .prepared
+            .range(self.low + 1..)
+            .map(|(_, c)| c.clone())
+            .collect();
+        let msg = self.sign(Body::ViewChange {
+            view: v,
+            stable: self.low,
+            checkpoint_proof: self.stable_proof.clone(),
+            prepared,
+        });
+        let info = validate::view_change(&self.replicas, self.settings.window, &msg)
+            .expect("a correct replica's own view change is valid");
+        self.vcs.insert(self.id, (msg.clone(), info));
+        self.vcs.retain(|_, (_, i)| i.view >= v);
+        self.broadcast(msg, None);
+        self.try_new_view();
+    }
+
+    pub(super) fn on_view_change(&mut self, msg: Signed) -> Result<(), Refused> {
+        let info = validate::view_change(&self.replicas, self.settings.window, &msg)?;
+        let from = info.from;
+        if info.view < self.view || (info.view == self.view && self.active) {
+            // The sender is behind: it has not seen this view's NEW-VIEW.
+            self.help_behind(from);
+            return Ok(());
+        }
+        if self
+            .vcs
+            .get(&from)
+            .is_some_and(|(_, i)| i.view >= info.view)
+        {
+            return Ok(());
+        }
+        self.vcs.insert(from, (msg, info));
+        // f + 1 replicas in later views include a correct one: join the
+        // smallest of those views without waiting for the timer (§4.4).
+        let later: Vec<View> = self
+            .vcs
+            .iter()
+            .filter(|(id, (_, i))| **id != self.id && i.view > self.view)
+            .map(|(_, (_, i))| i.view)
+            .collect();
+        if later.len() >= self.replicas.weak() {
+            let v = *later.iter().min().expect("not empty");
+            self.start_view_change(v);
+        }
+        self.try_new_view();
+        Ok(())
+    }
+
+    /// The primary of the view being changed to builds NEW-VIEW once it has
+    /// 2f + 1 view changes for it, its own among them.
+    fn try_new_view(&mut self) {
+        if self.active || !self.is_primary() || !self.vcs.contains_key(&self.id) {
+            return;
+        }
+        let v = self.view;
+        let chosen: Vec<(Signed, validate::ViewChangeInfo)> = self
+            .vcs
+            .iter()
+            .filter(|(_, (_, i))| i.view == v)
+            .map(|(_, x)| x.clone())
+            .take(self.replicas.quorum())
+            .collect();
+        if chosen.len() < self.replicas.quorum() {
+            return;
+        }
+        let infos: Vec<validate::ViewChangeInfo> = chosen.iter().map(|(_, i)| i.clone()).collect();
+        let plan = validate::new_view_plan(&infos);
+        let pre_prepares: Vec<Signed> = plan
+            .pre_prepares
+            .iter()
+            .map(|(seq, digest, _)| {
+                self.sign(Body::PrePrepare {
+                    view: v,
+                    seq: *seq,
+                    digest: *digest,
+                })
+            })
+            .collect();
+        let nv = self.sign(Body::NewView {
+            view: v,
+            view_changes: chosen.into_iter().map(|(m, _)| m).collect(),
+            pre_prepares: pre_prepares.clone(),
+        });
+        let env = Envelope {
+            msg: nv,
+            batch: None,
+        };
+        self.outputs.push(Output::Broadcast(env.clone()));
+        self.enter_view(v, plan, pre_prepares, env);
+    }
+
+    pub(super) fn on_new_view(&mut self, env: Envelope) -> Result<(), Refused> {
+        let (v, plan, pre_prepares) =
+            validate::new_view(&self.replicas, self.settings.window, &env.msg)?;
+        if v < self.view || (v == self.view && self.active) {
+            return Ok(()); // old or already entered
+        }
+        self.enter_view(v, plan, pre_prepares, env);
+        Ok(())
+    }
+
+    /// Enters view `v` from its checked NEW-VIEW: adopts its checkpoint
+    /// (fetching the state if this replica is behind it), replaces every
+    /// slot above it with the re-issued pre-prepares and prepares them.
+    fn enter_view(&mut self, v: View, plan: NewViewPlan, pre_prepares: Vec<Signed>, env: Envelope) {
+        self.view = v;
+        self.active = true;
+        self.new_view = Some(env);
+        self.helped.clear();
+        self.vcs.retain(|_, (_, i)| i.view > v);
+        self.pending.clear();
+        self.timer_since = (!self.waiting.is_empty()).then_some(self.now);
+        if plan.stable > self.low {
+            if self.last_executed >= plan.stable {
+                self.move_low(plan.stable, plan.checkpoint_proof);
+            } else {
+                self.fetch(plan.stable, plan.state, plan.checkpoint_proof);
+            }
+        }
+        // Slots of older views above the checkpoint are void; the NEW-VIEW
+        // re-issues every one that may have committed anywhere.
+        self.slots.clear();
+        let primary = self.is_primary();
+        let mut max_s = self.low;
+        for ((seq, digest, batch), pp) in plan.pre_prepares.into_iter().zip(pre_prepares) {
+            max_s = max_s.max(seq);
+            if seq <= self.low {
+                continue;
+            }
+            let mut slot = Slot {
+                pre_prepare: Some(pp),
+                batch: Some(batch),
+                digest: Some(digest),
+                ..Slot::default()
+            };
+            if !primary {
+                let prepare = self.sign(Body::Prepare {
+                    view: v,
+                    seq,
+                    digest,
+                });
+                slot.prepares.insert(self.id, prepare.clone());
+                self.broadcast(prepare, None);
+            }
+            self.slots.insert(seq, slot);
+        }
+        self.assigned = max_s;
+        let seqs: Vec<_> = self.slots.keys().copied().collect();
+        for seq in seqs {
+            self.check(seq);
+        }
+        if primary {
+            let carried: std::collections::BTreeSet<(String, u64)> = self
+                .slots
+                .values()
+                .filter_map(|s| s.batch.as_ref())
+                .flatten()
+                .map(Request::id)
+                .collect();
+            self.pending = self
+                .waiting
+                .iter()
+                .filter(|(id, _)| !carried.contains(*id))
+                .map(|(_, r)| r.clone())
+                .collect();
+            self.propose();
+        }
+        self.outputs.push(Output::ViewChanged { view: v });
+    }
+}
