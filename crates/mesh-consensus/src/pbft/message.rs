@@ -4,7 +4,7 @@
 //! fixed tag), and verified against the replica set before it counts; a
 //! batch of requests is named by its SHA-256 digest.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -17,14 +17,64 @@ pub type Digest = [u8; 32];
 /// and version can never be taken for one over anything else.
 const DOMAIN: &[u8] = b"agent-mesh/pbft/v1\0";
 
+/// A client: its ed25519 public key. A client id cannot be claimed without
+/// the key, so no replica can make up requests in another client's name.
+pub type ClientId = [u8; 32];
+
 /// A client request (§4.2 `REQUEST, o, t, c`): an operation, the client's
-/// timestamp (strictly increasing per client, for exactly-once), the client.
+/// timestamp (strictly increasing per client, for exactly-once), the
+/// client, and the client's signature over them (TOCS 2002 §4.1: requests
+/// are authenticated, or a faulty replica could forge them).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Request {
-    pub client: String,
+    pub client: ClientId,
     pub timestamp: u64,
     /// The encoded state-machine command.
     pub op: Vec<u8>,
+    #[serde(with = "sig_bytes")]
+    pub signature: [u8; 64],
+}
+
+/// Tag in front of a request's signed bytes.
+const REQUEST_DOMAIN: &[u8] = b"agent-mesh/pbft/request/v1\0";
+
+impl Request {
+    /// A request signed by the client whose key is `key`.
+    pub fn signed(key: &SigningKey, timestamp: u64, op: Vec<u8>) -> Request {
+        let client = key.verifying_key().to_bytes();
+        let signature = key.sign(&request_bytes(&client, timestamp, &op)).to_bytes();
+        Request {
+            client,
+            timestamp,
+            op,
+            signature,
+        }
+    }
+
+    /// The client's signature is valid.
+    pub fn verify(&self) -> bool {
+        let Ok(key) = VerifyingKey::from_bytes(&self.client) else {
+            return false;
+        };
+        key.verify(
+            &request_bytes(&self.client, self.timestamp, &self.op),
+            &Signature::from_bytes(&self.signature),
+        )
+        .is_ok()
+    }
+
+    /// Identifies the request: a client's timestamps are unique.
+    pub fn id(&self) -> (ClientId, u64) {
+        (self.client, self.timestamp)
+    }
+}
+
+fn request_bytes(client: &ClientId, timestamp: u64, op: &[u8]) -> Vec<u8> {
+    let mut out = REQUEST_DOMAIN.to_vec();
+    out.extend_from_slice(client);
+    out.extend_from_slice(&timestamp.to_le_bytes());
+    out.extend_from_slice(op);
+    out
 }
 
 /// The digest of a batch of requests (what pre-prepares, prepares and
@@ -78,17 +128,10 @@ pub enum Body {
     /// §4.1: a replica's answer to a client's request.
     Reply {
         view: View,
-        client: String,
+        client: ClientId,
         timestamp: u64,
         result: Vec<u8>,
     },
-}
-
-impl Request {
-    /// Identifies the request: a client's timestamps are unique.
-    pub fn id(&self) -> (String, u64) {
-        (self.client.clone(), self.timestamp)
-    }
 }
 
 impl Body {
@@ -201,11 +244,7 @@ mod tests {
     use crate::pbft::testing::replica_set as replicas;
 
     fn req(t: u64) -> Request {
-        Request {
-            client: "c1".into(),
-            timestamp: t,
-            op: vec![1, 2, 3],
-        }
+        Request::signed(&SigningKey::from_bytes(&[9; 32]), t, vec![1, 2, 3])
     }
 
     /// TOCS 2002 §4.2: messages are signed, and a replica checks every
@@ -260,6 +299,7 @@ mod tests {
         assert_ne!(a, batch_digest(&[req(1)]));
         let mut other = req(2);
         other.op.push(0);
+        assert!(req(2).verify() && !other.verify(), "the op is signed");
         assert_ne!(a, batch_digest(&[req(1), other]));
     }
 

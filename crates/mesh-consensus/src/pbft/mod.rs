@@ -22,6 +22,7 @@
 pub mod config;
 pub mod message;
 pub mod replica;
+pub mod sim;
 pub mod validate;
 mod view_change;
 

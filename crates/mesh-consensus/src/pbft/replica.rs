@@ -31,7 +31,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use ed25519_dalek::SigningKey;
 
 use super::config::{ReplicaId, ReplicaSet, Seq, View};
-use super::message::{Body, Digest, Envelope, PreparedCert, Request, Signed, batch_digest};
+use super::message::{
+    Body, ClientId, Digest, Envelope, PreparedCert, Request, Signed, batch_digest,
+};
 use super::validate::{self, CertError};
 
 /// Settings of a replica.
@@ -137,6 +139,8 @@ pub enum Refused {
     ConflictingVote { view: View, seq: Seq },
     #[error("a prepare from the primary (only backups prepare)")]
     PrepareFromPrimary,
+    #[error("a request its client did not sign")]
+    UnsignedRequest,
     #[error("a batch in a message that carries none")]
     UnexpectedBatch,
     #[error("a checkpoint for {0}, not a multiple of the checkpoint interval")]
@@ -156,6 +160,8 @@ pub struct Counters {
 /// What one sequence number has gathered in the current view.
 #[derive(Debug, Default)]
 pub(super) struct Slot {
+    /// The view of its pre-prepare.
+    pub(super) view: View,
     pub(super) pre_prepare: Option<Signed>,
     pub(super) batch: Option<Vec<Request>>,
     pub(super) digest: Option<Digest>,
@@ -198,9 +204,9 @@ pub struct Replica {
     pub(super) pending: VecDeque<Request>,
     /// Requests known and not executed yet (the view-change timer runs
     /// while there are any): id → request.
-    pub(super) waiting: BTreeMap<(String, u64), Request>,
+    pub(super) waiting: BTreeMap<(ClientId, u64), Request>,
     /// Each client's last executed timestamp (older requests are stale).
-    done: HashMap<String, u64>,
+    done: HashMap<ClientId, u64>,
     /// The latest VIEW-CHANGE of each replica for a view at or above ours,
     /// already checked.
     pub(super) vcs: BTreeMap<ReplicaId, (Signed, validate::ViewChangeInfo)>,
@@ -295,6 +301,26 @@ impl Replica {
     pub fn is_primary(&self) -> bool {
         self.replicas.primary(self.view) == self.id
     }
+    /// A one-line summary of the replica's position (for failure reports).
+    pub fn debug_state(&self) -> String {
+        format!(
+            "r{} view {}{} low {} exec {} assigned {} slots {:?} waiting {} pending {} fetching {:?}",
+            self.id,
+            self.view,
+            if self.active { "" } else { " (changing)" },
+            self.low,
+            self.last_executed,
+            self.assigned,
+            self.slots
+                .iter()
+                .map(|(s, x)| (*s, x.prepares.len(), x.commits.len(), x.committed))
+                .collect::<Vec<_>>(),
+            self.waiting.len(),
+            self.pending.len(),
+            self.fetching.map(|f| f.0)
+        )
+    }
+
     pub(super) fn high(&self) -> Seq {
         self.low + self.settings.window
     }
@@ -311,10 +337,10 @@ impl Replica {
 
     /// Signs a reply to a client (§4.1) for the runtime, which executed the
     /// request and knows the result.
-    pub fn reply(&mut self, client: &str, timestamp: u64, result: Vec<u8>) -> Signed {
+    pub fn reply(&mut self, client: ClientId, timestamp: u64, result: Vec<u8>) -> Signed {
         self.sign(Body::Reply {
             view: self.view,
-            client: client.to_string(),
+            client,
             timestamp,
             result,
         })
@@ -342,7 +368,8 @@ impl Replica {
         self.learn(req);
     }
 
-    /// Remembers a new request; false for a duplicate or a stale one.
+    /// Remembers a new request; false for a duplicate, a stale one, or one
+    /// its client did not sign.
     fn learn(&mut self, req: Request) -> bool {
         if self
             .done
@@ -353,6 +380,10 @@ impl Replica {
         }
         let id = req.id();
         if self.waiting.contains_key(&id) {
+            return false;
+        }
+        self.counters.verified += 1;
+        if !req.verify() {
             return false;
         }
         if self.waiting.is_empty() {
@@ -385,6 +416,7 @@ impl Replica {
                 digest,
             });
             let slot = self.slots.entry(seq).or_default();
+            slot.view = self.view;
             slot.pre_prepare = Some(pp.clone());
             slot.batch = Some(batch.clone());
             slot.digest = Some(digest);
@@ -426,7 +458,17 @@ impl Replica {
                 self.vote(env.msg, seq, digest, false)
             }
             Body::Commit { view, seq, digest } => {
-                self.in_view_and_window(from, view, seq)?;
+                // A commit counts for a slot prepared in its view even while
+                // this replica changes view: 2f + 1 of them prove the
+                // request committed, whatever view comes next.
+                let prepared_there = self
+                    .slots
+                    .get(&seq)
+                    .is_some_and(|s| s.view == view && s.pre_prepare.is_some())
+                    && seq > self.low;
+                if !prepared_there {
+                    self.in_view_and_window(from, view, seq)?;
+                }
                 self.vote(env.msg, seq, digest, true)
             }
             Body::Checkpoint { seq, .. } => self.on_checkpoint(env.msg, seq),
@@ -481,34 +523,38 @@ impl Replica {
         } else {
             &mut slot.prepares
         };
-        if let Some(existing) = votes.get(&msg.from) {
-            if existing.body == msg.body {
-                return Ok(());
-            }
-            let view = self.view;
-            let _ = digest;
-            let e = Evidence::ConflictingVotes {
-                a: existing.clone(),
-                b: msg,
-            };
-            self.outputs.push(Output::Evidence(e));
-            return Err(Refused::ConflictingVote { view, seq });
-        }
         let from = msg.from;
-        votes.insert(from, msg);
-        // A replica still voting on a slot committed here may have missed
-        // the commits: send it ours.
-        if slot.committed
-            && !slot.commits.contains_key(&from)
-            && let Some(c) = slot.commits.get(&self.id).cloned()
-        {
-            self.outputs.push(Output::Send {
-                to: from,
-                env: Envelope {
-                    msg: c,
-                    batch: None,
-                },
-            });
+        match votes.get(&from) {
+            Some(existing) if existing.body == msg.body => {}
+            Some(existing) => {
+                let e = Evidence::ConflictingVotes {
+                    a: existing.clone(),
+                    b: msg,
+                };
+                self.outputs.push(Output::Evidence(e));
+                return Err(Refused::ConflictingVote {
+                    view: slot.view,
+                    seq,
+                });
+            }
+            None => {
+                votes.insert(from, msg);
+            }
+        }
+        let _ = digest;
+        // A replica still sending its prepare for a slot committed here
+        // (votes go out again only while uncommitted) may have missed the
+        // commits: send it ours. Only prepares are answered, and only with
+        // a commit, which is never answered: no two replicas can keep
+        // answering each other.
+        if slot.committed {
+            if !commit && let Some(msg) = slot.commits.get(&self.id).cloned() {
+                self.outputs.push(Output::Send {
+                    to: from,
+                    env: Envelope { msg, batch: None },
+                });
+            }
+            return Ok(());
         }
         self.check(seq);
         Ok(())
@@ -547,11 +593,22 @@ impl Replica {
         if batch_digest(&batch) != digest {
             return Err(Refused::DigestMismatch);
         }
+        // Every request in it must be its client's (checked once: a request
+        // already known here was checked when it arrived).
+        for r in &batch {
+            if self.waiting.get(&r.id()) != Some(r) {
+                self.counters.verified += 1;
+                if !r.verify() {
+                    return Err(Refused::UnsignedRequest);
+                }
+            }
+        }
         let prepare = self.sign(Body::Prepare { view, seq, digest });
         for r in &batch {
             self.note_in_flight(r);
         }
         let slot = self.slots.entry(seq).or_default();
+        slot.view = view;
         slot.pre_prepare = Some(msg);
         slot.batch = Some(batch);
         slot.digest = Some(digest);
@@ -576,10 +633,10 @@ impl Replica {
     /// commit; committed-local → execute everything that is next in order.
     pub(super) fn check(&mut self, seq: Seq) {
         let quorum = self.replicas.quorum();
-        let view = self.view;
         let Some(slot) = self.slots.get(&seq) else {
             return;
         };
+        let view = slot.view;
         let (Some(digest), Some(pp)) = (slot.digest, slot.pre_prepare.clone()) else {
             return;
         };
@@ -593,6 +650,9 @@ impl Replica {
             _ => false,
         };
         if !slot.sent_commit {
+            if view != self.view || !self.active {
+                return; // no new prepared certificates in an old view
+            }
             // Prepared: the pre-prepare and 2f matching prepares from backups (§4.2).
             let prepares: Vec<Signed> = slot.prepares.values().filter(matching).cloned().collect();
             if prepares.len() < quorum - 1 {
@@ -627,7 +687,7 @@ impl Replica {
             let batch = slot.batch.clone().unwrap_or_default();
             for r in &batch {
                 self.waiting.remove(&r.id());
-                let t = self.done.entry(r.client.clone()).or_insert(0);
+                let t = self.done.entry(r.client).or_insert(0);
                 *t = (*t).max(r.timestamp);
             }
             // Progress: the timer restarts for what still waits, and the
@@ -749,7 +809,11 @@ impl Replica {
     /// The runtime installed the state at `seq` (its digest matched the one
     /// asked for); `executed` is each client's last executed timestamp in
     /// it, so requests it already holds stop waiting.
-    pub fn installed_state(&mut self, seq: Seq, executed: impl IntoIterator<Item = (String, u64)>) {
+    pub fn installed_state(
+        &mut self,
+        seq: Seq,
+        executed: impl IntoIterator<Item = (ClientId, u64)>,
+    ) {
         if self.fetching.map(|(s, _)| s) != Some(seq) {
             return;
         }
@@ -794,14 +858,29 @@ impl Replica {
 
     /// Sends again what may have been lost (see the module docs).
     fn retransmit(&mut self) {
+        let mut again = Vec::new();
         if !self.active {
             if let Some((vc, _)) = self.vcs.get(&self.id) {
-                let vc = vc.clone();
-                self.broadcast(vc, None);
+                again.push(Envelope {
+                    msg: vc.clone(),
+                    batch: None,
+                });
+            }
+            // Commits of slots prepared before the view change can still
+            // complete (see `handle`).
+            for slot in self.slots.values().filter(|s| !s.committed) {
+                if let Some(m) = slot.commits.get(&self.id) {
+                    again.push(Envelope {
+                        msg: m.clone(),
+                        batch: None,
+                    });
+                }
+            }
+            for env in again {
+                self.outputs.push(Output::Broadcast(env));
             }
             return;
         }
-        let mut again = Vec::new();
         for slot in self.slots.values().filter(|s| !s.committed) {
             if let Some(pp) = &slot.pre_prepare
                 && pp.from == self.id
@@ -839,7 +918,7 @@ impl Replica {
         }
         // Requests no pre-prepare carries yet go to the primary again.
         if !self.is_primary() {
-            let carried: BTreeSet<(String, u64)> = self
+            let carried: BTreeSet<(ClientId, u64)> = self
                 .slots
                 .values()
                 .filter_map(|s| s.batch.as_ref())
@@ -926,11 +1005,11 @@ mod tests {
     }
 
     fn req(t: u64) -> Request {
-        Request {
-            client: "c".into(),
-            timestamp: t,
-            op: t.to_le_bytes().to_vec(),
-        }
+        Request::signed(
+            &SigningKey::from_bytes(&[7; 32]),
+            t,
+            t.to_le_bytes().to_vec(),
+        )
     }
 
     /// Delivers every broadcast to every other replica until nothing moves;

@@ -15,7 +15,7 @@
 //! v + 2 with twice the timeout.
 
 use super::config::View;
-use super::message::{Body, Envelope, Request, Signed};
+use super::message::{Body, ClientId, Envelope, Request, Signed};
 use super::replica::{Output, Refused, Replica, Slot};
 use super::validate::{self, NewViewPlan};
 
@@ -184,6 +184,7 @@ impl Replica {
                 continue;
             }
             let mut slot = Slot {
+                view: v,
                 pre_prepare: Some(pp),
                 batch: Some(batch),
                 digest: Some(digest),
@@ -206,7 +207,7 @@ impl Replica {
             self.check(seq);
         }
         if primary {
-            let carried: std::collections::BTreeSet<(String, u64)> = self
+            let carried: std::collections::BTreeSet<(ClientId, u64)> = self
                 .slots
                 .values()
                 .filter_map(|s| s.batch.as_ref())

@@ -1,0 +1,777 @@
+//! The pBFT simulation: n replicas of the real core
+//! ([`Replica`](crate::pbft::replica::Replica)), some of them Byzantine
+//! ([`adversary`]), and clients ([`app`]), exchanging encoded messages over
+//! the simulator's seeded network model (`mesh_sim::net`: delay and
+//! reordering, loss, duplication, partitions) with crashes and restarts, in
+//! virtual time. A run is a pure function of its seed.
+//!
+//! Checked after every step (every delivered message, tick and fault):
+//! - no two correct replicas execute different batches at one sequence
+//!   number, and every correct replica executes them in order (or jumps by
+//!   a verified state transfer): their committed prefixes agree;
+//! - correct replicas that executed the same sequence number hold the same
+//!   application state there;
+//! - no correct replica is ever accused by evidence;
+//! - clients accept only results that correct replicas computed;
+//!
+//! and at the end, when liveness is checked: once the network heals (loss
+//! stops, partitions heal, crashed replicas restart: the paper's GST),
+//! every request of every client is accepted before the deadline.
+//!
+//! Crashes stop a replica and drop what is sent to it; it restarts with its
+//! protocol state and application state intact (what the node runtime
+//! keeps on disk).
+
+pub mod adversary;
+pub mod app;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use ed25519_dalek::SigningKey;
+use mesh_sim::net::{Latency, NetConfig, Partitions, deliveries};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::config::{ReplicaId, ReplicaSet, Seq};
+use super::message::{ClientId, Digest, Envelope, Request, Signed, batch_digest};
+use super::replica::{Output, Replica, Settings};
+use adversary::{Adversary, Behaviour, Lie};
+use app::{AppState, Client};
+
+/// Settings of one simulated run.
+#[derive(Debug, Clone)]
+pub struct PbftSimConfig {
+    /// Replicas (n = 3f + 1 at least 4).
+    pub n: usize,
+    /// Byzantine replicas (at random ids) and how each misbehaves; `None`
+    /// entries get a behaviour drawn from the seed.
+    pub byzantine: Vec<Option<Behaviour>>,
+    /// The Byzantine replicas coordinate (see [`adversary`]); which ids
+    /// they get is then fixed: 0, 1, ...
+    pub collude: bool,
+    pub clients: usize,
+    /// Requests per client, one after another.
+    pub requests: u64,
+    pub net: NetConfig,
+    /// Virtual time with loss, partitions and crashes.
+    pub chaos_ms: u64,
+    /// Mean time between crashes of correct replicas (0: none).
+    pub crash_every_ms: u64,
+    /// Mean time between partitions (0: none).
+    pub partition_every_ms: u64,
+    /// After the chaos, how long every request may take to be accepted.
+    pub deadline_ms: u64,
+    pub check_liveness: bool,
+    pub settings: Settings,
+}
+
+impl Default for PbftSimConfig {
+    fn default() -> Self {
+        PbftSimConfig {
+            n: 4,
+            byzantine: vec![None],
+            collude: false,
+            clients: 3,
+            requests: 12,
+            net: NetConfig {
+                latency: Latency::LAN,
+                loss: 0.02,
+                duplicate: 0.02,
+            },
+            chaos_ms: 6_000,
+            crash_every_ms: 3_000,
+            partition_every_ms: 3_000,
+            deadline_ms: 60_000,
+            check_liveness: true,
+            // A small window and frequent checkpoints, so runs this short
+            // cross checkpoints, garbage collection and state transfer.
+            settings: Settings {
+                window: 16,
+                max_batch: 8,
+                checkpoint_interval: 8,
+                view_change_timeout_ms: 300,
+                retransmit_ms: 50,
+            },
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PbftSimReport {
+    pub seed: u64,
+    pub n: usize,
+    pub byzantine: Vec<(ReplicaId, Behaviour)>,
+    pub requests: u64,
+    pub accepted: u64,
+    /// Highest sequence number a correct replica executed.
+    pub executed_seq: Seq,
+    /// Highest view a correct replica entered.
+    pub max_view: u64,
+    pub view_changes: u64,
+    pub evidence: u64,
+    pub refused: u64,
+    pub undecodable: u64,
+    pub state_transfers: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub messages: u64,
+    pub bytes: u64,
+    pub signed: u64,
+    pub verified: u64,
+    pub virtual_ms: u64,
+    pub violation: Option<String>,
+}
+
+/// What travels between simulated nodes (encoded with postcard, so a
+/// corrupted message is a decoding error, as on a real socket).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Wire {
+    Protocol(Envelope),
+    Request(Request),
+    Reply(Signed),
+    StateRequest(Seq),
+    State(Seq, AppState),
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Deliver {
+        from: usize,
+        to: usize,
+        bytes: Vec<u8>,
+    },
+    Tick(usize),
+    ClientTick(usize),
+    Crash,
+    Restart(usize),
+    Partition,
+    Heal,
+    Calm,
+}
+
+struct Node {
+    replica: Replica,
+    app: AppState,
+    snapshots: BTreeMap<Seq, AppState>,
+    fetching: Option<(Seq, Digest, u64)>,
+    crashed: bool,
+    /// The last sequence number this replica executed or installed.
+    last_seq: Seq,
+}
+
+struct Sim {
+    cfg: PbftSimConfig,
+    rng: Xoshiro256PlusPlus,
+    now_us: u64,
+    counter: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    nodes: Vec<Node>,
+    clients: Vec<Client>,
+    replicas: ReplicaSet,
+    adversary: Adversary,
+    partitions: Partitions,
+    calm: bool,
+    /// Sequence number → (digest of the batch, first correct replica to
+    /// execute it).
+    decided: BTreeMap<Seq, (Digest, ReplicaId)>,
+    /// Sequence number → the application's chain after it.
+    chain_at: BTreeMap<Seq, Digest>,
+    /// (client, timestamp) → the result correct replicas computed.
+    results: HashMap<(ClientId, u64), Vec<u8>>,
+    client_index: HashMap<ClientId, usize>,
+    report: PbftSimReport,
+}
+
+const TICK_US: u64 = 10_000;
+const CLIENT_TICK_US: u64 = 20_000;
+const CLIENT_RETRY_US: u64 = 1_000_000;
+const FETCH_RETRY_US: u64 = 200_000;
+
+/// Runs one seed.
+pub fn run_seed(seed: u64, cfg: &PbftSimConfig) -> PbftSimReport {
+    let mut sim = Sim::new(seed, cfg.clone());
+    sim.run();
+    sim.report
+}
+
+impl Sim {
+    fn new(seed: u64, cfg: PbftSimConfig) -> Sim {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let keys: Vec<SigningKey> = (0..cfg.n)
+            .map(|_| SigningKey::from_bytes(&rng.random()))
+            .collect();
+        let replicas = ReplicaSet::new(keys.iter().map(|k| k.verifying_key().to_bytes()).collect())
+            .expect("valid replica set");
+        // Which replicas are Byzantine, and how.
+        let mut ids: Vec<ReplicaId> = (0..cfg.n as ReplicaId).collect();
+        if !cfg.collude {
+            for i in (1..ids.len()).rev() {
+                ids.swap(i, rng.random_range(0..=i));
+            }
+        }
+        let mut behaviour = HashMap::new();
+        let mut byz_keys = HashMap::new();
+        for (slot, id) in cfg.byzantine.iter().zip(&ids) {
+            let b =
+                slot.unwrap_or_else(|| Behaviour::ALL[rng.random_range(0..Behaviour::ALL.len())]);
+            behaviour.insert(*id, b);
+            byz_keys.insert(*id, keys[*id as usize].clone());
+        }
+        let slow_us = cfg.settings.view_change_timeout_ms * 1000 * 8 / 10;
+        let adversary = Adversary::new(byz_keys, behaviour.clone(), cfg.collude, slow_us);
+        let nodes = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| Node {
+                replica: Replica::new(i as ReplicaId, replicas.clone(), k, cfg.settings.clone()),
+                app: AppState::default(),
+                snapshots: BTreeMap::new(),
+                fetching: None,
+                crashed: false,
+                last_seq: 0,
+            })
+            .collect();
+        let clients: Vec<Client> = (0..cfg.clients)
+            .map(|c| {
+                Client::new(
+                    format!("c{c}"),
+                    SigningKey::from_bytes(&rng.random()),
+                    cfg.requests,
+                )
+            })
+            .collect();
+        let client_index = clients.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+        let mut byz: Vec<(ReplicaId, Behaviour)> = behaviour.into_iter().collect();
+        byz.sort_by_key(|(id, _)| *id);
+        let report = PbftSimReport {
+            seed,
+            n: cfg.n,
+            byzantine: byz,
+            requests: cfg.requests * cfg.clients as u64,
+            ..PbftSimReport::default()
+        };
+        Sim {
+            partitions: Partitions::new(cfg.n + cfg.clients),
+            rng,
+            now_us: 0,
+            counter: 0,
+            queue: BinaryHeap::new(),
+            nodes,
+            clients,
+            replicas,
+            adversary,
+            calm: false,
+            decided: BTreeMap::new(),
+            chain_at: BTreeMap::new(),
+            results: HashMap::new(),
+            client_index,
+            report,
+            cfg,
+        }
+    }
+
+    fn at(&mut self, t_us: u64, e: Event) {
+        self.counter += 1;
+        self.queue.push(Reverse((t_us, self.counter, e)));
+    }
+
+    fn correct(&self, id: usize) -> bool {
+        !self.adversary.is_byzantine(id as ReplicaId)
+    }
+
+    fn violate(&mut self, what: String) {
+        if self.report.violation.is_none() {
+            self.report.violation = Some(format!("t={}ms: {what}", self.now_us / 1000));
+        }
+    }
+
+    fn run(&mut self) {
+        for i in 0..self.cfg.n {
+            let jitter = self.rng.random_range(0..TICK_US);
+            self.at(jitter, Event::Tick(i));
+        }
+        for c in 0..self.cfg.clients {
+            let t = self.rng.random_range(0..CLIENT_TICK_US);
+            self.at(t, Event::ClientTick(c));
+        }
+        if self.cfg.crash_every_ms > 0 {
+            let t = self.rng.random_range(0..self.cfg.crash_every_ms * 2000);
+            self.at(t, Event::Crash);
+        }
+        if self.cfg.partition_every_ms > 0 {
+            let t = self.rng.random_range(0..self.cfg.partition_every_ms * 2000);
+            self.at(t, Event::Partition);
+        }
+        self.at(self.cfg.chaos_ms * 1000, Event::Calm);
+        let end_us = (self.cfg.chaos_ms + self.cfg.deadline_ms) * 1000;
+        while let Some(Reverse((t, _, e))) = self.queue.pop() {
+            if t > end_us || self.report.violation.is_some() {
+                break;
+            }
+            self.now_us = t;
+            self.step(e);
+            if self.calm && self.clients.iter().all(Client::done) {
+                break;
+            }
+        }
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        let r = &mut self.report;
+        r.virtual_ms = self.now_us / 1000;
+        r.accepted = self.clients.iter().map(|c| c.accepted.len() as u64).sum();
+        for n in &self.nodes {
+            let c = n.replica.counters();
+            r.signed += c.signed;
+            r.verified += c.verified;
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !self.adversary.is_byzantine(i as ReplicaId) {
+                r.executed_seq = r.executed_seq.max(n.last_seq);
+                r.max_view = r.max_view.max(n.replica.view());
+            }
+        }
+        if self.cfg.check_liveness && r.violation.is_none() && r.accepted < r.requests {
+            let stuck: Vec<String> = self
+                .clients
+                .iter()
+                .filter(|c| !c.done())
+                .map(|c| format!("{} at request {}", c.name, c.current))
+                .collect();
+            let states: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| format!("{}{:?}", n.replica.debug_state(), n.fetching.map(|f| f.0)))
+                .collect();
+            r.violation = Some(format!(
+                "liveness: {} of {} requests accepted {} ms after the network healed ({}); replicas: {}",
+                r.accepted,
+                r.requests,
+                self.cfg.deadline_ms,
+                stuck.join(", "),
+                states.join(" | ")
+            ));
+        }
+    }
+
+    fn step(&mut self, e: Event) {
+        match e {
+            Event::Deliver { from, to, bytes } => self.deliver(from, to, bytes),
+            Event::Tick(i) => {
+                self.at(self.now_us + TICK_US, Event::Tick(i));
+                if self.nodes[i].crashed {
+                    return;
+                }
+                let now_ms = self.now_us / 1000;
+                self.nodes[i].replica.tick(now_ms);
+                if let Some((seq, _, asked)) = self.nodes[i].fetching
+                    && self.now_us >= asked + FETCH_RETRY_US
+                {
+                    self.ask_state(i, seq);
+                }
+                let view = self.nodes[i].replica.view();
+                if let Some(env) =
+                    self.adversary
+                        .forge(i as ReplicaId, self.cfg.n, view, &mut self.rng)
+                {
+                    for to in (0..self.cfg.n).filter(|&j| j != i) {
+                        self.send(i, to, &Wire::Protocol(env.clone()), 0);
+                    }
+                }
+                self.drain(i);
+            }
+            Event::ClientTick(c) => {
+                self.at(self.now_us + CLIENT_TICK_US, Event::ClientTick(c));
+                self.client_tick(c);
+            }
+            Event::Crash => {
+                if self.calm {
+                    return;
+                }
+                let every = self.cfg.crash_every_ms * 1000;
+                let next = self.now_us + self.rng.random_range(every / 2..every * 3 / 2 + 1);
+                self.at(next, Event::Crash);
+                let up: Vec<usize> = (0..self.cfg.n)
+                    .filter(|&i| self.correct(i) && !self.nodes[i].crashed)
+                    .collect();
+                if up.is_empty() {
+                    return;
+                }
+                let i = up[self.rng.random_range(0..up.len())];
+                self.nodes[i].crashed = true;
+                self.report.crashes += 1;
+                let back = self.now_us + self.rng.random_range(500_000..3_000_000);
+                self.at(back, Event::Restart(i));
+            }
+            Event::Restart(i) => self.nodes[i].crashed = false,
+            Event::Partition => {
+                if self.calm {
+                    return;
+                }
+                let every = self.cfg.partition_every_ms * 1000;
+                let next = self.now_us + self.rng.random_range(every / 2..every * 3 / 2 + 1);
+                self.at(next, Event::Partition);
+                let k = self.rng.random_range(1..=self.cfg.n / 2);
+                let mut ids: Vec<u32> = (0..self.cfg.n as u32).collect();
+                for i in (1..ids.len()).rev() {
+                    ids.swap(i, self.rng.random_range(0..=i));
+                }
+                let one_way = self.rng.random_bool(0.3);
+                self.partitions.isolate(&ids[..k], one_way);
+                self.report.partitions += 1;
+                let heal = self.now_us + self.rng.random_range(300_000..2_500_000);
+                self.at(heal, Event::Heal);
+            }
+            Event::Heal => self.partitions.heal(),
+            Event::Calm => {
+                // GST: no more loss, partitions or crashes.
+                self.calm = true;
+                self.cfg.net.loss = 0.0;
+                self.partitions.heal();
+                for n in &mut self.nodes {
+                    n.crashed = false;
+                }
+            }
+        }
+    }
+
+    fn client_tick(&mut self, c: usize) {
+        let n = self.cfg.n;
+        let client = &mut self.clients[c];
+        if client.done() {
+            return;
+        }
+        let req = client.request();
+        if client.sent_at == 0 {
+            client.sent_at = self.now_us.max(1);
+            client.retried_at = 0;
+            let to = self.rng.random_range(0..n);
+            self.send(n + c, to, &Wire::Request(req), 0);
+        } else if self.now_us >= client.sent_at.max(client.retried_at) + CLIENT_RETRY_US {
+            // No result in time: to every replica (§4.1).
+            client.retried_at = self.now_us;
+            for to in 0..n {
+                self.send(n + c, to, &Wire::Request(req.clone()), 0);
+            }
+        }
+    }
+
+    /// Sends `wire` from node `from` to node `to` through the network model.
+    fn send(&mut self, from: usize, to: usize, wire: &Wire, extra_delay_us: u64) {
+        let mut bytes = postcard::to_allocvec(wire).expect("encodes");
+        if from < self.cfg.n {
+            self.adversary
+                .mangle(from as ReplicaId, &mut bytes, &mut self.rng);
+        }
+        self.report.messages += 1;
+        self.report.bytes += bytes.len() as u64;
+        if !self.partitions.allows(from as u32, to as u32) {
+            return;
+        }
+        for d in deliveries(&self.cfg.net, &mut self.rng, false) {
+            self.at(
+                self.now_us + d + extra_delay_us,
+                Event::Deliver {
+                    from,
+                    to,
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        let n = self.cfg.n;
+        let Ok(wire) = postcard::from_bytes::<Wire>(&bytes) else {
+            self.report.undecodable += 1;
+            return;
+        };
+        if to >= n {
+            if let Wire::Reply(msg) = wire {
+                self.client_reply(to - n, &msg);
+            }
+            return;
+        }
+        if self.nodes[to].crashed {
+            return;
+        }
+        match wire {
+            Wire::Protocol(env) => {
+                if self.adversary.is_byzantine(to as ReplicaId) {
+                    self.adversary.overhear(&env);
+                }
+                if self.nodes[to].replica.handle(env).is_err() {
+                    self.report.refused += 1;
+                }
+            }
+            Wire::Request(r) if self.answered(to, &r) => {}
+            Wire::Request(r) if from >= n => self.nodes[to].replica.request(r),
+            Wire::Request(r) => self.nodes[to].replica.forwarded(r),
+            Wire::Reply(_) => {}
+            Wire::StateRequest(seq) => {
+                let Some(state) = self.nodes[to].snapshots.get(&seq).cloned() else {
+                    return;
+                };
+                // A Byzantine replica offers a state that is not the real one.
+                let state = if self.adversary.is_byzantine(to as ReplicaId) {
+                    AppState {
+                        count: state.count + 1,
+                        ..state
+                    }
+                } else {
+                    state
+                };
+                self.send(to, from, &Wire::State(seq, state), 0);
+            }
+            Wire::State(seq, state) => self.install(to, seq, state),
+        }
+        self.drain(to);
+    }
+
+    /// A request this replica already executed: its stored reply goes out
+    /// again (§4.1: a client that got no result sends to all), true; an
+    /// older one is dropped, true; a new one, false.
+    fn answered(&mut self, i: usize, r: &Request) -> bool {
+        let Some((t, result)) = self.nodes[i].app.last.get(&r.client).cloned() else {
+            return false;
+        };
+        if r.timestamp > t {
+            return false;
+        }
+        if r.timestamp == t {
+            self.reply(i, r, t, result);
+        }
+        true
+    }
+
+    fn ask_state(&mut self, i: usize, seq: Seq) {
+        if let Some(f) = &mut self.nodes[i].fetching {
+            f.2 = self.now_us;
+        }
+        for to in (0..self.cfg.n).filter(|&j| j != i) {
+            self.send(i, to, &Wire::StateRequest(seq), 0);
+        }
+    }
+
+    /// A state arrived: installed only if it is the one the quorum proved.
+    fn install(&mut self, i: usize, seq: Seq, state: AppState) {
+        let Some((want, digest, _)) = self.nodes[i].fetching else {
+            return;
+        };
+        if want != seq || state.digest() != digest {
+            return;
+        }
+        let node = &mut self.nodes[i];
+        node.fetching = None;
+        node.app = state.clone();
+        node.snapshots.insert(seq, state.clone());
+        node.last_seq = seq;
+        node.replica.installed_state(seq, state.executed());
+        self.report.state_transfers += 1;
+        if self.correct(i) {
+            self.check_chain(i, seq);
+        }
+    }
+
+    fn check_chain(&mut self, i: usize, seq: Seq) {
+        let chain = self.nodes[i].app.chain;
+        match self.chain_at.get(&seq) {
+            Some(c) if *c != chain => {
+                self.violate(format!(
+                    "replica {i}'s state after {seq} differs from another correct replica's"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.chain_at.insert(seq, chain);
+            }
+        }
+    }
+
+    /// Carries out what replica `i` asked for, until it asks nothing more.
+    fn drain(&mut self, i: usize) {
+        loop {
+            let outputs = self.nodes[i].replica.drain_outputs();
+            if outputs.is_empty() {
+                return;
+            }
+            for o in outputs {
+                self.output(i, o);
+            }
+        }
+    }
+
+    fn output(&mut self, i: usize, o: Output) {
+        let n = self.cfg.n;
+        let others: Vec<usize> = (0..n).filter(|&j| j != i).collect();
+        let byzantine = self.adversary.is_byzantine(i as ReplicaId);
+        match o {
+            Output::Broadcast(env) if byzantine => {
+                let lies = self
+                    .adversary
+                    .broadcast(i as ReplicaId, &env, &others, &mut self.rng);
+                for Lie {
+                    to,
+                    env,
+                    extra_delay_us,
+                } in lies
+                {
+                    self.send(i, to, &Wire::Protocol(env), extra_delay_us);
+                }
+            }
+            Output::Broadcast(env) => {
+                let wire = Wire::Protocol(env);
+                for to in others {
+                    self.send(i, to, &wire, 0);
+                }
+            }
+            Output::Send { to, env } => {
+                let lies = if byzantine {
+                    self.adversary
+                        .broadcast(i as ReplicaId, &env, &[to as usize], &mut self.rng)
+                } else {
+                    vec![Lie {
+                        to: to as usize,
+                        env,
+                        extra_delay_us: 0,
+                    }]
+                };
+                for l in lies {
+                    self.send(i, l.to, &Wire::Protocol(l.env), l.extra_delay_us);
+                }
+            }
+            Output::Forward { to, request } => {
+                let wire = Wire::Request(request);
+                let targets = match to {
+                    Some(p) => vec![p as usize],
+                    None => others,
+                };
+                for t in targets {
+                    self.send(i, t, &wire, 0);
+                }
+            }
+            Output::Execute {
+                seq,
+                batch,
+                checkpoint,
+            } => self.execute(i, seq, batch, checkpoint),
+            Output::FetchState { seq, state } => {
+                self.nodes[i].fetching = Some((seq, state, 0));
+                self.ask_state(i, seq);
+            }
+            Output::Evidence(e) => {
+                self.report.evidence += 1;
+                let culprit = e.culprit();
+                if !byzantine && !self.adversary.is_byzantine(culprit) {
+                    self.violate(format!(
+                        "replica {i} holds evidence against correct replica {culprit}"
+                    ));
+                }
+            }
+            Output::ViewChanged { .. } => {
+                if !byzantine {
+                    self.report.view_changes += 1;
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, i: usize, seq: Seq, batch: Vec<Request>, checkpoint: bool) {
+        let correct = self.correct(i);
+        if correct {
+            let digest = batch_digest(&batch);
+            match self.decided.get(&seq) {
+                Some((d, other)) if *d != digest => {
+                    let other = *other;
+                    self.violate(format!(
+                        "safety: correct replicas {other} and {i} executed different batches at sequence {seq}"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.decided.insert(seq, (digest, i as ReplicaId));
+                }
+            }
+            if seq != self.nodes[i].last_seq + 1 {
+                let last = self.nodes[i].last_seq;
+                self.violate(format!(
+                    "replica {i} executed {seq} after {last}: out of order"
+                ));
+            }
+        }
+        self.nodes[i].last_seq = seq;
+        for r in &batch {
+            let Some((ts, result)) = self.nodes[i].app.execute(r) else {
+                continue;
+            };
+            if correct {
+                let key = (r.client, ts);
+                match self.results.get(&key) {
+                    Some(x) if *x != result => {
+                        self.violate(format!(
+                            "correct replicas computed different results for a request at {ts}"
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.results.insert(key, result.clone());
+                    }
+                }
+            }
+            self.reply(i, r, ts, result);
+        }
+        if correct {
+            self.check_chain(i, seq);
+        }
+        if checkpoint {
+            let node = &mut self.nodes[i];
+            let d = node.app.digest();
+            node.snapshots.insert(seq, node.app.clone());
+            while node.snapshots.len() > 4 {
+                node.snapshots.pop_first();
+            }
+            node.replica.state_digest(seq, d);
+        }
+    }
+
+    /// Replica `i` answers request `r` with `result`.
+    fn reply(&mut self, i: usize, r: &Request, ts: u64, result: Vec<u8>) {
+        let Some(&c) = self.client_index.get(&r.client) else {
+            return; // the adversary's own client
+        };
+        // A Byzantine replica answers with a result of its own making (a
+        // silent one not at all); f + 1 matching replies outvote it.
+        let result = match self.adversary.behaviour.get(&(i as ReplicaId)) {
+            None => result,
+            Some(Behaviour::Silent) => return,
+            Some(_) => b"a lie".to_vec(),
+        };
+        let reply = self.nodes[i].replica.reply(r.client, ts, result);
+        self.send(i, self.cfg.n + c, &Wire::Reply(reply), 0);
+    }
+
+    fn client_reply(&mut self, c: usize, msg: &Signed) {
+        let accepted = self.clients[c].on_reply(&self.replicas, msg);
+        if !accepted {
+            return;
+        }
+        let client = &mut self.clients[c];
+        let ts = client.current - 1;
+        let result = client.accepted[&ts].clone();
+        let key = (client.id, ts);
+        let name = client.name.clone();
+        client.sent_at = 0;
+        match self.results.get(&key) {
+            Some(x) if *x == result => {}
+            _ => {
+                self.violate(format!(
+                    "client {name} accepted a result for request {ts} no correct replica computed"
+                ));
+            }
+        }
+    }
+}
