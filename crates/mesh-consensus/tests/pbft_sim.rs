@@ -23,7 +23,7 @@ fn env_u64(name: &str) -> Option<u64> {
 /// The mix of the seeded runs: mostly n = 4 with one Byzantine replica of
 /// a seeded behaviour; every fifth seed n = 7 with two.
 fn mixed(seed: u64) -> PbftSimConfig {
-    if seed % 5 == 0 {
+    if seed.is_multiple_of(5) {
         PbftSimConfig {
             n: 7,
             byzantine: vec![None, None],
