@@ -20,6 +20,152 @@ enum SimWhat {
     /// Simulate messaging (pub/sub, direct messages) under loss, partitions and
     /// restarts, many seeds, checking order, at-most-once, honest counts and liveness.
     Messaging(MessagingArgs),
+    /// Simulate pBFT with Byzantine replicas under loss, partitions and crashes,
+    /// many seeds, checking safety after every step and liveness once healed.
+    Pbft(PbftArgs),
+}
+
+#[derive(Args)]
+struct PbftArgs {
+    /// How many seeds to run (1..=N), unless --seed picks one.
+    #[arg(long, default_value_t = 200)]
+    seeds: u64,
+    /// Replay exactly this seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Replicas (at least 4; f = floor((n - 1) / 3)).
+    #[arg(long, default_value_t = 4)]
+    nodes: usize,
+    /// Byzantine replicas (default f; more than f is allowed, to watch safety break).
+    #[arg(long)]
+    byzantine: Option<usize>,
+    /// How they misbehave: silent, slow, equivocate, conflicting-votes, forger,
+    /// malformed (comma-separated, one per Byzantine replica, repeated as needed);
+    /// default: drawn from the seed.
+    #[arg(long, value_delimiter = ',')]
+    behaviour: Vec<String>,
+    /// The Byzantine replicas coordinate (the primary equivocates, the others
+    /// vote for whatever each replica was told).
+    #[arg(long)]
+    collude: bool,
+    /// Message loss probability during the chaos (0.02 or 2%).
+    #[arg(long, default_value = "2%", value_parser = parse_fraction)]
+    loss: f64,
+    /// Virtual time with loss, partitions and crashes, before the network heals.
+    #[arg(long, default_value = "6s", value_parser = parse_duration_ms)]
+    chaos: u64,
+    /// Clients, each sending --requests requests one after another.
+    #[arg(long, default_value_t = 3)]
+    clients: usize,
+    #[arg(long, default_value_t = 12)]
+    requests: u64,
+    /// Print every seed's report as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run_pbft(a: PbftArgs) -> anyhow::Result<()> {
+    use mesh_consensus::pbft::sim::adversary::Behaviour;
+    use mesh_consensus::pbft::sim::{PbftSimConfig, run_seed};
+    if !(4..=64).contains(&a.nodes) {
+        anyhow::bail!("--nodes must be between 4 and 64");
+    }
+    let f = (a.nodes - 1) / 3;
+    let k = a.byzantine.unwrap_or(f);
+    if k >= a.nodes {
+        anyhow::bail!("--byzantine must be below --nodes");
+    }
+    let mut kinds = Vec::new();
+    for b in &a.behaviour {
+        kinds.push(Some(Behaviour::parse(b).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown behaviour {b:?}: silent, slow, equivocate, conflicting-votes, forger, malformed"
+            )
+        })?));
+    }
+    let byzantine: Vec<Option<Behaviour>> = (0..k)
+        .map(|i| {
+            if kinds.is_empty() {
+                None
+            } else {
+                kinds[i % kinds.len()]
+            }
+        })
+        .collect();
+    if a.clients == 0 || a.requests == 0 {
+        anyhow::bail!("--clients and --requests must be at least 1");
+    }
+    let mut cfg = PbftSimConfig {
+        n: a.nodes,
+        byzantine,
+        collude: a.collude,
+        clients: a.clients,
+        requests: a.requests,
+        chaos_ms: a.chaos,
+        // Liveness is only promised with at most f Byzantine replicas.
+        check_liveness: k <= f,
+        ..PbftSimConfig::default()
+    };
+    cfg.net.loss = a.loss;
+    let seeds: Vec<u64> = match a.seed {
+        Some(s) => vec![s],
+        None => (1..=a.seeds.max(1)).collect(),
+    };
+    let started = std::time::Instant::now();
+    let (mut vcs, mut evidence, mut transfers, mut refused, mut msgs, mut bytes) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut signed, mut verified, mut accepted) = (0u64, 0u64, 0u64);
+    for &seed in &seeds {
+        let r = run_seed(seed, &cfg);
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        if let Some(v) = &r.violation {
+            anyhow::bail!(
+                "seed {seed} (byzantine {:?}): {v}\nreplay: mesh sim pbft --seed {seed} --nodes {} --byzantine {k}{}{} --loss {} --chaos {}ms --clients {} --requests {}",
+                r.byzantine,
+                a.nodes,
+                if a.behaviour.is_empty() {
+                    String::new()
+                } else {
+                    format!(" --behaviour {}", a.behaviour.join(","))
+                },
+                if a.collude { " --collude" } else { "" },
+                a.loss,
+                a.chaos,
+                a.clients,
+                a.requests
+            );
+        }
+        vcs += r.view_changes;
+        evidence += r.evidence;
+        transfers += r.state_transfers;
+        refused += r.refused + r.undecodable;
+        msgs += r.messages;
+        bytes += r.bytes;
+        signed += r.signed;
+        verified += r.verified;
+        accepted += r.accepted;
+    }
+    if !a.json {
+        println!(
+            "{} seeds, n = {}, {k} Byzantine, {:.0}% loss: every check held ({accepted} requests accepted, {vcs} view changes entered, {evidence} pieces of evidence, {transfers} state transfers, {refused} messages refused) in {:.1} s",
+            seeds.len(),
+            a.nodes,
+            a.loss * 100.0,
+            started.elapsed().as_secs_f64()
+        );
+        if accepted > 0 {
+            println!(
+                "per accepted request: {:.1} messages, {:.0} bytes, {:.1} signatures made, {:.1} verified (all replicas, faults included)",
+                msgs as f64 / accepted as f64,
+                bytes as f64 / accepted as f64,
+                signed as f64 / accepted as f64,
+                verified as f64 / accepted as f64
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -125,6 +271,7 @@ struct MembershipArgs {
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
     match args.what {
         SimWhat::Messaging(a) => run_messaging(a),
+        SimWhat::Pbft(a) => run_pbft(a),
         SimWhat::Membership(a) => {
             if let Some(bad) = a.nodes.iter().find(|n| !(3..=20_000).contains(*n)) {
                 anyhow::bail!("--nodes must be between 3 and 20000 (got {bad})");

@@ -280,3 +280,242 @@ pub fn new_view(
     }
     Ok((*view, plan, pre_prepares.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::pbft::testing::{keys, replica_set};
+
+    const W: u64 = 256;
+
+    fn batch(t: u64) -> Vec<Request> {
+        vec![Request::signed(
+            &SigningKey::from_bytes(&[5; 32]),
+            t,
+            vec![t as u8],
+        )]
+    }
+
+    /// A prepared certificate for `seq` in `view`: the primary's
+    /// pre-prepare and prepares from `preparers`.
+    fn cert(
+        k: &[SigningKey],
+        view: View,
+        seq: Seq,
+        b: Vec<Request>,
+        preparers: &[u32],
+    ) -> PreparedCert {
+        let digest = batch_digest(&b);
+        let primary = (view % k.len() as u64) as u32;
+        PreparedCert {
+            pre_prepare: Signed::sign(
+                primary,
+                Body::PrePrepare { view, seq, digest },
+                &k[primary as usize],
+            ),
+            prepares: preparers
+                .iter()
+                .map(|&i| Signed::sign(i, Body::Prepare { view, seq, digest }, &k[i as usize]))
+                .collect(),
+            batch: b,
+        }
+    }
+
+    fn vc(k: &[SigningKey], from: u32, view: View, prepared: Vec<PreparedCert>) -> Signed {
+        Signed::sign(
+            from,
+            Body::ViewChange {
+                view,
+                stable: 0,
+                checkpoint_proof: Vec::new(),
+                prepared,
+            },
+            &k[from as usize],
+        )
+    }
+
+    /// The NEW-VIEW for view 1 (primary 1) from these view changes, with
+    /// the pre-prepares it should carry.
+    fn new_view_msg(k: &[SigningKey], vcs: Vec<Signed>, pps: &[(Seq, Digest)]) -> Signed {
+        Signed::sign(
+            1,
+            Body::NewView {
+                view: 1,
+                view_changes: vcs,
+                pre_prepares: pps
+                    .iter()
+                    .map(|&(seq, digest)| {
+                        Signed::sign(
+                            1,
+                            Body::PrePrepare {
+                                view: 1,
+                                seq,
+                                digest,
+                            },
+                            &k[1],
+                        )
+                    })
+                    .collect(),
+            },
+            &k[1],
+        )
+    }
+
+    /// TOCS 2002 §4.4: the new view re-issues, for every sequence number up
+    /// to the highest prepared one, the request prepared in the highest
+    /// view, and a null request in the gaps.
+    #[test]
+    fn the_plan_keeps_the_highest_view_certificate_and_fills_gaps_with_null() {
+        let k = keys(4);
+        let set = replica_set(&k);
+        // Seq 1 prepared in view 0 with batch a, and (at another replica)
+        // in view 1 with batch b; seq 3 prepared; seq 2 in no certificate.
+        let a = cert(&k, 0, 1, batch(1), &[1, 2]);
+        let b = cert(&k, 1, 1, batch(2), &[0, 2]);
+        let c = cert(&k, 0, 3, batch(3), &[2, 3]);
+        let infos: Vec<ViewChangeInfo> = [
+            vc(&k, 0, 2, vec![a, c]),
+            vc(&k, 2, 2, vec![b.clone()]),
+            vc(&k, 3, 2, vec![]),
+        ]
+        .iter()
+        .map(|m| view_change(&set, W, m).unwrap())
+        .collect();
+        let plan = new_view_plan(&infos);
+        let seqs: Vec<(Seq, Digest)> = plan.pre_prepares.iter().map(|(s, d, _)| (*s, *d)).collect();
+        assert_eq!(
+            seqs,
+            vec![
+                (1, batch_digest(&batch(2))),
+                (2, batch_digest(&[])),
+                (3, batch_digest(&batch(3)))
+            ]
+        );
+    }
+
+    /// §4.4: backups accept a NEW-VIEW only after checking all of it: the
+    /// sender is the new primary, 2f + 1 distinct valid view changes, every
+    /// certificate inside them, and exactly the pre-prepares they imply.
+    #[test]
+    fn a_new_view_is_accepted_only_if_every_part_checks_out() {
+        let k = keys(4);
+        let set = replica_set(&k);
+        let good_cert = cert(&k, 0, 1, batch(1), &[2, 3]);
+        let vcs = vec![
+            vc(&k, 1, 1, vec![good_cert.clone()]),
+            vc(&k, 2, 1, vec![good_cert.clone()]),
+            vc(&k, 3, 1, vec![]),
+        ];
+        let d = batch_digest(&batch(1));
+        let ok = new_view_msg(&k, vcs.clone(), &[(1, d)]);
+        let (view, plan, _) = new_view(&set, W, &ok).expect("valid");
+        assert_eq!((view, plan.pre_prepares.len()), (1, 1));
+
+        // The prepared request left out, or replaced by a null request.
+        assert_eq!(
+            new_view(&set, W, &new_view_msg(&k, vcs.clone(), &[])).unwrap_err(),
+            CertError::WrongPrePrepares
+        );
+        assert_eq!(
+            new_view(
+                &set,
+                W,
+                &new_view_msg(&k, vcs.clone(), &[(1, batch_digest(&[]))])
+            )
+            .unwrap_err(),
+            CertError::WrongPrePrepares
+        );
+        // Two view changes, or the same one twice, are not 2f + 1.
+        let two = new_view_msg(&k, vcs[..2].to_vec(), &[(1, d)]);
+        assert!(matches!(
+            new_view(&set, W, &two),
+            Err(CertError::TooFewViewChanges { got: 2, .. })
+        ));
+        let twice = new_view_msg(
+            &k,
+            vec![vcs[0].clone(), vcs[0].clone(), vcs[1].clone()],
+            &[(1, d)],
+        );
+        assert!(matches!(
+            new_view(&set, W, &twice),
+            Err(CertError::TooFewViewChanges { got: 2, .. })
+        ));
+        // Sent by a replica that is not the primary of view 1.
+        let mut not_primary = ok.clone();
+        not_primary = Signed::sign(2, not_primary.body, &k[2]);
+        assert_eq!(
+            new_view(&set, W, &not_primary).unwrap_err(),
+            CertError::NotPrimary
+        );
+        // A view change carrying a certificate with one prepare (2f = 2 needed).
+        let weak = cert(&k, 0, 1, batch(1), &[2]);
+        let vcs_weak = vec![vc(&k, 1, 1, vec![weak]), vcs[1].clone(), vcs[2].clone()];
+        assert!(matches!(
+            new_view(&set, W, &new_view_msg(&k, vcs_weak, &[(1, d)])),
+            Err(CertError::WeakCert {
+                got: 1,
+                need: 2,
+                ..
+            })
+        ));
+        // A certificate whose prepare is forged.
+        let mut forged = good_cert.clone();
+        forged.prepares[1].signature[5] ^= 1;
+        let vcs_forged = vec![vc(&k, 1, 1, vec![forged]), vcs[1].clone(), vcs[2].clone()];
+        assert!(matches!(
+            new_view(&set, W, &new_view_msg(&k, vcs_forged, &[(1, d)])),
+            Err(CertError::Signature(_))
+        ));
+        // A certificate whose batch is not the one its digest names.
+        let mut swapped = good_cert.clone();
+        swapped.batch = batch(9);
+        let vcs_swapped = vec![vc(&k, 1, 1, vec![swapped]), vcs[1].clone(), vcs[2].clone()];
+        assert_eq!(
+            new_view(&set, W, &new_view_msg(&k, vcs_swapped, &[(1, d)])).unwrap_err(),
+            CertError::BatchMismatch
+        );
+        // A certificate from the view being entered (not below it).
+        let same_view = cert(&k, 1, 1, batch(1), &[2, 3]);
+        assert!(matches!(
+            view_change(&set, W, &vc(&k, 2, 1, vec![same_view])),
+            Err(CertError::CertView { .. })
+        ));
+    }
+
+    /// §4.3-4.4: a checkpoint proof needs 2f + 1 matching signed checkpoint
+    /// messages from different replicas.
+    #[test]
+    fn checkpoint_proofs_need_a_quorum_of_matching_signatures() {
+        let k = keys(4);
+        let set = replica_set(&k);
+        let cp = |i: usize, d: u8| {
+            Signed::sign(
+                i as u32,
+                Body::Checkpoint {
+                    seq: 8,
+                    state: [d; 32],
+                },
+                &k[i],
+            )
+        };
+        assert_eq!(
+            checkpoint_proof(&set, 8, &[cp(0, 1), cp(1, 1), cp(2, 1)]),
+            Ok([1; 32])
+        );
+        assert!(matches!(
+            checkpoint_proof(&set, 8, &[cp(0, 1), cp(1, 1), cp(2, 2)]),
+            Err(CertError::WeakCheckpoint { got: 2, .. })
+        ));
+        assert!(matches!(
+            checkpoint_proof(&set, 8, &[cp(0, 1), cp(0, 1), cp(1, 1)]),
+            Err(CertError::WeakCheckpoint { got: 2, .. })
+        ));
+        assert_eq!(
+            checkpoint_proof(&set, 16, &[cp(0, 1), cp(1, 1), cp(2, 1)]),
+            Err(CertError::WrongKind)
+        );
+        assert_eq!(checkpoint_proof(&set, 0, &[]), Ok([0; 32]));
+    }
+}
