@@ -226,6 +226,38 @@ impl Signed {
     }
 }
 
+/// Signed messages already verified, by the SHA-256 of their whole encoding
+/// (sender, body and signature: an equal key is the identical message, so
+/// the earlier result stands). Retransmissions, and certificates carried
+/// again inside view changes, cost a hash instead of a verification.
+#[derive(Debug, Default)]
+pub struct SigCache {
+    seen: std::collections::HashSet<[u8; 32]>,
+    /// Signatures actually verified (cache misses).
+    pub verified: u64,
+}
+
+/// Entries kept before the cache starts over (bounded memory).
+const SIG_CACHE_CAP: usize = 1 << 16;
+
+impl SigCache {
+    /// [`Signed::verify`], remembered.
+    pub fn verify(&mut self, replicas: &ReplicaSet, m: &Signed) -> Result<(), VerifyError> {
+        let key: [u8; 32] =
+            Sha256::digest(postcard::to_allocvec(m).expect("encoding to a Vec cannot fail")).into();
+        if self.seen.contains(&key) {
+            return Ok(());
+        }
+        self.verified += 1;
+        m.verify(replicas)?;
+        if self.seen.len() >= SIG_CACHE_CAP {
+            self.seen.clear();
+        }
+        self.seen.insert(key);
+        Ok(())
+    }
+}
+
 /// What travels between replicas: a signed message, and for a pre-prepare
 /// the batch it names (§4.2 sends the requests beside the signed part, so
 /// the signature stays small and the digest binds them).

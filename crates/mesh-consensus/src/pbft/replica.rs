@@ -32,7 +32,7 @@ use ed25519_dalek::SigningKey;
 
 use super::config::{ReplicaId, ReplicaSet, Seq, View};
 use super::message::{
-    Body, ClientId, Digest, Envelope, PreparedCert, Request, Signed, batch_digest,
+    Body, ClientId, Digest, Envelope, PreparedCert, Request, SigCache, Signed, batch_digest,
 };
 use super::validate::{self, CertError};
 
@@ -207,21 +207,28 @@ pub struct Replica {
     pub(super) waiting: BTreeMap<(ClientId, u64), Request>,
     /// Each client's last executed timestamp (older requests are stale).
     done: HashMap<ClientId, u64>,
-    /// The latest VIEW-CHANGE of each replica for a view at or above ours,
-    /// already checked.
-    pub(super) vcs: BTreeMap<ReplicaId, (Signed, validate::ViewChangeInfo)>,
+    /// Checked VIEW-CHANGEs by (view, sender): of each sender the one for
+    /// our view and its latest.
+    pub(super) vcs: BTreeMap<(View, ReplicaId), (Signed, validate::ViewChangeInfo)>,
     /// The NEW-VIEW of the current view (sent to replicas still behind).
     pub(super) new_view: Option<Envelope>,
     /// When each replica was last sent the NEW-VIEW.
     pub(super) helped: BTreeMap<ReplicaId, u64>,
+    /// When each replica was last sent a view change for a lower view.
+    pub(super) answered_vc: BTreeMap<ReplicaId, u64>,
     pub(super) now: u64,
     /// Since when the oldest waiting request waits (reset on progress).
     pub(super) timer_since: Option<u64>,
-    pub(super) vc_started: u64,
+    /// Since when this replica holds 2f + 1 view changes for the view it
+    /// is changing to (the NEW-VIEW timer runs only from then, §4.5.2).
+    pub(super) vc_quorum_since: Option<u64>,
+    /// The last view this replica was active in.
+    pub(super) entered_view: View,
     /// View changes since the last progress (the timeout doubles with each).
     pub(super) vc_attempts: u32,
     last_retransmit: u64,
     pub(super) counters: Counters,
+    pub(super) cache: SigCache,
     pub(super) outputs: Vec<Output>,
 }
 
@@ -253,12 +260,15 @@ impl Replica {
             vcs: BTreeMap::new(),
             new_view: None,
             helped: BTreeMap::new(),
+            answered_vc: BTreeMap::new(),
             now: 0,
             timer_since: None,
-            vc_started: 0,
+            vc_quorum_since: None,
+            entered_view: 0,
             vc_attempts: 0,
             last_retransmit: 0,
             counters: Counters::default(),
+            cache: SigCache::default(),
             outputs: Vec::new(),
         }
     }
@@ -292,8 +302,13 @@ impl Replica {
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }
+    /// Signatures made, and verified (message signatures that missed the
+    /// cache plus client request signatures).
     pub fn counters(&self) -> Counters {
-        self.counters
+        Counters {
+            signed: self.counters.signed,
+            verified: self.counters.verified + self.cache.verified,
+        }
     }
     pub fn replicas(&self) -> &ReplicaSet {
         &self.replicas
@@ -440,8 +455,7 @@ impl Replica {
 
     /// A message from another replica. Verified before anything counts.
     pub fn handle(&mut self, env: Envelope) -> Result<(), Refused> {
-        self.counters.verified += 1;
-        env.msg.verify(&self.replicas)?;
+        self.cache.verify(&self.replicas, &env.msg)?;
         let from = env.msg.from;
         if env.batch.is_some() && !matches!(env.msg.body, Body::PrePrepare { .. }) {
             return Err(Refused::UnexpectedBatch);
@@ -472,14 +486,8 @@ impl Replica {
                 self.vote(env.msg, seq, digest, true)
             }
             Body::Checkpoint { seq, .. } => self.on_checkpoint(env.msg, seq),
-            Body::ViewChange { .. } => {
-                self.counters.verified += nested_signatures(&env.msg.body);
-                self.on_view_change(env.msg)
-            }
-            Body::NewView { .. } => {
-                self.counters.verified += nested_signatures(&env.msg.body);
-                self.on_new_view(env)
-            }
+            Body::ViewChange { .. } => self.on_view_change(env.msg),
+            Body::NewView { .. } => self.on_new_view(env),
             Body::Reply { .. } => Err(Refused::NotForReplicas),
         }
     }
@@ -860,7 +868,7 @@ impl Replica {
     fn retransmit(&mut self) {
         let mut again = Vec::new();
         if !self.active {
-            if let Some((vc, _)) = self.vcs.get(&self.id) {
+            if let Some((vc, _)) = self.vcs.get(&(self.view, self.id)) {
                 again.push(Envelope {
                     msg: vc.clone(),
                     batch: None,
@@ -953,35 +961,6 @@ impl Replica {
         }
         self.helped.insert(to, self.now);
         self.outputs.push(Output::Send { to, env: nv });
-    }
-}
-
-/// Signatures nested inside a VIEW-CHANGE or NEW-VIEW (each is verified).
-fn nested_signatures(body: &Body) -> u64 {
-    match body {
-        Body::ViewChange {
-            checkpoint_proof,
-            prepared,
-            ..
-        } => {
-            checkpoint_proof.len() as u64
-                + prepared
-                    .iter()
-                    .map(|c| 1 + c.prepares.len() as u64)
-                    .sum::<u64>()
-        }
-        Body::NewView {
-            view_changes,
-            pre_prepares,
-            ..
-        } => {
-            pre_prepares.len() as u64
-                + view_changes
-                    .iter()
-                    .map(|v| 1 + nested_signatures(&v.body))
-                    .sum::<u64>()
-        }
-        _ => 0,
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::config::{ReplicaId, ReplicaSet, Seq, View};
-use super::message::{Body, Digest, PreparedCert, Request, Signed, batch_digest};
+use super::message::{Body, Digest, PreparedCert, Request, SigCache, Signed, batch_digest};
 
 /// Why a certificate, VIEW-CHANGE or NEW-VIEW does not count.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,13 +47,14 @@ pub fn checkpoint_proof(
     replicas: &ReplicaSet,
     seq: Seq,
     proof: &[Signed],
+    cache: &mut SigCache,
 ) -> Result<Digest, CertError> {
     if seq == 0 {
         return Ok([0; 32]);
     }
     let mut by_state: BTreeMap<Digest, BTreeSet<ReplicaId>> = BTreeMap::new();
     for m in proof {
-        m.verify(replicas)?;
+        cache.verify(replicas, m)?;
         match m.body {
             Body::Checkpoint { seq: s, state } if s == seq => {
                 by_state.entry(state).or_default().insert(m.from);
@@ -80,8 +81,9 @@ pub fn prepared_cert(
     replicas: &ReplicaSet,
     cert: &PreparedCert,
     before: View,
+    cache: &mut SigCache,
 ) -> Result<(View, Seq, Digest), CertError> {
-    cert.pre_prepare.verify(replicas)?;
+    cache.verify(replicas, &cert.pre_prepare)?;
     let Body::PrePrepare { view, seq, digest } = cert.pre_prepare.body else {
         return Err(CertError::WrongKind);
     };
@@ -97,7 +99,7 @@ pub fn prepared_cert(
     }
     let mut from = BTreeSet::new();
     for p in &cert.prepares {
-        p.verify(replicas)?;
+        cache.verify(replicas, p)?;
         match p.body {
             Body::Prepare {
                 view: v,
@@ -139,8 +141,9 @@ pub fn view_change(
     replicas: &ReplicaSet,
     window: u64,
     msg: &Signed,
+    cache: &mut SigCache,
 ) -> Result<ViewChangeInfo, CertError> {
-    msg.verify(replicas)?;
+    cache.verify(replicas, msg)?;
     let Body::ViewChange {
         view,
         stable,
@@ -150,10 +153,10 @@ pub fn view_change(
     else {
         return Err(CertError::WrongKind);
     };
-    let state = checkpoint_proof(replicas, *stable, proof)?;
+    let state = checkpoint_proof(replicas, *stable, proof, cache)?;
     let mut certs = BTreeMap::new();
     for cert in prepared {
-        let (v, seq, digest) = prepared_cert(replicas, cert, *view)?;
+        let (v, seq, digest) = prepared_cert(replicas, cert, *view, cache)?;
         if seq <= *stable || seq > stable + window {
             return Err(CertError::CertOutsideWindow {
                 seq,
@@ -231,8 +234,9 @@ pub fn new_view(
     replicas: &ReplicaSet,
     window: u64,
     msg: &Signed,
+    cache: &mut SigCache,
 ) -> Result<(View, NewViewPlan, Vec<Signed>), CertError> {
-    msg.verify(replicas)?;
+    cache.verify(replicas, msg)?;
     let Body::NewView {
         view,
         view_changes,
@@ -248,7 +252,7 @@ pub fn new_view(
     let mut infos = Vec::new();
     let mut from = BTreeSet::new();
     for vc in view_changes {
-        let info = view_change(replicas, window, vc)?;
+        let info = view_change(replicas, window, vc, cache)?;
         if info.view != *view {
             return Err(CertError::WrongKind);
         }
@@ -268,7 +272,7 @@ pub fn new_view(
         return Err(CertError::WrongPrePrepares);
     }
     for (pp, (seq, digest, _)) in pre_prepares.iter().zip(&plan.pre_prepares) {
-        pp.verify(replicas)?;
+        cache.verify(replicas, pp)?;
         let expected = Body::PrePrepare {
             view: *view,
             seq: *seq,
@@ -289,6 +293,21 @@ mod tests {
     use crate::pbft::testing::{keys, replica_set};
 
     const W: u64 = 256;
+
+    // The checks with a fresh cache each time (every signature verified).
+    fn new_view(
+        set: &ReplicaSet,
+        w: u64,
+        m: &Signed,
+    ) -> Result<(View, NewViewPlan, Vec<Signed>), CertError> {
+        super::new_view(set, w, m, &mut SigCache::default())
+    }
+    fn view_change(set: &ReplicaSet, w: u64, m: &Signed) -> Result<ViewChangeInfo, CertError> {
+        super::view_change(set, w, m, &mut SigCache::default())
+    }
+    fn checkpoint_proof(set: &ReplicaSet, seq: Seq, p: &[Signed]) -> Result<Digest, CertError> {
+        super::checkpoint_proof(set, seq, p, &mut SigCache::default())
+    }
 
     fn batch(t: u64) -> Vec<Request> {
         vec![Request::signed(

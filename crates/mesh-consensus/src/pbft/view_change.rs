@@ -14,16 +14,24 @@
 //! the view. If the new view does not come in time the replica moves on to
 //! v + 2 with twice the timeout.
 
-use super::config::View;
+use std::collections::BTreeMap;
+
+use super::config::{ReplicaId, View};
 use super::message::{Body, ClientId, Envelope, Request, Signed};
 use super::replica::{Output, Refused, Replica, Slot};
 use super::validate::{self, NewViewPlan};
 
+/// The doubling stops at 16 times the base timeout. Doubling lets the
+/// correct replicas' timers outgrow message delays and meet in one view
+/// (§4.5.2); without a cap, a replica that saw no progress for a long
+/// stretch (a partition) would wait minutes once the network healed.
+const MAX_DOUBLINGS: u32 = 4;
+
 impl Replica {
     /// The view-change timeout now: the base, doubled for every view change
-    /// since the last progress.
+    /// since the last progress, up to [`MAX_DOUBLINGS`] times.
     pub(super) fn timeout(&self) -> u64 {
-        self.settings.view_change_timeout_ms << self.vc_attempts.min(10)
+        self.settings.view_change_timeout_ms << self.vc_attempts.min(MAX_DOUBLINGS)
     }
 
     pub(super) fn check_timers(&mut self) {
@@ -36,7 +44,9 @@ impl Replica {
             if self.now.saturating_sub(since) >= self.timeout() {
                 self.start_view_change(self.view + 1);
             }
-        } else if self.now.saturating_sub(self.vc_started) >= self.timeout() {
+        } else if let Some(since) = self.vc_quorum_since
+            && self.now.saturating_sub(since) >= self.timeout()
+        {
             self.start_view_change(self.view + 1);
         }
     }
@@ -48,7 +58,7 @@ impl Replica {
         }
         self.view = v;
         self.active = false;
-        self.vc_started = self.now;
+        self.vc_quorum_since = None;
         self.vc_attempts += 1;
         self.pending.clear();
         let prepared = self
@@ -62,42 +72,103 @@ impl Replica {
             checkpoint_proof: self.stable_proof.clone(),
             prepared,
         });
-        let info = validate::view_change(&self.replicas, self.settings.window, &msg)
-            .expect("a correct replica's own view change is valid");
-        self.vcs.insert(self.id, (msg.clone(), info));
-        self.vcs.retain(|_, (_, i)| i.view >= v);
+        let info =
+            validate::view_change(&self.replicas, self.settings.window, &msg, &mut self.cache)
+                .expect("a correct replica's own view change is valid");
+        self.vcs.insert((v, self.id), (msg.clone(), info));
+        self.prune_view_changes();
         self.broadcast(msg, None);
+        self.note_vc_quorum();
         self.try_new_view();
     }
 
+    /// Keeps, of each replica's view changes, the one for the view this
+    /// replica is changing to and its latest (bounded memory, whatever a
+    /// faulty replica sends).
+    fn prune_view_changes(&mut self) {
+        let current = self.view;
+        let mut latest: BTreeMap<ReplicaId, View> = BTreeMap::new();
+        for &(v, id) in self.vcs.keys() {
+            latest.insert(id, v);
+        }
+        self.vcs
+            .retain(|(v, id), _| *v >= current && (*v == current || latest.get(id) == Some(v)));
+    }
+
+    /// Starts the NEW-VIEW timer once 2f + 1 replicas (this one among them)
+    /// are changing to this replica's view. A replica alone in a view
+    /// change does not time out further: it would only run ahead of the
+    /// others, which then never meet it in one view.
+    fn note_vc_quorum(&mut self) {
+        if self.active || self.vc_quorum_since.is_some() {
+            return;
+        }
+        let v = self.view;
+        let n = self.vcs.range((v, 0)..=(v, ReplicaId::MAX)).count();
+        if n >= self.replicas.quorum() {
+            self.vc_quorum_since = Some(self.now);
+        }
+    }
+
+    /// A replica changing to a view this one has already left (between the
+    /// last view it was active in and the one it is changing to) may be
+    /// missing this replica's view change for it: sign one. Safe, since
+    /// this replica will never take part in that view.
+    fn answer_lower_view_change(&mut self, to: ReplicaId, v: View) {
+        if self.active || v <= self.entered_view || v >= self.view {
+            return;
+        }
+        let last = self.answered_vc.get(&to).copied();
+        if last.is_some_and(|t| self.now < t + self.settings.retransmit_ms) {
+            return;
+        }
+        self.answered_vc.insert(to, self.now);
+        let prepared = self
+            .prepared
+            .range(self.low + 1..)
+            .map(|(_, c)| c.clone())
+            .collect();
+        let msg = self.sign(Body::ViewChange {
+            view: v,
+            stable: self.low,
+            checkpoint_proof: self.stable_proof.clone(),
+            prepared,
+        });
+        self.outputs.push(Output::Send {
+            to,
+            env: Envelope { msg, batch: None },
+        });
+    }
+
     pub(super) fn on_view_change(&mut self, msg: Signed) -> Result<(), Refused> {
-        let info = validate::view_change(&self.replicas, self.settings.window, &msg)?;
+        let info =
+            validate::view_change(&self.replicas, self.settings.window, &msg, &mut self.cache)?;
         let from = info.from;
         if info.view < self.view || (info.view == self.view && self.active) {
-            // The sender is behind: it has not seen this view's NEW-VIEW.
+            // The sender is behind: it has not seen this view's NEW-VIEW,
+            // or (both changing view) it needs our view change for its view.
             self.help_behind(from);
+            self.answer_lower_view_change(from, info.view);
             return Ok(());
         }
-        if self
-            .vcs
-            .get(&from)
-            .is_some_and(|(_, i)| i.view >= info.view)
-        {
+        if self.vcs.contains_key(&(info.view, from)) {
             return Ok(());
         }
-        self.vcs.insert(from, (msg, info));
+        self.vcs.insert((info.view, from), (msg, info));
+        self.prune_view_changes();
         // f + 1 replicas in later views include a correct one: join the
         // smallest of those views without waiting for the timer (§4.4).
-        let later: Vec<View> = self
-            .vcs
-            .iter()
-            .filter(|(id, (_, i))| **id != self.id && i.view > self.view)
-            .map(|(_, (_, i))| i.view)
-            .collect();
-        if later.len() >= self.replicas.weak() {
-            let v = *later.iter().min().expect("not empty");
+        let mut latest: BTreeMap<ReplicaId, View> = BTreeMap::new();
+        for &(v, id) in self.vcs.keys() {
+            if id != self.id && v > self.view {
+                latest.insert(id, v);
+            }
+        }
+        if latest.len() >= self.replicas.weak() {
+            let v = *latest.values().min().expect("not empty");
             self.start_view_change(v);
         }
+        self.note_vc_quorum();
         self.try_new_view();
         Ok(())
     }
@@ -105,14 +176,13 @@ impl Replica {
     /// The primary of the view being changed to builds NEW-VIEW once it has
     /// 2f + 1 view changes for it, its own among them.
     fn try_new_view(&mut self) {
-        if self.active || !self.is_primary() || !self.vcs.contains_key(&self.id) {
+        let v = self.view;
+        if self.active || !self.is_primary() || !self.vcs.contains_key(&(v, self.id)) {
             return;
         }
-        let v = self.view;
         let chosen: Vec<(Signed, validate::ViewChangeInfo)> = self
             .vcs
-            .iter()
-            .filter(|(_, (_, i))| i.view == v)
+            .range((v, 0)..=(v, ReplicaId::MAX))
             .map(|(_, x)| x.clone())
             .take(self.replicas.quorum())
             .collect();
@@ -146,8 +216,12 @@ impl Replica {
     }
 
     pub(super) fn on_new_view(&mut self, env: Envelope) -> Result<(), Refused> {
-        let (v, plan, pre_prepares) =
-            validate::new_view(&self.replicas, self.settings.window, &env.msg)?;
+        let (v, plan, pre_prepares) = validate::new_view(
+            &self.replicas,
+            self.settings.window,
+            &env.msg,
+            &mut self.cache,
+        )?;
         if v < self.view || (v == self.view && self.active) {
             return Ok(()); // old or already entered
         }
@@ -161,9 +235,10 @@ impl Replica {
     fn enter_view(&mut self, v: View, plan: NewViewPlan, pre_prepares: Vec<Signed>, env: Envelope) {
         self.view = v;
         self.active = true;
+        self.entered_view = v;
         self.new_view = Some(env);
         self.helped.clear();
-        self.vcs.retain(|_, (_, i)| i.view > v);
+        self.vcs.retain(|(view, _), _| *view > v);
         self.pending.clear();
         self.timer_since = (!self.waiting.is_empty()).then_some(self.now);
         if plan.stable > self.low {
