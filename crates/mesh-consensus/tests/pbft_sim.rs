@@ -181,12 +181,3 @@ fn f_plus_1_colluding_replicas_can_break_safety() {
     let r = run_seed(1, &one);
     assert_eq!(r.violation, None);
 }
-
-#[test]
-#[ignore]
-fn print_reports() {
-    for seed in 1..=5 {
-        let r = run_seed(seed, &mixed(seed));
-        eprintln!("{r:?}");
-    }
-}

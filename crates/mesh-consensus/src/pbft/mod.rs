@@ -7,15 +7,19 @@
 //! - [`config`]: the replica set (ed25519 identities), f, quorum sizes, the
 //!   primary of a view;
 //! - [`message`]: the protocol's messages, signed over a domain-separated
-//!   canonical encoding and verified against the replica set; batch digests;
-//! - [`replica`]: the normal case (pre-prepare with batching inside the
-//!   watermarks, prepare, commit, execution in sequence order), evidence of
-//!   an equivocating primary, checkpoints every K (stable with 2f + 1
-//!   matching signed digests; older messages discarded, the window moves).
+//!   canonical encoding and verified against the replica set (once: a cache
+//!   of verified messages); client requests signed by their client; batch
+//!   digests;
+//! - [`replica`]: the normal case (§4.2), checkpoints and garbage collection
+//!   (§4.3), hooks for state transfer, retransmission, evidence;
+//! - `view_change`: view changes (§4.4) with request timers, timeout
+//!   doubling, joining on f + 1, NEW-VIEW built and checked in full;
+//! - [`validate`]: the certificate checks and the new-view computation;
+//! - [`sim`]: the deterministic simulation with Byzantine replicas.
 //!
-//! Next: view changes, state transfer,
-//! read-only requests, client replies; the simulator with Byzantine actors;
-//! the engine behind `Ordering`.
+//! Not yet: the engine behind `Ordering` (`mesh up --consensus pbft`),
+//! persistence of the protocol state, read-only requests, reconfiguration of
+//! the replica set, evidence shown in membership and the dashboard.
 
 #![forbid(unsafe_code)]
 
