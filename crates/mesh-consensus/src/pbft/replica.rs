@@ -926,21 +926,9 @@ impl Replica {
         }
         // Requests no pre-prepare carries yet go to the primary again.
         if !self.is_primary() {
-            let carried: BTreeSet<(ClientId, u64)> = self
-                .slots
-                .values()
-                .filter_map(|s| s.batch.as_ref())
-                .flatten()
-                .map(Request::id)
-                .collect();
             let primary = self.replicas.primary(self.view);
-            let resend: Vec<Request> = self
-                .waiting
-                .iter()
-                .filter(|(id, _)| !carried.contains(*id))
-                .take(self.settings.max_batch)
-                .map(|(_, r)| r.clone())
-                .collect();
+            let mut resend = self.uncarried();
+            resend.truncate(self.settings.max_batch);
             for request in resend {
                 self.outputs.push(Output::Forward {
                     to: Some(primary),
@@ -948,6 +936,22 @@ impl Replica {
                 });
             }
         }
+    }
+
+    /// Waiting requests that no pre-prepare in the current slots carries.
+    pub(super) fn uncarried(&self) -> Vec<Request> {
+        let carried: BTreeSet<(ClientId, u64)> = self
+            .slots
+            .values()
+            .filter_map(|s| s.batch.as_ref())
+            .flatten()
+            .map(Request::id)
+            .collect();
+        self.waiting
+            .iter()
+            .filter(|(id, _)| !carried.contains(*id))
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 
     /// `to` sent a message for an older view: it missed the NEW-VIEW.

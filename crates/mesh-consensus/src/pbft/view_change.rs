@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use super::config::{ReplicaId, View};
-use super::message::{Body, ClientId, Envelope, Request, Signed};
+use super::message::{Body, Envelope, Signed};
 use super::replica::{Output, Refused, Replica, Slot};
 use super::validate::{self, NewViewPlan};
 
@@ -61,17 +61,7 @@ impl Replica {
         self.vc_quorum_since = None;
         self.vc_attempts += 1;
         self.pending.clear();
-        let prepared = self
-            .prepared
-            .range(self.low + 1..)
-            .map(|(_, c)| c.clone())
-            .collect();
-        let msg = self.sign(Body::ViewChange {
-            view: v,
-            stable: self.low,
-            checkpoint_proof: self.stable_proof.clone(),
-            prepared,
-        });
+        let msg = self.view_change_msg(v);
         let info =
             validate::view_change(&self.replicas, self.settings.window, &msg, &mut self.cache)
                 .expect("a correct replica's own view change is valid");
@@ -80,6 +70,22 @@ impl Replica {
         self.broadcast(msg, None);
         self.note_vc_quorum();
         self.try_new_view();
+    }
+
+    /// This replica's VIEW-CHANGE for view `v`: its stable checkpoint with
+    /// the proof, and its prepared certificates above it.
+    fn view_change_msg(&mut self, v: View) -> Signed {
+        let prepared = self
+            .prepared
+            .range(self.low + 1..)
+            .map(|(_, c)| c.clone())
+            .collect();
+        self.sign(Body::ViewChange {
+            view: v,
+            stable: self.low,
+            checkpoint_proof: self.stable_proof.clone(),
+            prepared,
+        })
     }
 
     /// Keeps, of each replica's view changes, the one for the view this
@@ -123,17 +129,7 @@ impl Replica {
             return;
         }
         self.answered_vc.insert(to, self.now);
-        let prepared = self
-            .prepared
-            .range(self.low + 1..)
-            .map(|(_, c)| c.clone())
-            .collect();
-        let msg = self.sign(Body::ViewChange {
-            view: v,
-            stable: self.low,
-            checkpoint_proof: self.stable_proof.clone(),
-            prepared,
-        });
+        let msg = self.view_change_msg(v);
         self.outputs.push(Output::Send {
             to,
             env: Envelope { msg, batch: None },
@@ -282,19 +278,7 @@ impl Replica {
             self.check(seq);
         }
         if primary {
-            let carried: std::collections::BTreeSet<(ClientId, u64)> = self
-                .slots
-                .values()
-                .filter_map(|s| s.batch.as_ref())
-                .flatten()
-                .map(Request::id)
-                .collect();
-            self.pending = self
-                .waiting
-                .iter()
-                .filter(|(id, _)| !carried.contains(*id))
-                .map(|(_, r)| r.clone())
-                .collect();
+            self.pending = self.uncarried().into_iter().collect();
             self.propose();
         }
         self.outputs.push(Output::ViewChanged { view: v });
