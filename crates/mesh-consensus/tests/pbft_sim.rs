@@ -66,25 +66,31 @@ fn at_most_f_byzantine_replicas_break_neither_safety_nor_liveness() {
     }
 }
 
+/// These Byzantine replicas and no network faults, crashes or partitions.
+fn no_faults(byzantine: Vec<Option<Behaviour>>) -> PbftSimConfig {
+    PbftSimConfig {
+        byzantine,
+        net: NetConfig {
+            latency: Latency::LAN,
+            loss: 0.0,
+            duplicate: 0.0,
+        },
+        crash_every_ms: 0,
+        partition_every_ms: 0,
+        ..PbftSimConfig::default()
+    }
+}
+
 /// A run with one Byzantine replica of the given behaviour at every id in
 /// turn (so it is the primary of view 0 in one of them), no network
 /// faults: the targeted cases below.
-fn each_position(b: Behaviour, f: impl Fn(&mut PbftSimConfig)) -> Vec<PbftSimReport> {
+fn each_position(b: Behaviour) -> Vec<PbftSimReport> {
     (1..=8)
         .map(|seed| {
-            let mut cfg = PbftSimConfig {
-                byzantine: vec![Some(b)],
-                net: NetConfig {
-                    latency: Latency::LAN,
-                    loss: 0.0,
-                    duplicate: 0.0,
-                },
-                crash_every_ms: 0,
-                partition_every_ms: 0,
+            let cfg = PbftSimConfig {
                 chaos_ms: 0,
-                ..PbftSimConfig::default()
+                ..no_faults(vec![Some(b)])
             };
-            f(&mut cfg);
             let r = run_seed(seed, &cfg);
             assert_eq!(r.violation, None, "seed {seed}: {r:?}");
             assert_eq!(r.accepted, r.requests);
@@ -101,7 +107,7 @@ fn primary_was_byzantine(r: &PbftSimReport) -> bool {
 /// change view, and every request is still executed.
 #[test]
 fn a_silent_primary_is_replaced_by_a_view_change() {
-    let runs = each_position(Behaviour::Silent, |_| {});
+    let runs = each_position(Behaviour::Silent);
     assert!(runs.iter().any(primary_was_byzantine));
     for r in runs.iter().filter(|r| primary_was_byzantine(r)) {
         assert!(r.max_view >= 1, "{r:?}");
@@ -113,7 +119,7 @@ fn a_silent_primary_is_replaced_by_a_view_change() {
 /// and is replaced when it stalls progress.
 #[test]
 fn an_equivocating_primary_is_caught_and_cannot_split_the_replicas() {
-    let runs = each_position(Behaviour::Equivocate, |_| {});
+    let runs = each_position(Behaviour::Equivocate);
     let byz_primary: Vec<_> = runs.iter().filter(|r| primary_was_byzantine(r)).collect();
     assert!(!byz_primary.is_empty());
     assert!(
@@ -126,7 +132,7 @@ fn an_equivocating_primary_is_caught_and_cannot_split_the_replicas() {
 /// timeout is a real bound, not a hair trigger.
 #[test]
 fn a_slow_primary_under_the_timeout_keeps_its_view() {
-    let runs = each_position(Behaviour::Slow, |_| {});
+    let runs = each_position(Behaviour::Slow);
     for r in runs.iter().filter(|r| primary_was_byzantine(r)) {
         assert_eq!(r.max_view, 0, "{r:?}");
     }
@@ -136,11 +142,11 @@ fn a_slow_primary_under_the_timeout_keeps_its_view() {
 /// corrupted bytes are all refused, and change nothing.
 #[test]
 fn forged_replayed_and_malformed_messages_are_refused() {
-    let forged = each_position(Behaviour::Forger, |_| {});
+    let forged = each_position(Behaviour::Forger);
     assert!(forged.iter().all(|r| r.refused > 0));
-    let mangled = each_position(Behaviour::Malformed, |_| {});
+    let mangled = each_position(Behaviour::Malformed);
     assert!(mangled.iter().all(|r| r.undecodable > 0));
-    let votes = each_position(Behaviour::ConflictingVotes, |_| {});
+    let votes = each_position(Behaviour::ConflictingVotes);
     assert!(votes.iter().any(|r| r.evidence > 0));
 }
 
@@ -151,20 +157,12 @@ fn forged_replayed_and_malformed_messages_are_refused() {
 #[test]
 fn f_plus_1_colluding_replicas_can_break_safety() {
     let cfg = PbftSimConfig {
-        byzantine: vec![
+        collude: true,
+        check_liveness: false,
+        ..no_faults(vec![
             Some(Behaviour::Equivocate),
             Some(Behaviour::ConflictingVotes),
-        ],
-        collude: true,
-        net: NetConfig {
-            latency: Latency::LAN,
-            loss: 0.0,
-            duplicate: 0.0,
-        },
-        crash_every_ms: 0,
-        partition_every_ms: 0,
-        check_liveness: false,
-        ..PbftSimConfig::default()
+        ])
     };
     let r = run_seed(1, &cfg);
     let v = r

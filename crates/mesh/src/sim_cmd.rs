@@ -25,14 +25,30 @@ enum SimWhat {
     Pbft(PbftArgs),
 }
 
+/// Which seeds a many-seed simulation runs.
 #[derive(Args)]
-struct PbftArgs {
+struct SeedRuns {
     /// How many seeds to run (1..=N), unless --seed picks one.
     #[arg(long, default_value_t = 200)]
     seeds: u64,
     /// Replay exactly this seed.
     #[arg(long)]
     seed: Option<u64>,
+}
+
+impl SeedRuns {
+    fn list(&self) -> Vec<u64> {
+        match self.seed {
+            Some(s) => vec![s],
+            None => (1..=self.seeds.max(1)).collect(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct PbftArgs {
+    #[command(flatten)]
+    runs: SeedRuns,
     /// Replicas (at least 4; f = floor((n - 1) / 3)).
     #[arg(long, default_value_t = 4)]
     nodes: usize,
@@ -107,10 +123,7 @@ fn run_pbft(a: PbftArgs) -> anyhow::Result<()> {
         ..PbftSimConfig::default()
     };
     cfg.net.loss = a.loss;
-    let seeds: Vec<u64> = match a.seed {
-        Some(s) => vec![s],
-        None => (1..=a.seeds.max(1)).collect(),
-    };
+    let seeds = a.runs.list();
     let started = std::time::Instant::now();
     let (mut vcs, mut evidence, mut transfers, mut refused, mut msgs, mut bytes) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
@@ -170,12 +183,8 @@ fn run_pbft(a: PbftArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 struct MessagingArgs {
-    /// How many seeds to run (1..=N), unless --seed picks one.
-    #[arg(long, default_value_t = 200)]
-    seeds: u64,
-    /// Replay exactly this seed.
-    #[arg(long)]
-    seed: Option<u64>,
+    #[command(flatten)]
+    runs: SeedRuns,
     /// Simulated nodes.
     #[arg(long, default_value_t = 4)]
     nodes: usize,
@@ -195,10 +204,7 @@ fn run_messaging(a: MessagingArgs) -> anyhow::Result<()> {
     if !(2..=32).contains(&a.nodes) {
         anyhow::bail!("--nodes must be between 2 and 32");
     }
-    let seeds: Vec<u64> = match a.seed {
-        Some(s) => vec![s],
-        None => (1..=a.seeds.max(1)).collect(),
-    };
+    let seeds = a.runs.list();
     let started = std::time::Instant::now();
     let mut totals = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     for &seed in &seeds {

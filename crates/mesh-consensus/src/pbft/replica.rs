@@ -959,13 +959,26 @@ impl Replica {
         let Some(nv) = self.new_view.clone() else {
             return;
         };
-        let last = self.helped.get(&to).copied();
-        if last.is_some_and(|t| self.now < t + self.settings.retransmit_ms) {
+        if !due(&mut self.helped, to, self.now, self.settings.retransmit_ms) {
             return;
         }
-        self.helped.insert(to, self.now);
         self.outputs.push(Output::Send { to, env: nv });
     }
+}
+
+/// Whether `to` may be sent something again (at most once per `every`
+/// ms); if so, notes that it is sent now.
+pub(super) fn due(
+    last: &mut BTreeMap<ReplicaId, u64>,
+    to: ReplicaId,
+    now: u64,
+    every: u64,
+) -> bool {
+    if last.get(&to).is_some_and(|&t| now < t + every) {
+        return false;
+    }
+    last.insert(to, now);
+    true
 }
 
 #[cfg(test)]

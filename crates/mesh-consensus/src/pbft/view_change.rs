@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use super::config::{ReplicaId, View};
 use super::message::{Body, Envelope, Signed};
-use super::replica::{Output, Refused, Replica, Slot};
+use super::replica::{Output, Refused, Replica, Slot, due};
 use super::validate::{self, NewViewPlan};
 
 /// The doubling stops at 16 times the base timeout. Doubling lets the
@@ -124,11 +124,14 @@ impl Replica {
         if self.active || v <= self.entered_view || v >= self.view {
             return;
         }
-        let last = self.answered_vc.get(&to).copied();
-        if last.is_some_and(|t| self.now < t + self.settings.retransmit_ms) {
+        if !due(
+            &mut self.answered_vc,
+            to,
+            self.now,
+            self.settings.retransmit_ms,
+        ) {
             return;
         }
-        self.answered_vc.insert(to, self.now);
         let msg = self.view_change_msg(v);
         self.outputs.push(Output::Send {
             to,

@@ -486,6 +486,9 @@ impl Sim {
 
     fn deliver(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
         let n = self.cfg.n;
+        if to < n && self.nodes[to].crashed {
+            return;
+        }
         let Ok(wire) = postcard::from_bytes::<Wire>(&bytes) else {
             self.report.undecodable += 1;
             return;
@@ -494,9 +497,6 @@ impl Sim {
             if let Wire::Reply(msg) = wire {
                 self.client_reply(to - n, &msg);
             }
-            return;
-        }
-        if self.nodes[to].crashed {
             return;
         }
         match wire {
