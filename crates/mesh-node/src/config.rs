@@ -47,6 +47,10 @@ pub struct Settings {
     pub resp_allow_flush: Option<bool>,
     /// Most Redis clients at once.
     pub resp_max_clients: Option<usize>,
+    /// The ordering engine: `raft` (crash faults) or `pbft` (Byzantine faults).
+    pub consensus: Option<String>,
+    /// pBFT's genesis file: the replicas' names and public keys.
+    pub pbft_genesis: Option<PathBuf>,
 }
 
 /// Shortest HTTP token accepted: a short one is guessable on an open port.
@@ -82,6 +86,10 @@ pub struct NodeConfig {
     pub resp_password: Option<String>,
     pub resp_allow_flush: bool,
     pub resp_max_clients: usize,
+    /// The ordering engine.
+    pub consensus: crate::engine::EngineKind,
+    /// The genesis file (set exactly when `consensus` is pBFT).
+    pub pbft_genesis: Option<PathBuf>,
 }
 
 /// Redis clients served at once unless configured (Redis's `maxclients`).
@@ -249,7 +257,27 @@ impl NodeConfig {
                 "--resp-max-clients {resp_max_clients}: expected 1 to 1000000"
             )));
         }
+        let consensus: crate::engine::EngineKind = match over.consensus.or(file.consensus) {
+            Some(c) => c.parse().map_err(ConfigError::Invalid)?,
+            None => crate::engine::EngineKind::Raft,
+        };
+        let pbft_genesis = over.pbft_genesis.or(file.pbft_genesis);
+        match (consensus, &pbft_genesis) {
+            (crate::engine::EngineKind::Pbft, None) => {
+                return Err(ConfigError::Invalid(
+                    "--consensus pbft needs --pbft-genesis FILE (the replicas' names and public keys; see `mesh pbft --help`)".into(),
+                ));
+            }
+            (crate::engine::EngineKind::Raft, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "--pbft-genesis is only for --consensus pbft".into(),
+                ));
+            }
+            _ => {}
+        }
         Ok(NodeConfig {
+            consensus,
+            pbft_genesis,
             resp,
             resp_password,
             resp_allow_flush: over

@@ -23,11 +23,11 @@ use mesh_consensus::raft::net_tcp::TcpNetwork;
 use mesh_consensus::raft::redb_store::RedbLogStore;
 use mesh_consensus::raft::sm_store::SmStore;
 use mesh_consensus::raft::{NodeId, RaftOrdering, node_id_of};
+
 use mesh_membership::{MemberInfo, MemberState};
 use mesh_state::{Command, CoordCmd};
 
-/// The ordering engine the node runs (pBFT will be a second variant).
-pub type Engine = RaftOrdering;
+pub use crate::engine::Engine;
 
 /// The membership view the loop publishes for consensus and the service.
 pub type MembersView = watch::Receiver<Arc<Vec<MemberInfo>>>;
@@ -36,7 +36,7 @@ pub type MembersView = watch::Receiver<Arc<Vec<MemberInfo>>>;
 pub const RAFT_DIR: &str = "raft";
 
 /// Opens the durable log and state under `data_dir/raft` and starts the engine.
-pub async fn open(data_dir: &Path, name: &str) -> Result<Engine, String> {
+pub async fn open_raft(data_dir: &Path, name: &str) -> Result<Engine, String> {
     let dir = data_dir.join(RAFT_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let log = RedbLogStore::open(&dir.join("log.redb")).map_err(|e| e.to_string())?;
@@ -51,7 +51,9 @@ pub async fn open(data_dir: &Path, name: &str) -> Result<Engine, String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    Ok(engine.with_forwarding().with_commit_index(commit))
+    Ok(Engine::Raft(
+        engine.with_forwarding().with_commit_index(commit),
+    ))
 }
 
 /// Settings of the consensus tasks.
@@ -61,10 +63,14 @@ pub struct ConsensusSettings {
     pub replace_dead_after_ms: u64,
 }
 
-/// Bootstraps (no seeds) or joins through the seeds, retrying with backoff until
-/// a seed answers. A node that was a member before rejoins too: that updates its
-/// address if it changed and lets a removed node come back as a learner.
+/// Raft: bootstraps (no seeds) or joins through the seeds, retrying with
+/// backoff until a seed answers. A node that was a member before rejoins too:
+/// that updates its address if it changed and lets a removed node come back
+/// as a learner. (pBFT's replicas are fixed by the genesis file.)
 pub fn spawn_join(engine: Engine, own_addr: SocketAddr, seeds: Vec<SocketAddr>, voters: usize) {
+    let Engine::Raft(engine) = engine else {
+        return;
+    };
     let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != own_addr).collect();
     tokio::spawn(async move {
         if seeds.is_empty() {
@@ -200,9 +206,10 @@ pub fn spawn_keeper(
             if !engine.is_leader() {
                 continue;
             }
-            if let Err(e) = engine
-                .reconcile_voters(&health, cfg.voters, cfg.replace_dead_after_ms)
-                .await
+            if let Some(raft) = engine.raft()
+                && let Err(e) = raft
+                    .reconcile_voters(&health, cfg.voters, cfg.replace_dead_after_ms)
+                    .await
             {
                 tracing::warn!(error = %e, "cannot change the voters yet");
             }

@@ -8,6 +8,8 @@
 //!
 //! [`consensus`] opens the Raft engine (log and snapshots in redb under the data
 //! directory) and runs the leader's housekeeping from the membership view;
+//! [`pbft_setup`] starts the pBFT engine instead (`--consensus pbft`), and
+//! [`engine::Engine`] is either, behind one type;
 //! [`service::Service`] is the one API behind every front end (the front ends
 //! themselves live in `mesh-api`). [`messaging`] drives the pub/sub and
 //! direct-message core over its own peer connections; [`system_events`]
@@ -16,10 +18,12 @@
 
 pub mod config;
 pub mod consensus;
+pub mod engine;
 pub mod mdns;
 pub mod messaging;
 pub mod metrics;
 pub mod node;
+pub mod pbft_setup;
 pub mod procstat;
 pub mod service;
 pub mod status;

@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::config::NodeConfig;
+use crate::engine::Engine;
 use crate::metrics::{KindLabel, Metrics, PeerLabel, StateLabel};
 use crate::procstat::{CpuSampler, resident_bytes};
 use crate::status::{Health, StatusSnapshot};
@@ -189,9 +190,15 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
     let (frame_tx, frame_rx) = mpsc::channel(1024);
     let (members_tx, members_rx) = watch::channel(Arc::new(Vec::new()));
 
-    let engine = crate::consensus::open(&cfg.data_dir, &name)
-        .await
-        .map_err(StartError::Consensus)?;
+    let engine = match &cfg.pbft_genesis {
+        Some(genesis) => crate::engine::Engine::Pbft(
+            crate::pbft_setup::open(&cfg.data_dir, &name, genesis, members_rx.clone())
+                .map_err(StartError::Consensus)?,
+        ),
+        None => crate::consensus::open_raft(&cfg.data_dir, &name)
+            .await
+            .map_err(StartError::Consensus)?,
+    };
     let (messaging, wire_tx) = crate::messaging::start(
         name.clone(),
         generation,
@@ -307,7 +314,7 @@ async fn accept_loop(
     listener: TcpListener,
     frames: mpsc::Sender<Vec<u8>>,
     wires: mpsc::Sender<(String, mesh_msg::Wire)>,
-    engine: crate::consensus::Engine,
+    engine: Engine,
     metrics: Arc<Metrics>,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS));
@@ -325,16 +332,28 @@ async fn accept_loop(
         let engine = engine.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match first_frame_magic(&sock).await {
-                Some(m) if m == mesh_consensus::raft::net_tcp::MAGIC => {
+            match (first_frame_magic(&sock).await, &engine) {
+                (Some(mesh_consensus::raft::net_tcp::MAGIC), Engine::Raft(raft)) => {
                     let _ = sock.set_nodelay(true);
-                    mesh_consensus::raft::net_tcp::serve_connection(engine, sock).await;
+                    mesh_consensus::raft::net_tcp::serve_connection(raft.clone(), sock).await;
                 }
-                Some(crate::messaging::MAGIC) => {
+                (Some(mesh_consensus::pbft::engine::MAGIC), Engine::Pbft(pbft)) => {
+                    mesh_consensus::pbft::net_tcp::serve_connection(pbft.clone(), sock).await;
+                }
+                // The other engine's frames: a misconfigured peer.
+                (
+                    Some(
+                        mesh_consensus::raft::net_tcp::MAGIC | mesh_consensus::pbft::engine::MAGIC,
+                    ),
+                    _,
+                ) => {
+                    metrics.drop_packet("wrong_consensus_engine");
+                }
+                (Some(crate::messaging::MAGIC), _) => {
                     crate::messaging::serve_connection(sock, wires, metrics).await
                 }
-                Some(_) => read_membership_frames(sock, frames, metrics).await,
-                None => {}
+                (Some(_), _) => read_membership_frames(sock, frames, metrics).await,
+                (None, _) => {}
             }
         });
     }

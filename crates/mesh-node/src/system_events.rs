@@ -109,12 +109,21 @@ pub fn spawn(engine: Engine, members: MembersView, messaging: Messaging) {
         }
     });
     tokio::spawn(async move {
-        let mut metrics = engine.raft().metrics();
+        // Raft's leader and term, or pBFT's primary and view.
+        let mut raft = engine.raft().map(|r| r.raft().metrics());
+        let mut pbft = engine.pbft().map(|p| p.watch_primary());
         let mut last: Option<(Option<u64>, u64)> = None;
         loop {
-            let (leader, term) = {
-                let now = metrics.borrow_and_update();
-                (now.current_leader, now.current_term)
+            let (leader, term) = match (&mut raft, &mut pbft) {
+                (Some(m), _) => {
+                    let now = m.borrow_and_update();
+                    (now.current_leader, now.current_term)
+                }
+                (None, Some(p)) => {
+                    let (view, primary) = *p.borrow_and_update();
+                    (primary, view)
+                }
+                (None, None) => return,
             };
             if last.is_some_and(|(l, _)| l != leader) && messaging.has_subscribers() {
                 let name = leader.and_then(|id| {
@@ -134,7 +143,12 @@ pub fn spawn(engine: Engine, members: MembersView, messaging: Messaging) {
                 publish(&messaging, system::LEADER_CHANGED, &body);
             }
             last = Some((leader, term));
-            if metrics.changed().await.is_err() {
+            let changed = match (&mut raft, &mut pbft) {
+                (Some(m), _) => m.changed().await.is_ok(),
+                (None, Some(p)) => p.changed().await.is_ok(),
+                (None, None) => false,
+            };
+            if !changed {
                 return;
             }
         }

@@ -25,6 +25,7 @@ mod keys;
 mod kv_cmd;
 mod mcp_cmd;
 mod msg_cmd;
+mod pbft_cmd;
 mod sim_cmd;
 mod status_cmd;
 mod task_cmd;
@@ -54,6 +55,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the deterministic simulator.
     Sim(sim_cmd::SimArgs),
+    /// Set up pBFT (Byzantine-fault-tolerant ordering): replica keys and the genesis file.
+    Pbft(pbft_cmd::PbftArgs),
     /// Shared memory: set, get, del, list keys in namespaces.
     Kv(kv_cmd::KvArgs),
     /// Proposals decided by votes signed with agents' keys.
@@ -87,6 +90,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Status(args) => status_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Pbft(args) => pbft_cmd::run(args),
         Command::Kv(args) => kv_cmd::run(args),
         Command::Msg(args) => msg_cmd::run(args),
         Command::Vote(args) => vote_cmd::run(args),

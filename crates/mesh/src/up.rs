@@ -76,7 +76,13 @@ pub struct UpArgs {
     /// Most Redis clients served at once [default: 10000]
     #[arg(long, env = "MESH_RESP_MAX_CLIENTS", value_name = "N")]
     resp_max_clients: Option<usize>,
-    /// TOML file with the same settings (keys: node_id, bind, join, http, data_dir, profile, zone, caps, mdns, voters, replace_dead_after, http_token, resp, resp_password, resp_allow_flush, resp_max_clients); flags and MESH_* variables win
+    /// Ordering engine: raft (tolerates crashes) or pbft (tolerates f of 3f + 1 replicas that lie; needs --pbft-genesis) [default: raft]
+    #[arg(long, env = "MESH_CONSENSUS", value_name = "raft|pbft")]
+    consensus: Option<String>,
+    /// pBFT's genesis file: the replicas' names and public keys, the same on every replica (see `mesh pbft --help`)
+    #[arg(long, env = "MESH_PBFT_GENESIS", value_name = "FILE")]
+    pbft_genesis: Option<PathBuf>,
+    /// TOML file with the same settings (keys: node_id, bind, join, http, data_dir, profile, zone, caps, mdns, voters, replace_dead_after, http_token, resp, resp_password, resp_allow_flush, resp_max_clients, consensus, pbft_genesis); flags and MESH_* variables win
     #[arg(long, env = "MESH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Leave the mesh when this process id is gone (used by `mesh demo` and tests)
@@ -114,6 +120,8 @@ pub fn resolve(args: &UpArgs) -> anyhow::Result<NodeConfig> {
         resp_password: args.resp_password,
         resp_allow_flush: args.resp_allow_flush.then_some(true),
         resp_max_clients: args.resp_max_clients,
+        consensus: args.consensus,
+        pbft_genesis: args.pbft_genesis,
     };
     Ok(NodeConfig::resolve(over, file)?)
 }

@@ -103,7 +103,7 @@ pub fn service_error(e: &ServiceError, write: bool) -> Reply {
             reachable_voters,
             voters,
         } if write => Reply::err(format!(
-            "READONLY You can't write against a read only replica. (this node reaches {reachable_voters} of {voters} voters, not a majority: writes resume when the partition heals)"
+            "READONLY You can't write against a read only replica. (this node reaches {reachable_voters} of {voters} voters, fewer than a quorum: writes resume when the partition heals)"
         )),
         ServiceError::ReadOnly {
             reachable_voters,

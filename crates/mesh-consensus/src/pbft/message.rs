@@ -159,6 +159,18 @@ pub struct PreparedCert {
     pub batch: Vec<Request>,
 }
 
+/// A commit certificate: the pre-prepare of the primary of its view, 2f + 1
+/// matching commits from different replicas, and the batch. It proves the
+/// batch committed at that sequence number (§4.2: committed-local at one
+/// correct replica at least), so a replica that missed the messages can
+/// execute it without having taken part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitCert {
+    pub pre_prepare: Signed,
+    pub commits: Vec<Signed>,
+    pub batch: Vec<Request>,
+}
+
 /// A body signed by replica `from`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signed {

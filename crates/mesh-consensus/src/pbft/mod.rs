@@ -23,8 +23,14 @@
 
 #![forbid(unsafe_code)]
 
+pub use catch_up::MAX_CERTS;
+
+mod catch_up;
 pub mod config;
+pub mod engine;
+pub mod machine;
 pub mod message;
+pub mod net_tcp;
 pub mod replica;
 pub mod sim;
 pub mod validate;

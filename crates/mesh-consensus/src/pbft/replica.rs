@@ -92,6 +92,10 @@ pub enum Output {
     Evidence(Evidence),
     /// The replica entered a new view.
     ViewChanged { view: View },
+    /// Others committed batches this replica cannot execute yet: ask them
+    /// for the commit certificates above `after` ([`Replica::commit_certs`])
+    /// and pass them to [`Replica::on_commit_certs`].
+    FetchEntries { after: Seq },
 }
 
 /// Proof that a replica lied: two messages it signed that no correct
@@ -227,6 +231,8 @@ pub struct Replica {
     /// View changes since the last progress (the timeout doubles with each).
     pub(super) vc_attempts: u32,
     last_retransmit: u64,
+    /// A gap behind what others committed: (last executed, since when).
+    pub(super) stalled: Option<(Seq, u64)>,
     pub(super) counters: Counters,
     pub(super) cache: SigCache,
     pub(super) outputs: Vec<Output>,
@@ -267,6 +273,7 @@ impl Replica {
             entered_view: 0,
             vc_attempts: 0,
             last_retransmit: 0,
+            stalled: None,
             counters: Counters::default(),
             cache: SigCache::default(),
             outputs: Vec::new(),
@@ -447,6 +454,7 @@ impl Replica {
         self.now = self.now.max(now);
         self.propose();
         self.check_timers();
+        self.check_gap();
         if self.now.saturating_sub(self.last_retransmit) >= self.settings.retransmit_ms {
             self.last_retransmit = self.now;
             self.retransmit();
@@ -686,7 +694,7 @@ impl Replica {
     }
 
     /// Executes committed batches in sequence order (§4.2).
-    fn execute_ready(&mut self) {
+    pub(super) fn execute_ready(&mut self) {
         while let Some(slot) = self.slots.get(&(self.last_executed + 1)) {
             if !slot.committed {
                 break;
@@ -968,7 +976,7 @@ impl Replica {
 
 /// Whether `to` may be sent something again (at most once per `every`
 /// ms); if so, notes that it is sent now.
-pub(super) fn due(
+pub(crate) fn due(
     last: &mut BTreeMap<ReplicaId, u64>,
     to: ReplicaId,
     now: u64,

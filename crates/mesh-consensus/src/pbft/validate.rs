@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::config::{ReplicaId, ReplicaSet, Seq, View};
-use super::message::{Body, Digest, PreparedCert, Request, SigCache, Signed, batch_digest};
+use super::message::{
+    Body, CommitCert, Digest, PreparedCert, Request, SigCache, Signed, batch_digest,
+};
 
 /// Why a certificate, VIEW-CHANGE or NEW-VIEW does not count.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,6 +114,49 @@ pub fn prepared_cert(
         }
     }
     let need = replicas.quorum() - 1;
+    if from.len() < need {
+        return Err(CertError::WeakCert {
+            seq,
+            got: from.len(),
+            need,
+        });
+    }
+    Ok((view, seq, digest))
+}
+
+/// A commit certificate: the pre-prepare of the primary of its view, the
+/// batch its digest names, and a quorum of matching commits from different
+/// replicas. Returns (view, seq, digest).
+pub fn commit_cert(
+    replicas: &ReplicaSet,
+    cert: &CommitCert,
+    cache: &mut SigCache,
+) -> Result<(View, Seq, Digest), CertError> {
+    cache.verify(replicas, &cert.pre_prepare)?;
+    let Body::PrePrepare { view, seq, digest } = cert.pre_prepare.body else {
+        return Err(CertError::WrongKind);
+    };
+    if cert.pre_prepare.from != replicas.primary(view) {
+        return Err(CertError::NotPrimary);
+    }
+    if batch_digest(&cert.batch) != digest {
+        return Err(CertError::BatchMismatch);
+    }
+    let mut from = BTreeSet::new();
+    for c in &cert.commits {
+        cache.verify(replicas, c)?;
+        match c.body {
+            Body::Commit {
+                view: v,
+                seq: s,
+                digest: d,
+            } if v == view && s == seq && d == digest => {
+                from.insert(c.from);
+            }
+            _ => return Err(CertError::WrongKind),
+        }
+    }
+    let need = replicas.quorum();
     if from.len() < need {
         return Err(CertError::WeakCert {
             seq,

@@ -15,7 +15,7 @@ pub enum ServiceError {
     #[error("no such {what}: '{id}'")]
     NotFound { what: &'static str, id: String },
     #[error(
-        "read-only: this node reaches {reachable_voters} of {voters} voters, not a majority; writes are refused until the partition heals"
+        "read-only: this node reaches {reachable_voters} of {voters} voters, fewer than a quorum; writes are refused until the partition heals"
     )]
     ReadOnly {
         reachable_voters: usize,

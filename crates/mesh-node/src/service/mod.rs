@@ -95,6 +95,9 @@ pub struct ConsensusStatus {
     pub learner_names: Vec<Option<String>>,
     /// Whether this node would accept a write now (a quorum of voters reachable).
     pub writable: bool,
+    /// pBFT only: view, primary, counters and evidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pbft: Option<mesh_consensus::pbft::engine::PbftStatus>,
 }
 
 type TaskRateSample = (
@@ -196,7 +199,8 @@ impl Service {
                 .or_else(|| addrs.get(id).cloned())
         };
         ConsensusStatus {
-            engine: "raft",
+            engine: self.inner.engine.kind().name(),
+            pbft: self.inner.engine.pbft().map(|p| p.pbft_status()),
             voter_names: order.voters.iter().map(name_of).collect(),
             learner_names: order.learners.iter().map(name_of).collect(),
             writable: order.fatal.is_none() && self.check_quorum().is_ok(),
@@ -230,7 +234,7 @@ impl Service {
     /// reachable: an unconfirmed doubt does not make a node read-only).
     pub fn check_quorum(&self) -> Result<(), ServiceError> {
         let (reachable, voters) = self.reachable_voters();
-        if voters > 0 && reachable * 2 <= voters {
+        if voters > 0 && reachable < self.inner.engine.quorum(voters) {
             return Err(ServiceError::ReadOnly {
                 reachable_voters: reachable,
                 voters,

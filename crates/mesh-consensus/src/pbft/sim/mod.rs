@@ -35,7 +35,7 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::config::{ReplicaId, ReplicaSet, Seq};
-use super::message::{ClientId, Digest, Envelope, Request, Signed, batch_digest};
+use super::message::{ClientId, CommitCert, Digest, Envelope, Request, Signed, batch_digest};
 use super::replica::{Output, Replica, Settings};
 use adversary::{Adversary, Behaviour, Lie};
 use app::{AppState, Client};
@@ -134,6 +134,8 @@ enum Wire {
     Reply(Signed),
     StateRequest(Seq),
     State(Seq, AppState),
+    FetchEntries(Seq),
+    Entries(Vec<CommitCert>),
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -528,6 +530,26 @@ impl Sim {
                 self.send(to, from, &Wire::State(seq, state), 0);
             }
             Wire::State(seq, state) => self.install(to, seq, state),
+            Wire::FetchEntries(after) => {
+                let mut certs = self.nodes[to]
+                    .replica
+                    .commit_certs(after, crate::pbft::MAX_CERTS);
+                // A Byzantine replica offers batches that were not committed.
+                if self.adversary.is_byzantine(to as ReplicaId) {
+                    for c in &mut certs {
+                        c.batch.reverse();
+                        c.batch.pop();
+                    }
+                }
+                if !certs.is_empty() {
+                    self.send(to, from, &Wire::Entries(certs), 0);
+                }
+            }
+            Wire::Entries(certs) => {
+                if self.nodes[to].replica.on_commit_certs(certs).is_err() {
+                    self.report.refused += 1;
+                }
+            }
         }
         self.drain(to);
     }
@@ -670,6 +692,11 @@ impl Sim {
                     self.violate(format!(
                         "replica {i} holds evidence against correct replica {culprit}"
                     ));
+                }
+            }
+            Output::FetchEntries { after } => {
+                for to in others {
+                    self.send(i, to, &Wire::FetchEntries(after), 0);
                 }
             }
             Output::ViewChanged { .. } => {

@@ -1,0 +1,804 @@
+//! [`PbftOrdering`]: the [`Ordering`] trait over the pBFT core, for a node.
+//!
+//! One task owns the [`Replica`] and the application: it takes frames from
+//! the other replicas, this node's proposals and a 5 ms clock, and carries
+//! out what the core returns (send, execute, checkpoint, fetch state).
+//!
+//! The node is also a pBFT client, with its replica key as client key (the
+//! two signatures are domain-separated). It keeps one request in flight
+//! (§4.1: a client's timestamps order its requests, and a later timestamp
+//! executed first would make an earlier one stale); commands proposed while
+//! one is in flight go together into the next request, so load batches
+//! itself. A request is acknowledged once this node's own replica executed
+//! it: the node trusts itself, and execution means 2f + 1 replicas committed
+//! it (§4.2), so it survives any f faulty replicas. Clients of other nodes
+//! would need f + 1 matching replies; nodes do not.
+//!
+//! A read barrier is a request without commands: once this replica executed
+//! it, everything ordered before the barrier is in its state (the paper's
+//! ordered path; the read-only optimisation of §5.1.3 is not built yet).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use mesh_state::{Command, Event, Reply, RequestId, StateMachine};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::config::{ReplicaId, ReplicaSet, Seq, View};
+use super::machine::{ClientOp, PbftApp, snapshot_digest};
+use super::message::{CommitCert, Digest, Envelope, Request};
+use super::replica::{Evidence, Output, Replica, Settings};
+use crate::ordering::{Applied, OrderError, OrderStatus, Ordering, SharedState};
+
+/// First byte of a pBFT frame's payload (after the length).
+pub const MAGIC: u8 = b'P';
+const VERSION: u8 = 1;
+/// Largest pBFT frame: a state snapshot.
+pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+/// Most commands in one request of this node.
+const MAX_COMMANDS_PER_REQUEST: usize = 1024;
+/// A request not executed after this long goes to every replica again.
+const RESEND_AFTER_MS: u64 = 1_000;
+/// How often a state being fetched is asked for again.
+const FETCH_AGAIN_MS: u64 = 500;
+/// Checkpoint snapshots kept to answer state requests.
+const SNAPSHOTS_KEPT: usize = 3;
+/// Commit certificates go to one replica at most this often.
+const SERVE_EVERY_MS: u64 = 50;
+/// Evidence records kept for status.
+const EVIDENCE_KEPT: usize = 32;
+
+/// What travels between replicas.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Wire {
+    Protocol(Envelope),
+    /// A client request forwarded to every replica (§4.4: so every backup's
+    /// timer watches the primary).
+    Request(Request),
+    /// Replica `from` asks for the checkpoint state at `seq`.
+    StateRequest {
+        from: ReplicaId,
+        seq: Seq,
+    },
+    /// The checkpoint state at `seq` ([`PbftApp::snapshot`]); checked against
+    /// the digest 2f + 1 replicas signed before it is used (§4.5).
+    State {
+        seq: Seq,
+        snapshot: Vec<u8>,
+    },
+    /// Replica `from` asks for commit certificates above `after`.
+    FetchEntries {
+        from: ReplicaId,
+        after: Seq,
+    },
+    /// Commit certificates, each checked before it counts.
+    Entries(Vec<CommitCert>),
+}
+
+/// Encodes `wire` as a length-prefixed frame.
+pub fn encode(wire: &Wire) -> Vec<u8> {
+    let body = postcard::to_allocvec(wire).expect("encoding to a Vec cannot fail");
+    let mut out = Vec::with_capacity(6 + body.len());
+    out.extend_from_slice(&((body.len() + 2) as u32).to_be_bytes());
+    out.extend_from_slice(&[MAGIC, VERSION]);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a frame's payload (without its length).
+pub fn decode(payload: &[u8]) -> Option<Wire> {
+    match payload {
+        [MAGIC, VERSION, body @ ..] => postcard::from_bytes(body).ok(),
+        _ => None,
+    }
+}
+
+/// Carries frames to other replicas. Best effort: the protocol retransmits
+/// what matters.
+pub trait Transport: Send + Sync + 'static {
+    fn send(&self, to: ReplicaId, frame: Arc<Vec<u8>>);
+}
+
+/// Who this replica is, among whom.
+pub struct PbftSetup {
+    pub me: ReplicaId,
+    pub key: SigningKey,
+    pub replicas: ReplicaSet,
+    /// Each replica's node id, by replica id (what status reports).
+    pub node_ids: Vec<u64>,
+    pub settings: Settings,
+}
+
+/// Settings for nodes on a LAN: the paper's checkpoint interval, a view
+/// change after 500 ms without progress.
+pub fn lan_settings() -> Settings {
+    Settings::default()
+}
+
+/// Evidence of a replica's misbehaviour, as status shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvidenceRecord {
+    pub culprit: ReplicaId,
+    pub culprit_node: Option<u64>,
+    /// `equivocation` (two pre-prepares for one view and sequence number) or
+    /// `conflicting_votes` (two prepares or commits for one slot).
+    pub kind: &'static str,
+    pub view: Option<View>,
+    pub unix_ms: u64,
+}
+
+/// What the engine reports beyond [`OrderStatus`]. Every figure is counted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PbftStatus {
+    pub replica: ReplicaId,
+    pub replicas: usize,
+    pub f: usize,
+    pub view: View,
+    pub primary: ReplicaId,
+    /// In normal operation (false during a view change).
+    pub active: bool,
+    pub last_executed: Seq,
+    pub low_watermark: Seq,
+    pub signatures_made: u64,
+    pub signatures_verified: u64,
+    pub bytes_sent: u64,
+    pub frames_sent: u64,
+    /// Messages refused (bad signature, wrong view, outside the window, ...).
+    pub refused: u64,
+    pub undecodable: u64,
+    pub view_changes: u64,
+    pub state_transfers: u64,
+    /// Requests of this node executed, and the commands they carried.
+    pub own_requests: u64,
+    pub own_commands: u64,
+    pub evidence_total: u64,
+    pub evidence: Vec<EvidenceRecord>,
+}
+
+enum Input {
+    /// A command to order, or a barrier (`None`).
+    Propose {
+        command: Option<Command>,
+        request_id: Option<RequestId>,
+        reply: oneshot::Sender<Result<Applied, OrderError>>,
+    },
+    Frame(Vec<u8>),
+}
+
+struct Shared {
+    node_id: u64,
+    node_ids: Vec<u64>,
+    inbox: mpsc::Sender<Input>,
+    state: SharedState,
+    applied: watch::Receiver<u64>,
+    status: watch::Receiver<PbftStatus>,
+    primary: watch::Receiver<(View, Option<u64>)>,
+    events: broadcast::Sender<(u64, Event)>,
+}
+
+/// One node's pBFT engine.
+#[derive(Clone)]
+pub struct PbftOrdering {
+    shared: Arc<Shared>,
+}
+
+impl PbftOrdering {
+    /// Starts the engine with an empty state; `transport` reaches the other
+    /// replicas, and frames from them go to [`PbftOrdering::deliver`].
+    pub fn start(setup: PbftSetup, transport: Arc<dyn Transport>) -> Self {
+        let node_id = setup.node_ids[setup.me as usize];
+        let node_ids = setup.node_ids.clone();
+        let state: SharedState = Arc::new(RwLock::new(StateMachine::new()));
+        let (inbox, rx) = mpsc::channel(8_192);
+        let (applied_tx, applied) = watch::channel(0);
+        let (status_tx, status) = watch::channel(PbftStatus::default());
+        let (primary_tx, primary) = watch::channel((0, None));
+        let (events, _) = broadcast::channel(4_096);
+        let driver = Driver {
+            client_key: setup.key.clone(),
+            replica: Replica::new(setup.me, setup.replicas, setup.key, setup.settings),
+            node_ids: setup.node_ids,
+            transport,
+            state: state.clone(),
+            app: PbftApp::default(),
+            applied: applied_tx,
+            status: status_tx,
+            primary: primary_tx,
+            events: events.clone(),
+            lane: Lane::default(),
+            snapshots: BTreeMap::new(),
+            fetching: None,
+            stats: PbftStatus::default(),
+            epoch: tokio::time::Instant::now(),
+            served: BTreeMap::new(),
+        };
+        tokio::spawn(driver.run(rx));
+        PbftOrdering {
+            shared: Arc::new(Shared {
+                node_id,
+                node_ids,
+                inbox,
+                state,
+                applied,
+                status,
+                primary,
+                events,
+            }),
+        }
+    }
+
+    /// A frame's payload from another replica (see [`decode`]). Waits while
+    /// the engine is busy (backpressure on the connection).
+    pub async fn deliver(&self, payload: Vec<u8>) -> bool {
+        self.shared.inbox.send(Input::Frame(payload)).await.is_ok()
+    }
+
+    pub fn pbft_status(&self) -> PbftStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// Each replica's node id, by replica id.
+    pub fn node_ids(&self) -> &[u64] {
+        &self.shared.node_ids
+    }
+
+    /// True on the primary of the current view, in normal operation.
+    pub fn is_primary(&self) -> bool {
+        let s = self.shared.status.borrow();
+        s.active && s.primary == s.replica
+    }
+
+    /// The primary's node id, once known (none during a view change).
+    pub fn primary(&self) -> Option<u64> {
+        let s = self.shared.status.borrow();
+        (s.active && s.replicas > 0)
+            .then(|| self.shared.node_ids.get(s.primary as usize).copied())
+            .flatten()
+    }
+
+    /// Waits until a primary is in normal operation, or `until`.
+    pub async fn wait_for_primary(&self, until: tokio::time::Instant) -> Option<u64> {
+        let mut rx = self.shared.status.clone();
+        loop {
+            if let Some(p) = self.primary() {
+                return Some(p);
+            }
+            if tokio::time::timeout_at(until, rx.changed()).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Waits until this replica applied state-machine index `index`, or `until`.
+    pub async fn wait_applied(&self, index: u64, until: tokio::time::Instant) -> bool {
+        let mut rx = self.shared.applied.clone();
+        tokio::time::timeout_at(until, rx.wait_for(|a| *a >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Events of applied commands, with their state-machine index.
+    pub fn subscribe(&self) -> broadcast::Receiver<(u64, Event)> {
+        self.shared.events.subscribe()
+    }
+
+    /// Status changes (view, primary, counters: often).
+    pub fn watch_status(&self) -> watch::Receiver<PbftStatus> {
+        self.shared.status.clone()
+    }
+
+    /// The view and its primary's node id (none during a view change), on
+    /// every change.
+    pub fn watch_primary(&self) -> watch::Receiver<(View, Option<u64>)> {
+        self.shared.primary.clone()
+    }
+
+    async fn submit(
+        &self,
+        command: Option<Command>,
+        request_id: Option<RequestId>,
+    ) -> Result<Applied, OrderError> {
+        let stopped = || OrderError::Stopped("the pBFT engine stopped".into());
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .inbox
+            .send(Input::Propose {
+                command,
+                request_id,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+impl Ordering for PbftOrdering {
+    async fn propose(
+        &self,
+        command: Command,
+        request_id: Option<RequestId>,
+    ) -> Result<Applied, OrderError> {
+        self.submit(Some(command), request_id).await
+    }
+
+    async fn read_barrier(&self) -> Result<(), OrderError> {
+        self.submit(None, None).await.map(|_| ())
+    }
+
+    fn status(&self) -> OrderStatus {
+        let s = self.shared.status.borrow().clone();
+        let applied = *self.shared.applied.borrow();
+        OrderStatus {
+            node_id: self.shared.node_id,
+            leader: self.primary(),
+            term: s.view,
+            commit_index: Some(applied),
+            applied_index: Some(applied),
+            last_log_index: None,
+            millis_since_quorum_ack: None,
+            voters: self.shared.node_ids.clone(),
+            learners: Vec::new(),
+            fatal: None,
+        }
+    }
+
+    fn state(&self) -> SharedState {
+        self.shared.state.clone()
+    }
+}
+
+/// A proposal waiting for its request to execute.
+struct Waiter {
+    command: Option<Command>,
+    request_id: Option<RequestId>,
+    reply: oneshot::Sender<Result<Applied, OrderError>>,
+}
+
+/// This node as a pBFT client: one request in flight, the rest queued.
+#[derive(Default)]
+struct Lane {
+    last_timestamp: u64,
+    queue: Vec<Waiter>,
+    in_flight: Option<InFlight>,
+}
+
+struct InFlight {
+    request: Request,
+    waiters: Vec<Waiter>,
+    sent_at: u64,
+}
+
+struct Driver {
+    client_key: SigningKey,
+    replica: Replica,
+    node_ids: Vec<u64>,
+    transport: Arc<dyn Transport>,
+    state: SharedState,
+    app: PbftApp,
+    applied: watch::Sender<u64>,
+    status: watch::Sender<PbftStatus>,
+    primary: watch::Sender<(View, Option<u64>)>,
+    events: broadcast::Sender<(u64, Event)>,
+    lane: Lane,
+    /// Checkpoint states by sequence number, to answer state requests.
+    snapshots: BTreeMap<Seq, Arc<Vec<u8>>>,
+    /// A state being fetched: (seq, digest, last asked at).
+    fetching: Option<(Seq, Digest, u64)>,
+    stats: PbftStatus,
+    epoch: tokio::time::Instant,
+    /// When each replica was last sent commit certificates.
+    served: BTreeMap<ReplicaId, u64>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Driver {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.publish_status();
+        loop {
+            tokio::select! {
+                input = rx.recv() => {
+                    let Some(input) = input else { return };
+                    self.input(input);
+                    // Take what else arrived before acting on outputs, so a
+                    // burst is handled in one pass (and batches).
+                    for _ in 0..256 {
+                        match rx.try_recv() {
+                            Ok(more) => self.input(more),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = self.now();
+                    self.replica.tick(now);
+                    self.resend(now);
+                }
+            }
+            self.send_request();
+            self.outputs();
+            self.publish_status();
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        match input {
+            Input::Propose {
+                command,
+                request_id,
+                reply,
+            } => self.lane.queue.push(Waiter {
+                command,
+                request_id,
+                reply,
+            }),
+            Input::Frame(payload) => self.frame(&payload),
+        }
+    }
+
+    fn frame(&mut self, payload: &[u8]) {
+        let Some(wire) = decode(payload) else {
+            self.stats.undecodable += 1;
+            return;
+        };
+        match wire {
+            Wire::Protocol(env) => {
+                if let Err(e) = self.replica.handle(env) {
+                    self.stats.refused += 1;
+                    tracing::trace!(error = %e, "pBFT message refused");
+                }
+            }
+            Wire::Request(r) => self.replica.forwarded(r),
+            Wire::StateRequest { from, seq } => {
+                if let Some(s) = self.snapshots.get(&seq) {
+                    let frame = encode(&Wire::State {
+                        seq,
+                        snapshot: s.as_ref().clone(),
+                    });
+                    self.send(from, Arc::new(frame));
+                }
+            }
+            Wire::State { seq, snapshot } => self.install(seq, &snapshot),
+            Wire::FetchEntries { from, after } => {
+                let now = self.now();
+                if super::replica::due(&mut self.served, from, now, SERVE_EVERY_MS) {
+                    let certs = self.replica.commit_certs(after, super::MAX_CERTS);
+                    if !certs.is_empty() {
+                        self.send(from, Arc::new(encode(&Wire::Entries(certs))));
+                    }
+                }
+            }
+            Wire::Entries(certs) => {
+                if let Err(e) = self.replica.on_commit_certs(certs) {
+                    self.stats.refused += 1;
+                    tracing::debug!(error = %e, "pBFT commit certificates refused");
+                }
+            }
+        }
+        self.outputs();
+    }
+
+    /// Sends this node's next request if none is in flight.
+    fn send_request(&mut self) {
+        if self.lane.in_flight.is_some() || self.lane.queue.is_empty() {
+            return;
+        }
+        let n = self.lane.queue.len().min(MAX_COMMANDS_PER_REQUEST);
+        let waiters: Vec<Waiter> = self.lane.queue.drain(..n).collect();
+        let op = ClientOp {
+            now_ms: unix_ms(),
+            commands: waiters
+                .iter()
+                .filter_map(|w| Some((w.command.clone()?, w.request_id.clone())))
+                .collect(),
+        };
+        // Timestamps grow across restarts too: microseconds since the epoch,
+        // or one more than the last when the clock has not moved.
+        let timestamp = unix_micros().max(self.lane.last_timestamp + 1);
+        self.lane.last_timestamp = timestamp;
+        let request = Request::signed(
+            &self.client_key,
+            timestamp,
+            postcard::to_allocvec(&op).expect("encoding to a Vec cannot fail"),
+        );
+        self.replica.request(request.clone());
+        self.lane.in_flight = Some(InFlight {
+            request,
+            waiters,
+            sent_at: self.now(),
+        });
+    }
+
+    /// A request in flight for long goes to every replica again (a replica
+    /// may have restarted, or a connection dropped it).
+    fn resend(&mut self, now: u64) {
+        if let Some(f) = &mut self.lane.in_flight
+            && now.saturating_sub(f.sent_at) >= RESEND_AFTER_MS
+        {
+            f.sent_at = now;
+            let request = f.request.clone();
+            self.replica.request(request.clone());
+            self.broadcast(Arc::new(encode(&Wire::Request(request))));
+        }
+        if let Some((seq, _, asked)) = self.fetching
+            && now.saturating_sub(asked) >= FETCH_AGAIN_MS
+        {
+            self.ask_state(seq);
+        }
+    }
+
+    fn outputs(&mut self) {
+        loop {
+            let outputs = self.replica.drain_outputs();
+            if outputs.is_empty() {
+                return;
+            }
+            for o in outputs {
+                self.output(o);
+            }
+        }
+    }
+
+    fn output(&mut self, o: Output) {
+        match o {
+            Output::Broadcast(env) => {
+                self.broadcast(Arc::new(encode(&Wire::Protocol(env))));
+            }
+            Output::Send { to, env } => {
+                self.send(to, Arc::new(encode(&Wire::Protocol(env))));
+            }
+            Output::Forward { to, request } => {
+                let frame = Arc::new(encode(&Wire::Request(request)));
+                match to {
+                    Some(p) => self.send(p, frame),
+                    None => self.broadcast(frame),
+                }
+            }
+            Output::Execute {
+                seq,
+                batch,
+                checkpoint,
+            } => self.execute(seq, &batch, checkpoint),
+            Output::FetchState { seq, state } => {
+                self.fetching = Some((seq, state, 0));
+                self.ask_state(seq);
+            }
+            Output::Evidence(e) => self.evidence(&e),
+            Output::FetchEntries { after } => {
+                let frame = Arc::new(encode(&Wire::FetchEntries {
+                    from: self.replica.id(),
+                    after,
+                }));
+                self.broadcast(frame);
+            }
+            Output::ViewChanged { view } => {
+                self.stats.view_changes += 1;
+                tracing::info!(
+                    view,
+                    primary = self.replica.replicas().primary(view),
+                    "pBFT view changed"
+                );
+            }
+        }
+    }
+
+    fn send(&mut self, to: ReplicaId, frame: Arc<Vec<u8>>) {
+        if to == self.replica.id() {
+            return;
+        }
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += frame.len() as u64;
+        self.transport.send(to, frame);
+    }
+
+    fn broadcast(&mut self, frame: Arc<Vec<u8>>) {
+        for to in 0..self.replica.replicas().n() as ReplicaId {
+            self.send(to, frame.clone());
+        }
+    }
+
+    fn ask_state(&mut self, seq: Seq) {
+        let now = self.now();
+        if let Some(f) = &mut self.fetching {
+            f.2 = now;
+        }
+        let frame = Arc::new(encode(&Wire::StateRequest {
+            from: self.replica.id(),
+            seq,
+        }));
+        self.broadcast(frame);
+    }
+
+    fn execute(&mut self, seq: Seq, batch: &[Request], checkpoint: bool) {
+        let mut events = Vec::new();
+        let (executed, applied, snapshot) = {
+            let mut sm = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let executed = self.app.execute(&mut sm, seq, batch, &mut events);
+            let snapshot = checkpoint.then(|| self.app.snapshot(&sm));
+            (executed, sm.applied_index, snapshot)
+        };
+        let me = self.client_key.verifying_key().to_bytes();
+        for ex in executed {
+            if ex.client == me {
+                self.own_executed(ex);
+            }
+        }
+        for e in events {
+            let _ = self.events.send((applied, e));
+        }
+        self.applied.send_replace(applied);
+        if let Some(snapshot) = snapshot {
+            let digest = snapshot_digest(&snapshot);
+            self.snapshots.insert(seq, Arc::new(snapshot));
+            while self.snapshots.len() > SNAPSHOTS_KEPT {
+                self.snapshots.pop_first();
+            }
+            self.replica.state_digest(seq, digest);
+        }
+        self.settle_in_flight();
+    }
+
+    /// This node's request executed here: its waiters get their replies.
+    fn own_executed(&mut self, ex: super::machine::Executed) {
+        let Some(f) = self
+            .lane
+            .in_flight
+            .take_if(|f| f.request.timestamp == ex.timestamp)
+        else {
+            return;
+        };
+        self.stats.own_requests += 1;
+        let mut replies = ex.replies.into_iter();
+        for w in f.waiters {
+            let reply = match w.command {
+                Some(_) => {
+                    self.stats.own_commands += 1;
+                    replies.next().unwrap_or(Ok(Reply::Ok))
+                }
+                None => Ok(Reply::Ok),
+            };
+            let _ = w.reply.send(Ok(Applied {
+                index: ex.index,
+                reply,
+            }));
+        }
+    }
+
+    /// The request in flight is older than what the state holds for this
+    /// client (it came by state transfer, not executed here): its replies
+    /// are not known here. Barriers are done; commands with a request id go
+    /// out again in the next request, where the state machine's
+    /// deduplication answers them with their stored replies; commands
+    /// without one answer "may have applied".
+    fn settle_in_flight(&mut self) {
+        let me = self.client_key.verifying_key().to_bytes();
+        let done = self.app.clients.get(&me).copied().unwrap_or(0);
+        let Some(f) = self.lane.in_flight.take_if(|f| f.request.timestamp <= done) else {
+            return;
+        };
+        self.lane.last_timestamp = self.lane.last_timestamp.max(done);
+        let index = *self.applied.borrow();
+        let mut again = Vec::new();
+        for w in f.waiters {
+            let r = match w.command {
+                None => Ok(Applied {
+                    index,
+                    reply: Ok(Reply::Ok),
+                }),
+                Some(_) if w.request_id.is_some() => {
+                    again.push(w);
+                    continue;
+                }
+                Some(_) => Err(OrderError::LeaderUnreachable {
+                    leader: self.node_ids[self.replica.id() as usize],
+                    detail: "executed while this replica was fetching state".into(),
+                }),
+            };
+            let _ = w.reply.send(r);
+        }
+        again.append(&mut self.lane.queue);
+        self.lane.queue = again;
+    }
+
+    /// A state arrived: used only if it is the one 2f + 1 replicas signed.
+    fn install(&mut self, seq: Seq, snapshot: &[u8]) {
+        let Some((want, digest, _)) = self.fetching else {
+            return;
+        };
+        if want != seq || snapshot_digest(snapshot) != digest {
+            return;
+        }
+        let Ok((sm, app)) = PbftApp::restore(snapshot) else {
+            return; // 2f + 1 signed its digest: cannot happen unless SHA-256 broke
+        };
+        self.fetching = None;
+        let applied = sm.applied_index;
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = sm;
+        self.app = app;
+        self.snapshots.insert(seq, Arc::new(snapshot.to_vec()));
+        self.stats.state_transfers += 1;
+        self.applied.send_replace(applied);
+        let executed: Vec<_> = self.app.clients.iter().map(|(c, t)| (*c, *t)).collect();
+        self.replica.installed_state(seq, executed);
+        self.settle_in_flight();
+        tracing::info!(seq, "pBFT state transferred");
+    }
+
+    fn evidence(&mut self, e: &Evidence) {
+        let culprit = e.culprit();
+        let (kind, view) = match e {
+            Evidence::Equivocation { a, .. } => ("equivocation", a.body.view()),
+            Evidence::ConflictingVotes { a, .. } => ("conflicting_votes", a.body.view()),
+        };
+        tracing::warn!(culprit, kind, "pBFT: proof that a replica misbehaved");
+        self.stats.evidence_total += 1;
+        self.stats.evidence.push(EvidenceRecord {
+            culprit,
+            culprit_node: self.node_ids.get(culprit as usize).copied(),
+            kind,
+            view,
+            unix_ms: unix_ms(),
+        });
+        if self.stats.evidence.len() > EVIDENCE_KEPT {
+            self.stats.evidence.remove(0);
+        }
+    }
+
+    fn publish_status(&mut self) {
+        let r = &self.replica;
+        let c = r.counters();
+        let s = &mut self.stats;
+        s.replica = r.id();
+        s.replicas = r.replicas().n();
+        s.f = r.replicas().f();
+        s.view = r.view();
+        s.primary = r.replicas().primary(r.view());
+        s.active = r.is_active();
+        s.last_executed = r.last_executed();
+        s.low_watermark = r.low_watermark();
+        s.signatures_made = c.signed;
+        s.signatures_verified = c.verified;
+        let primary = (
+            s.view,
+            s.active
+                .then(|| self.node_ids.get(s.primary as usize).copied())
+                .flatten(),
+        );
+        self.primary.send_if_modified(|old| {
+            let changed = *old != primary;
+            *old = primary;
+            changed
+        });
+        let next = s.clone();
+        self.status.send_if_modified(|old| {
+            if *old == next {
+                false
+            } else {
+                *old = next;
+                true
+            }
+        });
+    }
+}

@@ -1,0 +1,251 @@
+//! Starting a node on pBFT (`mesh up --consensus pbft`): the replica's key in
+//! the data directory, the genesis file that names the replicas, and the
+//! engine over TCP with peers found through the membership view.
+//!
+//! The genesis file (JSON) lists the replicas in order, each with its node
+//! name and ed25519 public key:
+//! `{"replicas": [{"name": "n1", "key": "<64 hex digits>"}, ...]}`.
+//! Every replica must start with the same file: the order fixes replica ids
+//! and so the primary of each view (TOCS 2002 §4.1). `mesh pbft keygen`
+//! creates a node's key and prints its line; `mesh pbft genesis` gathers
+//! them. A node whose name or key is not in the file refuses to start.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use mesh_consensus::pbft::config::{ReplicaId, ReplicaSet};
+use mesh_consensus::pbft::engine::{PbftOrdering, PbftSetup, lan_settings};
+use mesh_consensus::pbft::net_tcp::TcpTransport;
+use mesh_consensus::raft::node_id_of;
+use mesh_membership::MemberState;
+use serde::{Deserialize, Serialize};
+
+use crate::consensus::MembersView;
+
+/// Where pBFT files live under the data directory.
+pub const PBFT_DIR: &str = "pbft";
+/// The replica's secret key (hex, mode 0600).
+pub const KEY_FILE: &str = "replica.key";
+
+/// The replica set a pBFT mesh starts with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    pub replicas: Vec<GenesisReplica>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisReplica {
+    /// The node's name (`--node-id`).
+    pub name: String,
+    /// Its ed25519 public key, hex.
+    pub key: String,
+}
+
+impl Genesis {
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the pBFT genesis file {}: {e}", path.display()))?;
+        let g: Genesis = serde_json::from_str(&text)
+            .map_err(|e| format!("pBFT genesis file {} is not valid: {e}", path.display()))?;
+        g.replica_set()
+            .map_err(|e| format!("pBFT genesis file {}: {e}", path.display()))?;
+        Ok(g)
+    }
+
+    /// The replica set it describes; checks names and keys.
+    pub fn replica_set(&self) -> Result<ReplicaSet, String> {
+        let mut keys = Vec::new();
+        for (i, r) in self.replicas.iter().enumerate() {
+            mesh_proto::soft::validate_name("replica name", &r.name).map_err(|e| e.to_string())?;
+            if self.replicas[..i].iter().any(|o| o.name == r.name) {
+                return Err(format!("replica '{}' is listed twice", r.name));
+            }
+            keys.push(public_key(&r.key).map_err(|e| format!("replica '{}': {e}", r.name))?);
+        }
+        ReplicaSet::new(keys).map_err(|e| e.to_string())
+    }
+}
+
+/// Decodes a hex ed25519 public key.
+pub fn public_key(hex: &str) -> Result<[u8; 32], String> {
+    let bytes = mesh_proto::hex::decode(hex.trim()).map_err(|e| format!("key: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|_| "key: an ed25519 public key is 32 bytes (64 hex digits)".to_string())
+}
+
+/// Loads the secret key at `path`, or creates one there (from /dev/urandom,
+/// written to a temporary file with mode 0600, synced, then renamed).
+/// Returns it and whether it was created.
+pub fn load_or_create_key(path: &Path) -> Result<(SigningKey, bool), String> {
+    if path.exists() {
+        return load_key(path).map(|k| (k, false));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut secret = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .map_err(|e| format!("cannot read /dev/urandom for a new key: {e}"))?;
+    let tmp = path.with_extension("key.tmp");
+    let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(mesh_proto::hex::encode(&secret).as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| format!("cannot write key {}: {e}", path.display()))?;
+    Ok((SigningKey::from_bytes(&secret), true))
+}
+
+/// Loads an existing secret key (32 bytes, hex).
+pub fn load_key(path: &Path) -> Result<SigningKey, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read key {}: {e}", path.display()))?;
+    let bytes = mesh_proto::hex::decode(text.trim())
+        .map_err(|e| format!("key file {} is not hex: {e}", path.display()))?;
+    let secret: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| format!("key file {} must hold 32 bytes", path.display()))?;
+    Ok(SigningKey::from_bytes(&secret))
+}
+
+/// The replica key's path under a data directory.
+pub fn key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(PBFT_DIR).join(KEY_FILE)
+}
+
+/// Starts the pBFT engine of node `name`: its key from the data directory,
+/// the replicas from `genesis`, peers' addresses from the membership view.
+pub fn open(
+    data_dir: &Path,
+    name: &str,
+    genesis: &Path,
+    members: MembersView,
+) -> Result<PbftOrdering, String> {
+    let g = Genesis::read(genesis)?;
+    let replicas = g.replica_set()?;
+    let me = g
+        .replicas
+        .iter()
+        .position(|r| r.name == name)
+        .ok_or_else(|| {
+            format!(
+                "node '{name}' is not a replica in {} (it lists {})",
+                genesis.display(),
+                g.replicas
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    let path = key_path(data_dir);
+    if !path.exists() {
+        return Err(format!(
+            "no replica key at {} (create it with `mesh pbft keygen --data-dir {}` and put its public key in the genesis file)",
+            path.display(),
+            data_dir.display()
+        ));
+    }
+    let key = load_key(&path)?;
+    if key.verifying_key().to_bytes() != public_key(&g.replicas[me].key)? {
+        return Err(format!(
+            "the key at {} is not the one {} lists for '{name}'",
+            path.display(),
+            genesis.display()
+        ));
+    }
+    let names: Arc<Vec<String>> = Arc::new(g.replicas.iter().map(|r| r.name.clone()).collect());
+    let resolve = move |r: ReplicaId| -> Option<SocketAddr> {
+        let name = names.get(r as usize)?;
+        let view = members.borrow();
+        view.iter()
+            .filter(|m| {
+                m.id == *name && matches!(m.state, MemberState::Alive | MemberState::Suspect)
+            })
+            .find_map(|m| m.addr.parse().ok())
+    };
+    Ok(PbftOrdering::start(
+        PbftSetup {
+            me: me as ReplicaId,
+            key,
+            replicas,
+            node_ids: g.replicas.iter().map(|r| node_id_of(&r.name)).collect(),
+            settings: lan_settings(),
+        },
+        TcpTransport::new(Arc::new(resolve)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn genesis(n: usize) -> (Genesis, Vec<SigningKey>) {
+        let keys: Vec<SigningKey> = (0..n)
+            .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
+            .collect();
+        let g = Genesis {
+            replicas: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| GenesisReplica {
+                    name: format!("n{i}"),
+                    key: mesh_proto::hex::encode(&k.verifying_key().to_bytes()),
+                })
+                .collect(),
+        };
+        (g, keys)
+    }
+
+    #[test]
+    fn genesis_files_are_checked() {
+        let (g, _) = genesis(4);
+        assert_eq!(g.replica_set().unwrap().n(), 4);
+        let (three, _) = genesis(3);
+        assert!(three.replica_set().unwrap_err().contains("at least 4"));
+        let mut dup = g.clone();
+        dup.replicas[1].name = "n0".into();
+        assert!(dup.replica_set().unwrap_err().contains("twice"));
+        let mut bad = g.clone();
+        bad.replicas[2].key = "abc".into();
+        assert!(bad.replica_set().unwrap_err().contains("n2"));
+        let dir = std::env::temp_dir().join(format!("mesh-genesis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("g.json");
+        std::fs::write(&file, r#"{"replicas": [], "extra": 1}"#).unwrap();
+        assert!(Genesis::read(&file).unwrap_err().contains("not valid"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_key_is_created_once_then_loaded() {
+        let dir = std::env::temp_dir().join(format!("mesh-key-{}", std::process::id()));
+        let path = key_path(&dir);
+        let (a, created) = load_or_create_key(&path).unwrap();
+        assert!(created);
+        let (b, created) = load_or_create_key(&path).unwrap();
+        assert!(!created);
+        assert_eq!(a.to_bytes(), b.to_bytes());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&path, "zz").unwrap();
+        assert!(load_key(&path).unwrap_err().contains("not hex"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
