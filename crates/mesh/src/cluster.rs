@@ -67,6 +67,32 @@ impl Cluster {
         })
     }
 
+    /// Creates a replica key in the data directory of each of `names` (the
+    /// nodes to spawn next, in this order) and the pBFT genesis file naming
+    /// them; returns the `mesh up` arguments that start a node on it.
+    pub fn pbft_genesis(&self, names: &[String]) -> anyhow::Result<Vec<String>> {
+        use mesh_node::pbft_setup::{Genesis, GenesisReplica, key_path, load_or_create_key};
+        let mut g = Genesis {
+            replicas: Vec::new(),
+        };
+        for name in names {
+            let dir = self.dir.join(name);
+            let (key, _) = load_or_create_key(&key_path(&dir)).map_err(anyhow::Error::msg)?;
+            g.replicas.push(GenesisReplica {
+                name: name.clone(),
+                key: mesh_proto::hex::encode(&key.verifying_key().to_bytes()),
+            });
+        }
+        let path = self.dir.join("pbft-genesis.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&g)?)?;
+        Ok(vec![
+            "--consensus".into(),
+            "pbft".into(),
+            "--pbft-genesis".into(),
+            path.display().to_string(),
+        ])
+    }
+
     /// Starts a node named `name`, joining through `join` if given; waits until it serves.
     pub fn spawn(&mut self, name: &str, join: &[SocketAddr]) -> anyhow::Result<usize> {
         self.spawn_with(name, join, &[])

@@ -95,6 +95,7 @@ impl Replica {
             slot.digest = Some(digest);
             slot.pre_prepare = Some(cert.pre_prepare);
             slot.batch = Some(cert.batch);
+            slot.prepares.clear();
             slot.commits = cert.commits.into_iter().map(|c| (c.from, c)).collect();
             slot.committed = true;
             taken += 1;

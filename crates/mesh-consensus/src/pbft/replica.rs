@@ -44,6 +44,10 @@ pub struct Settings {
     pub window: u64,
     /// Most requests in one batch.
     pub max_batch: usize,
+    /// Most sequence numbers the primary keeps assigned and not executed:
+    /// requests that arrive meanwhile wait and go out together in the
+    /// next batch, so under load each three-phase round carries many.
+    pub max_in_flight: u64,
     /// A checkpoint every this many sequence numbers (K = 128 in the paper, §4.3).
     pub checkpoint_interval: u64,
     /// How long a request may wait before a view change (§4.4), doubled on
@@ -58,6 +62,7 @@ impl Default for Settings {
         Settings {
             window: 256,
             max_batch: 256,
+            max_in_flight: 2,
             checkpoint_interval: 128,
             view_change_timeout_ms: 500,
             retransmit_ms: 100,
@@ -426,7 +431,10 @@ impl Replica {
             return;
         }
         self.assigned = self.assigned.max(self.low);
-        while !self.pending.is_empty() && self.assigned < self.high() {
+        while !self.pending.is_empty()
+            && self.assigned < self.high()
+            && self.assigned < self.last_executed + self.settings.max_in_flight
+        {
             let n = self.pending.len().min(self.settings.max_batch);
             let batch: Vec<Request> = self.pending.drain(..n).collect();
             self.assigned += 1;
@@ -463,6 +471,13 @@ impl Replica {
 
     /// A message from another replica. Verified before anything counts.
     pub fn handle(&mut self, env: Envelope) -> Result<(), Refused> {
+        let result = self.handle_message(env);
+        // What executed may have made room for the waiting requests.
+        self.propose();
+        result
+    }
+
+    fn handle_message(&mut self, env: Envelope) -> Result<(), Refused> {
         self.cache.verify(&self.replicas, &env.msg)?;
         let from = env.msg.from;
         if env.batch.is_some() && !matches!(env.msg.body, Body::PrePrepare { .. }) {
@@ -542,7 +557,9 @@ impl Replica {
         let from = msg.from;
         match votes.get(&from) {
             Some(existing) if existing.body == msg.body => {}
-            Some(existing) => {
+            // Two votes for one slot conflict only within one view (a slot
+            // taken from a commit certificate may hold another view's).
+            Some(existing) if existing.body.view() == msg.body.view() => {
                 let e = Evidence::ConflictingVotes {
                     a: existing.clone(),
                     b: msg,
@@ -553,7 +570,7 @@ impl Replica {
                     seq,
                 });
             }
-            None => {
+            _ => {
                 votes.insert(from, msg);
             }
         }

@@ -15,6 +15,12 @@
 //! With `--peer etcd` the same runs are repeated against a three-member etcd
 //! cluster (Debian's etcd-server) through the same load generator, and the
 //! report shows both side by side with ratios.
+//!
+//! With `--consensus pbft` the mesh orders with pBFT on `--nodes` replicas (4
+//! or more), and the same runs follow on a 3-node Raft mesh for comparison;
+//! the pBFT rows add what each acknowledged write cost across all replicas:
+//! signatures made and verified, and bytes sent between replicas (from the
+//! nodes' own counters, read before and after each run).
 
 mod etcd;
 pub mod load;
@@ -57,6 +63,10 @@ pub struct KvBench {
     /// installed on first use; driven through its JSON gateway)
     #[arg(long, value_parser = ["etcd"])]
     peer: Option<String>,
+    /// Ordering engine of the mesh: raft, or pbft (then also a 3-node Raft
+    /// mesh in the same run, for the ratio)
+    #[arg(long, default_value = "raft", value_parser = ["raft", "pbft"])]
+    consensus: String,
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -70,6 +80,11 @@ struct LoadRun {
     seconds: f64,
     writes_per_sec: f64,
     latency: Latency,
+    /// pBFT: per acknowledged write, summed over all replicas (null for Raft:
+    /// not counted there).
+    signatures_made_per_write: Option<f64>,
+    signatures_verified_per_write: Option<f64>,
+    bytes_sent_per_write: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,6 +110,7 @@ struct SystemReport {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    consensus: String,
     nodes: usize,
     target: String,
     value_bytes: usize,
@@ -104,21 +120,38 @@ struct Report {
 
 /// A replicated store under test.
 enum System {
-    Mesh(Cluster),
+    /// A mesh, with its name in the report.
+    Mesh(Cluster, &'static str),
     Etcd(etcd::Etcd),
 }
 
 impl System {
     fn name(&self) -> &'static str {
         match self {
-            System::Mesh(_) => "agent-mesh",
+            System::Mesh(_, name) => name,
             System::Etcd(_) => "etcd",
         }
     }
 
+    /// pBFT counters summed over the running nodes: (signatures made,
+    /// verified, bytes sent); None unless every node reports them.
+    fn pbft_counters(&self) -> Option<(u64, u64, u64)> {
+        let System::Mesh(c, _) = self else {
+            return None;
+        };
+        let mut sum = (0, 0, 0);
+        for i in c.running() {
+            let p = c.consensus(i)["pbft"].clone();
+            sum.0 += p["signatures_made"].as_u64()?;
+            sum.1 += p["signatures_verified"].as_u64()?;
+            sum.2 += p["bytes_sent"].as_u64()?;
+        }
+        Some(sum)
+    }
+
     fn wire(&self) -> Wire {
         match self {
-            System::Mesh(_) => Wire::Mesh,
+            System::Mesh(..) => Wire::Mesh,
             System::Etcd(_) => Wire::Etcd,
         }
     }
@@ -126,7 +159,7 @@ impl System {
     /// (index, HOST:PORT) of the running members' client endpoints.
     fn addrs(&self) -> Vec<(usize, String)> {
         match self {
-            System::Mesh(c) => c
+            System::Mesh(c, _) => c
                 .running()
                 .into_iter()
                 .map(|i| (i, c.info(i).http.to_string()))
@@ -138,7 +171,7 @@ impl System {
     /// The member all running members agree leads (and, for the mesh, accept writes).
     fn leader(&self) -> Option<usize> {
         match self {
-            System::Mesh(c) => c
+            System::Mesh(c, _) => c
                 .raft_leader()
                 .filter(|&l| c.consensus(l)["writable"] == true),
             System::Etcd(e) => e.leader(),
@@ -147,14 +180,14 @@ impl System {
 
     fn pid(&self, i: usize) -> Option<u32> {
         match self {
-            System::Mesh(c) => c.nodes[i].child.as_ref().map(|ch| ch.id()),
+            System::Mesh(c, _) => c.nodes[i].child.as_ref().map(|ch| ch.id()),
             System::Etcd(e) => e.pid(i),
         }
     }
 
     fn reap(&mut self, i: usize) {
         match self {
-            System::Mesh(c) => {
+            System::Mesh(c, _) => {
                 let _ = c.kill_hard(i);
             }
             System::Etcd(e) => e.reap(i),
@@ -163,7 +196,31 @@ impl System {
 }
 
 fn start_mesh(nodes: usize) -> anyhow::Result<System> {
-    Ok(System::Mesh(start_cluster(nodes, "kv")?))
+    Ok(System::Mesh(start_cluster(nodes, "kv")?, "agent-mesh"))
+}
+
+/// `nodes` `mesh up` processes ordering with pBFT, named `{tag}0..` (replica
+/// 0 is the first primary), once every node names the same primary and
+/// accepts writes.
+pub fn start_pbft_cluster(nodes: usize, tag: &str) -> anyhow::Result<Cluster> {
+    let exe = std::env::current_exe()?;
+    let mut c = Cluster::new(&exe, "lan", &format!("bench-{tag}"))?;
+    let names: Vec<String> = (0..nodes).map(|i| format!("{tag}{i}")).collect();
+    let extra = c.pbft_genesis(&names)?;
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let first = c.spawn_with(&names[0], &[], &extra)?;
+    let seed = c.info(first).gossip;
+    for name in &names[1..] {
+        c.spawn_with(name, &[seed], &extra)?;
+    }
+    wait_for(Duration::from_secs(30), Duration::from_millis(20), || {
+        c.raft_leader().is_some()
+            && c.running()
+                .iter()
+                .all(|&i| c.consensus(i)["writable"] == true)
+    })
+    .ok_or_else(|| anyhow::anyhow!("the pBFT replicas did not agree on a primary within 30 s"))?;
+    Ok(c)
 }
 
 /// `nodes` durable `mesh up` processes named `{tag}0..`, with a leader and
@@ -190,7 +247,12 @@ pub fn start_cluster(nodes: usize, tag: &str) -> anyhow::Result<Cluster> {
 }
 
 /// Runs the load runs and the failover run against `sys`.
-fn measure(mut sys: System, args: &KvBench, duration: Duration) -> anyhow::Result<SystemReport> {
+fn measure(
+    mut sys: System,
+    nodes: usize,
+    args: &KvBench,
+    duration: Duration,
+) -> anyhow::Result<SystemReport> {
     let value = Arc::new(vec![b'v'; args.value_bytes]);
     let wire = sys.wire();
     let targets = |sys: &System| -> Vec<String> {
@@ -213,9 +275,11 @@ fn measure(mut sys: System, args: &KvBench, duration: Duration) -> anyhow::Resul
         if addrs.is_empty() {
             anyhow::bail!("{}: no leader to send to", sys.name());
         }
+        let before = sys.pbft_counters();
         let started = Instant::now();
         let logs = run_clients(n, &addrs, wire, args.batch, &value, duration, false, None);
         let seconds = started.elapsed().as_secs_f64();
+        let after = sys.pbft_counters();
         let lat: Vec<u32> = logs
             .iter()
             .flat_map(|l| l.latencies_us.iter().copied())
@@ -227,6 +291,12 @@ fn measure(mut sys: System, args: &KvBench, duration: Duration) -> anyhow::Resul
                 sys.name()
             );
         }
+        let per_write = |f: fn(&(u64, u64, u64)) -> u64| match (&before, &after) {
+            (Some(b), Some(a)) if writes > 0 => {
+                Some(f(a).saturating_sub(f(b)) as f64 / writes as f64)
+            }
+            _ => None,
+        };
         runs.push(LoadRun {
             clients: n,
             writes,
@@ -234,12 +304,13 @@ fn measure(mut sys: System, args: &KvBench, duration: Duration) -> anyhow::Resul
             seconds,
             writes_per_sec: writes as f64 / seconds,
             latency: latency(lat),
+            signatures_made_per_write: per_write(|c| c.0),
+            signatures_verified_per_write: per_write(|c| c.1),
+            bytes_sent_per_write: per_write(|c| c.2),
         });
     }
-    let resident_mib: Vec<Option<f64>> = (0..args.nodes)
-        .map(|i| sys.pid(i).and_then(rss_mib))
-        .collect();
-    let failover = if args.no_failover || args.nodes < 3 {
+    let resident_mib: Vec<Option<f64>> = (0..nodes).map(|i| sys.pid(i).and_then(rss_mib)).collect();
+    let failover = if args.no_failover || nodes < 3 {
         None
     } else {
         Some(failover(&mut sys, args, &value)?)
@@ -328,22 +399,48 @@ pub fn run(args: KvBench) -> anyhow::Result<()> {
             "--batch must be 1 to 128 (etcd's default limit of operations per transaction)"
         );
     }
-    if args.peer.is_some() && args.nodes != 3 {
-        anyhow::bail!("--peer etcd runs three members: use --nodes 3");
+    let pbft = args.consensus == "pbft";
+    if args.peer.is_some() && (args.nodes != 3 || pbft) {
+        anyhow::bail!(
+            "--peer etcd runs three members beside a 3-node Raft mesh: use --nodes 3 without --consensus pbft"
+        );
+    }
+    if pbft && args.nodes < 4 {
+        anyhow::bail!("--consensus pbft needs --nodes 4 or more (n = 3f + 1 replicas, f >= 1)");
     }
     let duration = Duration::from_millis(
         mesh_proto::units::parse_duration_ms(&args.duration)
             .map_err(|e| anyhow::anyhow!("--duration: {e}"))?,
     );
-    let mut systems = vec![measure(start_mesh(args.nodes)?, &args, duration)?];
+    let mut systems = Vec::new();
+    if pbft {
+        let c = start_pbft_cluster(args.nodes, "pbft")?;
+        systems.push(measure(
+            System::Mesh(c, "mesh-pbft"),
+            args.nodes,
+            &args,
+            duration,
+        )?);
+        let c = start_cluster(3, "raft")?;
+        systems.push(measure(System::Mesh(c, "mesh-raft"), 3, &args, duration)?);
+    } else {
+        systems.push(measure(
+            start_mesh(args.nodes)?,
+            args.nodes,
+            &args,
+            duration,
+        )?);
+    }
     if args.peer.as_deref() == Some("etcd") {
         systems.push(measure(
             System::Etcd(etcd::Etcd::start(3)?),
+            3,
             &args,
             duration,
         )?);
     }
     let report = Report {
+        consensus: args.consensus.clone(),
         nodes: args.nodes,
         target: args.target.clone(),
         value_bytes: args.value_bytes,
@@ -370,10 +467,20 @@ fn ratio(ours: Option<f64>, theirs: Option<f64>) -> String {
 }
 
 fn print_report(r: &Report) {
-    println!(
-        "bench kv: {} nodes on loopback, durable (fsync before acknowledging), {}-byte values, {} key(s) per request, clients to {} node(s)",
-        r.nodes, r.value_bytes, r.batch, r.target
-    );
+    if r.consensus == "pbft" {
+        println!(
+            "bench kv: pBFT on {} replicas, then Raft on 3 nodes, on loopback; {}-byte values, {} key(s) per request, clients to {} node(s)",
+            r.nodes, r.value_bytes, r.batch, r.target
+        );
+        println!(
+            "(Raft fsyncs before acknowledging; pBFT acknowledges once 2f + 1 replicas committed, its log is in memory)"
+        );
+    } else {
+        println!(
+            "bench kv: {} nodes on loopback, durable (fsync before acknowledging), {}-byte values, {} key(s) per request, clients to {} node(s)",
+            r.nodes, r.value_bytes, r.batch, r.target
+        );
+    }
     if r.batch > 1 {
         println!("(writes = keys acknowledged; latencies are per request)");
     }
@@ -397,18 +504,35 @@ fn print_report(r: &Report) {
         }
     }
     let ours = &r.systems[0];
+    for s in &r.systems {
+        for run in &s.runs {
+            if let (Some(made), Some(verified), Some(bytes)) = (
+                run.signatures_made_per_write,
+                run.signatures_verified_per_write,
+                run.bytes_sent_per_write,
+            ) {
+                println!(
+                    "{} {} clients, per acknowledged write (all replicas): {made:.2} signatures made, {verified:.2} verified, {bytes:.0} bytes sent",
+                    s.system, run.clients
+                );
+            }
+        }
+    }
     if let Some(peer) = r.systems.get(1) {
         for (a, b) in ours.runs.iter().zip(&peer.runs) {
             println!(
-                "{} clients: {} / agent-mesh throughput {}, p50 latency {}",
+                "{} clients: {} / {} throughput {}, p50 latency {}",
                 a.clients,
+                ours.system,
                 peer.system,
-                ratio(Some(a.writes_per_sec), Some(b.writes_per_sec)),
-                ratio(a.latency.p50_ms, b.latency.p50_ms),
+                ratio(Some(b.writes_per_sec), Some(a.writes_per_sec)),
+                ratio(b.latency.p50_ms, a.latency.p50_ms),
             );
         }
     }
-    if let Some(one) = ours.runs.iter().find(|x| x.clients == 1) {
+    if r.consensus == "pbft" {
+        print_pbft_targets(ours);
+    } else if let Some(one) = ours.runs.iter().find(|x| x.clients == 1) {
         println!(
             "target: 1-client median <= 1 ms: {} ({} ms)",
             if one.latency.p50_ms.is_some_and(|x| x <= 1.0) {
@@ -442,7 +566,7 @@ fn print_report(r: &Report) {
                 s.system,
                 f.clients,
                 ms(f.recovery_ms),
-                if s.system == "agent-mesh" {
+                if s.system == "agent-mesh" || s.system == "mesh-raft" {
                     format!(
                         " (target 1500: {})",
                         if f.recovery_ms.is_some_and(|x| x <= 1500.0) {
@@ -469,6 +593,40 @@ fn print_report(r: &Report) {
             "{}: resident memory per node after the load runs (MiB): {}",
             s.system,
             rss.join(", ")
+        );
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+/// The pBFT issue's targets, from the pBFT system's runs.
+fn print_pbft_targets(p: &SystemReport) {
+    if let Some(one) = p.runs.iter().find(|x| x.clients == 1) {
+        println!(
+            "target: pBFT 1-client median commit <= 2 ms with signatures: {} ({} ms)",
+            met(one.latency.p50_ms.is_some_and(|x| x <= 2.0)),
+            ms(one.latency.p50_ms)
+        );
+    }
+    if let Some(best) = p
+        .runs
+        .iter()
+        .max_by(|a, b| a.writes_per_sec.total_cmp(&b.writes_per_sec))
+    {
+        println!(
+            "target: pBFT throughput with batching >= 20,000 writes/s: {} ({:.0} writes/s with {} clients)",
+            met(best.writes_per_sec >= 20_000.0),
+            best.writes_per_sec,
+            best.clients
+        );
+    }
+    if let Some(f) = &p.failover {
+        println!(
+            "target: pBFT primary kill -9 under load, commits resume <= 2,000 ms: {} ({} ms)",
+            met(f.recovery_ms.is_some_and(|x| x <= 2000.0)),
+            ms(f.recovery_ms)
         );
     }
 }

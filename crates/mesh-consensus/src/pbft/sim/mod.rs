@@ -90,6 +90,7 @@ impl Default for PbftSimConfig {
             settings: Settings {
                 window: 16,
                 max_batch: 8,
+                max_in_flight: 4,
                 checkpoint_interval: 8,
                 view_change_timeout_ms: 300,
                 retransmit_ms: 50,
