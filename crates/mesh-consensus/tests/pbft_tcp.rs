@@ -72,9 +72,11 @@ async fn cluster(n: usize, settings: Settings) -> Cluster {
                 replicas: set.clone(),
                 node_ids: (0..n as u64).map(|j| 100 + j).collect(),
                 settings: settings.clone(),
+                dir: None,
             },
             gate,
-        );
+        )
+        .expect("starts");
         let engine = node.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {

@@ -179,16 +179,17 @@ pub fn open(
             })
             .find_map(|m| m.addr.parse().ok())
     };
-    Ok(PbftOrdering::start(
+    PbftOrdering::start(
         PbftSetup {
             me: me as ReplicaId,
             key,
             replicas,
             node_ids: g.replicas.iter().map(|r| node_id_of(&r.name)).collect(),
             settings: lan_settings(),
+            dir: Some(data_dir.join(PBFT_DIR)),
         },
         TcpTransport::new(Arc::new(resolve)),
-    ))
+    )
 }
 
 #[cfg(test)]

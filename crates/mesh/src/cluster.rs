@@ -93,6 +93,38 @@ impl Cluster {
         ])
     }
 
+    /// `nodes` `mesh up` processes ordering with pBFT (plus `extra`
+    /// arguments), named `{tag}0..` (replica 0 is the first primary), once
+    /// every node names the same primary and accepts writes.
+    pub fn start_pbft(
+        exe: &Path,
+        profile: &str,
+        tag: &str,
+        nodes: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<Cluster> {
+        let mut c = Cluster::new(exe, profile, tag)?;
+        let names: Vec<String> = (0..nodes).map(|i| format!("{tag}{i}")).collect();
+        let mut args = c.pbft_genesis(&names)?;
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let first = c.spawn_with(&names[0], &[], &args)?;
+        let seed = c.info(first).gossip;
+        for name in &names[1..] {
+            c.spawn_with(name, &[seed], &args)?;
+        }
+        wait_for(Duration::from_secs(30), Duration::from_millis(20), || {
+            c.raft_leader().is_some()
+                && c.running()
+                    .iter()
+                    .all(|&i| c.consensus(i)["writable"] == true)
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!("the pBFT replicas did not agree on a primary within 30 s")
+        })?;
+        Ok(c)
+    }
+
     /// Starts a node named `name`, joining through `join` if given; waits until it serves.
     pub fn spawn(&mut self, name: &str, join: &[SocketAddr]) -> anyhow::Result<usize> {
         self.spawn_with(name, join, &[])
@@ -239,7 +271,8 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    /// The running node every running node names as Raft leader, if they agree.
+    /// The running node every running node names as Raft leader (pBFT:
+    /// primary), if they agree.
     pub fn raft_leader(&self) -> Option<usize> {
         let running = self.running();
         let views: Vec<(usize, Value)> = running.iter().map(|&i| (i, self.consensus(i))).collect();

@@ -192,6 +192,9 @@ fn render_consensus(c: &Value) -> String {
         }
         _ => "none".into(),
     };
+    if c["engine"] == "pbft" {
+        return pbft_line(c, &leader, &names(&c["voters"], &c["voter_names"]));
+    }
     format!(
         "consensus {}  leader {}  term {}  commit {}  applied {}  {}\nvoters [{}]  learners [{}]\n\n",
         c["engine"].as_str().unwrap_or("?"),
@@ -207,6 +210,57 @@ fn render_consensus(c: &Value) -> String {
         names(&c["voters"], &c["voter_names"]),
         names(&c["learners"], &c["learner_names"]),
     )
+}
+
+/// pBFT's lines: view and primary, the replicas, this replica's position
+/// and counters, and the evidence it holds against replicas that lied.
+fn pbft_line(c: &Value, primary: &str, replicas: &str) -> String {
+    let p = &c["pbft"];
+    let mut out = format!(
+        "consensus pbft  primary {primary}  view {}{}  executed {}  stable checkpoint {}  {}\nreplicas [{replicas}]  (n = {}, tolerates f = {} that lie)\nsignatures made {}  verified {}  sent {} frames, {} bytes  refused {}  view changes {}  state transfers {}\n",
+        p["view"],
+        if p["active"] == false {
+            " (changing)"
+        } else {
+            ""
+        },
+        p["last_executed"],
+        p["low_watermark"],
+        if c["writable"] == true {
+            "writable"
+        } else {
+            "READ-ONLY"
+        },
+        p["replicas"],
+        p["f"],
+        p["signatures_made"],
+        p["signatures_verified"],
+        p["frames_sent"],
+        p["bytes_sent"],
+        p["refused"],
+        p["view_changes"],
+        p["state_transfers"],
+    );
+    let evidence = p["evidence"].as_array().cloned().unwrap_or_default();
+    if p["evidence_total"].as_u64().unwrap_or(0) > 0 {
+        out.push_str(&format!(
+            "EVIDENCE of misbehaviour: {} piece(s)\n",
+            p["evidence_total"]
+        ));
+        for e in evidence.iter().rev().take(5) {
+            let who = e["culprit"]
+                .as_u64()
+                .and_then(|i| c["voter_names"][i as usize].as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("replica {}", e["culprit"]));
+            out.push_str(&format!(
+                "  {who}: {} in view {}\n",
+                e["kind"].as_str().unwrap_or("?"),
+                e["view"]
+            ));
+        }
+    }
+    out.push('\n');
+    out
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {

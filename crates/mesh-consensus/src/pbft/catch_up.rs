@@ -104,3 +104,195 @@ impl Replica {
         Ok(taken)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::pbft::config::ReplicaId;
+    use crate::pbft::message::{Body, Envelope, Request};
+    use crate::pbft::replica::{Output, Settings};
+    use crate::pbft::testing::{keys, replica_set};
+    use crate::pbft::validate::CertError;
+
+    fn req(t: u64) -> Request {
+        Request::signed(&SigningKey::from_bytes(&[9; 32]), t, vec![t as u8])
+    }
+
+    /// Delivers broadcasts among `rs` until nothing moves; returns what
+    /// each executed and every broadcast message.
+    fn run(rs: &mut [Replica]) -> (Vec<Vec<Seq>>, Vec<Envelope>) {
+        let mut executed = vec![Vec::new(); rs.len()];
+        let mut all = Vec::new();
+        loop {
+            let mut mail = Vec::new();
+            for (i, r) in rs.iter_mut().enumerate() {
+                for o in r.drain_outputs() {
+                    match o {
+                        Output::Broadcast(e) => mail.push((r.id(), e)),
+                        Output::Execute { seq, .. } => executed[i].push(seq),
+                        _ => {}
+                    }
+                }
+            }
+            if mail.is_empty() {
+                return (executed, all);
+            }
+            for (from, e) in mail {
+                all.push(e.clone());
+                for r in rs.iter_mut().filter(|r| r.id() != from) {
+                    let _ = r.handle(e.clone());
+                }
+            }
+        }
+    }
+
+    /// TOCS 2002 §4.5: a replica that missed a run of committed batches
+    /// takes them from commit certificates (pre-prepare, batch, 2f + 1
+    /// commits) and executes them in order; a certificate with another
+    /// batch or too few commits is refused and changes nothing.
+    #[test]
+    fn a_replica_that_missed_batches_executes_them_from_commit_certificates() {
+        let k = keys(4);
+        let set = replica_set(&k);
+        let mut rs: Vec<Replica> = k
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| Replica::new(i as ReplicaId, set.clone(), key, Settings::default()))
+            .collect();
+        let mut behind = rs.pop().expect("four");
+        for t in 1..=3 {
+            rs[0].request(req(t));
+        }
+        let (executed, sent) = run(&mut rs);
+        assert_eq!(executed[1], vec![1, 2, 3]);
+
+        // The commits the others sent: the replica behind sees a quorum
+        // commit sequence numbers it cannot execute, and asks once the gap
+        // lasted a retransmission period.
+        for e in sent
+            .iter()
+            .filter(|e| matches!(e.msg.body, Body::Commit { .. }))
+        {
+            let _ = behind.handle(e.clone());
+        }
+        behind.tick(1);
+        behind.tick(1 + Settings::default().retransmit_ms);
+        let asked = behind
+            .drain_outputs()
+            .into_iter()
+            .any(|o| o == Output::FetchEntries { after: 0 });
+        assert!(asked, "a replica behind a quorum's commits asks for them");
+
+        let certs = rs[1].commit_certs(0, MAX_CERTS);
+        assert_eq!(certs.len(), 3);
+        let mut forged = certs.clone();
+        forged[0].batch = vec![req(99)];
+        assert_eq!(
+            behind.on_commit_certs(forged),
+            Err(Refused::Certificate(CertError::BatchMismatch))
+        );
+        let mut weak = certs.clone();
+        weak[1].commits.truncate(2);
+        assert!(matches!(
+            behind.on_commit_certs(weak.split_off(1)),
+            Err(Refused::Certificate(CertError::WeakCert { .. }))
+        ));
+        assert_eq!(
+            behind.last_executed(),
+            0,
+            "refused certificates change nothing"
+        );
+
+        assert_eq!(behind.on_commit_certs(certs), Ok(3));
+        let seqs: Vec<Seq> = behind
+            .drain_outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Execute { seq, .. } => Some(seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(behind.waiting(), 0);
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use ed25519_dalek::SigningKey;
+
+    use crate::pbft::config::ReplicaId;
+    use crate::pbft::message::{Body, Request};
+    use crate::pbft::replica::{Output, Replica, Settings};
+    use crate::pbft::testing::{keys, replica_set};
+
+    /// A replica that restarted without its memory signs no pre-prepare,
+    /// prepare or commit at or below its last reservation (it may have
+    /// signed different ones there before: equivocation, TOCS 2002 §4.4's
+    /// reason for keeping them), and reserves before it signs beyond.
+    #[test]
+    fn a_restarted_replica_signs_nothing_it_may_have_signed_before() {
+        let k = keys(4);
+        let set = replica_set(&k);
+        let mut primary = Replica::new(0, set.clone(), k[0].clone(), Settings::default());
+        let mut reserved = None;
+        let r = Request::signed(&SigningKey::from_bytes(&[3; 32]), 1, vec![1]);
+        primary.request(r);
+        for o in primary.drain_outputs() {
+            match o {
+                Output::Reserve { view, seq } => reserved = Some((view, seq)),
+                Output::Broadcast(e) if matches!(e.msg.body, Body::PrePrepare { .. }) => {
+                    assert!(
+                        reserved.is_some(),
+                        "reserved before the pre-prepare went out"
+                    )
+                }
+                _ => {}
+            }
+        }
+        let (view, seq) = reserved.expect("a reservation");
+        assert_eq!((view, seq), (0, 1 + Settings::default().window));
+
+        // Restarted: the same primary's next pre-prepare is above the floor.
+        let mut again = Replica::new(0, set.clone(), k[0].clone(), Settings::default());
+        again.resume(view, seq);
+        again.request(Request::signed(
+            &SigningKey::from_bytes(&[4; 32]),
+            1,
+            vec![2],
+        ));
+        let pre_prepared: Vec<u64> = again
+            .drain_outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Broadcast(e) => match e.msg.body {
+                    Body::PrePrepare { seq, .. } => Some(seq),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert!(pre_prepared.iter().all(|&s| s > seq), "{pre_prepared:?}");
+
+        // A restarted backup does not prepare a slot below its floor.
+        let mut backup = Replica::new(1 as ReplicaId, set, k[1].clone(), Settings::default());
+        backup.resume(0, 10);
+        let mut p = Replica::new(0, replica_set(&k), k[0].clone(), Settings::default());
+        p.request(Request::signed(
+            &SigningKey::from_bytes(&[5; 32]),
+            1,
+            vec![3],
+        ));
+        for o in p.drain_outputs() {
+            if let Output::Broadcast(e) = o {
+                let _ = backup.handle(e);
+            }
+        }
+        let prepared = backup.drain_outputs().into_iter().any(
+            |o| matches!(o, Output::Broadcast(e) if matches!(e.msg.body, Body::Prepare { .. })),
+        );
+        assert!(!prepared, "seq 1 is below the floor of 10");
+    }
+}

@@ -110,6 +110,44 @@ pub struct PbftSetup {
     /// Each replica's node id, by replica id (what status reports).
     pub node_ids: Vec<u64>,
     pub settings: Settings,
+    /// Where the replica keeps its signing reservation (see [`POSITION_FILE`]);
+    /// `None` keeps nothing (tests in one process).
+    pub dir: Option<std::path::PathBuf>,
+}
+
+/// The replica's durable signing reservation, `{"view": V, "seq": S}`: it
+/// may have signed pre-prepares, prepares and commits up to view V and
+/// sequence number S, and after a restart signs none there again.
+pub const POSITION_FILE: &str = "position.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Position {
+    view: View,
+    seq: Seq,
+}
+
+fn read_position(dir: &std::path::Path) -> Result<Option<Position>, String> {
+    let path = dir.join(POSITION_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes the reservation durably: a temporary file, synced, renamed over
+/// the old one, and the directory synced.
+fn write_position(dir: &std::path::Path, p: Position) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join("position.json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(&p).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(POSITION_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Settings for nodes on a LAN: the paper's checkpoint interval, a view
@@ -156,6 +194,8 @@ pub struct PbftStatus {
     pub own_commands: u64,
     pub evidence_total: u64,
     pub evidence: Vec<EvidenceRecord>,
+    /// Why the engine stopped, if it did.
+    pub fatal: Option<String>,
 }
 
 enum Input {
@@ -188,8 +228,13 @@ pub struct PbftOrdering {
 impl PbftOrdering {
     /// Starts the engine with an empty state; `transport` reaches the other
     /// replicas, and frames from them go to [`PbftOrdering::deliver`].
-    pub fn start(setup: PbftSetup, transport: Arc<dyn Transport>) -> Self {
+    /// Fails if the replica's reservation cannot be read.
+    pub fn start(setup: PbftSetup, transport: Arc<dyn Transport>) -> Result<Self, String> {
         let node_id = setup.node_ids[setup.me as usize];
+        let resume = match &setup.dir {
+            Some(dir) => read_position(dir)?,
+            None => None,
+        };
         let node_ids = setup.node_ids.clone();
         let state: SharedState = Arc::new(RwLock::new(StateMachine::new()));
         let (inbox, rx) = mpsc::channel(8_192);
@@ -197,9 +242,20 @@ impl PbftOrdering {
         let (status_tx, status) = watch::channel(PbftStatus::default());
         let (primary_tx, primary) = watch::channel((0, None));
         let (events, _) = broadcast::channel(4_096);
+        let mut replica = Replica::new(setup.me, setup.replicas, setup.key.clone(), setup.settings);
+        if let Some(p) = resume {
+            tracing::info!(
+                view = p.view,
+                seq = p.seq,
+                "pBFT replica restarted: it signs nothing at or below its last reservation and catches up from the others"
+            );
+            replica.resume(p.view, p.seq);
+        }
         let driver = Driver {
-            client_key: setup.key.clone(),
-            replica: Replica::new(setup.me, setup.replicas, setup.key, setup.settings),
+            client_key: setup.key,
+            dir: setup.dir,
+            fatal: None,
+            replica,
             node_ids: setup.node_ids,
             transport,
             state: state.clone(),
@@ -216,7 +272,7 @@ impl PbftOrdering {
             served: BTreeMap::new(),
         };
         tokio::spawn(driver.run(rx));
-        PbftOrdering {
+        Ok(PbftOrdering {
             shared: Arc::new(Shared {
                 node_id,
                 node_ids,
@@ -227,7 +283,7 @@ impl PbftOrdering {
                 primary,
                 events,
             }),
-        }
+        })
     }
 
     /// A frame's payload from another replica (see [`decode`]). Waits while
@@ -342,7 +398,7 @@ impl Ordering for PbftOrdering {
             millis_since_quorum_ack: None,
             voters: self.shared.node_ids.clone(),
             learners: Vec::new(),
-            fatal: None,
+            fatal: s.fatal,
         }
     }
 
@@ -374,6 +430,9 @@ struct InFlight {
 
 struct Driver {
     client_key: SigningKey,
+    dir: Option<std::path::PathBuf>,
+    /// Why the engine stopped (the reservation could not be stored).
+    fatal: Option<String>,
     replica: Replica,
     node_ids: Vec<u64>,
     transport: Arc<dyn Transport>,
@@ -440,6 +499,12 @@ impl Driver {
             self.send_request();
             self.outputs();
             self.publish_status();
+            if let Some(why) = &self.fatal {
+                self.stats.fatal = Some(why.clone());
+                self.publish_status();
+                // Dropping the receiver fails every proposal from now on.
+                return;
+            }
         }
     }
 
@@ -556,6 +621,9 @@ impl Driver {
                 return;
             }
             for o in outputs {
+                if self.fatal.is_some() {
+                    return; // nothing goes out once a reservation failed
+                }
                 self.output(o);
             }
         }
@@ -586,6 +654,20 @@ impl Driver {
                 self.ask_state(seq);
             }
             Output::Evidence(e) => self.evidence(&e),
+            Output::Reserve { view, seq } => {
+                if let Some(dir) = &self.dir
+                    && let Err(e) = write_position(dir, Position { view, seq })
+                {
+                    let why = format!(
+                        "cannot store the pBFT signing reservation in {}: {e}",
+                        dir.display()
+                    );
+                    tracing::error!(
+                        "{why}; this replica stops (signing on could equivocate after a restart)"
+                    );
+                    self.fatal = Some(why);
+                }
+            }
             Output::FetchEntries { after } => {
                 let frame = Arc::new(encode(&Wire::FetchEntries {
                     from: self.replica.id(),

@@ -97,6 +97,11 @@ pub enum Output {
     Evidence(Evidence),
     /// The replica entered a new view.
     ViewChanged { view: View },
+    /// Store durably, before carrying out any later output, that this
+    /// replica may sign pre-prepares, prepares and commits up to `view` and
+    /// `seq`; after a restart pass it to [`Replica::resume`]. Comes once per
+    /// window of sequence numbers and once per view.
+    Reserve { view: View, seq: Seq },
     /// Others committed batches this replica cannot execute yet: ask them
     /// for the commit certificates above `after` ([`Replica::commit_certs`])
     /// and pass them to [`Replica::on_commit_certs`].
@@ -238,6 +243,11 @@ pub struct Replica {
     last_retransmit: u64,
     /// A gap behind what others committed: (last executed, since when).
     pub(super) stalled: Option<(Seq, u64)>,
+    /// After a restart: what this replica may have signed before it (views
+    /// up to .0 and sequence numbers up to .1); it signs nothing there again.
+    floor: Option<(View, Seq)>,
+    /// What is durably reserved for signing (see [`Output::Reserve`]).
+    reserved: (View, Seq),
     pub(super) counters: Counters,
     pub(super) cache: SigCache,
     pub(super) outputs: Vec<Output>,
@@ -279,6 +289,8 @@ impl Replica {
             vc_attempts: 0,
             last_retransmit: 0,
             stalled: None,
+            floor: None,
+            reserved: (0, 0),
             counters: Counters::default(),
             cache: SigCache::default(),
             outputs: Vec::new(),
@@ -287,6 +299,37 @@ impl Replica {
 
     pub fn id(&self) -> ReplicaId {
         self.id
+    }
+
+    /// Restarts a replica that lost its memory: `view` and `seq` are its
+    /// last [`Output::Reserve`]. It starts in that view and signs no
+    /// pre-prepare, prepare or commit at or below it again (two different
+    /// ones for one slot would be equivocation); the slots it cannot vote on
+    /// come to it by commit certificates and state transfer.
+    pub fn resume(&mut self, view: View, seq: Seq) {
+        self.view = view;
+        self.entered_view = view;
+        self.floor = Some((view, seq));
+        self.reserved = (view, seq);
+        self.assigned = seq;
+    }
+
+    /// Whether this replica may sign a pre-prepare, prepare or commit for
+    /// (`view`, `seq`): not where it may have signed before a restart.
+    /// Reserves first when the slot is beyond what is durably reserved.
+    pub(super) fn may_sign(&mut self, view: View, seq: Seq) -> bool {
+        if self.floor.is_some_and(|(fv, fs)| view <= fv && seq <= fs) {
+            return false;
+        }
+        if view > self.reserved.0 || seq > self.reserved.1 {
+            self.reserved = (
+                self.reserved.0.max(view),
+                self.reserved.1.max(seq + self.settings.window),
+            );
+            let (view, seq) = self.reserved;
+            self.outputs.push(Output::Reserve { view, seq });
+        }
+        true
     }
     pub fn view(&self) -> View {
         self.view
@@ -435,6 +478,12 @@ impl Replica {
             && self.assigned < self.high()
             && self.assigned < self.last_executed + self.settings.max_in_flight
         {
+            if !self.may_sign(self.view, self.assigned + 1) {
+                // Assigned before a restart, perhaps: skip past (the gap
+                // ends this view; the next primary fills it).
+                self.assigned = self.floor.map_or(self.assigned, |f| f.1);
+                continue;
+            }
             let n = self.pending.len().min(self.settings.max_batch);
             let batch: Vec<Request> = self.pending.drain(..n).collect();
             self.assigned += 1;
@@ -611,6 +660,14 @@ impl Replica {
             });
         }
         self.in_view_and_window(msg.from, view, seq)?;
+        if let Some(slot) = self.slots.get(&seq)
+            && slot.committed
+            && slot.view != view
+        {
+            // Committed here from another view's commit certificate: its
+            // pre-prepare is no rival of this one (and nothing is left to do).
+            return Ok(());
+        }
         if let Some(existing) = self.slots.get(&seq).and_then(|s| s.pre_prepare.clone()) {
             if existing.body == msg.body {
                 return Ok(()); // a duplicate
@@ -636,7 +693,9 @@ impl Replica {
                 }
             }
         }
-        let prepare = self.sign(Body::Prepare { view, seq, digest });
+        let prepare = self
+            .may_sign(view, seq)
+            .then(|| self.sign(Body::Prepare { view, seq, digest }));
         for r in &batch {
             self.note_in_flight(r);
         }
@@ -645,8 +704,10 @@ impl Replica {
         slot.pre_prepare = Some(msg);
         slot.batch = Some(batch);
         slot.digest = Some(digest);
-        slot.prepares.insert(self.id, prepare.clone());
-        self.broadcast(prepare, None);
+        if let Some(prepare) = prepare {
+            slot.prepares.insert(self.id, prepare.clone());
+            self.broadcast(prepare, None);
+        }
         self.check(seq);
         Ok(())
     }
@@ -682,7 +743,7 @@ impl Replica {
             } => *v == view && *d == digest,
             _ => false,
         };
-        if !slot.sent_commit {
+        if !slot.sent_commit && !self.floor.is_some_and(|(fv, fs)| view <= fv && seq <= fs) {
             if view != self.view || !self.active {
                 return; // no new prepared certificates in an old view
             }
@@ -697,6 +758,9 @@ impl Replica {
                 batch: slot.batch.clone().unwrap_or_default(),
             };
             self.prepared.insert(seq, cert);
+            if !self.may_sign(view, seq) {
+                return;
+            }
             let commit = self.sign(Body::Commit { view, seq, digest });
             let slot = self.slots.get_mut(&seq).expect("present");
             slot.sent_commit = true;
@@ -1157,7 +1221,10 @@ mod tests {
         // The real one is accepted (a prepare goes out); a second one with
         // another batch for the same (view, seq) is evidence.
         assert_eq!(b.handle(pp(0, 0, 1, &batch)), Ok(()));
-        assert!(matches!(&b.drain_outputs()[..], [Output::Broadcast(_)]));
+        assert!(matches!(
+            &b.drain_outputs()[..],
+            [Output::Reserve { .. }, Output::Broadcast(_)]
+        ));
         assert_eq!(
             b.handle(pp(0, 0, 1, &vec![req(9)])),
             Err(Refused::Conflict { view: 0, seq: 1 })
@@ -1173,6 +1240,7 @@ mod tests {
         Settings {
             window: 4,
             max_batch: 1,
+            max_in_flight: 4,
             checkpoint_interval: 2,
             ..Settings::default()
         }

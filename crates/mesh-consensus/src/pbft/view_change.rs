@@ -190,6 +190,17 @@ impl Replica {
         }
         let infos: Vec<validate::ViewChangeInfo> = chosen.iter().map(|(_, i)| i.clone()).collect();
         let plan = validate::new_view_plan(&infos);
+        // A NEW-VIEW re-issues pre-prepares: none where this replica may
+        // have signed before a restart (another view change follows).
+        let top = plan.pre_prepares.last().map_or(plan.stable, |p| p.0);
+        if plan
+            .pre_prepares
+            .iter()
+            .any(|(seq, ..)| !self.may_sign(v, *seq))
+            || !self.may_sign(v, top)
+        {
+            return;
+        }
         let pre_prepares: Vec<Signed> = plan
             .pre_prepares
             .iter()
@@ -264,7 +275,7 @@ impl Replica {
                 digest: Some(digest),
                 ..Slot::default()
             };
-            if !primary {
+            if !primary && self.may_sign(v, seq) {
                 let prepare = self.sign(Body::Prepare {
                     view: v,
                     seq,

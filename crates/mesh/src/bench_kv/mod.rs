@@ -199,30 +199,6 @@ fn start_mesh(nodes: usize) -> anyhow::Result<System> {
     Ok(System::Mesh(start_cluster(nodes, "kv")?, "agent-mesh"))
 }
 
-/// `nodes` `mesh up` processes ordering with pBFT, named `{tag}0..` (replica
-/// 0 is the first primary), once every node names the same primary and
-/// accepts writes.
-pub fn start_pbft_cluster(nodes: usize, tag: &str) -> anyhow::Result<Cluster> {
-    let exe = std::env::current_exe()?;
-    let mut c = Cluster::new(&exe, "lan", &format!("bench-{tag}"))?;
-    let names: Vec<String> = (0..nodes).map(|i| format!("{tag}{i}")).collect();
-    let extra = c.pbft_genesis(&names)?;
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let first = c.spawn_with(&names[0], &[], &extra)?;
-    let seed = c.info(first).gossip;
-    for name in &names[1..] {
-        c.spawn_with(name, &[seed], &extra)?;
-    }
-    wait_for(Duration::from_secs(30), Duration::from_millis(20), || {
-        c.raft_leader().is_some()
-            && c.running()
-                .iter()
-                .all(|&i| c.consensus(i)["writable"] == true)
-    })
-    .ok_or_else(|| anyhow::anyhow!("the pBFT replicas did not agree on a primary within 30 s"))?;
-    Ok(c)
-}
-
 /// `nodes` durable `mesh up` processes named `{tag}0..`, with a leader and
 /// min(3, nodes) voters.
 pub fn start_cluster(nodes: usize, tag: &str) -> anyhow::Result<Cluster> {
@@ -414,7 +390,8 @@ pub fn run(args: KvBench) -> anyhow::Result<()> {
     );
     let mut systems = Vec::new();
     if pbft {
-        let c = start_pbft_cluster(args.nodes, "pbft")?;
+        let exe = std::env::current_exe()?;
+        let c = Cluster::start_pbft(&exe, "lan", "bench-pbft", args.nodes, &[])?;
         systems.push(measure(
             System::Mesh(c, "mesh-pbft"),
             args.nodes,

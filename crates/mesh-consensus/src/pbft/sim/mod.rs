@@ -695,6 +695,9 @@ impl Sim {
                     ));
                 }
             }
+            // Crashes here keep memory (a stopped process with its disk
+            // intact); the reservation matters to restarts without it.
+            Output::Reserve { .. } => {}
             Output::FetchEntries { after } => {
                 for to in others {
                     self.send(i, to, &Wire::FetchEntries(after), 0);
