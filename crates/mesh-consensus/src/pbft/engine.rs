@@ -100,6 +100,10 @@ pub fn decode(payload: &[u8]) -> Option<Wire> {
 /// what matters.
 pub trait Transport: Send + Sync + 'static {
     fn send(&self, to: ReplicaId, frame: Arc<Vec<u8>>);
+    /// Frames dropped so far because a peer could not take them.
+    fn dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// Who this replica is, among whom.
@@ -184,6 +188,8 @@ pub struct PbftStatus {
     pub signatures_verified: u64,
     pub bytes_sent: u64,
     pub frames_sent: u64,
+    /// Frames the transport dropped (a peer's queue full or unreachable).
+    pub frames_dropped: u64,
     /// Messages refused (bad signature, wrong view, outside the window, ...).
     pub refused: u64,
     pub undecodable: u64,
@@ -206,6 +212,12 @@ enum Input {
         reply: oneshot::Sender<Result<Applied, OrderError>>,
     },
     Frame(Vec<u8>),
+    /// A checkpoint's state, encoded and digested off the driver's thread.
+    Checkpoint {
+        seq: Seq,
+        snapshot: Vec<u8>,
+        digest: Digest,
+    },
 }
 
 struct Shared {
@@ -252,6 +264,7 @@ impl PbftOrdering {
             replica.resume(p.view, p.seq);
         }
         let driver = Driver {
+            own_inbox: inbox.downgrade(),
             client_key: setup.key,
             dir: setup.dir,
             fatal: None,
@@ -429,6 +442,9 @@ struct InFlight {
 }
 
 struct Driver {
+    /// For results of work done off the driver's thread (weak: the driver
+    /// stops once every handle is gone).
+    own_inbox: mpsc::WeakSender<Input>,
     client_key: SigningKey,
     dir: Option<std::path::PathBuf>,
     /// Why the engine stopped (the reservation could not be stored).
@@ -520,6 +536,17 @@ impl Driver {
                 reply,
             }),
             Input::Frame(payload) => self.frame(&payload),
+            Input::Checkpoint {
+                seq,
+                snapshot,
+                digest,
+            } => {
+                self.snapshots.insert(seq, Arc::new(snapshot));
+                while self.snapshots.len() > SNAPSHOTS_KEPT {
+                    self.snapshots.pop_first();
+                }
+                self.replica.state_digest(seq, digest);
+            }
         }
     }
 
@@ -715,11 +742,14 @@ impl Driver {
 
     fn execute(&mut self, seq: Seq, batch: &[Request], checkpoint: bool) {
         let mut events = Vec::new();
-        let (executed, applied, snapshot) = {
+        let (executed, applied, copy) = {
             let mut sm = self.state.write().unwrap_or_else(|e| e.into_inner());
             let executed = self.app.execute(&mut sm, seq, batch, &mut events);
-            let snapshot = checkpoint.then(|| self.app.snapshot(&sm));
-            (executed, sm.applied_index, snapshot)
+            // The state at a checkpoint is copied here, encoded and digested
+            // on another thread: a large state would otherwise stall this
+            // replica for as long.
+            let copy = checkpoint.then(|| (sm.clone(), self.app.clone()));
+            (executed, sm.applied_index, copy)
         };
         let me = self.client_key.verifying_key().to_bytes();
         for ex in executed {
@@ -731,13 +761,19 @@ impl Driver {
             let _ = self.events.send((applied, e));
         }
         self.applied.send_replace(applied);
-        if let Some(snapshot) = snapshot {
-            let digest = snapshot_digest(&snapshot);
-            self.snapshots.insert(seq, Arc::new(snapshot));
-            while self.snapshots.len() > SNAPSHOTS_KEPT {
-                self.snapshots.pop_first();
-            }
-            self.replica.state_digest(seq, digest);
+        if let Some((sm, app)) = copy {
+            let inbox = self.own_inbox.clone();
+            tokio::task::spawn_blocking(move || {
+                let snapshot = app.snapshot(&sm);
+                let digest = snapshot_digest(&snapshot);
+                if let Some(tx) = inbox.upgrade() {
+                    let _ = tx.blocking_send(Input::Checkpoint {
+                        seq,
+                        snapshot,
+                        digest,
+                    });
+                }
+            });
         }
         self.settle_in_flight();
     }
@@ -862,6 +898,7 @@ impl Driver {
         s.low_watermark = r.low_watermark();
         s.signatures_made = c.signed;
         s.signatures_verified = c.verified;
+        s.frames_dropped = self.transport.dropped();
         let primary = (
             s.view,
             s.active

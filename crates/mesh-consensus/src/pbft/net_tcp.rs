@@ -24,7 +24,7 @@ use super::engine::{MAX_FRAME_BYTES, PbftOrdering, Transport};
 
 /// Frames queued for one peer before new ones are dropped (a peer that is
 /// down must not make this node hold an unbounded backlog).
-const QUEUE: usize = 4_096;
+const QUEUE: usize = 16_384;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Wait before dialling a peer again after a failure.
 const REDIAL_AFTER: Duration = Duration::from_millis(100);
@@ -36,6 +36,8 @@ pub type Resolver = Arc<dyn Fn(ReplicaId) -> Option<SocketAddr> + Send + Sync>;
 pub struct TcpTransport {
     resolve: Resolver,
     peers: Mutex<HashMap<ReplicaId, mpsc::Sender<Arc<Vec<u8>>>>>,
+    /// Frames dropped because a peer's queue was full.
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl TcpTransport {
@@ -43,6 +45,7 @@ impl TcpTransport {
         Arc::new(TcpTransport {
             resolve,
             peers: Mutex::new(HashMap::new()),
+            dropped: std::sync::atomic::AtomicU64::new(0),
         })
     }
 }
@@ -56,7 +59,14 @@ impl Transport for TcpTransport {
             tx
         });
         // Full: the peer is slow or away; the protocol sends again.
-        let _ = tx.try_send(frame);
+        if tx.try_send(frame).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -36,6 +36,12 @@ use super::message::{
 };
 use super::validate::{self, CertError};
 
+/// A tick this much later than the last means this replica stalled.
+const STALL_MS: u64 = 50;
+
+/// Retransmission waits at most 2^3 periods while nothing progresses.
+const MAX_RETRANSMIT_BACKOFF: u32 = 3;
+
 /// Settings of a replica.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -230,6 +236,8 @@ pub struct Replica {
     pub(super) helped: BTreeMap<ReplicaId, u64>,
     /// When each replica was last sent a view change for a lower view.
     pub(super) answered_vc: BTreeMap<ReplicaId, u64>,
+    /// When the primary was last answered a repeated pre-prepare.
+    answered_pp: BTreeMap<ReplicaId, u64>,
     pub(super) now: u64,
     /// Since when the oldest waiting request waits (reset on progress).
     pub(super) timer_since: Option<u64>,
@@ -241,6 +249,10 @@ pub struct Replica {
     /// View changes since the last progress (the timeout doubles with each).
     pub(super) vc_attempts: u32,
     last_retransmit: u64,
+    /// Last executed at the last retransmission check, and how many
+    /// periods without progress since (each doubles the next wait).
+    retransmit_mark: Seq,
+    retransmit_backoff: u32,
     /// A gap behind what others committed: (last executed, since when).
     pub(super) stalled: Option<(Seq, u64)>,
     /// After a restart: what this replica may have signed before it (views
@@ -282,12 +294,15 @@ impl Replica {
             new_view: None,
             helped: BTreeMap::new(),
             answered_vc: BTreeMap::new(),
+            answered_pp: BTreeMap::new(),
             now: 0,
             timer_since: None,
             vc_quorum_since: None,
             entered_view: 0,
             vc_attempts: 0,
             last_retransmit: 0,
+            retransmit_mark: 0,
+            retransmit_backoff: 0,
             stalled: None,
             floor: None,
             reserved: (0, 0),
@@ -508,13 +523,37 @@ impl Replica {
     /// primary proposes what the window allows, timers fire, lost messages
     /// go out again.
     pub fn tick(&mut self, now: u64) {
+        // Time this replica itself did not run (its process stalled, say
+        // on a large checkpoint) says nothing about the primary: the
+        // timers do not count it.
+        let gap = now.saturating_sub(self.now);
+        if self.now > 0 && gap > STALL_MS {
+            let lost = gap - STALL_MS;
+            for t in [&mut self.timer_since, &mut self.vc_quorum_since]
+                .into_iter()
+                .flatten()
+            {
+                *t += lost;
+            }
+        }
         self.now = self.now.max(now);
         self.propose();
         self.check_timers();
         self.check_gap();
-        if self.now.saturating_sub(self.last_retransmit) >= self.settings.retransmit_ms {
+        // Retransmission only while this replica makes no progress, and
+        // less often the longer that lasts: under load, messages are late,
+        // not lost, and sending everything again would only add load.
+        let every = self.settings.retransmit_ms << self.retransmit_backoff;
+        if self.now.saturating_sub(self.last_retransmit) >= every {
             self.last_retransmit = self.now;
-            self.retransmit();
+            if self.last_executed > self.retransmit_mark {
+                self.retransmit_mark = self.last_executed;
+                self.retransmit_backoff = 0;
+            } else {
+                self.retransmit();
+                self.resend_uncarried();
+                self.retransmit_backoff = (self.retransmit_backoff + 1).min(MAX_RETRANSMIT_BACKOFF);
+            }
         }
     }
 
@@ -670,7 +709,30 @@ impl Replica {
         }
         if let Some(existing) = self.slots.get(&seq).and_then(|s| s.pre_prepare.clone()) {
             if existing.body == msg.body {
-                return Ok(()); // a duplicate
+                // A duplicate. A primary sends its pre-prepare again only
+                // while it has not committed the slot: if this replica has,
+                // its commit may be what the primary misses (nothing answers
+                // a commit, so this cannot ping-pong).
+                let from = msg.from;
+                let ours = self
+                    .slots
+                    .get(&seq)
+                    .filter(|s| s.committed)
+                    .and_then(|s| s.commits.get(&self.id).cloned());
+                if let Some(msg) = ours
+                    && due(
+                        &mut self.answered_pp,
+                        from,
+                        self.now,
+                        self.settings.retransmit_ms,
+                    )
+                {
+                    self.outputs.push(Output::Send {
+                        to: from,
+                        env: Envelope { msg, batch: None },
+                    });
+                }
+                return Ok(());
             }
             // The primary signed two different pre-prepares for (view, seq).
             self.outputs.push(Output::Evidence(Evidence::Equivocation {
@@ -1013,8 +1075,11 @@ impl Replica {
         for env in again {
             self.outputs.push(Output::Broadcast(env));
         }
-        // Requests no pre-prepare carries yet go to the primary again.
-        if !self.is_primary() {
+    }
+
+    /// Requests no pre-prepare carries yet go to the primary again.
+    fn resend_uncarried(&mut self) {
+        if self.active && !self.is_primary() {
             let primary = self.replicas.primary(self.view);
             let mut resend = self.uncarried();
             resend.truncate(self.settings.max_batch);

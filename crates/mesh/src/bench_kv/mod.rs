@@ -85,6 +85,10 @@ struct LoadRun {
     signatures_made_per_write: Option<f64>,
     signatures_verified_per_write: Option<f64>,
     bytes_sent_per_write: Option<f64>,
+    /// pBFT: view changes and state transfers during the run.
+    view_changes: Option<u64>,
+    state_transfers: Option<u64>,
+    frames_dropped: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,6 +122,18 @@ struct Report {
     systems: Vec<SystemReport>,
 }
 
+/// pBFT's own counters, over all replicas (view changes: the most any
+/// replica entered).
+#[derive(Debug, Default, Clone, Copy)]
+struct PbftCounters {
+    made: u64,
+    verified: u64,
+    bytes: u64,
+    view_changes: u64,
+    state_transfers: u64,
+    dropped: u64,
+}
+
 /// A replicated store under test.
 enum System {
     /// A mesh, with its name in the report.
@@ -133,18 +149,21 @@ impl System {
         }
     }
 
-    /// pBFT counters summed over the running nodes: (signatures made,
-    /// verified, bytes sent); None unless every node reports them.
-    fn pbft_counters(&self) -> Option<(u64, u64, u64)> {
+    /// pBFT counters summed over the running nodes; None unless every
+    /// node reports them.
+    fn pbft_counters(&self) -> Option<PbftCounters> {
         let System::Mesh(c, _) = self else {
             return None;
         };
-        let mut sum = (0, 0, 0);
+        let mut sum = PbftCounters::default();
         for i in c.running() {
             let p = c.consensus(i)["pbft"].clone();
-            sum.0 += p["signatures_made"].as_u64()?;
-            sum.1 += p["signatures_verified"].as_u64()?;
-            sum.2 += p["bytes_sent"].as_u64()?;
+            sum.made += p["signatures_made"].as_u64()?;
+            sum.verified += p["signatures_verified"].as_u64()?;
+            sum.bytes += p["bytes_sent"].as_u64()?;
+            sum.view_changes = sum.view_changes.max(p["view_changes"].as_u64()?);
+            sum.state_transfers += p["state_transfers"].as_u64()?;
+            sum.dropped += p["frames_dropped"].as_u64()?;
         }
         Some(sum)
     }
@@ -267,11 +286,14 @@ fn measure(
                 sys.name()
             );
         }
-        let per_write = |f: fn(&(u64, u64, u64)) -> u64| match (&before, &after) {
-            (Some(b), Some(a)) if writes > 0 => {
-                Some(f(a).saturating_sub(f(b)) as f64 / writes as f64)
-            }
+        let delta = |f: fn(&PbftCounters) -> u64| match (&before, &after) {
+            (Some(b), Some(a)) => Some(f(a).saturating_sub(f(b))),
             _ => None,
+        };
+        let per_write = |f: fn(&PbftCounters) -> u64| {
+            delta(f)
+                .filter(|_| writes > 0)
+                .map(|d| d as f64 / writes as f64)
         };
         runs.push(LoadRun {
             clients: n,
@@ -280,9 +302,12 @@ fn measure(
             seconds,
             writes_per_sec: writes as f64 / seconds,
             latency: latency(lat),
-            signatures_made_per_write: per_write(|c| c.0),
-            signatures_verified_per_write: per_write(|c| c.1),
-            bytes_sent_per_write: per_write(|c| c.2),
+            signatures_made_per_write: per_write(|c| c.made),
+            signatures_verified_per_write: per_write(|c| c.verified),
+            bytes_sent_per_write: per_write(|c| c.bytes),
+            view_changes: delta(|c| c.view_changes),
+            state_transfers: delta(|c| c.state_transfers),
+            frames_dropped: delta(|c| c.dropped),
         });
     }
     let resident_mib: Vec<Option<f64>> = (0..nodes).map(|i| sys.pid(i).and_then(rss_mib)).collect();
@@ -489,8 +514,12 @@ fn print_report(r: &Report) {
                 run.bytes_sent_per_write,
             ) {
                 println!(
-                    "{} {} clients, per acknowledged write (all replicas): {made:.2} signatures made, {verified:.2} verified, {bytes:.0} bytes sent",
-                    s.system, run.clients
+                    "{} {} clients, per acknowledged write (all replicas): {made:.2} signatures made, {verified:.2} verified, {bytes:.0} bytes sent; during the run: {} view change(s), {} state transfer(s), {} frame(s) dropped",
+                    s.system,
+                    run.clients,
+                    run.view_changes.unwrap_or(0),
+                    run.state_transfers.unwrap_or(0),
+                    run.frames_dropped.unwrap_or(0)
                 );
             }
         }
@@ -520,7 +549,12 @@ fn print_report(r: &Report) {
             ms(one.latency.p50_ms)
         );
     }
-    if let Some(many) = ours.runs.iter().find(|x| x.clients == 64) {
+    if let Some(many) = ours
+        .runs
+        .iter()
+        .find(|x| x.clients == 64)
+        .filter(|_| r.consensus != "pbft")
+    {
         println!(
             "target: 64 clients >= 50,000 writes/s{}: {} ({:.0} writes/s)",
             if r.batch > 1 {
