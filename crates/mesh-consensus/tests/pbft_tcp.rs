@@ -13,7 +13,8 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use mesh_consensus::Ordering;
 use mesh_consensus::pbft::config::{ReplicaId, ReplicaSet};
-use mesh_consensus::pbft::engine::{PbftOrdering, PbftSetup, Transport};
+use mesh_consensus::pbft::engine::{PbftOrdering, PbftSetup, Transport, Wire, encode};
+use mesh_consensus::pbft::message::{Body, Envelope, Request, Signed, batch_digest};
 use mesh_consensus::pbft::net_tcp::{TcpTransport, serve_connection};
 use mesh_consensus::pbft::replica::Settings;
 use mesh_state::{Command, KvCmd, Reply, RequestId};
@@ -41,10 +42,12 @@ struct Cluster {
     cut: Arc<Mutex<HashSet<ReplicaId>>>,
 }
 
+fn key(i: usize) -> SigningKey {
+    SigningKey::from_bytes(&[i as u8 + 7; 32])
+}
+
 async fn cluster(n: usize, settings: Settings) -> Cluster {
-    let keys: Vec<SigningKey> = (0..n)
-        .map(|i| SigningKey::from_bytes(&[i as u8 + 7; 32]))
-        .collect();
+    let keys: Vec<SigningKey> = (0..n).map(key).collect();
     let set = ReplicaSet::new(keys.iter().map(|k| k.verifying_key().to_bytes()).collect())
         .expect("valid replica set");
     let mut listeners = Vec::new();
@@ -218,4 +221,40 @@ async fn a_replica_cut_off_past_a_checkpoint_catches_up_by_state_transfer() {
     let s = c.nodes[3].pbft_status();
     assert!(s.state_transfers >= 1, "{s:?}");
     assert_eq!(counter(&c.nodes[3], "x"), Some(b"60".to_vec()));
+}
+
+/// TOCS 2002 §4.2 forbids a primary two pre-prepares for one view and
+/// sequence number with different batches: a replica that receives both
+/// holds them as evidence, shows it in its status and publishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_equivocating_primary_is_evidence_in_status_and_events() {
+    let c = cluster(4, Settings::default()).await;
+    let mut events = c.nodes[1].subscribe_evidence();
+    let client = SigningKey::from_bytes(&[42; 32]);
+    for op in [b"one".to_vec(), b"two".to_vec()] {
+        let batch = vec![Request::signed(&client, 1, op)];
+        let msg = Signed::sign(
+            0,
+            Body::PrePrepare {
+                view: 0,
+                seq: 1,
+                digest: batch_digest(&batch),
+            },
+            &key(0),
+        );
+        let frame = encode(&Wire::Protocol(Envelope {
+            msg,
+            batch: Some(batch),
+        }));
+        assert!(c.nodes[1].deliver(frame[4..].to_vec()).await);
+    }
+    let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("evidence within 10 s")
+        .expect("an evidence record");
+    assert_eq!((e.culprit, e.kind, e.view), (0, "equivocation", Some(0)));
+    assert_eq!(e.culprit_node, Some(100));
+    let s = c.nodes[1].pbft_status();
+    assert_eq!(s.evidence_total, 1);
+    assert_eq!(s.evidence[0].culprit, 0);
 }

@@ -174,6 +174,8 @@ pub mod system {
     pub const BARRIER_RELEASED: &str = "mesh.barrier.released";
     pub const TOPOLOGY_UPDATED: &str = "mesh.topology.updated";
     pub const MODE_CHANGED: &str = "mesh.mode.changed";
+    /// pBFT: a replica holds proof that another one lied.
+    pub const PBFT_EVIDENCE: &str = "mesh.pbft.evidence";
 
     /// Every fixed system channel, for documentation and the dashboard.
     pub const ALL: &[&str] = &[
@@ -188,6 +190,7 @@ pub mod system {
         BARRIER_RELEASED,
         TOPOLOGY_UPDATED,
         MODE_CHANGED,
+        PBFT_EVIDENCE,
     ];
 }
 

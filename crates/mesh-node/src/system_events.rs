@@ -4,7 +4,8 @@
 //! Every node derives them from what it sees itself, so they cost no network
 //! traffic: membership events from its membership core (`mesh.member.*`,
 //! `mesh.topology.updated`, `mesh.mode.changed`), leader changes from its Raft
-//! metrics (`mesh.leader.changed`), and task, proposal, agent and barrier
+//! metrics or pBFT view (`mesh.leader.changed`), evidence its pBFT replica
+//! holds against a replica that lied (`mesh.pbft.evidence`), and task, proposal, agent and barrier
 //! events from the commands its replica applies (`mesh.task.<state>`, ...),
 //! which are the same on every replica. Payloads are JSON objects with the
 //! observing node in `node`. Nothing is serialized while nobody subscribes.
@@ -108,6 +109,32 @@ pub fn spawn(engine: Engine, members: MembersView, messaging: Messaging) {
             publish(&m, &channel, &body);
         }
     });
+    if let Some(p) = engine.pbft() {
+        let mut evidence = p.subscribe_evidence();
+        let (m, members) = (messaging.clone(), members.clone());
+        tokio::spawn(async move {
+            loop {
+                let e = match evidence.recv().await {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let name = e.culprit_node.and_then(|id| {
+                    members
+                        .borrow()
+                        .iter()
+                        .find(|x| node_id_of(&x.id) == id)
+                        .map(|x| x.id.clone())
+                });
+                let mut body = serde_json::to_value(&e).unwrap_or_default();
+                if let Some(obj) = body.as_object_mut() {
+                    obj.insert("node".into(), json!(m.node()));
+                    obj.insert("culprit_name".into(), json!(name));
+                }
+                publish(&m, system::PBFT_EVIDENCE, &body);
+            }
+        });
+    }
     tokio::spawn(async move {
         // Raft's leader and term, or pBFT's primary and view.
         let mut raft = engine.raft().map(|r| r.raft().metrics());

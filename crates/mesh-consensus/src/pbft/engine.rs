@@ -229,6 +229,7 @@ struct Shared {
     status: watch::Receiver<PbftStatus>,
     primary: watch::Receiver<(View, Option<u64>)>,
     events: broadcast::Sender<(u64, Event)>,
+    evidence: broadcast::Sender<EvidenceRecord>,
 }
 
 /// One node's pBFT engine.
@@ -254,6 +255,7 @@ impl PbftOrdering {
         let (status_tx, status) = watch::channel(PbftStatus::default());
         let (primary_tx, primary) = watch::channel((0, None));
         let (events, _) = broadcast::channel(4_096);
+        let (evidence, _) = broadcast::channel(256);
         let mut replica = Replica::new(setup.me, setup.replicas, setup.key.clone(), setup.settings);
         if let Some(p) = resume {
             tracing::info!(
@@ -277,6 +279,7 @@ impl PbftOrdering {
             status: status_tx,
             primary: primary_tx,
             events: events.clone(),
+            evidence: evidence.clone(),
             lane: Lane::default(),
             snapshots: BTreeMap::new(),
             fetching: None,
@@ -295,6 +298,7 @@ impl PbftOrdering {
                 status,
                 primary,
                 events,
+                evidence,
             }),
         })
     }
@@ -352,6 +356,11 @@ impl PbftOrdering {
     /// Events of applied commands, with their state-machine index.
     pub fn subscribe(&self) -> broadcast::Receiver<(u64, Event)> {
         self.shared.events.subscribe()
+    }
+
+    /// Evidence as this replica finds it.
+    pub fn subscribe_evidence(&self) -> broadcast::Receiver<EvidenceRecord> {
+        self.shared.evidence.subscribe()
     }
 
     /// Status changes (view, primary, counters: often).
@@ -458,6 +467,7 @@ struct Driver {
     status: watch::Sender<PbftStatus>,
     primary: watch::Sender<(View, Option<u64>)>,
     events: broadcast::Sender<(u64, Event)>,
+    evidence: broadcast::Sender<EvidenceRecord>,
     lane: Lane,
     /// Checkpoint states by sequence number, to answer state requests.
     snapshots: BTreeMap<Seq, Arc<Vec<u8>>>,
@@ -872,13 +882,15 @@ impl Driver {
         };
         tracing::warn!(culprit, kind, "pBFT: proof that a replica misbehaved");
         self.stats.evidence_total += 1;
-        self.stats.evidence.push(EvidenceRecord {
+        let record = EvidenceRecord {
             culprit,
             culprit_node: self.node_ids.get(culprit as usize).copied(),
             kind,
             view,
             unix_ms: unix_ms(),
-        });
+        };
+        let _ = self.evidence.send(record.clone());
+        self.stats.evidence.push(record);
         if self.stats.evidence.len() > EVIDENCE_KEPT {
             self.stats.evidence.remove(0);
         }

@@ -9,17 +9,28 @@
 //! - [`message`]: the protocol's messages, signed over a domain-separated
 //!   canonical encoding and verified against the replica set (once: a cache
 //!   of verified messages); client requests signed by their client; batch
-//!   digests;
-//! - [`replica`]: the normal case (§4.2), checkpoints and garbage collection
-//!   (§4.3), hooks for state transfer, retransmission, evidence;
+//!   digests; commit certificates;
+//! - [`replica`]: the normal case (§4.2) with a bounded number of sequence
+//!   numbers in flight (so load batches), checkpoints and garbage collection
+//!   (§4.3), hooks for state transfer, retransmission while stuck, evidence,
+//!   and the signing reservation that lets a replica restart without its
+//!   memory and never sign twice for one slot;
+//! - `catch_up`: a replica that missed committed batches takes them from
+//!   commit certificates (2f + 1 commits prove them);
 //! - `view_change`: view changes (§4.4) with request timers, timeout
 //!   doubling, joining on f + 1, NEW-VIEW built and checked in full;
 //! - [`validate`]: the certificate checks and the new-view computation;
-//! - [`sim`]: the deterministic simulation with Byzantine replicas.
+//! - [`sim`]: the deterministic simulation with Byzantine replicas;
+//! - [`engine`]: [`engine::PbftOrdering`], the [`crate::Ordering`] trait over
+//!   the core for a node (`mesh up --consensus pbft`), with [`machine`] (the
+//!   mesh's state machine under pBFT: requests of commands, exactly once per
+//!   client timestamp, checkpoint digests) and [`net_tcp`] (frames between
+//!   replicas).
 //!
-//! Not yet: the engine behind `Ordering` (`mesh up --consensus pbft`),
-//! persistence of the protocol state, read-only requests, reconfiguration of
-//! the replica set, evidence shown in membership and the dashboard.
+//! Not yet: durable log and state (a restarted replica fetches them from the
+//! others; see `ALGORITHM.md`), read-only requests (§5.1.3), reconfiguration
+//! of the replica set, evidence held against a replica's reputation (it is
+//! in the engine's status and published on `mesh.pbft.evidence`).
 
 #![forbid(unsafe_code)]
 
