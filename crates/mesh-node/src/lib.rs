@@ -19,6 +19,7 @@
 pub mod config;
 pub mod consensus;
 pub mod engine;
+pub mod key_file;
 pub mod mdns;
 pub mod messaging;
 pub mod metrics;

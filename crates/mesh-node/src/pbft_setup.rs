@@ -10,12 +10,10 @@
 //! creates a node's key and prints its line; `mesh pbft genesis` gathers
 //! them. A node whose name or key is not in the file refuses to start.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ed25519_dalek::SigningKey;
 use mesh_consensus::pbft::config::{ReplicaId, ReplicaSet};
 use mesh_consensus::pbft::engine::{PbftOrdering, PbftSetup, lan_settings};
 use mesh_consensus::pbft::net_tcp::TcpTransport;
@@ -24,6 +22,7 @@ use mesh_membership::MemberState;
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::MembersView;
+pub use crate::key_file::{load_key, load_or_create_key};
 
 /// Where pBFT files live under the data directory.
 pub const PBFT_DIR: &str = "pbft";
@@ -77,50 +76,6 @@ pub fn public_key(hex: &str) -> Result<[u8; 32], String> {
     bytes
         .try_into()
         .map_err(|_| "key: an ed25519 public key is 32 bytes (64 hex digits)".to_string())
-}
-
-/// Loads the secret key at `path`, or creates one there (from /dev/urandom,
-/// written to a temporary file with mode 0600, synced, then renamed).
-/// Returns it and whether it was created.
-pub fn load_or_create_key(path: &Path) -> Result<(SigningKey, bool), String> {
-    if path.exists() {
-        return load_key(path).map(|k| (k, false));
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let mut secret = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut secret))
-        .map_err(|e| format!("cannot read /dev/urandom for a new key: {e}"))?;
-    let tmp = path.with_extension("key.tmp");
-    let write = || -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(mesh_proto::hex::encode(&secret).as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| format!("cannot write key {}: {e}", path.display()))?;
-    Ok((SigningKey::from_bytes(&secret), true))
-}
-
-/// Loads an existing secret key (32 bytes, hex).
-pub fn load_key(path: &Path) -> Result<SigningKey, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read key {}: {e}", path.display()))?;
-    let bytes = mesh_proto::hex::decode(text.trim())
-        .map_err(|e| format!("key file {} is not hex: {e}", path.display()))?;
-    let secret: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| format!("key file {} must hold 32 bytes", path.display()))?;
-    Ok(SigningKey::from_bytes(&secret))
 }
 
 /// The replica key's path under a data directory.
@@ -195,6 +150,7 @@ pub fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ed25519_dalek::SigningKey;
 
     fn genesis(n: usize) -> (Genesis, Vec<SigningKey>) {
         let keys: Vec<SigningKey> = (0..n)

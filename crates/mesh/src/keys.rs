@@ -4,7 +4,6 @@
 //! hex, mode 0600) unless it exists; `mesh vote cast` signs with it. The
 //! directory is `--keys-dir`, `MESH_KEYS_DIR`, or `~/.config/agent-mesh/keys`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -41,32 +40,7 @@ fn path_of(dir: &Path, agent: &str) -> anyhow::Result<PathBuf> {
 /// Loads the agent's key, or creates and stores a new one. Returns it and
 /// whether it was created.
 pub fn load_or_create(dir: &Path, agent: &str) -> anyhow::Result<(SigningKey, bool)> {
-    let path = path_of(dir, agent)?;
-    if path.exists() {
-        return Ok((load_file(&path)?, false));
-    }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| anyhow::anyhow!("cannot create key directory {}: {e}", dir.display()))?;
-    let mut secret = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut secret))
-        .map_err(|e| anyhow::anyhow!("cannot read /dev/urandom for a new key: {e}"))?;
-    let key = SigningKey::from_bytes(&secret);
-    let tmp = path.with_extension("key.tmp");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(mesh_proto::hex::encode(&secret).as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    Ok((key, true))
+    mesh_node::key_file::load_or_create_key(&path_of(dir, agent)?).map_err(anyhow::Error::msg)
 }
 
 /// Loads an existing key.
@@ -82,14 +56,7 @@ pub fn load(dir: &Path, agent: &str) -> anyhow::Result<SigningKey> {
 }
 
 fn load_file(path: &Path) -> anyhow::Result<SigningKey> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read key {}: {e}", path.display()))?;
-    let bytes = mesh_proto::hex::decode(&text)
-        .map_err(|e| anyhow::anyhow!("key file {} is not hex: {e}", path.display()))?;
-    let secret: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("key file {} must hold 32 bytes", path.display()))?;
-    Ok(SigningKey::from_bytes(&secret))
+    mesh_node::key_file::load_key(path).map_err(anyhow::Error::msg)
 }
 
 /// Signs a vote the way the state machine verifies it.

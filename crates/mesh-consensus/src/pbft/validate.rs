@@ -76,6 +76,33 @@ pub fn checkpoint_proof(
     Ok(state)
 }
 
+/// The pre-prepare a certificate starts with: signed by the primary of its
+/// view, naming the digest of the batch beside it. Returns (view, seq, digest).
+fn certified_pre_prepare(
+    replicas: &ReplicaSet,
+    pre_prepare: &Signed,
+    batch: &[Request],
+    before: Option<View>,
+    cache: &mut SigCache,
+) -> Result<(View, Seq, Digest), CertError> {
+    cache.verify(replicas, pre_prepare)?;
+    let Body::PrePrepare { view, seq, digest } = pre_prepare.body else {
+        return Err(CertError::WrongKind);
+    };
+    if let Some(before) = before
+        && view >= before
+    {
+        return Err(CertError::CertView { seq, view: before });
+    }
+    if pre_prepare.from != replicas.primary(view) {
+        return Err(CertError::NotPrimary);
+    }
+    if batch_digest(batch) != digest {
+        return Err(CertError::BatchMismatch);
+    }
+    Ok((view, seq, digest))
+}
+
 /// A prepared certificate, for a view below `before`: the primary's signed
 /// pre-prepare, 2f matching prepares from different backups, and the batch
 /// its digest names. Returns (view, seq, digest).
@@ -85,20 +112,14 @@ pub fn prepared_cert(
     before: View,
     cache: &mut SigCache,
 ) -> Result<(View, Seq, Digest), CertError> {
-    cache.verify(replicas, &cert.pre_prepare)?;
-    let Body::PrePrepare { view, seq, digest } = cert.pre_prepare.body else {
-        return Err(CertError::WrongKind);
-    };
-    if view >= before {
-        return Err(CertError::CertView { seq, view: before });
-    }
+    let (view, seq, digest) = certified_pre_prepare(
+        replicas,
+        &cert.pre_prepare,
+        &cert.batch,
+        Some(before),
+        cache,
+    )?;
     let primary = replicas.primary(view);
-    if cert.pre_prepare.from != primary {
-        return Err(CertError::NotPrimary);
-    }
-    if batch_digest(&cert.batch) != digest {
-        return Err(CertError::BatchMismatch);
-    }
     let mut from = BTreeSet::new();
     for p in &cert.prepares {
         cache.verify(replicas, p)?;
@@ -132,16 +153,8 @@ pub fn commit_cert(
     cert: &CommitCert,
     cache: &mut SigCache,
 ) -> Result<(View, Seq, Digest), CertError> {
-    cache.verify(replicas, &cert.pre_prepare)?;
-    let Body::PrePrepare { view, seq, digest } = cert.pre_prepare.body else {
-        return Err(CertError::WrongKind);
-    };
-    if cert.pre_prepare.from != replicas.primary(view) {
-        return Err(CertError::NotPrimary);
-    }
-    if batch_digest(&cert.batch) != digest {
-        return Err(CertError::BatchMismatch);
-    }
+    let (view, seq, digest) =
+        certified_pre_prepare(replicas, &cert.pre_prepare, &cert.batch, None, cache)?;
     let mut from = BTreeSet::new();
     for c in &cert.commits {
         cache.verify(replicas, c)?;

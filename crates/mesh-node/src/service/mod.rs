@@ -447,7 +447,13 @@ impl Service {
                         return Err(ServiceError::NoLeader);
                     }
                 }
-                Ok(Err(OrderError::ReadOnly)) => return Err(self.read_only_error()),
+                // The leader missed a quorum's answers in time. With the
+                // membership layer also finding no quorum, it is real; else
+                // the answers were only late (a loaded machine, a large
+                // entry in flight) and the round is tried again.
+                Ok(Err(OrderError::ReadOnly)) if self.check_quorum().is_err() => {
+                    return Err(self.read_only_error());
+                }
                 Ok(Err(OrderError::Stopped(d))) => return Err(ServiceError::Stopped(d)),
                 Ok(Err(_)) => {
                     if tokio::time::Instant::now() + Duration::from_millis(20) >= deadline {
