@@ -254,7 +254,16 @@ async fn an_equivocating_primary_is_evidence_in_status_and_events() {
         .expect("an evidence record");
     assert_eq!((e.culprit, e.kind, e.view), (0, "equivocation", Some(0)));
     assert_eq!(e.culprit_node, Some(100));
-    let s = c.nodes[1].pbft_status();
+    // The status follows at the end of the engine's turn: wait for it.
+    let mut status = c.nodes[1].watch_status();
+    let s = tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.evidence_total > 0),
+    )
+    .await
+    .expect("evidence in status within 10 s")
+    .expect("engine running")
+    .clone();
     assert_eq!(s.evidence_total, 1);
     assert_eq!(s.evidence[0].culprit, 0);
 }

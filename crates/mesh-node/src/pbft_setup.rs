@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mesh_consensus::pbft::config::{ReplicaId, ReplicaSet};
-use mesh_consensus::pbft::engine::{PbftOrdering, PbftSetup, lan_settings};
+use mesh_consensus::pbft::engine::{PbftOrdering, PbftSetup};
 use mesh_consensus::pbft::net_tcp::TcpTransport;
+use mesh_consensus::pbft::replica::Settings;
 use mesh_consensus::raft::node_id_of;
 use mesh_membership::MemberState;
 use serde::{Deserialize, Serialize};
@@ -140,7 +141,9 @@ pub fn open(
             key,
             replicas,
             node_ids: g.replicas.iter().map(|r| node_id_of(&r.name)).collect(),
-            settings: lan_settings(),
+            // The paper's checkpoint interval, a view change after 500 ms
+            // without progress: LAN timings.
+            settings: Settings::default(),
             dir: Some(data_dir.join(PBFT_DIR)),
         },
         TcpTransport::new(Arc::new(resolve)),

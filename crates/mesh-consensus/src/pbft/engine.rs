@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::config::{ReplicaId, ReplicaSet, Seq, View};
 use super::machine::{ClientOp, PbftApp, snapshot_digest};
-use super::message::{CommitCert, Digest, Envelope, Request};
+use super::message::{ClientId, CommitCert, Digest, Envelope, Request};
 use super::replica::{Evidence, Output, Replica, Settings};
 use crate::ordering::{Applied, OrderError, OrderStatus, Ordering, SharedState};
 
@@ -154,12 +154,6 @@ fn write_position(dir: &std::path::Path, p: Position) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Settings for nodes on a LAN: the paper's checkpoint interval, a view
-/// change after 500 ms without progress.
-pub fn lan_settings() -> Settings {
-    Settings::default()
-}
-
 /// Evidence of a replica's misbehaviour, as status shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvidenceRecord {
@@ -267,6 +261,7 @@ impl PbftOrdering {
         }
         let driver = Driver {
             own_inbox: inbox.downgrade(),
+            client_id: setup.key.verifying_key().to_bytes(),
             client_key: setup.key,
             dir: setup.dir,
             fatal: None,
@@ -326,10 +321,7 @@ impl PbftOrdering {
 
     /// The primary's node id, once known (none during a view change).
     pub fn primary(&self) -> Option<u64> {
-        let s = self.shared.status.borrow();
-        (s.active && s.replicas > 0)
-            .then(|| self.shared.node_ids.get(s.primary as usize).copied())
-            .flatten()
+        self.shared.primary.borrow().1
     }
 
     /// Waits until a primary is in normal operation, or `until`.
@@ -455,6 +447,8 @@ struct Driver {
     /// stops once every handle is gone).
     own_inbox: mpsc::WeakSender<Input>,
     client_key: SigningKey,
+    /// This node as a pBFT client (its key's public half).
+    client_id: ClientId,
     dir: Option<std::path::PathBuf>,
     /// Why the engine stopped (the reservation could not be stored).
     fatal: Option<String>,
@@ -761,9 +755,8 @@ impl Driver {
             let copy = checkpoint.then(|| (sm.clone(), self.app.clone()));
             (executed, sm.applied_index, copy)
         };
-        let me = self.client_key.verifying_key().to_bytes();
         for ex in executed {
-            if ex.client == me {
+            if ex.client == self.client_id {
                 self.own_executed(ex);
             }
         }
@@ -821,8 +814,7 @@ impl Driver {
     /// deduplication answers them with their stored replies; commands
     /// without one answer "may have applied".
     fn settle_in_flight(&mut self) {
-        let me = self.client_key.verifying_key().to_bytes();
-        let done = self.app.clients.get(&me).copied().unwrap_or(0);
+        let done = self.app.clients.get(&self.client_id).copied().unwrap_or(0);
         let Some(f) = self.lane.in_flight.take_if(|f| f.request.timestamp <= done) else {
             return;
         };

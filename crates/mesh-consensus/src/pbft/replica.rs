@@ -329,11 +329,16 @@ impl Replica {
         self.assigned = seq;
     }
 
+    /// Where this replica may have signed before a restart.
+    fn below_floor(&self, view: View, seq: Seq) -> bool {
+        self.floor.is_some_and(|(fv, fs)| view <= fv && seq <= fs)
+    }
+
     /// Whether this replica may sign a pre-prepare, prepare or commit for
     /// (`view`, `seq`): not where it may have signed before a restart.
     /// Reserves first when the slot is beyond what is durably reserved.
     pub(super) fn may_sign(&mut self, view: View, seq: Seq) -> bool {
-        if self.floor.is_some_and(|(fv, fs)| view <= fv && seq <= fs) {
+        if self.below_floor(view, seq) {
             return false;
         }
         if view > self.reserved.0 || seq > self.reserved.1 {
@@ -805,7 +810,7 @@ impl Replica {
             } => *v == view && *d == digest,
             _ => false,
         };
-        if !slot.sent_commit && !self.floor.is_some_and(|(fv, fs)| view <= fv && seq <= fs) {
+        if !slot.sent_commit && !self.below_floor(view, seq) {
             if view != self.view || !self.active {
                 return; // no new prepared certificates in an old view
             }

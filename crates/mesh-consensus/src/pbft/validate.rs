@@ -103,6 +103,34 @@ fn certified_pre_prepare(
     Ok((view, seq, digest))
 }
 
+/// The votes of a certificate: each verified and `matching`, from at least
+/// `need` different replicas (for sequence number `seq`, in errors).
+fn votes(
+    replicas: &ReplicaSet,
+    msgs: &[Signed],
+    seq: Seq,
+    need: usize,
+    cache: &mut SigCache,
+    matching: impl Fn(&Signed) -> bool,
+) -> Result<(), CertError> {
+    let mut from = BTreeSet::new();
+    for m in msgs {
+        cache.verify(replicas, m)?;
+        if !matching(m) {
+            return Err(CertError::WrongKind);
+        }
+        from.insert(m.from);
+    }
+    if from.len() < need {
+        return Err(CertError::WeakCert {
+            seq,
+            got: from.len(),
+            need,
+        });
+    }
+    Ok(())
+}
+
 /// A prepared certificate, for a view below `before`: the primary's signed
 /// pre-prepare, 2f matching prepares from different backups, and the batch
 /// its digest names. Returns (view, seq, digest).
@@ -120,28 +148,17 @@ pub fn prepared_cert(
         cache,
     )?;
     let primary = replicas.primary(view);
-    let mut from = BTreeSet::new();
-    for p in &cert.prepares {
-        cache.verify(replicas, p)?;
-        match p.body {
-            Body::Prepare {
-                view: v,
-                seq: s,
-                digest: d,
-            } if v == view && s == seq && d == digest && p.from != primary => {
-                from.insert(p.from);
-            }
-            _ => return Err(CertError::WrongKind),
-        }
-    }
-    let need = replicas.quorum() - 1;
-    if from.len() < need {
-        return Err(CertError::WeakCert {
-            seq,
-            got: from.len(),
-            need,
-        });
-    }
+    votes(
+        replicas,
+        &cert.prepares,
+        seq,
+        replicas.quorum() - 1,
+        cache,
+        |m| {
+            matches!(m.body, Body::Prepare { view: v, seq: s, digest: d }
+            if v == view && s == seq && d == digest && m.from != primary)
+        },
+    )?;
     Ok((view, seq, digest))
 }
 
@@ -155,28 +172,17 @@ pub fn commit_cert(
 ) -> Result<(View, Seq, Digest), CertError> {
     let (view, seq, digest) =
         certified_pre_prepare(replicas, &cert.pre_prepare, &cert.batch, None, cache)?;
-    let mut from = BTreeSet::new();
-    for c in &cert.commits {
-        cache.verify(replicas, c)?;
-        match c.body {
-            Body::Commit {
-                view: v,
-                seq: s,
-                digest: d,
-            } if v == view && s == seq && d == digest => {
-                from.insert(c.from);
-            }
-            _ => return Err(CertError::WrongKind),
-        }
-    }
-    let need = replicas.quorum();
-    if from.len() < need {
-        return Err(CertError::WeakCert {
-            seq,
-            got: from.len(),
-            need,
-        });
-    }
+    votes(
+        replicas,
+        &cert.commits,
+        seq,
+        replicas.quorum(),
+        cache,
+        |m| {
+            matches!(m.body, Body::Commit { view: v, seq: s, digest: d }
+            if v == view && s == seq && d == digest)
+        },
+    )?;
     Ok((view, seq, digest))
 }
 
