@@ -51,24 +51,7 @@ impl Replica {
         }
         self.slots
             .range(after + 1..=self.last_executed)
-            .filter_map(|(_, slot)| {
-                let pre_prepare = slot.pre_prepare.clone()?;
-                let digest = slot.digest?;
-                let commits: Vec<_> = slot
-                    .commits
-                    .values()
-                    .filter(|c| {
-                        matches!(c.body, super::message::Body::Commit { view, digest: d, .. }
-                            if view == slot.view && d == digest)
-                    })
-                    .cloned()
-                    .collect();
-                (slot.committed && commits.len() >= self.replicas.quorum()).then(|| CommitCert {
-                    pre_prepare,
-                    commits,
-                    batch: slot.batch.clone().unwrap_or_default(),
-                })
-            })
+            .filter_map(|(_, slot)| self.slot_cert(slot))
             .take(max)
             .collect()
     }

@@ -29,8 +29,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::config::{ReplicaId, ReplicaSet, Seq, View};
 use super::machine::{ClientOp, PbftApp, snapshot_digest};
-use super::message::{ClientId, CommitCert, Digest, Envelope, Request};
+use super::message::{ClientId, CommitCert, Digest, Envelope, Request, SigCache};
 use super::replica::{Evidence, Output, Replica, Settings};
+use super::store::{Store, StoredCheckpoint, write_checkpoint};
 use crate::ordering::{Applied, OrderError, OrderStatus, Ordering, SharedState};
 
 /// First byte of a pBFT frame's payload (after the length).
@@ -114,8 +115,9 @@ pub struct PbftSetup {
     /// Each replica's node id, by replica id (what status reports).
     pub node_ids: Vec<u64>,
     pub settings: Settings,
-    /// Where the replica keeps its signing reservation (see [`POSITION_FILE`]);
-    /// `None` keeps nothing (tests in one process).
+    /// Where the replica keeps its signing reservation (see [`POSITION_FILE`]),
+    /// its log and its last stable checkpoint (see [`super::store`]); `None`
+    /// keeps nothing (tests in one process).
     pub dir: Option<std::path::PathBuf>,
 }
 
@@ -154,6 +156,81 @@ fn write_position(dir: &std::path::Path, p: Position) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// What [`restore`] rebuilt from the replica's files.
+struct Restored {
+    store: Store,
+    sm: StateMachine,
+    app: PbftApp,
+    snapshots: BTreeMap<Seq, Arc<Vec<u8>>>,
+}
+
+/// Opens the replica's files in `dir` and rebuilds from them: the stored
+/// checkpoint (its proof and digest checked, as for a state transfer), the
+/// batches executed after it, the replica's certificates.
+fn restore(
+    dir: &std::path::Path,
+    replicas: &ReplicaSet,
+    replica: &mut Replica,
+    stats: &mut PbftStatus,
+) -> Result<Restored, String> {
+    let (store, loaded) = Store::open(dir)
+        .map_err(|e| format!("cannot open the pBFT log in {}: {e}", dir.display()))?;
+    if loaded.torn_bytes > 0 {
+        tracing::warn!(
+            bytes = loaded.torn_bytes,
+            "pBFT log: a record torn by a crash was cut off (it was never synced, so nothing depended on it)"
+        );
+    }
+    let mut sm = StateMachine::new();
+    let mut app = PbftApp::default();
+    let mut snapshots = BTreeMap::new();
+    let mut stable = None;
+    if let Some(cp) = loaded.checkpoint {
+        let bad = |what: String| {
+            format!(
+                "{}: {what}",
+                dir.join(super::store::CHECKPOINT_FILE).display()
+            )
+        };
+        let digest = super::validate::checkpoint_proof(
+            replicas,
+            cp.seq,
+            &cp.proof,
+            &mut SigCache::default(),
+        )
+        .map_err(|e| bad(format!("its proof does not check out: {e}")))?;
+        if snapshot_digest(&cp.snapshot) != digest {
+            return Err(bad(
+                "its state does not match the digest its proof signs".into()
+            ));
+        }
+        (sm, app) = PbftApp::restore(&cp.snapshot).map_err(|e| bad(e.to_string()))?;
+        stats.stored_checkpoint = Some(cp.seq);
+        snapshots.insert(cp.seq, Arc::new(cp.snapshot));
+        stable = Some((cp.seq, cp.proof));
+    }
+    let clients: Vec<(ClientId, u64)> = app.clients.iter().map(|(c, t)| (*c, *t)).collect();
+    let replay = replica.restore(stable, clients, loaded.records);
+    for (seq, batch) in &replay {
+        app.execute(&mut sm, *seq, batch, &mut Vec::new());
+    }
+    stats.replayed = replay.len() as u64;
+    if stats.stored_checkpoint.is_some() || !replay.is_empty() {
+        tracing::info!(
+            checkpoint = stats.stored_checkpoint,
+            replayed = replay.len(),
+            last_executed = replica.last_executed(),
+            "pBFT state restored from this replica's log"
+        );
+    }
+    Ok(Restored {
+        store,
+        sm,
+        app,
+        snapshots,
+    })
+}
+
 /// Evidence of a replica's misbehaviour, as status shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvidenceRecord {
@@ -189,6 +266,14 @@ pub struct PbftStatus {
     pub undecodable: u64,
     pub view_changes: u64,
     pub state_transfers: u64,
+    /// The replica's log: records synced, syncs, bytes written since start,
+    /// and the stable checkpoint whose state is stored (null without files).
+    pub log_records: u64,
+    pub log_syncs: u64,
+    pub log_bytes: u64,
+    pub stored_checkpoint: Option<Seq>,
+    /// Batches executed again from the log at start.
+    pub replayed: u64,
     /// Requests of this node executed, and the commands they carried.
     pub own_requests: u64,
     pub own_commands: u64,
@@ -211,6 +296,11 @@ enum Input {
         seq: Seq,
         snapshot: Vec<u8>,
         digest: Digest,
+    },
+    /// The stable checkpoint at `seq` was written to disk (or why not).
+    CheckpointStored {
+        seq: Seq,
+        result: Result<(), String>,
     },
 }
 
@@ -236,6 +326,11 @@ impl PbftOrdering {
     /// Starts the engine with an empty state; `transport` reaches the other
     /// replicas, and frames from them go to [`PbftOrdering::deliver`].
     /// Fails if the replica's reservation cannot be read.
+    /// With a directory, it first restores what the replica stored there:
+    /// the last stable checkpoint's state and every batch executed after it
+    /// (so nothing it acknowledged is lost, even if every replica stopped at
+    /// once), its prepared certificates, its reservation. Fails if those
+    /// cannot be read or do not check out.
     pub fn start(setup: PbftSetup, transport: Arc<dyn Transport>) -> Result<Self, String> {
         let node_id = setup.node_ids[setup.me as usize];
         let resume = match &setup.dir {
@@ -243,14 +338,36 @@ impl PbftOrdering {
             None => None,
         };
         let node_ids = setup.node_ids.clone();
-        let state: SharedState = Arc::new(RwLock::new(StateMachine::new()));
+        let mut replica = Replica::new(
+            setup.me,
+            setup.replicas.clone(),
+            setup.key.clone(),
+            setup.settings,
+        );
+        let mut stats = PbftStatus::default();
+        let restored = match &setup.dir {
+            Some(dir) => Some(restore(dir, &setup.replicas, &mut replica, &mut stats)?),
+            None => None,
+        };
+        let (store, sm, app, snapshots) = match restored {
+            Some(r) => (Some(r.store), r.sm, r.app, r.snapshots),
+            None => (
+                None,
+                StateMachine::new(),
+                PbftApp::default(),
+                BTreeMap::new(),
+            ),
+        };
+        let client_id = setup.key.verifying_key().to_bytes();
+        let last_timestamp = app.clients.get(&client_id).copied().unwrap_or(0);
+        let applied_index = sm.applied_index;
+        let state: SharedState = Arc::new(RwLock::new(sm));
         let (inbox, rx) = mpsc::channel(8_192);
-        let (applied_tx, applied) = watch::channel(0);
+        let (applied_tx, applied) = watch::channel(applied_index);
         let (status_tx, status) = watch::channel(PbftStatus::default());
         let (primary_tx, primary) = watch::channel((0, None));
         let (events, _) = broadcast::channel(4_096);
         let (evidence, _) = broadcast::channel(256);
-        let mut replica = Replica::new(setup.me, setup.replicas, setup.key.clone(), setup.settings);
         if let Some(p) = resume {
             tracing::info!(
                 view = p.view,
@@ -261,24 +378,29 @@ impl PbftOrdering {
         }
         let driver = Driver {
             own_inbox: inbox.downgrade(),
-            client_id: setup.key.verifying_key().to_bytes(),
+            client_id,
             client_key: setup.key,
             dir: setup.dir,
+            store,
+            storing_checkpoint: false,
             fatal: None,
             replica,
             node_ids: setup.node_ids,
             transport,
             state: state.clone(),
-            app: PbftApp::default(),
+            app,
             applied: applied_tx,
             status: status_tx,
             primary: primary_tx,
             events: events.clone(),
             evidence: evidence.clone(),
-            lane: Lane::default(),
-            snapshots: BTreeMap::new(),
+            lane: Lane {
+                last_timestamp,
+                ..Lane::default()
+            },
+            snapshots,
             fetching: None,
-            stats: PbftStatus::default(),
+            stats,
             epoch: tokio::time::Instant::now(),
             served: BTreeMap::new(),
         };
@@ -450,7 +572,11 @@ struct Driver {
     /// This node as a pBFT client (its key's public half).
     client_id: ClientId,
     dir: Option<std::path::PathBuf>,
-    /// Why the engine stopped (the reservation could not be stored).
+    /// The replica's log (with `dir`).
+    store: Option<Store>,
+    /// A stable checkpoint is being written.
+    storing_checkpoint: bool,
+    /// Why the engine stopped (the reservation or the log could not be stored).
     fatal: Option<String>,
     replica: Replica,
     node_ids: Vec<u64>,
@@ -518,6 +644,7 @@ impl Driver {
             }
             self.send_request();
             self.outputs();
+            self.store_checkpoint();
             self.publish_status();
             if let Some(why) = &self.fatal {
                 self.stats.fatal = Some(why.clone());
@@ -551,7 +678,48 @@ impl Driver {
                 }
                 self.replica.state_digest(seq, digest);
             }
+            Input::CheckpointStored { seq, result } => {
+                self.storing_checkpoint = false;
+                let done = result.and_then(|()| match &mut self.store {
+                    Some(store) => store.checkpoint_stored(seq).map_err(|e| e.to_string()),
+                    None => Ok(()),
+                });
+                match done {
+                    Ok(()) => self.stats.stored_checkpoint = Some(seq),
+                    // The log keeps growing until a later one is stored.
+                    Err(e) => tracing::warn!(seq, error = %e, "cannot store the pBFT checkpoint"),
+                }
+            }
         }
+    }
+
+    /// Writes the replica's stable checkpoint to disk once its state is at
+    /// hand (off the driver's thread: a large state takes a while); records
+    /// at or below it are dropped after.
+    fn store_checkpoint(&mut self) {
+        let Some(store) = &self.store else { return };
+        let low = self.replica.low_watermark();
+        if self.storing_checkpoint || low <= store.checkpoint_seq() {
+            return;
+        }
+        let Some(snapshot) = self.snapshots.get(&low).cloned() else {
+            return; // its state is still being encoded, or was fetched elsewhere
+        };
+        self.storing_checkpoint = true;
+        let dir = store.dir().to_path_buf();
+        let proof = self.replica.stable_proof().to_vec();
+        let inbox = self.own_inbox.clone();
+        tokio::task::spawn_blocking(move || {
+            let cp = StoredCheckpoint {
+                seq: low,
+                proof,
+                snapshot: snapshot.as_ref().clone(),
+            };
+            let result = write_checkpoint(&dir, &cp).map_err(|e| e.to_string());
+            if let Some(tx) = inbox.upgrade() {
+                let _ = tx.blocking_send(Input::CheckpointStored { seq: low, result });
+            }
+        });
     }
 
     fn frame(&mut self, payload: &[u8]) {
@@ -651,6 +819,7 @@ impl Driver {
             if outputs.is_empty() {
                 return;
             }
+            self.persist(&outputs);
             for o in outputs {
                 if self.fatal.is_some() {
                     return; // nothing goes out once a reservation failed
@@ -660,8 +829,42 @@ impl Driver {
         }
     }
 
+    /// Writes and syncs this pass's records before any of its messages or
+    /// results leave (one sync for all of them).
+    fn persist(&mut self, outputs: &[Output]) {
+        let Some(store) = &mut self.store else { return };
+        let mut n = 0;
+        for o in outputs {
+            if let Output::Persist(record) = o {
+                store.append(record);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return;
+        }
+        match store.sync() {
+            Ok(()) => {
+                self.stats.log_records += n;
+                self.stats.log_syncs = store.syncs;
+                self.stats.log_bytes = store.bytes_written;
+            }
+            Err(e) => {
+                let why = format!(
+                    "cannot write the pBFT log in {}: {e}",
+                    store.dir().display()
+                );
+                tracing::error!(
+                    "{why}; this replica stops (what it would send next depends on it)"
+                );
+                self.fatal = Some(why);
+            }
+        }
+    }
+
     fn output(&mut self, o: Output) {
         match o {
+            Output::Persist(_) => {} // done by `persist`, first
             Output::Broadcast(env) => {
                 self.broadcast(Arc::new(encode(&Wire::Protocol(env))));
             }

@@ -38,12 +38,14 @@ pub use catch_up::MAX_CERTS;
 
 mod catch_up;
 pub mod config;
+pub mod durable;
 pub mod engine;
 pub mod machine;
 pub mod message;
 pub mod net_tcp;
 pub mod replica;
 pub mod sim;
+pub mod store;
 pub mod validate;
 mod view_change;
 

@@ -112,6 +112,9 @@ pub enum Output {
     /// for the commit certificates above `after` ([`Replica::commit_certs`])
     /// and pass them to [`Replica::on_commit_certs`].
     FetchEntries { after: Seq },
+    /// Store this durably (see [`super::durable`]) before carrying out any
+    /// later output; after a restart hand it to [`Replica::restore`].
+    Persist(super::durable::Record),
 }
 
 /// Proof that a replica lied: two messages it signed that no correct
@@ -824,6 +827,17 @@ impl Replica {
                 prepares: prepares.into_iter().take(quorum - 1).collect(),
                 batch: slot.batch.clone().unwrap_or_default(),
             };
+            let fresh = self
+                .prepared
+                .get(&seq)
+                .is_none_or(|c| c.pre_prepare != cert.pre_prepare);
+            if fresh {
+                self.outputs
+                    .push(Output::Persist(super::durable::Record::Prepared {
+                        seq,
+                        cert: cert.clone(),
+                    }));
+            }
             self.prepared.insert(seq, cert);
             if !self.may_sign(view, seq) {
                 return;
@@ -847,12 +861,18 @@ impl Replica {
             if !slot.committed {
                 break;
             }
-            self.last_executed += 1;
+            if let Some(cert) = self.slot_cert(slot) {
+                self.outputs
+                    .push(Output::Persist(super::durable::Record::Executed {
+                        seq: self.last_executed + 1,
+                        cert,
+                    }));
+            }
             let batch = slot.batch.clone().unwrap_or_default();
+            self.last_executed += 1;
             for r in &batch {
                 self.waiting.remove(&r.id());
-                let t = self.done.entry(r.client).or_insert(0);
-                *t = (*t).max(r.timestamp);
+                self.note_done(r.client, r.timestamp);
             }
             // Progress: the timer restarts for what still waits, and the
             // view-change timeout is back to its base.
@@ -984,8 +1004,7 @@ impl Replica {
         let (_, state) = self.fetching.take().expect("checked");
         self.last_executed = self.last_executed.max(seq);
         for (client, t) in executed {
-            let d = self.done.entry(client).or_insert(0);
-            *d = (*d).max(t);
+            self.note_done(client, t);
         }
         let done = &self.done;
         self.waiting
@@ -996,6 +1015,12 @@ impl Replica {
         let msg = self.sign(Body::Checkpoint { seq, state });
         self.broadcast(msg, None);
         self.execute_ready();
+    }
+
+    /// `client`'s request at `timestamp` executed (older ones are stale).
+    pub(super) fn note_done(&mut self, client: ClientId, timestamp: u64) {
+        let d = self.done.entry(client).or_insert(0);
+        *d = (*d).max(timestamp);
     }
 
     fn make_stable(&mut self, seq: Seq, proof: Vec<Signed>) {
@@ -1010,6 +1035,11 @@ impl Replica {
             return;
         }
         self.low = seq;
+        self.outputs
+            .push(Output::Persist(super::durable::Record::Stable {
+                seq,
+                proof: proof.clone(),
+            }));
         self.stable_proof = proof;
         self.slots = self.slots.split_off(&(seq + 1));
         self.prepared = self.prepared.split_off(&(seq + 1));

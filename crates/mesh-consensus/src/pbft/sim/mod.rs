@@ -18,9 +18,13 @@
 //! stops, partitions heal, crashed replicas restart: the paper's GST),
 //! every request of every client is accepted before the deadline.
 //!
-//! Crashes stop a replica and drop what is sent to it; it restarts with its
-//! protocol state and application state intact (what the node runtime
-//! keeps on disk).
+//! Crashes stop a replica and drop what is sent to it. With `amnesia` (the
+//! default) it restarts as the node runtime does: a new replica rebuilt
+//! from what it asked to store ([`Output::Persist`] records, the signing
+//! reservation, the last stable checkpoint with its state), executing its
+//! stored batches again (checked against what correct replicas executed);
+//! without, it keeps its memory (a paused process). A power cut stops every
+//! correct replica at once and restarts them together.
 
 pub mod adversary;
 pub mod app;
@@ -34,7 +38,8 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::config::{ReplicaId, ReplicaSet, Seq};
+use super::config::{ReplicaId, ReplicaSet, Seq, View};
+use super::durable::Record;
 use super::message::{ClientId, CommitCert, Digest, Envelope, Request, Signed, batch_digest};
 use super::replica::{Output, Replica, Settings};
 use adversary::{Adversary, Behaviour, Lie};
@@ -59,6 +64,13 @@ pub struct PbftSimConfig {
     pub chaos_ms: u64,
     /// Mean time between crashes of correct replicas (0: none).
     pub crash_every_ms: u64,
+    /// A crashed replica restarts from its stored records, not its memory.
+    pub amnesia: bool,
+    /// Once during the chaos, every correct replica crashes at once.
+    pub power_cut: bool,
+    /// A negative control: replicas do not store their prepared
+    /// certificates (what a power cut then breaks shows they are needed).
+    pub forget_prepared: bool,
     /// Mean time between partitions (0: none).
     pub partition_every_ms: u64,
     /// After the chaos, how long every request may take to be accepted.
@@ -82,6 +94,9 @@ impl Default for PbftSimConfig {
             },
             chaos_ms: 6_000,
             crash_every_ms: 3_000,
+            amnesia: true,
+            power_cut: false,
+            forget_prepared: false,
             partition_every_ms: 3_000,
             deadline_ms: 60_000,
             check_liveness: true,
@@ -150,13 +165,25 @@ enum Event {
     ClientTick(usize),
     Crash,
     Restart(usize),
+    PowerCut,
     Partition,
     Heal,
     Calm,
 }
 
+/// What a replica's runtime stores for it (the engine's files).
+#[derive(Default)]
+struct Disk {
+    records: Vec<Record>,
+    /// The last stable checkpoint: its sequence number, proof and state.
+    checkpoint: Option<(Seq, Vec<Signed>, AppState)>,
+    reserve: Option<(View, Seq)>,
+}
+
 struct Node {
+    key: SigningKey,
     replica: Replica,
+    disk: Disk,
     app: AppState,
     snapshots: BTreeMap<Seq, AppState>,
     fetching: Option<(Seq, Digest, u64)>,
@@ -229,7 +256,14 @@ impl Sim {
             .into_iter()
             .enumerate()
             .map(|(i, k)| Node {
-                replica: Replica::new(i as ReplicaId, replicas.clone(), k, cfg.settings.clone()),
+                replica: Replica::new(
+                    i as ReplicaId,
+                    replicas.clone(),
+                    k.clone(),
+                    cfg.settings.clone(),
+                ),
+                key: k,
+                disk: Disk::default(),
                 app: AppState::default(),
                 snapshots: BTreeMap::new(),
                 fetching: None,
@@ -307,6 +341,12 @@ impl Sim {
         if self.cfg.partition_every_ms > 0 {
             let t = self.rng.random_range(0..self.cfg.partition_every_ms * 2000);
             self.at(t, Event::Partition);
+        }
+        if self.cfg.power_cut {
+            let t = self
+                .rng
+                .random_range(self.cfg.chaos_ms * 200..self.cfg.chaos_ms * 800);
+            self.at(t, Event::PowerCut);
         }
         self.at(self.cfg.chaos_ms * 1000, Event::Calm);
         let end_us = (self.cfg.chaos_ms + self.cfg.deadline_ms) * 1000;
@@ -410,7 +450,21 @@ impl Sim {
                 let back = self.now_us + self.rng.random_range(500_000..3_000_000);
                 self.at(back, Event::Restart(i));
             }
-            Event::Restart(i) => self.nodes[i].crashed = false,
+            Event::Restart(i) => self.restart(i),
+            Event::PowerCut => {
+                if self.calm {
+                    return;
+                }
+                let back = self.now_us + self.rng.random_range(200_000..1_500_000);
+                let correct: Vec<usize> = (0..self.cfg.n).filter(|&i| self.correct(i)).collect();
+                for i in correct {
+                    if !self.nodes[i].crashed {
+                        self.nodes[i].crashed = true;
+                        self.report.crashes += 1;
+                        self.at(back, Event::Restart(i));
+                    }
+                }
+            }
             Event::Partition => {
                 if self.calm {
                     return;
@@ -435,8 +489,8 @@ impl Sim {
                 self.calm = true;
                 self.cfg.net.loss = 0.0;
                 self.partitions.heal();
-                for n in &mut self.nodes {
-                    n.crashed = false;
+                for i in 0..self.cfg.n {
+                    self.restart(i);
                 }
             }
         }
@@ -625,6 +679,80 @@ impl Sim {
             for o in outputs {
                 self.output(i, o);
             }
+            self.store_checkpoint(i);
+        }
+    }
+
+    /// Stores the replica's stable checkpoint once its state is at hand
+    /// (the engine does likewise), and drops the records it makes useless.
+    fn store_checkpoint(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let low = node.replica.low_watermark();
+        if node.disk.checkpoint.as_ref().is_some_and(|c| c.0 >= low) {
+            return;
+        }
+        if let Some(state) = node.snapshots.get(&low) {
+            let proof = node.replica.stable_proof().to_vec();
+            node.disk.checkpoint = Some((low, proof, state.clone()));
+            node.disk.records.retain(|r| r.seq() > low);
+        }
+    }
+
+    /// A crashed replica comes back (with amnesia, rebuilt from its disk).
+    fn restart(&mut self, i: usize) {
+        if !self.nodes[i].crashed {
+            return;
+        }
+        self.nodes[i].crashed = false;
+        if self.cfg.amnesia {
+            self.reboot(i);
+        }
+    }
+
+    /// Replica `i` as a restarted process finds itself: its stored
+    /// checkpoint state, its stored batches executed again on top (each
+    /// checked against what correct replicas executed there), its
+    /// reservation; everything else forgotten.
+    fn reboot(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let mut replica = Replica::new(
+            i as ReplicaId,
+            self.replicas.clone(),
+            node.key.clone(),
+            self.cfg.settings.clone(),
+        );
+        let (stable, app) = match &node.disk.checkpoint {
+            Some((seq, proof, state)) => (Some((*seq, proof.clone())), state.clone()),
+            None => (None, AppState::default()),
+        };
+        let replay = replica.restore(stable, app.executed(), node.disk.records.clone());
+        if let Some((view, seq)) = node.disk.reserve {
+            replica.resume(view, seq);
+        }
+        node.snapshots.clear();
+        if let Some((seq, _, state)) = &node.disk.checkpoint {
+            node.snapshots.insert(*seq, state.clone());
+        }
+        node.replica = replica;
+        node.app = app;
+        node.fetching = None;
+        node.last_seq = node.replica.low_watermark();
+        for (seq, batch) in replay {
+            if self.correct(i) {
+                let digest = batch_digest(&batch);
+                if self.decided.get(&seq).is_some_and(|(d, _)| *d != digest) {
+                    self.violate(format!(
+                        "replica {i} restored a batch at {seq} no correct replica executed"
+                    ));
+                }
+            }
+            for r in &batch {
+                self.nodes[i].app.execute(r);
+            }
+            self.nodes[i].last_seq = seq;
+            if self.correct(i) {
+                self.check_chain(i, seq);
+            }
         }
     }
 
@@ -695,9 +823,9 @@ impl Sim {
                     ));
                 }
             }
-            // Crashes here keep memory (a stopped process with its disk
-            // intact); the reservation matters to restarts without it.
-            Output::Reserve { .. } => {}
+            Output::Reserve { view, seq } => self.nodes[i].disk.reserve = Some((view, seq)),
+            Output::Persist(Record::Prepared { .. }) if self.cfg.forget_prepared => {}
+            Output::Persist(record) => self.nodes[i].disk.records.push(record),
             Output::FetchEntries { after } => {
                 for to in others {
                     self.send(i, to, &Wire::FetchEntries(after), 0);
