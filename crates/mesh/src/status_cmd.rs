@@ -241,6 +241,16 @@ fn pbft_line(c: &Value, primary: &str, replicas: &str) -> String {
         p["view_changes"],
         p["state_transfers"],
     );
+    if p["log_syncs"].is_u64() {
+        out.push_str(&format!(
+            "log {} records in {} syncs ({} bytes) since start  stored checkpoint {}  replayed at start {}\n",
+            p["log_records"],
+            p["log_syncs"],
+            p["log_bytes"],
+            p["stored_checkpoint"],
+            p["replayed"],
+        ));
+    }
     let evidence = p["evidence"].as_array().cloned().unwrap_or_default();
     if p["evidence_total"].as_u64().unwrap_or(0) > 0 {
         out.push_str(&format!(

@@ -2,9 +2,8 @@
 //! (sans-IO: the replica says what to store with [`Output::Persist`]; the
 //! runtime stores it and hands it back to [`Replica::restore`]).
 //!
-//! Two kinds of record, each stored before the replica's next message or
-//! result leaves (the runtime syncs them first):
-//! - **prepared certificates**, before the commit they justify is sent.
+//! Three kinds of record:
+//! - **prepared certificates**, synced before the commit they justify is sent.
 //!   Safety across view changes rests on them (TOCS 2002 §4.4): a batch
 //!   committed at `seq` was prepared at 2f + 1 replicas, so any 2f + 1
 //!   VIEW-CHANGEs carry its certificate from one of them, and the new view
@@ -12,12 +11,19 @@
 //!   no longer count among those 2f + 1; if every replica restarted at once
 //!   (a power cut), a committed batch could be replaced. Stored, they come
 //!   back into the replica's VIEW-CHANGE;
-//! - **executed batches with their commit certificates**, before their
-//!   results leave: a restarted replica executes them again on top of its
-//!   last stored checkpoint (nothing acknowledged is lost, even if every
-//!   replica stops at once), and can prove them to others that missed them;
-//! - **stable checkpoint proofs** (2f + 1 signed checkpoint messages), as
-//!   the low watermark moves: the runtime stores a checkpoint's state a
+//! - **executed batches with their commit certificates**: a restarted
+//!   replica executes them again on top of its last stored checkpoint and
+//!   can prove them to others that missed them. They need no sync of their
+//!   own (the next urgent record takes them along): a batch executed is
+//!   committed, so its prepared certificates are stored at f + 1 correct
+//!   replicas at least, and the view change after any crash brings it back
+//!   (that is what keeps an acknowledged write). They must be durable only
+//!   before this replica signs a checkpoint after them
+//!   ([`Output::Sync`](super::replica::Output::Sync)):
+//!   once 2f + 1 replicas call a checkpoint stable, the certificates below
+//!   it are dropped, and the state up to it must be restorable;
+//! - **stable checkpoint proofs** (2f + 1 signed checkpoint messages),
+//!   synced as the low watermark moves: the runtime stores a checkpoint's state a
 //!   little later (or, when the replica is fetching it, not at all), and a
 //!   replica restarted in between still claims the checkpoint it knew to
 //!   be stable, so its VIEW-CHANGE and window are the ones it had.
@@ -40,6 +46,14 @@ pub enum Record {
     Executed { seq: Seq, cert: CommitCert },
     /// The checkpoint at `seq` became stable here, proven by `proof`.
     Stable { seq: Seq, proof: Vec<Signed> },
+}
+
+impl Record {
+    /// Whether it must be durable before the replica's next output (see
+    /// the module docs); an executed batch need not.
+    pub fn urgent(&self) -> bool {
+        !matches!(self, Record::Executed { .. })
+    }
 }
 
 impl Record {

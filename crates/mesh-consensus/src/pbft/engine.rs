@@ -213,6 +213,15 @@ fn restore(
     let replay = replica.restore(stable, clients, loaded.records);
     for (seq, batch) in &replay {
         app.execute(&mut sm, *seq, batch, &mut Vec::new());
+        // The state at a checkpoint passed again is kept to serve: the
+        // others may need it from this replica (after a power cut, this may
+        // be the only replica that stored the batches up to it).
+        if seq.is_multiple_of(replica.settings.checkpoint_interval) {
+            snapshots.insert(*seq, Arc::new(app.snapshot(&sm)));
+            while snapshots.len() > SNAPSHOTS_KEPT {
+                snapshots.pop_first();
+            }
+        }
     }
     stats.replayed = replay.len() as u64;
     if stats.stored_checkpoint.is_some() || !replay.is_empty() {
@@ -266,7 +275,7 @@ pub struct PbftStatus {
     pub undecodable: u64,
     pub view_changes: u64,
     pub state_transfers: u64,
-    /// The replica's log: records synced, syncs, bytes written since start,
+    /// The replica's log: records stored, syncs, bytes written since start,
     /// and the stable checkpoint whose state is stored (null without files).
     pub log_records: u64,
     pub log_syncs: u64,
@@ -829,23 +838,28 @@ impl Driver {
         }
     }
 
-    /// Writes and syncs this pass's records before any of its messages or
-    /// results leave (one sync for all of them).
+    /// Queues this pass's records and, if one of them is urgent or the
+    /// replica asked for a sync, writes and syncs everything queued before
+    /// any of the pass's messages or results leave (one sync for all).
     fn persist(&mut self, outputs: &[Output]) {
         let Some(store) = &mut self.store else { return };
-        let mut n = 0;
+        let mut sync = false;
         for o in outputs {
-            if let Output::Persist(record) = o {
-                store.append(record);
-                n += 1;
+            match o {
+                Output::Persist(record) => {
+                    store.append(record);
+                    self.stats.log_records += 1;
+                    sync |= record.urgent();
+                }
+                Output::Sync => sync = true,
+                _ => {}
             }
         }
-        if n == 0 {
+        if !sync {
             return;
         }
         match store.sync() {
             Ok(()) => {
-                self.stats.log_records += n;
                 self.stats.log_syncs = store.syncs;
                 self.stats.log_bytes = store.bytes_written;
             }
@@ -864,7 +878,7 @@ impl Driver {
 
     fn output(&mut self, o: Output) {
         match o {
-            Output::Persist(_) => {} // done by `persist`, first
+            Output::Persist(_) | Output::Sync => {} // done by `persist`, first
             Output::Broadcast(env) => {
                 self.broadcast(Arc::new(encode(&Wire::Protocol(env))));
             }

@@ -112,9 +112,13 @@ pub enum Output {
     /// for the commit certificates above `after` ([`Replica::commit_certs`])
     /// and pass them to [`Replica::on_commit_certs`].
     FetchEntries { after: Seq },
-    /// Store this durably (see [`super::durable`]) before carrying out any
-    /// later output; after a restart hand it to [`Replica::restore`].
+    /// Store this (see [`super::durable`]); after a restart hand it to
+    /// [`Replica::restore`]. If [`Record::urgent`](super::durable::Record::urgent),
+    /// durably before carrying out any later output; otherwise by the next
+    /// urgent record or [`Output::Sync`].
     Persist(super::durable::Record),
+    /// Make every record so far durable before carrying out later outputs.
+    Sync,
 }
 
 /// Proof that a replica lied: two messages it signed that no correct
@@ -923,6 +927,9 @@ impl Replica {
         if seq <= self.low || seq > self.last_executed {
             return;
         }
+        // The batches up to it must survive a restart of this replica
+        // before it helps make the checkpoint stable (see `durable`).
+        self.outputs.push(Output::Sync);
         let msg = self.sign(Body::Checkpoint { seq, state });
         self.checkpoints
             .entry(seq)

@@ -22,7 +22,9 @@
 //! default) it restarts as the node runtime does: a new replica rebuilt
 //! from what it asked to store ([`Output::Persist`] records, the signing
 //! reservation, the last stable checkpoint with its state), executing its
-//! stored batches again (checked against what correct replicas executed);
+//! stored batches again (checked against what correct replicas executed).
+//! Records that are not urgent stay unsynced, and are lost in a crash,
+//! until an urgent one or [`Output::Sync`] comes, as in the engine;
 //! without, it keeps its memory (a paused process). A power cut stops every
 //! correct replica at once and restarts them together.
 
@@ -175,6 +177,8 @@ enum Event {
 #[derive(Default)]
 struct Disk {
     records: Vec<Record>,
+    /// Written, not synced yet: lost in a crash.
+    unsynced: Vec<Record>,
     /// The last stable checkpoint: its sequence number, proof and state.
     checkpoint: Option<(Seq, Vec<Signed>, AppState)>,
     reserve: Option<(View, Seq)>,
@@ -695,6 +699,7 @@ impl Sim {
             let proof = node.replica.stable_proof().to_vec();
             node.disk.checkpoint = Some((low, proof, state.clone()));
             node.disk.records.retain(|r| r.seq() > low);
+            node.disk.unsynced.retain(|r| r.seq() > low);
         }
     }
 
@@ -715,6 +720,7 @@ impl Sim {
     /// reservation; everything else forgotten.
     fn reboot(&mut self, i: usize) {
         let node = &mut self.nodes[i];
+        node.disk.unsynced.clear(); // the crash lost them
         let mut replica = Replica::new(
             i as ReplicaId,
             self.replicas.clone(),
@@ -746,10 +752,16 @@ impl Sim {
                     ));
                 }
             }
+            let node = &mut self.nodes[i];
             for r in &batch {
-                self.nodes[i].app.execute(r);
+                node.app.execute(r);
             }
-            self.nodes[i].last_seq = seq;
+            node.last_seq = seq;
+            // As the engine does: the states at checkpoints passed again
+            // are at hand to serve.
+            if seq.is_multiple_of(self.cfg.settings.checkpoint_interval) {
+                node.snapshots.insert(seq, node.app.clone());
+            }
             if self.correct(i) {
                 self.check_chain(i, seq);
             }
@@ -825,7 +837,18 @@ impl Sim {
             }
             Output::Reserve { view, seq } => self.nodes[i].disk.reserve = Some((view, seq)),
             Output::Persist(Record::Prepared { .. }) if self.cfg.forget_prepared => {}
-            Output::Persist(record) => self.nodes[i].disk.records.push(record),
+            Output::Persist(record) => {
+                let disk = &mut self.nodes[i].disk;
+                let urgent = record.urgent();
+                disk.unsynced.push(record);
+                if urgent {
+                    disk.records.append(&mut disk.unsynced);
+                }
+            }
+            Output::Sync => {
+                let disk = &mut self.nodes[i].disk;
+                disk.records.append(&mut disk.unsynced);
+            }
             Output::FetchEntries { after } => {
                 for to in others {
                     self.send(i, to, &Wire::FetchEntries(after), 0);
