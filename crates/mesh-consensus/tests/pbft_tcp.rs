@@ -13,7 +13,9 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use mesh_consensus::Ordering;
 use mesh_consensus::pbft::config::{ReplicaId, ReplicaSet};
-use mesh_consensus::pbft::engine::{PbftOrdering, PbftSetup, Transport, Wire, encode};
+use mesh_consensus::pbft::engine::{
+    PbftOrdering, PbftSetup, READ_FALLBACK_MS, Transport, Wire, decode, encode,
+};
 use mesh_consensus::pbft::message::{Body, Envelope, Request, Signed, batch_digest};
 use mesh_consensus::pbft::net_tcp::{TcpTransport, serve_connection};
 use mesh_consensus::pbft::replica::Settings;
@@ -21,25 +23,37 @@ use mesh_state::{Command, KvCmd, Reply, RequestId};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-/// Drops frames from or to replicas cut off.
+/// Drops frames from or to replicas cut off, and to deaf replicas every
+/// frame but read-index traffic.
 struct Gate {
     me: ReplicaId,
     inner: Arc<TcpTransport>,
     cut: Arc<Mutex<HashSet<ReplicaId>>>,
+    deaf: Arc<Mutex<HashSet<ReplicaId>>>,
 }
 
 impl Transport for Gate {
     fn send(&self, to: ReplicaId, frame: Arc<Vec<u8>>) {
         let cut = self.cut.lock().unwrap();
-        if !cut.contains(&self.me) && !cut.contains(&to) {
-            self.inner.send(to, frame);
+        if cut.contains(&self.me) || cut.contains(&to) {
+            return;
         }
+        if self.deaf.lock().unwrap().contains(&to)
+            && !matches!(
+                decode(&frame[4..]),
+                Some(Wire::ReadIndex { .. } | Wire::ReadIndexAnswer(_))
+            )
+        {
+            return;
+        }
+        self.inner.send(to, frame);
     }
 }
 
 struct Cluster {
     nodes: Vec<PbftOrdering>,
     cut: Arc<Mutex<HashSet<ReplicaId>>>,
+    deaf: Arc<Mutex<HashSet<ReplicaId>>>,
 }
 
 fn key(i: usize) -> SigningKey {
@@ -59,6 +73,7 @@ async fn cluster(n: usize, settings: Settings) -> Cluster {
     }
     let addrs = Arc::new(addrs);
     let cut = Arc::new(Mutex::new(HashSet::new()));
+    let deaf = Arc::new(Mutex::new(HashSet::new()));
     let mut nodes = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let a = addrs.clone();
@@ -67,6 +82,7 @@ async fn cluster(n: usize, settings: Settings) -> Cluster {
             me: i as ReplicaId,
             inner: tcp,
             cut: cut.clone(),
+            deaf: deaf.clone(),
         });
         let node = PbftOrdering::start(
             PbftSetup {
@@ -88,7 +104,7 @@ async fn cluster(n: usize, settings: Settings) -> Cluster {
         });
         nodes.push(node);
     }
-    Cluster { nodes, cut }
+    Cluster { nodes, cut, deaf }
 }
 
 fn incr(key: &str) -> Command {
@@ -134,6 +150,9 @@ async fn wait_converged(c: &Cluster, among: &[usize], want: u64, within: Duratio
     }
 }
 
+/// Distinct request ids across calls (a repeated id is deduplicated).
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Proposes `count` increments of `key` from every node in `from`, all at
 /// once; every one must succeed.
 async fn write_all(c: &Cluster, from: &[usize], key: &str, count: usize) {
@@ -141,7 +160,8 @@ async fn write_all(c: &Cluster, from: &[usize], key: &str, count: usize) {
     for &i in from {
         for k in 0..count {
             let node = c.nodes[i].clone();
-            let id = RequestId(format!("{key}-{i}-{k}"));
+            let n = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = RequestId(format!("{key}-{i}-{k}-{n}"));
             let cmd = incr(key);
             tasks.push(tokio::spawn(async move {
                 tokio::time::timeout(Duration::from_secs(20), node.propose(cmd, Some(id))).await
@@ -266,4 +286,62 @@ async fn an_equivocating_primary_is_evidence_in_status_and_events() {
     .clone();
     assert_eq!(s.evidence_total, 1);
     assert_eq!(s.evidence[0].culprit, 0);
+}
+
+/// TOCS 2002 §5.1.3 (as a read index, see `pbft::read_only`): a read on a
+/// replica that is up to date takes one round of signed answers, no
+/// ordering; a read on a replica that missed acknowledged writes is never
+/// stale: its index names them, it waits for them, and when it cannot
+/// get them in time the read falls back to the ordered path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_are_fresh_by_read_index_and_fall_back_to_ordering() {
+    let c = cluster(4, Settings::default()).await;
+    write_all(&c, &[1], "r", 5).await;
+    let applied = c.nodes[1].status().applied_index.unwrap();
+    wait_converged(&c, &[0, 1, 2, 3], applied, Duration::from_secs(10)).await;
+    // Fast path: a write acknowledged on node 1, read on node 2.
+    write_all(&c, &[1], "r", 1).await;
+    let started = Instant::now();
+    c.nodes[2].read_barrier().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(counter(&c.nodes[2], "r"), Some(b"6".to_vec()));
+    // (Status is published at the end of the engine's turn.)
+    let mut status = c.nodes[2].watch_status();
+    let s = tokio::time::timeout(
+        Duration::from_secs(5),
+        status.wait_for(|s| s.reads_fast == 1),
+    )
+    .await
+    .expect("the read counted")
+    .unwrap()
+    .clone();
+    assert_eq!((s.reads_fast, s.reads_ordered), (1, 0), "{s:?}");
+    println!("a read index round took {took:?}");
+
+    // Node 3 hears nothing but read-index traffic while node 0 writes.
+    c.deaf.lock().unwrap().insert(3);
+    write_all(&c, &[0], "r", 3).await;
+    let reader = c.nodes[3].clone();
+    let read = tokio::spawn(async move { reader.read_barrier().await });
+    // Its index names writes it cannot get: after READ_FALLBACK_MS the read
+    // takes the ordered path (and still waits: node 3 hears nothing).
+    let asked = Instant::now();
+    let until = asked + Duration::from_secs(10);
+    while c.nodes[3].pbft_status().reads_ordered == 0 {
+        assert!(Instant::now() < until, "the read never fell back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(asked.elapsed() >= Duration::from_millis(READ_FALLBACK_MS));
+    assert!(!read.is_finished(), "a stale read was served");
+    assert_eq!(counter(&c.nodes[3], "r"), Some(b"6".to_vec()));
+    // It hears again; more writes show it the gap; the read completes
+    // with every write acknowledged before it.
+    c.deaf.lock().unwrap().clear();
+    write_all(&c, &[0], "other", 1).await;
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the read completed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(counter(&c.nodes[3], "r"), Some(b"9".to_vec()));
 }

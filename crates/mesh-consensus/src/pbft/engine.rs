@@ -14,9 +14,14 @@
 //! it (§4.2), so it survives any f faulty replicas. Clients of other nodes
 //! would need f + 1 matching replies; nodes do not.
 //!
-//! A read barrier is a request without commands: once this replica executed
-//! it, everything ordered before the barrier is in its state (the paper's
-//! ordered path; the read-only optimisation of §5.1.3 is not built yet).
+//! A read barrier asks every replica for its read index (§5.1.3, see
+//! [`super::read_only`]): with 2f + 1 signed answers, the read waits until
+//! this replica executed the highest of them, then reads its state. One
+//! round serves every read that arrived before it began. If the round or
+//! the wait takes longer than [`READ_FALLBACK_MS`] (replicas unreachable,
+//! or one naming a number far ahead), the read takes the ordered path: a
+//! request without commands, after which everything ordered before it is
+//! in this replica's state.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -30,6 +35,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use super::config::{ReplicaId, ReplicaSet, Seq, View};
 use super::machine::{ClientOp, PbftApp, snapshot_digest};
 use super::message::{ClientId, CommitCert, Digest, Envelope, Request, SigCache};
+use super::read_only::ReadRound;
 use super::replica::{Evidence, Output, Replica, Settings};
 use super::store::{Store, StoredCheckpoint, write_checkpoint};
 use crate::ordering::{Applied, OrderError, OrderStatus, Ordering, SharedState};
@@ -51,6 +57,9 @@ const SNAPSHOTS_KEPT: usize = 3;
 const SERVE_EVERY_MS: u64 = 50;
 /// Evidence records kept for status.
 const EVIDENCE_KEPT: usize = 32;
+/// A read whose read index is not in hand and executed by then takes the
+/// ordered path.
+pub const READ_FALLBACK_MS: u64 = 500;
 
 /// What travels between replicas.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +86,13 @@ pub enum Wire {
     },
     /// Commit certificates, each checked before it counts.
     Entries(Vec<CommitCert>),
+    /// Replica `from`, as a client, asks for read indexes (§5.1.3).
+    ReadIndex {
+        from: ReplicaId,
+        nonce: u64,
+    },
+    /// A signed answer ([`super::message::Body::ReadIndex`]).
+    ReadIndexAnswer(super::message::Signed),
 }
 
 /// Encodes `wire` as a length-prefixed frame.
@@ -283,6 +299,11 @@ pub struct PbftStatus {
     pub stored_checkpoint: Option<Seq>,
     /// Batches executed again from the log at start.
     pub replayed: u64,
+    /// Reads served by a read index (§5.1.3), reads that fell back to the
+    /// ordered path, and read-index rounds asked.
+    pub reads_fast: u64,
+    pub reads_ordered: u64,
+    pub read_rounds: u64,
     /// Requests of this node executed, and the commands they carried.
     pub own_requests: u64,
     pub own_commands: u64,
@@ -297,6 +318,10 @@ enum Input {
     Propose {
         command: Option<Command>,
         request_id: Option<RequestId>,
+        reply: oneshot::Sender<Result<Applied, OrderError>>,
+    },
+    /// A read barrier.
+    Read {
         reply: oneshot::Sender<Result<Applied, OrderError>>,
     },
     Frame(Vec<u8>),
@@ -406,6 +431,12 @@ impl PbftOrdering {
             lane: Lane {
                 last_timestamp,
                 ..Lane::default()
+            },
+            // Nonces never repeat, across restarts too: an answer to an
+            // older question says nothing of the state after a read began.
+            reads: Reads {
+                nonce: unix_micros(),
+                ..Reads::default()
             },
             snapshots,
             fetching: None,
@@ -527,7 +558,14 @@ impl Ordering for PbftOrdering {
     }
 
     async fn read_barrier(&self) -> Result<(), OrderError> {
-        self.submit(None, None).await.map(|_| ())
+        let stopped = || OrderError::Stopped("the pBFT engine stopped".into());
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .inbox
+            .send(Input::Read { reply })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?.map(|_| ())
     }
 
     fn status(&self) -> OrderStatus {
@@ -573,6 +611,21 @@ struct InFlight {
     sent_at: u64,
 }
 
+type ReadReply = oneshot::Sender<Result<Applied, OrderError>>;
+
+/// Reads waiting for their read index (see the module docs).
+#[derive(Default)]
+struct Reads {
+    /// Waiting for the next round.
+    queued: Vec<ReadReply>,
+    /// The round asked, and the reads it serves.
+    round: Option<(ReadRound, Vec<ReadReply>)>,
+    /// Read index in hand: (index, round started at, reads) waiting for
+    /// this replica to execute up to it.
+    waiting: Vec<(Seq, u64, Vec<ReadReply>)>,
+    nonce: u64,
+}
+
 struct Driver {
     /// For results of work done off the driver's thread (weak: the driver
     /// stops once every handle is gone).
@@ -598,6 +651,7 @@ struct Driver {
     events: broadcast::Sender<(u64, Event)>,
     evidence: broadcast::Sender<EvidenceRecord>,
     lane: Lane,
+    reads: Reads,
     /// Checkpoint states by sequence number, to answer state requests.
     snapshots: BTreeMap<Seq, Arc<Vec<u8>>>,
     /// A state being fetched: (seq, digest, last asked at).
@@ -651,8 +705,10 @@ impl Driver {
                     self.resend(now);
                 }
             }
+            self.reads();
             self.send_request();
             self.outputs();
+            self.reads();
             self.store_checkpoint();
             self.publish_status();
             if let Some(why) = &self.fatal {
@@ -675,6 +731,7 @@ impl Driver {
                 request_id,
                 reply,
             }),
+            Input::Read { reply } => self.reads.queued.push(reply),
             Input::Frame(payload) => self.frame(&payload),
             Input::Checkpoint {
                 seq,
@@ -769,8 +826,94 @@ impl Driver {
                     tracing::debug!(error = %e, "pBFT commit certificates refused");
                 }
             }
+            Wire::ReadIndex { from, nonce } => {
+                if let Some(key) = self.replica.replicas().key(from) {
+                    let client = key.to_bytes();
+                    let answer = self.replica.answer_read_index(client, nonce);
+                    self.send(from, Arc::new(encode(&Wire::ReadIndexAnswer(answer))));
+                }
+            }
+            Wire::ReadIndexAnswer(msg) => self.read_answer(&msg),
         }
         self.outputs();
+    }
+
+    /// A read-index answer for the round in flight: with 2f + 1, the
+    /// round's reads wait for this replica to execute up to the index.
+    fn read_answer(&mut self, msg: &super::message::Signed) {
+        let Some((round, _)) = &self.reads.round else {
+            return;
+        };
+        let nonce = round.nonce;
+        let Some((from, seq)) = self.replica.check_read_index(msg, self.client_id, nonce) else {
+            self.stats.refused += 1;
+            return;
+        };
+        let quorum = self.replica.replicas().quorum();
+        let Some((round, _)) = &mut self.reads.round else {
+            return;
+        };
+        round.answer(from, seq);
+        if let Some(index) = round.index(quorum) {
+            let (round, readers) = self.reads.round.take().expect("present");
+            self.reads.waiting.push((index, round.started, readers));
+        }
+    }
+
+    /// Serves reads whose index this replica executed, sends the slow ones
+    /// down the ordered path, and asks a new round for queued reads.
+    fn reads(&mut self) {
+        let now = self.now();
+        let executed = self.replica.last_executed();
+        let applied = *self.applied.borrow();
+        let mut ready = Vec::new();
+        let mut slow = Vec::new();
+        for (index, since, readers) in std::mem::take(&mut self.reads.waiting) {
+            if index <= executed {
+                ready.extend(readers);
+            } else if now.saturating_sub(since) >= READ_FALLBACK_MS {
+                slow.extend(readers);
+            } else {
+                self.reads.waiting.push((index, since, readers));
+            }
+        }
+        if self
+            .reads
+            .round
+            .as_ref()
+            .is_some_and(|(r, _)| now.saturating_sub(r.started) >= READ_FALLBACK_MS)
+        {
+            let (_, readers) = self.reads.round.take().expect("present");
+            slow.extend(readers);
+        }
+        self.stats.reads_fast += ready.len() as u64;
+        for reply in ready {
+            let _ = reply.send(Ok(Applied {
+                index: applied,
+                reply: Ok(Reply::Ok),
+            }));
+        }
+        self.stats.reads_ordered += slow.len() as u64;
+        for reply in slow {
+            self.lane.queue.push(Waiter {
+                command: None,
+                request_id: None,
+                reply,
+            });
+        }
+        if self.reads.round.is_none() && !self.reads.queued.is_empty() {
+            self.reads.nonce += 1;
+            let me = self.replica.id();
+            let round = ReadRound::new(self.reads.nonce, now, (me, self.replica.read_index()));
+            let readers = std::mem::take(&mut self.reads.queued);
+            self.reads.round = Some((round, readers));
+            self.stats.read_rounds += 1;
+            let frame = Arc::new(encode(&Wire::ReadIndex {
+                from: me,
+                nonce: self.reads.nonce,
+            }));
+            self.broadcast(frame);
+        }
     }
 
     /// Sends this node's next request if none is in flight.

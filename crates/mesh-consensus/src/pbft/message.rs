@@ -132,6 +132,14 @@ pub enum Body {
         timestamp: u64,
         result: Vec<u8>,
     },
+    /// §5.1.3, as a read index: the sender's answer to `client`'s read-only
+    /// question `nonce`: `seq` is the highest sequence number it knows
+    /// committed or prepared (see [`super::read_only`]).
+    ReadIndex {
+        client: ClientId,
+        nonce: u64,
+        seq: Seq,
+    },
 }
 
 impl Body {
@@ -144,7 +152,7 @@ impl Body {
             | Body::ViewChange { view, .. }
             | Body::NewView { view, .. }
             | Body::Reply { view, .. } => Some(*view),
-            Body::Checkpoint { .. } => None,
+            Body::Checkpoint { .. } | Body::ReadIndex { .. } => None,
         }
     }
 }

@@ -43,6 +43,7 @@ pub mod engine;
 pub mod machine;
 pub mod message;
 pub mod net_tcp;
+pub mod read_only;
 pub mod replica;
 pub mod sim;
 pub mod store;

@@ -611,7 +611,7 @@ impl Replica {
             Body::Checkpoint { seq, .. } => self.on_checkpoint(env.msg, seq),
             Body::ViewChange { .. } => self.on_view_change(env.msg),
             Body::NewView { .. } => self.on_new_view(env),
-            Body::Reply { .. } => Err(Refused::NotForReplicas),
+            Body::Reply { .. } | Body::ReadIndex { .. } => Err(Refused::NotForReplicas),
         }
     }
 

@@ -13,6 +13,7 @@
 //!   application state there;
 //! - no correct replica is ever accused by evidence;
 //! - clients accept only results that correct replicas computed;
+//! - a read-index read (§5.1.3, see [`reads`]) is never stale;
 //!
 //! and at the end, when liveness is checked: once the network heals (loss
 //! stops, partitions heal, crashed replicas restart: the paper's GST),
@@ -30,6 +31,7 @@
 
 pub mod adversary;
 pub mod app;
+mod reads;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -73,6 +75,9 @@ pub struct PbftSimConfig {
     /// A negative control: replicas do not store their prepared
     /// certificates (what a power cut then breaks shows they are needed).
     pub forget_prepared: bool,
+    /// A negative control: read-index reads take this many answers instead
+    /// of 2f + 1.
+    pub read_answers: Option<usize>,
     /// Mean time between partitions (0: none).
     pub partition_every_ms: u64,
     /// After the chaos, how long every request may take to be accepted.
@@ -99,6 +104,7 @@ impl Default for PbftSimConfig {
             amnesia: true,
             power_cut: false,
             forget_prepared: false,
+            read_answers: None,
             partition_every_ms: 3_000,
             deadline_ms: 60_000,
             check_liveness: true,
@@ -135,6 +141,9 @@ pub struct PbftSimReport {
     pub state_transfers: u64,
     pub crashes: u64,
     pub partitions: u64,
+    /// Read-index reads completed (each checked fresh), and given up.
+    pub reads: u64,
+    pub reads_given_up: u64,
     pub messages: u64,
     pub bytes: u64,
     pub signed: u64,
@@ -154,6 +163,8 @@ enum Wire {
     State(Seq, AppState),
     FetchEntries(Seq),
     Entries(Vec<CommitCert>),
+    ReadIndex(u64),
+    ReadIndexAnswer(Signed),
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -192,6 +203,7 @@ struct Node {
     snapshots: BTreeMap<Seq, AppState>,
     fetching: Option<(Seq, Digest, u64)>,
     crashed: bool,
+    read: Option<reads::Read>,
     /// The last sequence number this replica executed or installed.
     last_seq: Seq,
 }
@@ -215,6 +227,10 @@ struct Sim {
     chain_at: BTreeMap<Seq, Digest>,
     /// (client, timestamp) → the result correct replicas computed.
     results: HashMap<(ClientId, u64), Vec<u8>>,
+    /// (client, timestamp) → where a correct replica first executed it.
+    result_seq: HashMap<(ClientId, u64), Seq>,
+    /// The highest of those among results clients accepted.
+    acked_seq: Seq,
     client_index: HashMap<ClientId, usize>,
     report: PbftSimReport,
 }
@@ -272,6 +288,7 @@ impl Sim {
                 snapshots: BTreeMap::new(),
                 fetching: None,
                 crashed: false,
+                read: None,
                 last_seq: 0,
             })
             .collect();
@@ -308,6 +325,8 @@ impl Sim {
             decided: BTreeMap::new(),
             chain_at: BTreeMap::new(),
             results: HashMap::new(),
+            result_seq: HashMap::new(),
+            acked_seq: 0,
             client_index,
             report,
             cfg,
@@ -415,6 +434,7 @@ impl Sim {
                 }
                 let now_ms = self.now_us / 1000;
                 self.nodes[i].replica.tick(now_ms);
+                self.read_tick(i, self.now_us / TICK_US);
                 if let Some((seq, _, asked)) = self.nodes[i].fetching
                     && self.now_us >= asked + FETCH_RETRY_US
                 {
@@ -609,6 +629,8 @@ impl Sim {
                     self.report.refused += 1;
                 }
             }
+            Wire::ReadIndex(nonce) => self.answer_read(to, from, nonce),
+            Wire::ReadIndexAnswer(msg) => self.read_answer(to, &msg),
         }
         self.drain(to);
     }
@@ -742,6 +764,7 @@ impl Sim {
         node.replica = replica;
         node.app = app;
         node.fetching = None;
+        node.read = None;
         node.last_seq = node.replica.low_watermark();
         for (seq, batch) in replay {
             if self.correct(i) {
@@ -901,6 +924,7 @@ impl Sim {
                     Some(_) => {}
                     None => {
                         self.results.insert(key, result.clone());
+                        self.result_seq.insert(key, seq);
                     }
                 }
             }
@@ -947,6 +971,9 @@ impl Sim {
         let key = (client.id, ts);
         let name = client.name.clone();
         client.sent_at = 0;
+        if let Some(&seq) = self.result_seq.get(&key) {
+            self.acked_seq = self.acked_seq.max(seq);
+        }
         match self.results.get(&key) {
             Some(x) if *x == result => {}
             _ => {
