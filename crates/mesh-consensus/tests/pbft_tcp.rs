@@ -206,6 +206,9 @@ async fn writes_on_every_node_apply_alike_and_survive_a_silent_primary() {
         "writes resumed {took:?} after the primary was cut off (view {})",
         s.view
     );
+    // Node 2's own writes are executed there; those of nodes 1 and 3 once
+    // a read barrier says so (they were acknowledged on their nodes).
+    c.nodes[2].read_barrier().await.unwrap();
     assert_eq!(counter(&c.nodes[2], "after"), Some(b"15".to_vec()));
 
     // The old primary comes back and catches up (NEW-VIEW sent to a replica
