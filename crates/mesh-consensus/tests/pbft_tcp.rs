@@ -289,6 +289,8 @@ async fn an_equivocating_primary_is_evidence_in_status_and_events() {
     .clone();
     assert_eq!(s.evidence_total, 1);
     assert_eq!(s.evidence[0].culprit, 0);
+    // What the membership view reports as replica 0's reputation.
+    assert_eq!(s.evidence_against, vec![1, 0, 0, 0]);
 }
 
 /// TOCS 2002 §5.1.3 (as a read index, see `pbft::read_only`): a read on a

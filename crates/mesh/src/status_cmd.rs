@@ -116,6 +116,12 @@ pub fn render(s: &Value) -> String {
         if !s_by.is_empty() || !c_by.is_empty() {
             out += &format!("{:<18} suspected by [{s_by}], confirmed by [{c_by}]\n", "");
         }
+        if m["reputation"] == "accused" {
+            out += &format!(
+                "{:<18} ACCUSED: this node's pBFT replica holds {} piece(s) of evidence that it lied\n",
+                "", m["evidence"]
+            );
+        }
     }
     out
 }

@@ -52,6 +52,13 @@ fn caught_up(c: &Cluster) -> bool {
 
 fn no_evidence(c: &Cluster) {
     for i in c.running() {
+        // The membership view: every replica trusted.
+        let (code, body) = http("GET", &url(c, i, "/v1/members"), None);
+        assert_eq!(code, 200);
+        for m in body["members"].as_array().unwrap() {
+            assert_eq!(m["reputation"], "trusted", "node {i}: {m}");
+            assert_eq!(m["evidence"], 0, "node {i}: {m}");
+        }
         assert_eq!(
             pbft(c, i)["evidence_total"],
             0,

@@ -308,6 +308,9 @@ pub struct PbftStatus {
     pub own_requests: u64,
     pub own_commands: u64,
     pub evidence_total: u64,
+    /// Pieces of evidence held against each replica, by replica id (what
+    /// the membership view reports as its reputation).
+    pub evidence_against: Vec<u64>,
     pub evidence: Vec<EvidenceRecord>,
     /// Why the engine stopped, if it did.
     pub fatal: Option<String>,
@@ -1234,6 +1237,11 @@ impl Driver {
         };
         tracing::warn!(culprit, kind, "pBFT: proof that a replica misbehaved");
         self.stats.evidence_total += 1;
+        let n = self.replica.replicas().n();
+        self.stats.evidence_against.resize(n, 0);
+        if let Some(c) = self.stats.evidence_against.get_mut(culprit as usize) {
+            *c += 1;
+        }
         let record = EvidenceRecord {
             culprit,
             culprit_node: self.node_ids.get(culprit as usize).copied(),
@@ -1254,6 +1262,7 @@ impl Driver {
         let s = &mut self.stats;
         s.replica = r.id();
         s.replicas = r.replicas().n();
+        s.evidence_against.resize(s.replicas, 0);
         s.f = r.replicas().f();
         s.view = r.view();
         s.primary = r.replicas().primary(r.view());

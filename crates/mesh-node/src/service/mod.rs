@@ -123,6 +123,27 @@ pub(crate) fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Adds `evidence` and `reputation` to each member (see
+/// [`Service::membership_status`]); `pbft`: each replica's node id and the
+/// evidence held against it, by replica id.
+fn annotate_reputation(members: &mut [serde_json::Value], pbft: Option<&(Vec<u64>, Vec<u64>)>) {
+    for m in members {
+        let id = m["id"].as_str().map(node_id_of);
+        let held = pbft.and_then(|(ids, against)| {
+            let replica = ids.iter().position(|n| Some(*n) == id)?;
+            Some(against.get(replica).copied().unwrap_or(0))
+        });
+        if let Some(obj) = m.as_object_mut() {
+            obj.insert("evidence".into(), held.into());
+            obj.insert(
+                "reputation".into(),
+                held.map(|e| if e == 0 { "trusted" } else { "accused" })
+                    .into(),
+            );
+        }
+    }
+}
+
 impl Service {
     pub fn new(
         engine: Engine,
@@ -169,11 +190,22 @@ impl Service {
         &self.inner.metrics
     }
 
-    /// The membership loop's snapshot (`None` while the node stops).
+    /// The membership loop's snapshot (`None` while the node stops). Under
+    /// pBFT each member that is a replica also says what this node's
+    /// replica holds against it: `evidence` (pieces of proof that it lied)
+    /// and `reputation`, `trusted` or `accused` (one piece is enough: a
+    /// correct replica never signs two conflicting messages). Members that
+    /// are not replicas, and every member under Raft, have them `null`.
     pub async fn membership_status(&self) -> Option<StatusSnapshot> {
         let (tx, rx) = oneshot::channel();
         self.inner.requests.send(Request::Status(tx)).await.ok()?;
-        rx.await.ok()
+        let mut snapshot = rx.await.ok()?;
+        let pbft = self.inner.engine.pbft().map(|p| {
+            let against = p.pbft_status().evidence_against;
+            (p.node_ids().to_vec(), against)
+        });
+        annotate_reputation(&mut snapshot.members, pbft.as_ref());
+        Some(snapshot)
     }
 
     /// Membership and consensus together.
@@ -474,5 +506,36 @@ impl Service {
     /// stamp applied (so a key the log expired never reappears here).
     pub(crate) fn read_clock(sm: &StateMachine) -> u64 {
         unix_ms().max(sm.clock_ms)
+    }
+}
+
+#[cfg(test)]
+mod reputation_tests {
+    use super::*;
+
+    /// TOCS 2002 evidence held against a replica lowers its reputation in
+    /// the membership view: replicas with none are `trusted`, one with
+    /// evidence `accused` with the count; a member that is no replica, and
+    /// every member without pBFT, has neither (null, not invented).
+    #[test]
+    fn members_carry_the_evidence_held_against_them() {
+        let names = ["a", "b", "c"];
+        let members = || -> Vec<serde_json::Value> {
+            names
+                .iter()
+                .map(|n| serde_json::json!({ "id": n }))
+                .collect()
+        };
+        let ids = vec![node_id_of("a"), node_id_of("b")];
+        let mut m = members();
+        annotate_reputation(&mut m, Some(&(ids, vec![0, 2])));
+        assert_eq!(m[0]["reputation"], "trusted");
+        assert_eq!(m[0]["evidence"], 0);
+        assert_eq!(m[1]["reputation"], "accused");
+        assert_eq!(m[1]["evidence"], 2);
+        assert!(m[2]["reputation"].is_null() && m[2]["evidence"].is_null());
+        let mut raft = members();
+        annotate_reputation(&mut raft, None);
+        assert!(raft.iter().all(|x| x["reputation"].is_null()));
     }
 }
