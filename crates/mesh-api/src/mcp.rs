@@ -540,6 +540,7 @@ impl MeshMcp {
                     "node_rtt_ms": member["rtt_ms"],
                     "suspected_by": member["suspected_by"],
                     "confirmed_dead_by": member["confirmed_by"],
+                    "node_reputation": member["reputation"],
                     "node_dead_at_ms": agent["node_dead_at_ms"],
                 }))
             }
