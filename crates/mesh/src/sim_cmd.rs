@@ -75,6 +75,14 @@ struct PbftArgs {
     clients: usize,
     #[arg(long, default_value_t = 12)]
     requests: u64,
+    /// Once during the chaos, every correct replica crashes at once and
+    /// restarts from what it stored.
+    #[arg(long)]
+    power_cut: bool,
+    /// Crashed replicas keep their memory (a paused process) instead of
+    /// restarting from what they stored.
+    #[arg(long)]
+    keep_memory: bool,
     /// Print every seed's report as JSON lines.
     #[arg(long)]
     json: bool,
@@ -118,6 +126,8 @@ fn run_pbft(a: PbftArgs) -> anyhow::Result<()> {
         clients: a.clients,
         requests: a.requests,
         chaos_ms: a.chaos,
+        power_cut: a.power_cut,
+        amnesia: !a.keep_memory,
         // Liveness is only promised with at most f Byzantine replicas.
         check_liveness: k <= f,
         ..PbftSimConfig::default()
@@ -128,6 +138,7 @@ fn run_pbft(a: PbftArgs) -> anyhow::Result<()> {
     let (mut vcs, mut evidence, mut transfers, mut refused, mut msgs, mut bytes) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut signed, mut verified, mut accepted) = (0u64, 0u64, 0u64);
+    let (mut reads, mut crashes) = (0u64, 0u64);
     for &seed in &seeds {
         let r = run_seed(seed, &cfg);
         if a.json {
@@ -135,9 +146,11 @@ fn run_pbft(a: PbftArgs) -> anyhow::Result<()> {
         }
         if let Some(v) = &r.violation {
             anyhow::bail!(
-                "seed {seed} (byzantine {:?}): {v}\nreplay: mesh sim pbft --seed {seed} --nodes {} --byzantine {k}{}{} --loss {} --chaos {}ms --clients {} --requests {}",
+                "seed {seed} (byzantine {:?}): {v}\nreplay: mesh sim pbft --seed {seed} --nodes {} --byzantine {k}{}{}{}{} --loss {} --chaos {}ms --clients {} --requests {}",
                 r.byzantine,
                 a.nodes,
+                if a.power_cut { " --power-cut" } else { "" },
+                if a.keep_memory { " --keep-memory" } else { "" },
                 if a.behaviour.is_empty() {
                     String::new()
                 } else {
@@ -159,10 +172,12 @@ fn run_pbft(a: PbftArgs) -> anyhow::Result<()> {
         signed += r.signed;
         verified += r.verified;
         accepted += r.accepted;
+        reads += r.reads;
+        crashes += r.crashes;
     }
     if !a.json {
         println!(
-            "{} seeds, n = {}, {k} Byzantine, {:.0}% loss: every check held ({accepted} requests accepted, {vcs} view changes entered, {evidence} pieces of evidence, {transfers} state transfers, {refused} messages refused) in {:.1} s",
+            "{} seeds, n = {}, {k} Byzantine, {:.0}% loss: every check held ({accepted} requests accepted, {vcs} view changes entered, {evidence} pieces of evidence, {transfers} state transfers, {refused} messages refused, {crashes} crashes, {reads} read-index reads checked fresh) in {:.1} s",
             seeds.len(),
             a.nodes,
             a.loss * 100.0,

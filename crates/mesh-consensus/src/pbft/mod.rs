@@ -19,6 +19,11 @@
 //!   commit certificates (2f + 1 commits prove them);
 //! - `view_change`: view changes (§4.4) with request timers, timeout
 //!   doubling, joining on f + 1, NEW-VIEW built and checked in full;
+//! - [`durable`]: what a replica stores to restart without losing what it
+//!   executed or the certificates view changes rely on, and restoring it;
+//!   [`store`] keeps it on disk for the engine;
+//! - [`read_only`]: read-only requests (§5.1.3) as a read index from 2f + 1
+//!   signed answers;
 //! - [`validate`]: the certificate checks and the new-view computation;
 //! - [`sim`]: the deterministic simulation with Byzantine replicas;
 //! - [`engine`]: [`engine::PbftOrdering`], the [`crate::Ordering`] trait over
@@ -27,10 +32,9 @@
 //!   client timestamp, checkpoint digests) and [`net_tcp`] (frames between
 //!   replicas).
 //!
-//! Not yet: durable log and state (a restarted replica fetches them from the
-//! others; see `ALGORITHM.md`), read-only requests (§5.1.3), reconfiguration
-//! of the replica set, evidence held against a replica's reputation (it is
-//! in the engine's status and published on `mesh.pbft.evidence`).
+//! Not yet: reconfiguration of the replica set by a committed command (it is
+//! fixed by the genesis file), and the primary-proposed clock of §5.4 (see
+//! `ALGORITHM.md`).
 
 #![forbid(unsafe_code)]
 
