@@ -201,7 +201,7 @@ mod tests {
     use super::*;
     use crate::pbft::config::ReplicaId;
     use crate::pbft::replica::{Output, Settings};
-    use crate::pbft::testing::{keys, replica_set};
+    use crate::pbft::testing::{group, keys, replica_set, settle};
 
     fn req(t: u64) -> Request {
         Request::signed(&SigningKey::from_bytes(&[9; 32]), t, vec![t as u8])
@@ -209,39 +209,18 @@ mod tests {
 
     /// Runs 4 replicas to completion on `reqs`, keeping each one's records.
     fn run_with_records(reqs: &[Request]) -> (Vec<Replica>, Vec<Vec<Record>>, Vec<Vec<Output>>) {
-        let k = keys(4);
-        let set = replica_set(&k);
-        let mut rs: Vec<Replica> = k
-            .iter()
-            .enumerate()
-            .map(|(i, k)| Replica::new(i as ReplicaId, set.clone(), k.clone(), Settings::default()))
-            .collect();
+        let mut rs = group(4);
         let mut records = vec![Vec::new(); 4];
         let mut seen = vec![Vec::new(); 4];
         for r in reqs {
             rs[0].request(r.clone());
         }
-        loop {
-            let mut moved = false;
-            for i in 0..4 {
-                for o in rs[i].drain_outputs() {
-                    moved = true;
-                    match &o {
-                        Output::Broadcast(env) => {
-                            for j in (0..4).filter(|&j| j != i) {
-                                let _ = rs[j].handle(env.clone());
-                            }
-                        }
-                        Output::Persist(r) => records[i].push(r.clone()),
-                        _ => {}
-                    }
-                    seen[i].push(o);
-                }
+        settle(&mut rs, 4, |i, o| {
+            if let Output::Persist(r) = o {
+                records[i].push(r.clone());
             }
-            if !moved {
-                break;
-            }
-        }
+            seen[i].push(o.clone());
+        });
         (rs, records, seen)
     }
 

@@ -59,7 +59,8 @@ mod view_change;
 pub(crate) mod testing {
     use ed25519_dalek::SigningKey;
 
-    use super::config::ReplicaSet;
+    use super::config::{ReplicaId, ReplicaSet};
+    use super::replica::{Output, Replica, Settings};
 
     pub fn keys(n: usize) -> Vec<SigningKey> {
         (0..n)
@@ -70,5 +71,37 @@ pub(crate) mod testing {
     pub fn replica_set(k: &[SigningKey]) -> ReplicaSet {
         ReplicaSet::new(k.iter().map(|k| k.verifying_key().to_bytes()).collect())
             .expect("valid keys")
+    }
+
+    /// `n` replicas of one set with default settings.
+    pub fn group(n: usize) -> Vec<Replica> {
+        let k = keys(n);
+        let set = replica_set(&k);
+        k.iter()
+            .enumerate()
+            .map(|(i, k)| Replica::new(i as ReplicaId, set.clone(), k.clone(), Settings::default()))
+            .collect()
+    }
+
+    /// Delivers broadcasts among replicas `0..among` (the others hear
+    /// nothing) until none has output left; `seen` sees every output.
+    pub fn settle(rs: &mut [Replica], among: usize, mut seen: impl FnMut(usize, &Output)) {
+        loop {
+            let mut moved = false;
+            for i in 0..among {
+                for o in rs[i].drain_outputs() {
+                    moved = true;
+                    if let Output::Broadcast(env) = &o {
+                        for j in (0..among).filter(|&j| j != i) {
+                            let _ = rs[j].handle(env.clone());
+                        }
+                    }
+                    seen(i, &o);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
     }
 }

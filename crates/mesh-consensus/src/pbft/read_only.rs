@@ -112,39 +112,17 @@ mod tests {
 
     use super::*;
     use crate::pbft::message::Request;
-    use crate::pbft::replica::{Output, Settings};
-    use crate::pbft::testing::{keys, replica_set};
+    use crate::pbft::testing::{group, keys, settle};
 
     /// Four replicas; requests ordered with replica 3 cut off from
     /// everything (it knows nothing of them).
     fn four_with_one_behind(requests: u64) -> Vec<Replica> {
-        let k = keys(4);
-        let set = replica_set(&k);
-        let mut rs: Vec<Replica> = k
-            .iter()
-            .enumerate()
-            .map(|(i, k)| Replica::new(i as ReplicaId, set.clone(), k.clone(), Settings::default()))
-            .collect();
+        let mut rs = group(4);
         let client = SigningKey::from_bytes(&[9; 32]);
         for t in 1..=requests {
             rs[0].request(Request::signed(&client, t, vec![t as u8]));
         }
-        loop {
-            let mut moved = false;
-            for i in 0..3 {
-                for o in rs[i].drain_outputs() {
-                    moved = true;
-                    if let Output::Broadcast(env) = o {
-                        for j in (0..3).filter(|&j| j != i) {
-                            let _ = rs[j].handle(env.clone());
-                        }
-                    }
-                }
-            }
-            if !moved {
-                break;
-            }
-        }
+        settle(&mut rs, 3, |_, _| {});
         rs
     }
 
