@@ -34,7 +34,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::Seq;
-use super::message::{Body, ClientId, CommitCert, PreparedCert, Request, Signed};
+use super::message::{Body, ClientId, CommitCert, Envelope, PreparedCert, Request, Signed};
 use super::replica::{Replica, Slot};
 
 /// Something a replica needs after a restart; see the module docs.
@@ -46,6 +46,14 @@ pub enum Record {
     Executed { seq: Seq, cert: CommitCert },
     /// The checkpoint at `seq` became stable here, proven by `proof`.
     Stable { seq: Seq, proof: Vec<Signed> },
+    /// The NEW-VIEW of the view this replica entered last, stored as it
+    /// enters and again at each stable checkpoint (`seq` is the one after
+    /// it, so it outlives the records the checkpoint makes useless). A
+    /// replica restarted after entering a view can still show a replica
+    /// that missed it the NEW-VIEW (as primary it may be the only one to
+    /// hold it); without, the simulator found replicas stuck changing to
+    /// a view that had begun.
+    NewView { seq: Seq, env: Envelope },
 }
 
 impl Record {
@@ -61,7 +69,8 @@ impl Record {
         match self {
             Record::Prepared { seq, .. }
             | Record::Executed { seq, .. }
-            | Record::Stable { seq, .. } => *seq,
+            | Record::Stable { seq, .. }
+            | Record::NewView { seq, .. } => *seq,
         }
     }
 }
@@ -107,6 +116,7 @@ impl Replica {
         }
         let mut executed = std::collections::BTreeMap::new();
         let mut stable: Option<(Seq, Vec<Signed>)> = None;
+        let mut new_view: Option<(super::config::View, Envelope)> = None;
         let mut prepared = Vec::new();
         for record in records {
             match record {
@@ -116,6 +126,15 @@ impl Replica {
                 }
                 Record::Stable { seq, proof } if stable.as_ref().is_none_or(|s| s.0 < seq) => {
                     stable = Some((seq, proof));
+                }
+                Record::NewView { env, .. } => {
+                    let view = match env.msg.body {
+                        Body::NewView { view, .. } => view,
+                        _ => continue,
+                    };
+                    if new_view.as_ref().is_none_or(|(v, _)| *v < view) {
+                        new_view = Some((view, env));
+                    }
                 }
                 _ => {}
             }
@@ -167,6 +186,13 @@ impl Replica {
             if newer {
                 self.prepared.insert(seq, cert);
             }
+        }
+        if let Some((view, env)) = new_view
+            && view >= self.view
+        {
+            self.view = view;
+            self.entered_view = view;
+            self.new_view = Some(env);
         }
         self.assigned = self.assigned.max(self.last_executed).max(self.low);
         replay
@@ -320,5 +346,40 @@ mod tests {
         assert_eq!(replay.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![3]);
         assert_eq!(b.low_watermark(), 2);
         assert_eq!(b.prepared.keys().copied().collect::<Vec<_>>(), vec![3]);
+    }
+
+    /// A replica restarted after entering a view still holds its NEW-VIEW
+    /// (to show replicas that missed it) and is in that view.
+    #[test]
+    fn a_restored_replica_keeps_the_new_view_it_entered() {
+        let mut rs = group(4);
+        let mut records = vec![Vec::new(); 4];
+        for r in rs.iter_mut() {
+            r.start_view_change(1);
+        }
+        settle(&mut rs, 4, |i, o| {
+            if let Output::Persist(r) = o {
+                records[i].push(r.clone());
+            }
+        });
+        assert!(rs.iter().all(|r| r.view() == 1 && r.is_active()));
+        let k = keys(4);
+        for i in 0..4 {
+            assert!(
+                records[i]
+                    .iter()
+                    .any(|r| matches!(r, Record::NewView { .. })),
+                "replica {i} stored its NEW-VIEW"
+            );
+            let mut fresh = Replica::new(
+                i as ReplicaId,
+                replica_set(&k),
+                k[i].clone(),
+                Settings::default(),
+            );
+            fresh.restore(None, [], records[i].clone());
+            assert_eq!(fresh.view(), 1);
+            assert_eq!(fresh.new_view, rs[i].new_view);
+        }
     }
 }

@@ -329,8 +329,10 @@ impl Replica {
     /// ones for one slot would be equivocation); the slots it cannot vote on
     /// come to it by commit certificates and state transfer.
     pub fn resume(&mut self, view: View, seq: Seq) {
-        self.view = view;
-        self.entered_view = view;
+        // A restored NEW-VIEW may name a later view (one entered without
+        // signing anything in it).
+        self.view = self.view.max(view);
+        self.entered_view = self.entered_view.max(view);
         self.floor = Some((view, seq));
         self.reserved = (view, seq);
         self.assigned = seq;
@@ -1024,6 +1026,18 @@ impl Replica {
         self.execute_ready();
     }
 
+    /// Stores the NEW-VIEW this replica entered last, to outlive the
+    /// records at or below `low` (see [`super::durable::Record::NewView`]).
+    pub(super) fn persist_new_view(&mut self, low: Seq) {
+        if let Some(env) = self.new_view.clone() {
+            self.outputs
+                .push(Output::Persist(super::durable::Record::NewView {
+                    seq: low + 1,
+                    env,
+                }));
+        }
+    }
+
     /// `client`'s request at `timestamp` executed (older ones are stale).
     pub(super) fn note_done(&mut self, client: ClientId, timestamp: u64) {
         let d = self.done.entry(client).or_insert(0);
@@ -1047,6 +1061,7 @@ impl Replica {
                 seq,
                 proof: proof.clone(),
             }));
+        self.persist_new_view(seq);
         self.stable_proof = proof;
         self.slots = self.slots.split_off(&(seq + 1));
         self.prepared = self.prepared.split_off(&(seq + 1));

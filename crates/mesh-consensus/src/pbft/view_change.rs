@@ -247,6 +247,7 @@ impl Replica {
         self.active = true;
         self.entered_view = v;
         self.new_view = Some(env);
+        self.persist_new_view(self.low);
         self.helped.clear();
         self.vcs.retain(|(view, _), _| *view > v);
         self.pending.clear();
