@@ -78,6 +78,15 @@ impl Wire {
         }
     }
 
+    /// Whether a read's reply says for certain the key is not there (an
+    /// error status says nothing either way).
+    pub fn absent(self, status: u16, body: &[u8]) -> bool {
+        match self {
+            Wire::Mesh => status == 404,
+            Wire::Etcd => status == 200 && !self.found(status, body),
+        }
+    }
+
     /// Whether a read's reply shows the key.
     pub fn found(self, status: u16, body: &[u8]) -> bool {
         match self {
@@ -306,7 +315,7 @@ pub fn run_clients(
 }
 
 /// Reads every key back (linearizably) through `addr`; returns how many are missing.
-pub fn count_missing(addr: &str, wire: Wire, keys: &[String]) -> usize {
+pub fn count_missing(addr: &str, wire: Wire, keys: &[String]) -> Missing {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -320,26 +329,59 @@ pub fn count_missing(addr: &str, wire: Wire, keys: &[String]) -> usize {
                 let addr = addr.to_string();
                 tokio::spawn(async move {
                     let mut conn = Conn { addr, stream: None };
-                    let mut missing = 0;
+                    let mut m = Missing::default();
                     for k in part {
                         let (method, path, body) = wire.read(&k);
-                        // A read that errors counts as missing: never assume it is there.
-                        let found = match conn.request(method, &path, &body).await {
-                            Ok((status, body)) => wire.found(status, &body),
-                            Err(_) => false,
-                        };
-                        missing += usize::from(!found);
+                        // A read that errors is tried again (the mesh may be
+                        // settling after the kill); one that keeps failing is
+                        // unreadable, never assumed there.
+                        let mut outcome = None;
+                        for attempt in 0..READ_ATTEMPTS {
+                            if attempt > 0 {
+                                tokio::time::sleep(READ_RETRY).await;
+                            }
+                            if let Ok((status, body)) = conn.request(method, &path, &body).await {
+                                if wire.found(status, &body) {
+                                    outcome = Some(true);
+                                    break;
+                                }
+                                if wire.absent(status, &body) {
+                                    outcome = Some(false);
+                                    break;
+                                }
+                            }
+                        }
+                        match outcome {
+                            Some(true) => {}
+                            Some(false) => m.lost += 1,
+                            None => m.unreadable += 1,
+                        }
                     }
-                    missing
+                    m
                 })
             })
             .collect();
-        let mut missing = 0;
+        let mut total = Missing::default();
         for t in tasks {
-            missing += t.await.expect("reader task");
+            let m = t.await.expect("reader task");
+            total.lost += m.lost;
+            total.unreadable += m.unreadable;
         }
-        missing
+        total
     })
+}
+
+/// Reads of a key before it counts as unreadable, and the pause between.
+const READ_ATTEMPTS: usize = 5;
+const READ_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Acknowledged keys not found afterwards.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Missing {
+    /// Read back as absent: lost.
+    pub lost: usize,
+    /// Every read of it failed: not known either way.
+    pub unreadable: usize,
 }
 
 /// Resident memory of a process, in MiB.

@@ -100,8 +100,10 @@ struct Failover {
     recovery_ms: Option<f64>,
     acked_before_kill: usize,
     acked_total: usize,
-    /// Acknowledged writes not found afterwards on a survivor.
+    /// Acknowledged writes a survivor answers as absent afterwards.
     lost: usize,
+    /// Acknowledged writes whose every read back failed (not known either way).
+    unreadable: usize,
     /// Writes that failed or timed out (not acknowledged; a client may retry).
     errors: usize,
 }
@@ -382,7 +384,7 @@ fn failover(sys: &mut System, args: &KvBench, value: &Arc<Vec<u8>>) -> anyhow::R
         .map(|(_, _, done)| done.duration_since(killed_at).as_secs_f64() * 1000.0)
         .min_by(|a, b| a.total_cmp(b));
     let keys: Vec<String> = acked.iter().map(|(k, _, _)| k.clone()).collect();
-    let lost = load::count_missing(&addrs[0], wire, &keys);
+    let missing = load::count_missing(&addrs[0], wire, &keys);
     Ok(Failover {
         clients: n,
         recovery_ms,
@@ -391,7 +393,8 @@ fn failover(sys: &mut System, args: &KvBench, value: &Arc<Vec<u8>>) -> anyhow::R
             .filter(|(_, _, done)| *done < killed_at)
             .count(),
         acked_total: acked.len(),
-        lost,
+        lost: missing.lost,
+        unreadable: missing.unreadable,
         errors: logs.iter().map(|l| l.errors).sum(),
     })
 }
@@ -579,7 +582,7 @@ fn print_report(r: &Report) {
     for s in &r.systems {
         if let Some(f) = &s.failover {
             println!(
-                "{}: leader kill -9 under load ({} clients): writes succeed again after {} ms{}; acknowledged {} ({} before the kill), lost {}, failed or timed out {}",
+                "{}: leader kill -9 under load ({} clients): writes succeed again after {} ms{}; acknowledged {} ({} before the kill), lost {}, unreadable {}, failed or timed out {}",
                 s.system,
                 f.clients,
                 ms(f.recovery_ms),
@@ -598,6 +601,7 @@ fn print_report(r: &Report) {
                 f.acked_total,
                 f.acked_before_kill,
                 f.lost,
+                f.unreadable,
                 f.errors
             );
         }
