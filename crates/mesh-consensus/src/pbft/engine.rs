@@ -848,6 +848,9 @@ impl Driver {
             return;
         };
         let nonce = round.nonce;
+        if !matches!(msg.body, super::message::Body::ReadIndex { nonce: n, .. } if n == nonce) {
+            return; // a late answer to an earlier round: not refused, just old
+        }
         let Some((from, seq)) = self.replica.check_read_index(msg, self.client_id, nonce) else {
             self.stats.refused += 1;
             return;
