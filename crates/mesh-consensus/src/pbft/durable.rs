@@ -128,9 +128,8 @@ impl Replica {
                     stable = Some((seq, proof));
                 }
                 Record::NewView { env, .. } => {
-                    let view = match env.msg.body {
-                        Body::NewView { view, .. } => view,
-                        _ => continue,
+                    let Some(view) = env.msg.body.view() else {
+                        continue;
                     };
                     if new_view.as_ref().is_none_or(|(v, _)| *v < view) {
                         new_view = Some((view, env));
@@ -178,11 +177,11 @@ impl Replica {
             if seq <= self.low {
                 continue;
             }
-            let view = pre_prepare_of(&cert.pre_prepare).map(|(v, _)| v);
+            let view = cert.pre_prepare.body.view();
             let newer = self
                 .prepared
                 .get(&seq)
-                .is_none_or(|old| pre_prepare_of(&old.pre_prepare).map(|(v, _)| v) < view);
+                .is_none_or(|old| old.pre_prepare.body.view() < view);
             if newer {
                 self.prepared.insert(seq, cert);
             }

@@ -37,7 +37,7 @@ use super::machine::{ClientOp, PbftApp, snapshot_digest};
 use super::message::{ClientId, CommitCert, Digest, Envelope, Request, SigCache};
 use super::read_only::ReadRound;
 use super::replica::{Evidence, Output, Replica, Settings};
-use super::store::{Store, StoredCheckpoint, write_checkpoint};
+use super::store::{Store, write_checkpoint};
 use crate::ordering::{Applied, OrderError, OrderStatus, Ordering, SharedState};
 
 /// First byte of a pBFT frame's payload (after the length).
@@ -53,6 +53,15 @@ const RESEND_AFTER_MS: u64 = 1_000;
 const FETCH_AGAIN_MS: u64 = 500;
 /// Checkpoint snapshots kept to answer state requests.
 const SNAPSHOTS_KEPT: usize = 3;
+
+/// Keeps the state at checkpoint `seq` to answer state requests, and only
+/// the latest [`SNAPSHOTS_KEPT`].
+fn keep_snapshot(snapshots: &mut BTreeMap<Seq, Arc<Vec<u8>>>, seq: Seq, snapshot: Vec<u8>) {
+    snapshots.insert(seq, Arc::new(snapshot));
+    while snapshots.len() > SNAPSHOTS_KEPT {
+        snapshots.pop_first();
+    }
+}
 /// Commit certificates go to one replica at most this often.
 const SERVE_EVERY_MS: u64 = 50;
 /// Evidence records kept for status.
@@ -222,7 +231,7 @@ fn restore(
         }
         (sm, app) = PbftApp::restore(&cp.snapshot).map_err(|e| bad(e.to_string()))?;
         stats.stored_checkpoint = Some(cp.seq);
-        snapshots.insert(cp.seq, Arc::new(cp.snapshot));
+        keep_snapshot(&mut snapshots, cp.seq, cp.snapshot);
         stable = Some((cp.seq, cp.proof));
     }
     let clients: Vec<(ClientId, u64)> = app.clients.iter().map(|(c, t)| (*c, *t)).collect();
@@ -233,10 +242,7 @@ fn restore(
         // others may need it from this replica (after a power cut, this may
         // be the only replica that stored the batches up to it).
         if seq.is_multiple_of(replica.settings.checkpoint_interval) {
-            snapshots.insert(*seq, Arc::new(app.snapshot(&sm)));
-            while snapshots.len() > SNAPSHOTS_KEPT {
-                snapshots.pop_first();
-            }
+            keep_snapshot(&mut snapshots, *seq, app.snapshot(&sm));
         }
     }
     stats.replayed = replay.len() as u64;
@@ -321,11 +327,11 @@ enum Input {
     Propose {
         command: Option<Command>,
         request_id: Option<RequestId>,
-        reply: oneshot::Sender<Result<Applied, OrderError>>,
+        reply: ReplyTo,
     },
     /// A read barrier.
     Read {
-        reply: oneshot::Sender<Result<Applied, OrderError>>,
+        reply: ReplyTo,
     },
     Frame(Vec<u8>),
     /// A checkpoint's state, encoded and digested off the driver's thread.
@@ -531,20 +537,14 @@ impl PbftOrdering {
         self.shared.primary.clone()
     }
 
-    async fn submit(
-        &self,
-        command: Option<Command>,
-        request_id: Option<RequestId>,
-    ) -> Result<Applied, OrderError> {
+    /// Sends the driver an input carrying a reply channel, and waits for
+    /// the reply.
+    async fn ask(&self, input: impl FnOnce(ReplyTo) -> Input) -> Result<Applied, OrderError> {
         let stopped = || OrderError::Stopped("the pBFT engine stopped".into());
         let (reply, rx) = oneshot::channel();
         self.shared
             .inbox
-            .send(Input::Propose {
-                command,
-                request_id,
-                reply,
-            })
+            .send(input(reply))
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
@@ -557,18 +557,16 @@ impl Ordering for PbftOrdering {
         command: Command,
         request_id: Option<RequestId>,
     ) -> Result<Applied, OrderError> {
-        self.submit(Some(command), request_id).await
+        self.ask(|reply| Input::Propose {
+            command: Some(command),
+            request_id,
+            reply,
+        })
+        .await
     }
 
     async fn read_barrier(&self) -> Result<(), OrderError> {
-        let stopped = || OrderError::Stopped("the pBFT engine stopped".into());
-        let (reply, rx) = oneshot::channel();
-        self.shared
-            .inbox
-            .send(Input::Read { reply })
-            .await
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?.map(|_| ())
+        self.ask(|reply| Input::Read { reply }).await.map(|_| ())
     }
 
     fn status(&self) -> OrderStatus {
@@ -597,7 +595,7 @@ impl Ordering for PbftOrdering {
 struct Waiter {
     command: Option<Command>,
     request_id: Option<RequestId>,
-    reply: oneshot::Sender<Result<Applied, OrderError>>,
+    reply: ReplyTo,
 }
 
 /// This node as a pBFT client: one request in flight, the rest queued.
@@ -614,18 +612,19 @@ struct InFlight {
     sent_at: u64,
 }
 
-type ReadReply = oneshot::Sender<Result<Applied, OrderError>>;
+/// Where the driver answers a proposal or a read.
+type ReplyTo = oneshot::Sender<Result<Applied, OrderError>>;
 
 /// Reads waiting for their read index (see the module docs).
 #[derive(Default)]
 struct Reads {
     /// Waiting for the next round.
-    queued: Vec<ReadReply>,
+    queued: Vec<ReplyTo>,
     /// The round asked, and the reads it serves.
-    round: Option<(ReadRound, Vec<ReadReply>)>,
+    round: Option<(ReadRound, Vec<ReplyTo>)>,
     /// Read index in hand: (index, round started at, reads) waiting for
     /// this replica to execute up to it.
-    waiting: Vec<(Seq, u64, Vec<ReadReply>)>,
+    waiting: Vec<(Seq, u64, Vec<ReplyTo>)>,
     nonce: u64,
 }
 
@@ -708,6 +707,9 @@ impl Driver {
                     self.resend(now);
                 }
             }
+            // Reads before the request goes out (one falling back to the
+            // ordered path rides in it) and after execution (one whose
+            // index was just reached is served now, not a tick later).
             self.reads();
             self.send_request();
             self.outputs();
@@ -741,10 +743,7 @@ impl Driver {
                 snapshot,
                 digest,
             } => {
-                self.snapshots.insert(seq, Arc::new(snapshot));
-                while self.snapshots.len() > SNAPSHOTS_KEPT {
-                    self.snapshots.pop_first();
-                }
+                keep_snapshot(&mut self.snapshots, seq, snapshot);
                 self.replica.state_digest(seq, digest);
             }
             Input::CheckpointStored { seq, result } => {
@@ -779,12 +778,7 @@ impl Driver {
         let proof = self.replica.stable_proof().to_vec();
         let inbox = self.own_inbox.clone();
         tokio::task::spawn_blocking(move || {
-            let cp = StoredCheckpoint {
-                seq: low,
-                proof,
-                snapshot: snapshot.as_ref().clone(),
-            };
-            let result = write_checkpoint(&dir, &cp).map_err(|e| e.to_string());
+            let result = write_checkpoint(&dir, low, &proof, &snapshot).map_err(|e| e.to_string());
             if let Some(tx) = inbox.upgrade() {
                 let _ = tx.blocking_send(Input::CheckpointStored { seq: low, result });
             }
@@ -997,7 +991,6 @@ impl Driver {
             match o {
                 Output::Persist(record) => {
                     store.append(record);
-                    self.stats.log_records += 1;
                     sync |= record.urgent();
                 }
                 Output::Sync => sync = true,
@@ -1007,21 +1000,13 @@ impl Driver {
         if !sync {
             return;
         }
-        match store.sync() {
-            Ok(()) => {
-                self.stats.log_syncs = store.syncs;
-                self.stats.log_bytes = store.bytes_written;
-            }
-            Err(e) => {
-                let why = format!(
-                    "cannot write the pBFT log in {}: {e}",
-                    store.dir().display()
-                );
-                tracing::error!(
-                    "{why}; this replica stops (what it would send next depends on it)"
-                );
-                self.fatal = Some(why);
-            }
+        if let Err(e) = store.sync() {
+            let why = format!(
+                "cannot write the pBFT log in {}: {e}",
+                store.dir().display()
+            );
+            tracing::error!("{why}; this replica stops (what it would send next depends on it)");
+            self.fatal = Some(why);
         }
     }
 
@@ -1223,7 +1208,7 @@ impl Driver {
         let applied = sm.applied_index;
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = sm;
         self.app = app;
-        self.snapshots.insert(seq, Arc::new(snapshot.to_vec()));
+        keep_snapshot(&mut self.snapshots, seq, snapshot.to_vec());
         self.stats.state_transfers += 1;
         self.applied.send_replace(applied);
         let executed: Vec<_> = self.app.clients.iter().map(|(c, t)| (*c, *t)).collect();
@@ -1275,6 +1260,11 @@ impl Driver {
         s.signatures_made = c.signed;
         s.signatures_verified = c.verified;
         s.frames_dropped = self.transport.dropped();
+        if let Some(store) = &self.store {
+            s.log_records = store.records;
+            s.log_syncs = store.syncs;
+            s.log_bytes = store.bytes_written;
+        }
         let primary = (
             s.view,
             s.active

@@ -61,17 +61,27 @@ pub struct Store {
     /// Framed records not written yet.
     buf: Vec<u8>,
     checkpoint_seq: Seq,
-    /// Bytes and syncs so far (status).
+    /// Records appended, bytes written and syncs so far (status).
+    pub records: u64,
     pub bytes_written: u64,
     pub syncs: u64,
 }
 
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&Sha256::digest(body)[..8]);
-    out.extend_from_slice(body);
-    out
+/// The 12 bytes before a framed body: its length and checksum.
+fn header(body: &[u8]) -> [u8; 12] {
+    let mut h = [0; 12];
+    h[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    h[4..].copy_from_slice(&Sha256::digest(body)[..8]);
+    h
+}
+
+/// [`StoredCheckpoint`] borrowed (the same encoding), so storing one does
+/// not copy the state.
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    seq: Seq,
+    proof: &'a [Signed],
+    snapshot: &'a [u8],
 }
 
 /// The next framed body in `bytes` at `at`: Some((body, end)) or None when
@@ -168,6 +178,7 @@ impl Store {
             segments,
             buf: Vec::new(),
             checkpoint_seq,
+            records: 0,
             bytes_written: 0,
             syncs: 0,
         };
@@ -178,7 +189,9 @@ impl Store {
     /// Queues a record (written and synced by [`Store::sync`]).
     pub fn append(&mut self, record: &Record) {
         let body = postcard::to_allocvec(record).expect("encoding to a Vec cannot fail");
-        self.buf.extend_from_slice(&frame(&body));
+        self.buf.extend_from_slice(&header(&body));
+        self.buf.extend_from_slice(&body);
+        self.records += 1;
         let max = self.segments.entry(self.current_no).or_insert(0);
         *max = (*max).max(record.seq());
     }
@@ -270,14 +283,21 @@ fn read_checkpoint(dir: &Path) -> io::Result<Option<StoredCheckpoint>> {
         .map_err(|e| invalid(&path, e))
 }
 
-/// Stores `checkpoint` in `dir` durably (temporary file, synced, renamed,
-/// directory synced). Slow for a large state: run it off the engine's
+/// Stores the checkpoint at `seq` (its proof and state) in `dir` durably
+/// (temporary file, synced, renamed, directory synced); it reads back as a
+/// [`StoredCheckpoint`]. Slow for a large state: run it off the engine's
 /// thread, then call [`Store::checkpoint_stored`].
-pub fn write_checkpoint(dir: &Path, checkpoint: &StoredCheckpoint) -> io::Result<()> {
-    let body = postcard::to_allocvec(checkpoint).expect("encoding to a Vec cannot fail");
+pub fn write_checkpoint(dir: &Path, seq: Seq, proof: &[Signed], snapshot: &[u8]) -> io::Result<()> {
+    let body = postcard::to_allocvec(&CheckpointRef {
+        seq,
+        proof,
+        snapshot,
+    })
+    .expect("encoding to a Vec cannot fail");
     let tmp = dir.join("checkpoint.bin.tmp");
     let mut f = File::create(&tmp)?;
-    f.write_all(&frame(&body))?;
+    f.write_all(&header(&body))?;
+    f.write_all(&body)?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
     sync_dir(dir)
@@ -413,7 +433,7 @@ mod tests {
             proof: vec![signed(4)],
             snapshot: vec![7; 1000],
         };
-        write_checkpoint(&dir, &cp).unwrap();
+        write_checkpoint(&dir, cp.seq, &cp.proof, &cp.snapshot).unwrap();
         s.checkpoint_stored(4).unwrap();
         s.append(&executed(5));
         s.sync().unwrap();

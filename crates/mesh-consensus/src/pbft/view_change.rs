@@ -247,17 +247,21 @@ impl Replica {
         self.active = true;
         self.entered_view = v;
         self.new_view = Some(env);
-        self.persist_new_view(self.low);
         self.helped.clear();
         self.vcs.retain(|(view, _), _| *view > v);
         self.pending.clear();
         self.timer_since = (!self.waiting.is_empty()).then_some(self.now);
+        let low = self.low;
         if plan.stable > self.low {
             if self.last_executed >= plan.stable {
                 self.move_low(plan.stable, plan.checkpoint_proof);
             } else {
                 self.fetch(plan.stable, plan.state, plan.checkpoint_proof);
             }
+        }
+        // Moving the window stored the NEW-VIEW with it; otherwise now.
+        if self.low == low {
+            self.persist_new_view(low);
         }
         // Slots of older views above the checkpoint are void; the NEW-VIEW
         // re-issues every one that may have committed anywhere.
