@@ -4,7 +4,11 @@
 //! 2f + 1 intersects any other quorum in at least one correct replica).
 //!
 //! Part of the replicated configuration: it changes only through a committed
-//! reconfiguration, never from what one replica says.
+//! reconfiguration (see [`super::epoch`]), never from what one replica says.
+//! Each configuration is an *epoch*: its number, the sequence number it
+//! starts after (its first low watermark), and its replicas. Replica ids,
+//! views and signatures belong to one epoch: a message signed in one is
+//! never valid in another.
 
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
@@ -18,6 +22,10 @@ pub type View = u64;
 /// A sequence number assigned by a primary.
 pub type Seq = u64;
 
+/// A configuration's number: 0 for the genesis replica set, one more at
+/// each committed reconfiguration.
+pub type Epoch = u64;
+
 /// Why a replica set is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -29,34 +37,63 @@ pub enum ConfigError {
     BadKey { id: ReplicaId },
 }
 
-/// The replicas of one configuration, by index.
+/// The replicas of one configuration (epoch), by index.
 ///
-/// Serialized as the plain list of public keys; the decompressed keys are
-/// kept beside them so verifying a signature does not decode the key again.
+/// Serialized as its epoch, start and public keys; the decompressed keys
+/// are kept beside them so verifying a signature does not decode the key
+/// again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "Vec<[u8; 32]>", into = "Vec<[u8; 32]>")]
+#[serde(try_from = "RawSet", into = "RawSet")]
 pub struct ReplicaSet {
+    epoch: Epoch,
+    /// The epoch orders the sequence numbers after this one: its first low
+    /// watermark, a stable checkpoint of the epoch before (0 for genesis).
+    start: Seq,
     /// Public keys, indexed by [`ReplicaId`].
     keys: Vec<[u8; 32]>,
     parsed: Vec<VerifyingKey>,
 }
 
-impl TryFrom<Vec<[u8; 32]>> for ReplicaSet {
+/// [`ReplicaSet`] as it is encoded.
+#[derive(Serialize, Deserialize)]
+struct RawSet {
+    epoch: Epoch,
+    start: Seq,
+    keys: Vec<[u8; 32]>,
+}
+
+impl TryFrom<RawSet> for ReplicaSet {
     type Error = ConfigError;
-    fn try_from(keys: Vec<[u8; 32]>) -> Result<Self, ConfigError> {
-        ReplicaSet::new(keys)
+    fn try_from(r: RawSet) -> Result<Self, ConfigError> {
+        ReplicaSet::at(r.epoch, r.start, r.keys)
     }
 }
 
-impl From<ReplicaSet> for Vec<[u8; 32]> {
+impl From<ReplicaSet> for RawSet {
     fn from(s: ReplicaSet) -> Self {
-        s.keys
+        RawSet {
+            epoch: s.epoch,
+            start: s.start,
+            keys: s.keys,
+        }
     }
 }
 
 impl ReplicaSet {
-    /// A replica set of these public keys (replica `i` has `keys[i]`).
+    /// The genesis replica set of these public keys (replica `i` has
+    /// `keys[i]`): epoch 0, starting from the empty state.
     pub fn new(keys: Vec<[u8; 32]>) -> Result<Self, ConfigError> {
+        ReplicaSet::at(0, 0, keys)
+    }
+
+    /// The configuration that follows this one from `start` (a checkpoint
+    /// of this epoch): the next epoch, with these keys.
+    pub fn next(&self, start: Seq, keys: Vec<[u8; 32]>) -> Result<Self, ConfigError> {
+        ReplicaSet::at(self.epoch + 1, start, keys)
+    }
+
+    /// Epoch `epoch` from `start` with these keys.
+    pub fn at(epoch: Epoch, start: Seq, keys: Vec<[u8; 32]>) -> Result<Self, ConfigError> {
         if keys.len() < 4 {
             return Err(ConfigError::TooFew(keys.len()));
         }
@@ -70,7 +107,34 @@ impl ReplicaSet {
             }
             parsed.push(key);
         }
-        Ok(ReplicaSet { keys, parsed })
+        Ok(ReplicaSet {
+            epoch,
+            start,
+            keys,
+            parsed,
+        })
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The sequence number the epoch starts after.
+    pub fn start(&self) -> Seq {
+        self.start
+    }
+
+    /// The public keys, by replica id.
+    pub fn keys(&self) -> &[[u8; 32]] {
+        &self.keys
+    }
+
+    /// The id of the replica with public key `key`, if it is a member.
+    pub fn id_of(&self, key: &[u8; 32]) -> Option<ReplicaId> {
+        self.keys
+            .iter()
+            .position(|k| k == key)
+            .map(|i| i as ReplicaId)
     }
 
     /// n: how many replicas.

@@ -1057,6 +1057,9 @@ impl Driver {
                 }));
                 self.broadcast(frame);
             }
+            // The engine does not decide reconfigurations yet (it never
+            // calls `end_epoch`), so its replica's epoch never ends.
+            Output::EpochEnd { .. } => {}
             Output::ViewChanged { view } => {
                 self.stats.view_changes += 1;
                 tracing::info!(

@@ -8,7 +8,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::config::{ReplicaId, ReplicaSet, Seq, View};
+use super::config::{Epoch, ReplicaId, ReplicaSet, Seq, View};
 
 /// A SHA-256 digest (of a batch, or of the state at a checkpoint).
 pub type Digest = [u8; 32];
@@ -179,9 +179,11 @@ pub struct CommitCert {
     pub batch: Vec<Request>,
 }
 
-/// A body signed by replica `from`.
+/// A body signed by replica `from` of epoch `epoch` (replica ids, views
+/// and sequence numbers mean something only within one configuration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signed {
+    pub epoch: Epoch,
     pub from: ReplicaId,
     pub body: Body,
     #[serde(with = "sig_bytes")]
@@ -213,33 +215,52 @@ pub enum VerifyError {
     NotAMember(ReplicaId),
     #[error("the signature of replica {0} does not verify")]
     BadSignature(ReplicaId),
+    /// Not a lie: a replica still in an earlier configuration, or already
+    /// in a later one (the runtime helps it along, see [`super::epoch`]).
+    #[error("a message of epoch {got}, not this configuration's epoch {current}")]
+    OtherEpoch { got: Epoch, current: Epoch },
 }
 
-/// The bytes a signature covers: the domain tag, the signer, the body.
-fn signing_bytes(from: ReplicaId, body: &Body) -> Vec<u8> {
+/// The bytes a signature covers: the domain tag, the epoch, the signer,
+/// the body.
+fn signing_bytes(epoch: Epoch, from: ReplicaId, body: &Body) -> Vec<u8> {
     let mut out = DOMAIN.to_vec();
+    out.extend_from_slice(&epoch.to_le_bytes());
     out.extend_from_slice(&from.to_le_bytes());
     postcard::to_extend(body, out).expect("encoding to a Vec cannot fail")
 }
 
 impl Signed {
-    /// Signs `body` as replica `from`.
+    /// Signs `body` as replica `from` of the genesis configuration (epoch 0).
     pub fn sign(from: ReplicaId, body: Body, key: &SigningKey) -> Signed {
-        let signature = key.sign(&signing_bytes(from, &body)).to_bytes();
+        Signed::sign_in(0, from, body, key)
+    }
+
+    /// Signs `body` as replica `from` of epoch `epoch`.
+    pub fn sign_in(epoch: Epoch, from: ReplicaId, body: Body, key: &SigningKey) -> Signed {
+        let signature = key.sign(&signing_bytes(epoch, from, &body)).to_bytes();
         Signed {
+            epoch,
             from,
             body,
             signature,
         }
     }
 
-    /// Checks the sender is a member and the signature is its own.
+    /// Checks the message is of this configuration, the sender is a member
+    /// and the signature is its own.
     pub fn verify(&self, replicas: &ReplicaSet) -> Result<(), VerifyError> {
+        if self.epoch != replicas.epoch() {
+            return Err(VerifyError::OtherEpoch {
+                got: self.epoch,
+                current: replicas.epoch(),
+            });
+        }
         let key = replicas
             .key(self.from)
             .ok_or(VerifyError::NotAMember(self.from))?;
         key.verify(
-            &signing_bytes(self.from, &self.body),
+            &signing_bytes(self.epoch, self.from, &self.body),
             &Signature::from_bytes(&self.signature),
         )
         .map_err(|_| VerifyError::BadSignature(self.from))

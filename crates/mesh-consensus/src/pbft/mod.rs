@@ -44,6 +44,7 @@ mod catch_up;
 pub mod config;
 pub mod durable;
 pub mod engine;
+pub mod epoch;
 pub mod machine;
 pub mod message;
 pub mod net_tcp;

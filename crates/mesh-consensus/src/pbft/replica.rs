@@ -119,6 +119,10 @@ pub enum Output {
     Persist(super::durable::Record),
     /// Make every record so far durable before carrying out later outputs.
     Sync,
+    /// The epoch ended: `seq`, its last sequence number, executed here and
+    /// its checkpoint stable with `proof`. The next configuration orders
+    /// what follows (see [`super::epoch`]); this replica orders nothing more.
+    EpochEnd { seq: Seq, proof: Vec<Signed> },
 }
 
 /// Proof that a replica lied: two messages it signed that no correct
@@ -267,17 +271,25 @@ pub struct Replica {
     floor: Option<(View, Seq)>,
     /// What is durably reserved for signing (see [`Output::Reserve`]).
     reserved: (View, Seq),
+    /// The last sequence number of this epoch, once a reconfiguration
+    /// decided it (see [`super::epoch`]): nothing above it is ordered here.
+    pub(super) end: Option<Seq>,
+    /// [`Output::EpochEnd`] went out.
+    pub(super) ended: bool,
     pub(super) counters: Counters,
     pub(super) cache: SigCache,
     pub(super) outputs: Vec<Output>,
 }
 
 impl Replica {
+    /// Replica `id` of the configuration `replicas`, starting after its
+    /// start (`ReplicaSet::start`): the runtime holds the state there.
     pub fn new(id: ReplicaId, replicas: ReplicaSet, key: SigningKey, settings: Settings) -> Self {
         assert!(
             replicas.contains(id),
             "replica {id} is not in its replica set"
         );
+        let start = replicas.start();
         Replica {
             id,
             replicas,
@@ -285,9 +297,9 @@ impl Replica {
             settings,
             view: 0,
             active: true,
-            low: 0,
-            assigned: 0,
-            last_executed: 0,
+            low: start,
+            assigned: start,
+            last_executed: start,
             slots: BTreeMap::new(),
             prepared: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
@@ -308,11 +320,13 @@ impl Replica {
             entered_view: 0,
             vc_attempts: 0,
             last_retransmit: 0,
-            retransmit_mark: 0,
+            retransmit_mark: start,
             retransmit_backoff: 0,
             stalled: None,
             floor: None,
-            reserved: (0, 0),
+            reserved: (0, start),
+            end: None,
+            ended: false,
             counters: Counters::default(),
             cache: SigCache::default(),
             outputs: Vec::new(),
@@ -420,8 +434,11 @@ impl Replica {
         )
     }
 
+    /// The high watermark: the window above the low one, never beyond
+    /// the epoch's end.
     pub(super) fn high(&self) -> Seq {
-        self.low + self.settings.window
+        let high = self.low + self.settings.window;
+        self.end.map_or(high, |end| high.min(end))
     }
 
     /// What to send and execute, in order.
@@ -431,7 +448,7 @@ impl Replica {
 
     pub(super) fn sign(&mut self, body: Body) -> Signed {
         self.counters.signed += 1;
-        Signed::sign(self.id, body, &self.key)
+        Signed::sign_in(self.replicas.epoch(), self.id, body, &self.key)
     }
 
     /// Signs a reply to a client (§4.1) for the runtime, which executed the
@@ -485,7 +502,7 @@ impl Replica {
         if !req.verify() {
             return false;
         }
-        if self.waiting.is_empty() {
+        if !self.expecting() {
             self.timer_since = Some(self.now);
         }
         self.waiting.insert(id, req.clone());
@@ -503,7 +520,7 @@ impl Replica {
             return;
         }
         self.assigned = self.assigned.max(self.low);
-        while !self.pending.is_empty()
+        while (!self.pending.is_empty() || self.filling())
             && self.assigned < self.high()
             && self.assigned < self.last_executed + self.settings.max_in_flight
         {
@@ -792,7 +809,7 @@ impl Replica {
     /// until it executes), no longer pending at the primary.
     fn note_in_flight(&mut self, r: &Request) {
         if self.done.get(&r.client).is_none_or(|&t| t < r.timestamp) {
-            if self.waiting.is_empty() {
+            if !self.expecting() {
                 self.timer_since = Some(self.now);
             }
             self.waiting.entry(r.id()).or_insert_with(|| r.clone());
@@ -882,7 +899,7 @@ impl Replica {
             }
             // Progress: the timer restarts for what still waits, and the
             // view-change timeout is back to its base.
-            self.timer_since = (!self.waiting.is_empty()).then_some(self.now);
+            self.timer_since = self.expecting().then_some(self.now);
             self.vc_attempts = 0;
             self.outputs.push(Output::Execute {
                 seq: self.last_executed,
@@ -1020,10 +1037,11 @@ impl Replica {
             .retain(|(c, t), _| done.get(c).is_none_or(|d| d < t));
         self.pending
             .retain(|r| done.get(&r.client).is_none_or(|d| *d < r.timestamp));
-        self.timer_since = (!self.waiting.is_empty()).then_some(self.now);
+        self.timer_since = self.expecting().then_some(self.now);
         let msg = self.sign(Body::Checkpoint { seq, state });
         self.broadcast(msg, None);
         self.execute_ready();
+        self.check_end();
     }
 
     /// Stores the NEW-VIEW this replica entered last, to outlive the
@@ -1070,6 +1088,7 @@ impl Replica {
             Body::Checkpoint { seq: s, .. } => s > seq,
             _ => false,
         });
+        self.check_end();
     }
 
     /// Sends again what may have been lost (see the module docs).

@@ -312,6 +312,7 @@ mod tests {
 
     fn signed(seq: Seq) -> Signed {
         Signed {
+            epoch: 0,
             from: 0,
             body: Body::PrePrepare {
                 view: 0,

@@ -43,15 +43,16 @@ pub enum CertError {
 
 /// A checkpoint proof: `proof` holds at least a quorum of checkpoint
 /// messages from different replicas, all for `seq` with the same state
-/// digest. Sequence 0 (the initial state) needs no proof. Returns the
-/// state digest (zeroes for sequence 0).
+/// digest. The epoch's start (0 for genesis) needs no proof: every replica
+/// of the epoch starts from it. Returns the state digest (zeroes for the
+/// start).
 pub fn checkpoint_proof(
     replicas: &ReplicaSet,
     seq: Seq,
     proof: &[Signed],
     cache: &mut SigCache,
 ) -> Result<Digest, CertError> {
-    if seq == 0 {
+    if seq == replicas.start() {
         return Ok([0; 32]);
     }
     let mut by_state: BTreeMap<Digest, BTreeSet<ReplicaId>> = BTreeMap::new();

@@ -36,7 +36,7 @@ impl Replica {
 
     pub(super) fn check_timers(&mut self) {
         if self.active {
-            if self.waiting.is_empty() {
+            if !self.expecting() {
                 self.timer_since = None;
                 return;
             }
@@ -250,7 +250,7 @@ impl Replica {
         self.helped.clear();
         self.vcs.retain(|(view, _), _| *view > v);
         self.pending.clear();
-        self.timer_since = (!self.waiting.is_empty()).then_some(self.now);
+        self.timer_since = self.expecting().then_some(self.now);
         let low = self.low;
         if plan.stable > self.low {
             if self.last_executed >= plan.stable {

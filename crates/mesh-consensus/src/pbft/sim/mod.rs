@@ -877,6 +877,7 @@ impl Sim {
                     self.send(i, to, &Wire::FetchEntries(after), 0);
                 }
             }
+            Output::EpochEnd { .. } => {}
             Output::ViewChanged { .. } => {
                 if !byzantine {
                     self.report.view_changes += 1;
