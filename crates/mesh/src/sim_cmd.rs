@@ -83,6 +83,12 @@ struct PbftArgs {
     /// restarting from what they stored.
     #[arg(long)]
     keep_memory: bool,
+    /// Once during the chaos, the replicas vote to replace one of them (a
+    /// Byzantine one half the time) by a new member; checks that every
+    /// correct replica reaches the new configuration and nothing is ordered
+    /// twice across it.
+    #[arg(long)]
+    reconfigure: bool,
     /// Print every seed's report as JSON lines.
     #[arg(long)]
     json: bool,
@@ -128,6 +134,7 @@ fn run_pbft(a: PbftArgs) -> anyhow::Result<()> {
         chaos_ms: a.chaos,
         power_cut: a.power_cut,
         amnesia: !a.keep_memory,
+        reconfigure: a.reconfigure,
         // Liveness is only promised with at most f Byzantine replicas.
         check_liveness: k <= f,
         ..PbftSimConfig::default()
@@ -138,7 +145,7 @@ fn run_pbft(a: PbftArgs) -> anyhow::Result<()> {
     let (mut vcs, mut evidence, mut transfers, mut refused, mut msgs, mut bytes) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut signed, mut verified, mut accepted) = (0u64, 0u64, 0u64);
-    let (mut reads, mut crashes) = (0u64, 0u64);
+    let (mut reads, mut crashes, mut epoch_changes) = (0u64, 0u64, 0u64);
     for &seed in &seeds {
         let r = run_seed(seed, &cfg);
         if a.json {
@@ -146,10 +153,11 @@ fn run_pbft(a: PbftArgs) -> anyhow::Result<()> {
         }
         if let Some(v) = &r.violation {
             anyhow::bail!(
-                "seed {seed} (byzantine {:?}): {v}\nreplay: mesh sim pbft --seed {seed} --nodes {} --byzantine {k}{}{}{}{} --loss {} --chaos {}ms --clients {} --requests {}",
+                "seed {seed} (byzantine {:?}): {v}\nreplay: mesh sim pbft --seed {seed} --nodes {} --byzantine {k}{}{}{}{}{} --loss {} --chaos {}ms --clients {} --requests {}",
                 r.byzantine,
                 a.nodes,
                 if a.power_cut { " --power-cut" } else { "" },
+                if a.reconfigure { " --reconfigure" } else { "" },
                 if a.keep_memory { " --keep-memory" } else { "" },
                 if a.behaviour.is_empty() {
                     String::new()
@@ -174,13 +182,19 @@ fn run_pbft(a: PbftArgs) -> anyhow::Result<()> {
         accepted += r.accepted;
         reads += r.reads;
         crashes += r.crashes;
+        epoch_changes += r.epoch_changes;
     }
     if !a.json {
         println!(
-            "{} seeds, n = {}, {k} Byzantine, {:.0}% loss: every check held ({accepted} requests accepted, {vcs} view changes entered, {evidence} pieces of evidence, {transfers} state transfers, {refused} messages refused, {crashes} crashes, {reads} read-index reads checked fresh) in {:.1} s",
+            "{} seeds, n = {}, {k} Byzantine, {:.0}% loss: every check held ({accepted} requests accepted, {vcs} view changes entered, {evidence} pieces of evidence, {transfers} state transfers, {refused} messages refused, {crashes} crashes, {reads} read-index reads checked fresh{}) in {:.1} s",
             seeds.len(),
             a.nodes,
             a.loss * 100.0,
+            if a.reconfigure {
+                format!(", {epoch_changes} replicas moved to a new configuration")
+            } else {
+                String::new()
+            },
             started.elapsed().as_secs_f64()
         );
         if accepted > 0 {

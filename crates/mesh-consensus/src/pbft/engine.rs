@@ -242,7 +242,11 @@ fn restore(
         // others may need it from this replica (after a power cut, this may
         // be the only replica that stored the batches up to it).
         if seq.is_multiple_of(replica.settings.checkpoint_interval) {
-            keep_snapshot(&mut snapshots, *seq, app.snapshot(&sm));
+            let snapshot = app.snapshot(&sm);
+            // Signed again: the checkpoint may still need this replica's
+            // signature to become stable.
+            replica.state_digest(*seq, snapshot_digest(&snapshot));
+            keep_snapshot(&mut snapshots, *seq, snapshot);
         }
     }
     stats.replayed = replay.len() as u64;

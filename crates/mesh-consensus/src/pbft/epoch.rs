@@ -216,6 +216,18 @@ impl Replica {
         }
     }
 
+    /// A new member's replica starts without the state at its epoch's
+    /// start: it fetches the state with digest `state` (which the runtime
+    /// took from the old set's proof of the end) and executes nothing
+    /// before [`Replica::installed_state`] says it is there. It votes in
+    /// the meantime: ordering does not need the state.
+    pub fn join(&mut self, state: super::message::Digest) {
+        let start = self.replicas.start();
+        self.last_executed = start.saturating_sub(1);
+        self.fetching = Some((start, state));
+        self.outputs.push(Output::FetchState { seq: start, state });
+    }
+
     /// The requests this replica knows of and has not executed, for the
     /// next epoch's replica.
     pub fn waiting_requests(&self) -> Vec<Request> {

@@ -417,8 +417,10 @@ impl Replica {
     /// A one-line summary of the replica's position (for failure reports).
     pub fn debug_state(&self) -> String {
         format!(
-            "r{} view {}{} low {} exec {} assigned {} slots {:?} waiting {} pending {} fetching {:?}",
+            "r{} epoch {} end {:?} view {}{} low {} exec {} assigned {} slots {:?} waiting {} pending {} fetching {:?}",
             self.id,
+            self.replicas.epoch(),
+            self.end,
             self.view,
             if self.active { "" } else { " (changing)" },
             self.low,
@@ -1039,6 +1041,13 @@ impl Replica {
             .retain(|r| done.get(&r.client).is_none_or(|d| *d < r.timestamp));
         self.timer_since = self.expecting().then_some(self.now);
         let msg = self.sign(Body::Checkpoint { seq, state });
+        // Kept with the proof (one more matching signature leaves it
+        // valid): retransmission sends it while this replica is idle, which
+        // is how others learn where it stands (and a replica still in an
+        // ended epoch gets the proof of the end, see `epoch`).
+        if seq == self.low && !self.stable_proof.iter().any(|m| m.from == self.id) {
+            self.stable_proof.push(msg.clone());
+        }
         self.broadcast(msg, None);
         self.execute_ready();
         self.check_end();

@@ -79,6 +79,8 @@ pub struct Adversary {
     overheard: Vec<Envelope>,
     outsider: SigningKey,
     pub slow_us: u64,
+    /// Each Byzantine replica's epoch (it signs its lies in it).
+    pub epochs: HashMap<ReplicaId, u64>,
 }
 
 impl Adversary {
@@ -96,6 +98,7 @@ impl Adversary {
             overheard: Vec::new(),
             outsider: SigningKey::from_bytes(&[0xEE; 32]),
             slow_us,
+            epochs: HashMap::new(),
         }
     }
 
@@ -110,8 +113,18 @@ impl Adversary {
         }
     }
 
+    fn epoch(&self, of: ReplicaId) -> u64 {
+        self.epochs.get(&of).copied().unwrap_or(0)
+    }
+
     fn sign(&self, from: ReplicaId, body: Body) -> Signed {
-        Signed::sign(from, body, &self.keys[&from])
+        Signed::sign_in(self.epoch(from), from, body, &self.keys[&from])
+    }
+
+    /// Replica `id` left the replica set: it does nothing more.
+    pub fn retire(&mut self, id: ReplicaId) {
+        self.behaviour.remove(&id);
+        self.keys.remove(&id);
     }
 
     /// What Byzantine replica `from` sends instead of broadcasting `env` to
@@ -277,12 +290,12 @@ impl Adversary {
             }
             // Signed by a key outside the replica set, as an outsider...
             2 => Envelope {
-                msg: Signed::sign(n as ReplicaId + 3, vote, &self.outsider),
+                msg: Signed::sign_in(self.epoch(from), n as ReplicaId + 3, vote, &self.outsider),
                 batch: None,
             },
             // ...and as a member.
             3 => Envelope {
-                msg: Signed::sign(victim, vote, &self.outsider),
+                msg: Signed::sign_in(self.epoch(from), victim, vote, &self.outsider),
                 batch: None,
             },
             // A valid view change for a later view, alone.

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{ReplicaId, ReplicaSet, Seq, View};
 use super::durable::Record;
 use super::message::{ClientId, CommitCert, Digest, Envelope, Request, Signed, batch_digest};
-use super::replica::{Output, Replica, Settings};
+use super::replica::{Evidence, Output, Replica, Settings};
 use adversary::{Adversary, Behaviour, Lie};
 use app::{AppState, Client};
 
@@ -78,6 +78,12 @@ pub struct PbftSimConfig {
     /// A negative control: read-index reads take this many answers instead
     /// of 2f + 1.
     pub read_answers: Option<usize>,
+    /// Once during the chaos, the replicas vote to replace one of them
+    /// (a Byzantine one half the time) by a new member (see
+    /// [`crate::pbft::epoch`]); Byzantine replicas vote for a set of their
+    /// own. Liveness then also asks that every correct replica reach the
+    /// new epoch.
+    pub reconfigure: bool,
     /// Mean time between partitions (0: none).
     pub partition_every_ms: u64,
     /// After the chaos, how long every request may take to be accepted.
@@ -105,6 +111,7 @@ impl Default for PbftSimConfig {
             power_cut: false,
             forget_prepared: false,
             read_answers: None,
+            reconfigure: false,
             partition_every_ms: 3_000,
             deadline_ms: 60_000,
             check_liveness: true,
@@ -144,6 +151,10 @@ pub struct PbftSimReport {
     /// Read-index reads completed (each checked fresh), and given up.
     pub reads: u64,
     pub reads_given_up: u64,
+    /// Correct replicas that moved to a new epoch, and the highest epoch
+    /// a correct replica reached.
+    pub epoch_changes: u64,
+    pub epoch: u64,
     pub messages: u64,
     pub bytes: u64,
     pub signed: u64,
@@ -165,6 +176,12 @@ enum Wire {
     Entries(Vec<CommitCert>),
     ReadIndex(u64),
     ReadIndexAnswer(Signed),
+    /// To a replica still in an epoch that ended: the proof of its end
+    /// (never answered, so two replicas cannot keep sending it).
+    EpochEnded(Vec<Signed>),
+    /// "I am still in this epoch": from a replica that got a message of a
+    /// later one (answered with [`Wire::EpochEnded`]).
+    Behind(u64),
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -179,6 +196,7 @@ enum Event {
     Crash,
     Restart(usize),
     PowerCut,
+    Vote,
     Partition,
     Heal,
     Calm,
@@ -193,6 +211,8 @@ struct Disk {
     /// The last stable checkpoint: its sequence number, proof and state.
     checkpoint: Option<(Seq, Vec<Signed>, AppState)>,
     reserve: Option<(View, Seq)>,
+    /// A new member that has not installed its first state: its digest.
+    join: Option<Digest>,
 }
 
 struct Node {
@@ -206,6 +226,13 @@ struct Node {
     read: Option<reads::Read>,
     /// The last sequence number this replica executed or installed.
     last_seq: Seq,
+    /// The configuration its replica belongs to.
+    config: ReplicaSet,
+    /// Each epoch it saw end: the last sequence number and its proof
+    /// (sent to replicas still in that epoch).
+    ends: BTreeMap<u64, (Seq, Vec<Signed>)>,
+    /// When each node was last sent an end's proof.
+    helped: BTreeMap<usize, u64>,
 }
 
 struct Sim {
@@ -216,8 +243,16 @@ struct Sim {
     queue: BinaryHeap<Reverse<(u64, u64, Event)>>,
     nodes: Vec<Node>,
     clients: Vec<Client>,
-    replicas: ReplicaSet,
+    /// Each epoch's configuration, once decided (index = epoch).
+    epochs: Vec<ReplicaSet>,
+    /// The planned replacement: which replica, the newcomer's key, and the
+    /// replica set the correct replicas vote for.
+    plan: Option<(usize, SigningKey, Vec<[u8; 32]>)>,
+    /// The replica set the Byzantine replicas vote for.
+    evil: Vec<[u8; 32]>,
     adversary: Adversary,
+    /// The Byzantine replicas' public keys (they stay liars when replaced).
+    byzantine_keys: std::collections::HashSet<[u8; 32]>,
     partitions: Partitions,
     calm: bool,
     /// Sequence number → (digest of the batch, first correct replica to
@@ -271,7 +306,30 @@ impl Sim {
             byz_keys.insert(*id, keys[*id as usize].clone());
         }
         let slow_us = cfg.settings.view_change_timeout_ms * 1000 * 8 / 10;
+        let byzantine_keys = byz_keys
+            .values()
+            .map(|k| k.verifying_key().to_bytes())
+            .collect();
         let adversary = Adversary::new(byz_keys, behaviour.clone(), cfg.collude, slow_us);
+        let genesis: Vec<[u8; 32]> = keys.iter().map(|k| k.verifying_key().to_bytes()).collect();
+        let mut plan = None;
+        let mut evil = genesis.clone();
+        if cfg.reconfigure {
+            let byz: Vec<usize> = behaviour.keys().map(|&b| b as usize).collect();
+            let j = if !byz.is_empty() && rng.random_bool(0.5) {
+                byz[rng.random_range(0..byz.len())]
+            } else {
+                rng.random_range(0..cfg.n)
+            };
+            let spare = SigningKey::from_bytes(&rng.random());
+            let mut want = genesis.clone();
+            want[j] = spare.verifying_key().to_bytes();
+            plan = Some((j, spare, want));
+            let victim = (j + 1) % cfg.n;
+            evil[victim] = SigningKey::from_bytes(&rng.random())
+                .verifying_key()
+                .to_bytes();
+        }
         let nodes = keys
             .into_iter()
             .enumerate()
@@ -284,12 +342,15 @@ impl Sim {
                 ),
                 key: k,
                 disk: Disk::default(),
-                app: AppState::default(),
+                app: AppState::genesis(replicas.clone()),
                 snapshots: BTreeMap::new(),
                 fetching: None,
                 crashed: false,
                 read: None,
                 last_seq: 0,
+                config: replicas.clone(),
+                ends: BTreeMap::new(),
+                helped: BTreeMap::new(),
             })
             .collect();
         let clients: Vec<Client> = (0..cfg.clients)
@@ -319,7 +380,10 @@ impl Sim {
             queue: BinaryHeap::new(),
             nodes,
             clients,
-            replicas,
+            epochs: vec![replicas],
+            plan,
+            evil,
+            byzantine_keys,
             adversary,
             calm: false,
             decided: BTreeMap::new(),
@@ -365,6 +429,12 @@ impl Sim {
             let t = self.rng.random_range(0..self.cfg.partition_every_ms * 2000);
             self.at(t, Event::Partition);
         }
+        if self.cfg.reconfigure {
+            let t = self
+                .rng
+                .random_range(self.cfg.chaos_ms * 100..self.cfg.chaos_ms * 500);
+            self.at(t, Event::Vote);
+        }
         if self.cfg.power_cut {
             let t = self
                 .rng
@@ -379,11 +449,20 @@ impl Sim {
             }
             self.now_us = t;
             self.step(e);
-            if self.calm && self.clients.iter().all(Client::done) {
+            if self.calm && self.clients.iter().all(Client::done) && self.reconfigured() {
                 break;
             }
         }
         self.finish();
+    }
+
+    /// Every correct replica reached the planned configuration (true
+    /// without a plan).
+    fn reconfigured(&self) -> bool {
+        !self.cfg.reconfigure
+            || (0..self.cfg.n)
+                .filter(|&i| self.correct(i))
+                .all(|i| self.nodes[i].config.epoch() >= 1)
     }
 
     fn finish(&mut self) {
@@ -401,6 +480,27 @@ impl Sim {
                 r.max_view = r.max_view.max(n.replica.view());
             }
         }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !self.adversary.is_byzantine(i as ReplicaId) {
+                r.epoch = r.epoch.max(n.config.epoch());
+            }
+        }
+        if self.cfg.check_liveness && r.violation.is_none() && self.cfg.reconfigure {
+            let behind: Vec<String> = (0..self.cfg.n)
+                .filter(|&i| !self.adversary.is_byzantine(i as ReplicaId))
+                .filter(|&i| self.nodes[i].config.epoch() < 1)
+                .map(|i| self.nodes[i].replica.debug_state())
+                .collect();
+            if !behind.is_empty() {
+                r.violation = Some(format!(
+                    "liveness: {} correct replicas never reached epoch 1 ({} epochs decided): {}",
+                    behind.len(),
+                    self.epochs.len(),
+                    behind.join(" | ")
+                ));
+            }
+        }
+        let r = &mut self.report;
         if self.cfg.check_liveness && r.violation.is_none() && r.accepted < r.requests {
             let stuck: Vec<String> = self
                 .clients
@@ -475,6 +575,7 @@ impl Sim {
                 self.at(back, Event::Restart(i));
             }
             Event::Restart(i) => self.restart(i),
+            Event::Vote => self.vote(),
             Event::PowerCut => {
                 if self.calm {
                     return;
@@ -582,6 +683,21 @@ impl Sim {
         }
         match wire {
             Wire::Protocol(env) => {
+                let mine = self.nodes[to].config.epoch();
+                if env.msg.epoch < mine {
+                    // The sender is still in an epoch this replica saw end:
+                    // the proof of that end lets it fetch the state there.
+                    self.help_behind_epoch(to, from, env.msg.epoch);
+                    return;
+                }
+                if env.msg.epoch > mine {
+                    // This replica is behind: it says so (one who saw its
+                    // epoch end answers with the proof).
+                    if self.due_help(to, from) {
+                        self.send(to, from, &Wire::Behind(mine), 0);
+                    }
+                    return;
+                }
                 if self.adversary.is_byzantine(to as ReplicaId) {
                     self.adversary.overhear(&env);
                 }
@@ -631,8 +747,42 @@ impl Sim {
             }
             Wire::ReadIndex(nonce) => self.answer_read(to, from, nonce),
             Wire::ReadIndexAnswer(msg) => self.read_answer(to, &msg),
+            Wire::Behind(epoch) => self.help_behind_epoch(to, from, epoch),
+            Wire::EpochEnded(proof) => {
+                for msg in proof {
+                    if self.nodes[to]
+                        .replica
+                        .handle(Envelope { msg, batch: None })
+                        .is_err()
+                    {
+                        self.report.refused += 1;
+                    }
+                }
+            }
         }
         self.drain(to);
+    }
+
+    /// Whether node `to` may send `from` an epoch hint again (at most every
+    /// 100 ms); if so, notes it is sent now.
+    fn due_help(&mut self, to: usize, from: usize) -> bool {
+        let now = self.now_us;
+        let node = &mut self.nodes[to];
+        if node.helped.get(&from).is_some_and(|&t| now < t + 100_000) {
+            return false;
+        }
+        node.helped.insert(from, now);
+        true
+    }
+
+    /// Node `to` sends `from`, still in `epoch`, the proof of its end.
+    fn help_behind_epoch(&mut self, to: usize, from: usize, epoch: u64) {
+        let Some((_, proof)) = self.nodes[to].ends.get(&epoch).cloned() else {
+            return;
+        };
+        if self.due_help(to, from) {
+            self.send(to, from, &Wire::EpochEnded(proof), 0);
+        }
     }
 
     /// A request this replica already executed: its stored reply goes out
@@ -674,10 +824,12 @@ impl Sim {
         node.snapshots.insert(seq, state.clone());
         node.last_seq = seq;
         node.replica.installed_state(seq, state.executed());
+        node.disk.join = None;
         self.report.state_transfers += 1;
         if self.correct(i) {
             self.check_chain(i, seq);
         }
+        self.after_state(i);
     }
 
     fn check_chain(&mut self, i: usize, seq: Seq) {
@@ -745,17 +897,20 @@ impl Sim {
         node.disk.unsynced.clear(); // the crash lost them
         let mut replica = Replica::new(
             i as ReplicaId,
-            self.replicas.clone(),
+            node.config.clone(),
             node.key.clone(),
             self.cfg.settings.clone(),
         );
         let (stable, app) = match &node.disk.checkpoint {
             Some((seq, proof, state)) => (Some((*seq, proof.clone())), state.clone()),
-            None => (None, AppState::default()),
+            None => (None, AppState::genesis(node.config.clone())),
         };
         let replay = replica.restore(stable, app.executed(), node.disk.records.clone());
         if let Some((view, seq)) = node.disk.reserve {
             replica.resume(view, seq);
+        }
+        if let Some(state) = node.disk.join {
+            replica.join(state);
         }
         node.snapshots.clear();
         if let Some((seq, _, state)) = &node.disk.checkpoint {
@@ -777,17 +932,190 @@ impl Sim {
             }
             let node = &mut self.nodes[i];
             for r in &batch {
-                node.app.execute(r);
+                node.app.execute(r, seq, &self.cfg.settings);
             }
+            node.app.end_batch(seq);
             node.last_seq = seq;
             // As the engine does: the states at checkpoints passed again
             // are at hand to serve.
             if seq.is_multiple_of(self.cfg.settings.checkpoint_interval) {
                 node.snapshots.insert(seq, node.app.clone());
+                // Signed again: the checkpoint may still need this
+                // replica's signature to become stable (an epoch's last
+                // one has no later one to supersede it).
+                let d = node.app.digest();
+                node.replica.state_digest(seq, d);
             }
             if self.correct(i) {
                 self.check_chain(i, seq);
             }
+        }
+        self.after_state(i);
+    }
+
+    /// Every correct replica votes for the planned replica set (again each
+    /// second until it is decided), the Byzantine ones for theirs.
+    fn vote(&mut self) {
+        let Some((_, _, want)) = self.plan.clone() else {
+            return;
+        };
+        if self.epochs.len() > 1 {
+            return;
+        }
+        self.at(self.now_us + CLIENT_RETRY_US, Event::Vote);
+        for i in 0..self.cfg.n {
+            let node = &self.nodes[i];
+            if node.crashed || node.config.epoch() > 0 {
+                continue;
+            }
+            let keys = if self.correct(i) { &want } else { &self.evil };
+            // One vote per replica key: the same request when sent again.
+            let vote = Request::signed(&node.key, 1, app::vote_op(keys));
+            // Again to every replica, as a client does when no result
+            // came (§4.1): its own replica forwards a request only once.
+            for to in (0..self.cfg.n).filter(|&j| j != i) {
+                self.send(i, to, &Wire::Request(vote.clone()), 0);
+            }
+            self.nodes[i].replica.request(vote);
+            self.drain(i);
+        }
+    }
+
+    /// After replica `i`'s state moved (executed or installed): a decided
+    /// change tells its replica where the epoch ends.
+    fn after_state(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let epoch = node.config.epoch();
+        let rc = &node.app.reconfig;
+        let next = match &rc.decided {
+            Some(d) if d.next.epoch() == epoch + 1 => {
+                node.replica.end_epoch(d.end);
+                d.next.clone()
+            }
+            // Installed a state at the end (or past it, in the new epoch).
+            _ if rc.config.epoch() == epoch + 1 => {
+                node.replica.end_epoch(rc.config.start());
+                rc.config.clone()
+            }
+            _ => return,
+        };
+        if !self.correct(i) {
+            return;
+        }
+        match self.epochs.get(next.epoch() as usize) {
+            None => self.epochs.push(next),
+            Some(known) if *known != next => self.violate(format!(
+                "correct replicas decided different configurations for epoch {}",
+                next.epoch()
+            )),
+            Some(_) => {}
+        }
+    }
+
+    /// Replica `i` saw its epoch end at `seq` (proven by `proof`): it goes
+    /// on as its node's replica in the next configuration, or leaves it.
+    fn switch(&mut self, i: usize, seq: Seq, proof: Vec<Signed>) {
+        let node = &mut self.nodes[i];
+        let old = node.config.epoch();
+        let next = node.app.reconfig.config.clone();
+        if next.epoch() != old + 1 || next.start() != seq {
+            if self.correct(i) {
+                self.violate(format!(
+                    "replica {i} ended epoch {old} at {seq} without its next configuration"
+                ));
+            }
+            return;
+        }
+        node.ends.insert(old, (seq, proof.clone()));
+        let key = node.key.verifying_key().to_bytes();
+        if let Some(id) = next.id_of(&key) {
+            // The plan keeps every staying replica's id.
+            assert_eq!(id as usize, i, "replacement in place");
+            let mut replica = Replica::new(
+                id,
+                next.clone(),
+                node.key.clone(),
+                self.cfg.settings.clone(),
+            );
+            for r in node.replica.waiting_requests() {
+                replica.forwarded(r);
+            }
+            node.replica = replica;
+            node.config = next.clone();
+            // What the engine keeps at a new epoch: the state it starts
+            // from, with the old set's proof; the old epoch's records go.
+            node.disk = Disk {
+                checkpoint: Some((seq, proof, node.app.clone())),
+                ..Disk::default()
+            };
+            node.snapshots.insert(seq, node.app.clone());
+            self.adversary.epochs.insert(i as ReplicaId, next.epoch());
+            if self.correct(i) {
+                self.report.epoch_changes += 1;
+            }
+        }
+        self.admit(&next);
+    }
+
+    /// Once a replica proved the end of the epoch before `next`, the
+    /// planned newcomer takes the place of the replica it replaces (which
+    /// leaves, Byzantine or not): it checks the proof against the old set,
+    /// fetches the state at the end, and orders from there.
+    fn admit(&mut self, next: &ReplicaSet) {
+        let Some((j, spare, _)) = &self.plan else {
+            return;
+        };
+        let j = *j;
+        if self.nodes[j].config.epoch() >= next.epoch()
+            || next.id_of(&spare.verifying_key().to_bytes()) != Some(j as ReplicaId)
+        {
+            return;
+        }
+        let old = next.epoch() - 1;
+        let Some((end, proof)) = self.nodes.iter().find_map(|n| n.ends.get(&old).cloned()) else {
+            return;
+        };
+        let digest = match crate::pbft::validate::checkpoint_proof(
+            &self.epochs[old as usize],
+            end,
+            &proof,
+            &mut crate::pbft::message::SigCache::default(),
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                self.violate(format!("the proof of epoch {old}'s end does not hold: {e}"));
+                return;
+            }
+        };
+        self.adversary.retire(j as ReplicaId);
+        let key = spare.clone();
+        let mut replica = Replica::new(
+            j as ReplicaId,
+            next.clone(),
+            key.clone(),
+            self.cfg.settings.clone(),
+        );
+        replica.join(digest);
+        let crashed = self.nodes[j].crashed;
+        self.nodes[j] = Node {
+            key,
+            replica,
+            disk: Disk {
+                join: Some(digest),
+                ..Disk::default()
+            },
+            app: AppState::genesis(next.clone()),
+            snapshots: BTreeMap::new(),
+            fetching: None,
+            crashed,
+            read: None,
+            last_seq: 0,
+            config: next.clone(),
+            ends: BTreeMap::new(),
+            helped: BTreeMap::new(),
+        };
+        if !crashed {
+            self.drain(j);
         }
     }
 
@@ -852,7 +1180,18 @@ impl Sim {
             Output::Evidence(e) => {
                 self.report.evidence += 1;
                 let culprit = e.culprit();
-                if !byzantine && !self.adversary.is_byzantine(culprit) {
+                // The culprit by key: an id names another replica in
+                // another epoch (a replaced liar's evidence may arrive late).
+                let epoch = match &e {
+                    Evidence::Equivocation { a, .. } | Evidence::ConflictingVotes { a, .. } => {
+                        a.epoch
+                    }
+                };
+                let liar = self
+                    .epochs
+                    .get(epoch as usize)
+                    .is_some_and(|set| self.byzantine_keys.contains(&set.keys()[culprit as usize]));
+                if !byzantine && !liar {
                     self.violate(format!(
                         "replica {i} holds evidence against correct replica {culprit}"
                     ));
@@ -877,7 +1216,7 @@ impl Sim {
                     self.send(i, to, &Wire::FetchEntries(after), 0);
                 }
             }
-            Output::EpochEnd { .. } => {}
+            Output::EpochEnd { seq, proof } => self.switch(i, seq, proof),
             Output::ViewChanged { .. } => {
                 if !byzantine {
                     self.report.view_changes += 1;
@@ -910,8 +1249,9 @@ impl Sim {
             }
         }
         self.nodes[i].last_seq = seq;
+        let settings = self.cfg.settings.clone();
         for r in &batch {
-            let Some((ts, result)) = self.nodes[i].app.execute(r) else {
+            let Some((ts, result)) = self.nodes[i].app.execute(r, seq, &settings) else {
                 continue;
             };
             if correct {
@@ -931,6 +1271,7 @@ impl Sim {
             }
             self.reply(i, r, ts, result);
         }
+        self.nodes[i].app.end_batch(seq);
         if correct {
             self.check_chain(i, seq);
         }
@@ -938,11 +1279,18 @@ impl Sim {
             let node = &mut self.nodes[i];
             let d = node.app.digest();
             node.snapshots.insert(seq, node.app.clone());
-            while node.snapshots.len() > 4 {
-                node.snapshots.pop_first();
+            // The state at an epoch's end stays: a replica still in that
+            // epoch can only move on from it.
+            let ends: Vec<Seq> = node.ends.values().map(|e| e.0).collect();
+            while node.snapshots.len() > 4 + ends.len() {
+                let Some(&oldest) = node.snapshots.keys().find(|s| !ends.contains(s)) else {
+                    break;
+                };
+                node.snapshots.remove(&oldest);
             }
             node.replica.state_digest(seq, d);
         }
+        self.after_state(i);
     }
 
     /// Replica `i` answers request `r` with `result`.
@@ -962,7 +1310,10 @@ impl Sim {
     }
 
     fn client_reply(&mut self, c: usize, msg: &Signed) {
-        let accepted = self.clients[c].on_reply(&self.replicas, msg);
+        let Some(set) = self.epochs.get(msg.epoch as usize) else {
+            return;
+        };
+        let accepted = self.clients[c].on_reply(set, msg);
         if !accepted {
             return;
         }

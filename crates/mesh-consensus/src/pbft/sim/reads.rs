@@ -90,7 +90,8 @@ impl Sim {
             } else {
                 u64::MAX / 2
             };
-            Signed::sign(
+            Signed::sign_in(
+                self.nodes[to].replica.replicas().epoch(),
                 to as u32,
                 Body::ReadIndex { client, nonce, seq },
                 &self.nodes[to].key,
@@ -114,7 +115,10 @@ impl Sim {
             return;
         };
         round.answer(from, seq);
-        let need = self.cfg.read_answers.unwrap_or(self.replicas.quorum());
+        let need = self
+            .cfg
+            .read_answers
+            .unwrap_or(self.nodes[i].replica.replicas().quorum());
         self.nodes[i].read = Some(match round.index(need) {
             Some(index) => Read::Waiting {
                 index,
