@@ -9,9 +9,10 @@
 //! stable checkpoint comes by state transfer instead.
 
 use super::config::Seq;
-use super::message::CommitCert;
+use super::message::{Body, CommitCert, Digest};
 use super::replica::{Output, Refused, Replica};
 use super::validate;
+use std::collections::BTreeMap;
 
 /// Most certificates in one answer.
 pub const MAX_CERTS: usize = 64;
@@ -24,11 +25,14 @@ impl Replica {
     pub(super) fn check_gap(&mut self) {
         let next = self.last_executed + 1;
         let quorum = self.replicas.quorum();
+        let next_committed = self.slots.get(&next).is_some_and(|n| n.committed);
         let gap = self.fetching.is_none()
-            && self.slots.range(next..).any(|(&s, slot)| {
-                !self.slots.get(&next).is_some_and(|n| n.committed)
-                    && (slot.committed && s > next || slot.commits.len() >= quorum)
-            });
+            && !next_committed
+            && (self
+                .slots
+                .range(next..)
+                .any(|(&s, slot)| slot.committed && s > next || slot.commits.len() >= quorum)
+                || self.checkpoint_vouched_from(next));
         match (gap, self.stalled) {
             (false, _) => self.stalled = None,
             (true, Some((at, since))) if at == self.last_executed => {
@@ -41,6 +45,27 @@ impl Replica {
             }
             (true, _) => self.stalled = Some((self.last_executed, self.now)),
         }
+    }
+
+    /// Whether f + 1 others signed one digest for a checkpoint at or above
+    /// `seq`: at least one correct replica executed through it, so `seq` is
+    /// committed somewhere. This is the only sign of a gap when nothing
+    /// follows the slot this replica missed (the last slot before a pause,
+    /// or the end of an epoch, when a quorum of commits reached the others
+    /// but not this replica and nobody retransmits a committed slot's
+    /// votes).
+    fn checkpoint_vouched_from(&self, seq: Seq) -> bool {
+        self.checkpoints.range(seq..).any(|(_, msgs)| {
+            let mut by_state: BTreeMap<Digest, usize> = BTreeMap::new();
+            msgs.values()
+                .filter(|m| m.from != self.id)
+                .filter_map(|m| match m.body {
+                    Body::Checkpoint { state, .. } => Some(state),
+                    _ => None,
+                })
+                .for_each(|d| *by_state.entry(d).or_default() += 1);
+            by_state.values().any(|&c| c >= self.replicas.weak())
+        })
     }
 
     /// Commit certificates of executed batches above `after` still kept

@@ -222,7 +222,7 @@ pub struct Replica {
     /// the low watermark (what a VIEW-CHANGE carries).
     pub(super) prepared: BTreeMap<Seq, PreparedCert>,
     /// Checkpoint messages in (low, low + 2 windows]: seq → sender → signed.
-    checkpoints: BTreeMap<Seq, BTreeMap<ReplicaId, Signed>>,
+    pub(super) checkpoints: BTreeMap<Seq, BTreeMap<ReplicaId, Signed>>,
     /// Each replica's latest checkpoint beyond that (how a replica far
     /// behind learns it is).
     ahead: BTreeMap<ReplicaId, Signed>,

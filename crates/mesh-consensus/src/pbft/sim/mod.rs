@@ -465,6 +465,14 @@ impl Sim {
                 .all(|i| self.nodes[i].config.epoch() >= 1)
     }
 
+    /// A replica object is replaced (reboot, new epoch, newcomer): the
+    /// signatures it made and checked still count in the cost per request.
+    fn count_retired(report: &mut PbftSimReport, old: &Replica) {
+        let c = old.counters();
+        report.signed += c.signed;
+        report.verified += c.verified;
+    }
+
     fn finish(&mut self) {
         let r = &mut self.report;
         r.virtual_ms = self.now_us / 1000;
@@ -916,7 +924,8 @@ impl Sim {
         if let Some((seq, _, state)) = &node.disk.checkpoint {
             node.snapshots.insert(*seq, state.clone());
         }
-        node.replica = replica;
+        let old = std::mem::replace(&mut node.replica, replica);
+        Self::count_retired(&mut self.report, &old);
         node.app = app;
         node.fetching = None;
         node.read = None;
@@ -1002,6 +1011,17 @@ impl Sim {
         if !self.correct(i) {
             return;
         }
+        // Only the correct replicas (a quorum) vote for the plan; the
+        // Byzantine ones' set must never be decided.
+        if let Some((_, _, want)) = &self.plan
+            && next.epoch() == 1
+            && next.keys() != want.as_slice()
+        {
+            self.violate(format!(
+                "replica {i} decided a replica set no quorum voted for: {:?}",
+                next.keys()
+            ));
+        }
         match self.epochs.get(next.epoch() as usize) {
             None => self.epochs.push(next),
             Some(known) if *known != next => self.violate(format!(
@@ -1040,7 +1060,8 @@ impl Sim {
             for r in node.replica.waiting_requests() {
                 replica.forwarded(r);
             }
-            node.replica = replica;
+            let old = std::mem::replace(&mut node.replica, replica);
+            Self::count_retired(&mut self.report, &old);
             node.config = next.clone();
             // What the engine keeps at a new epoch: the state it starts
             // from, with the old set's proof; the old epoch's records go.
@@ -1097,6 +1118,7 @@ impl Sim {
         );
         replica.join(digest);
         let crashed = self.nodes[j].crashed;
+        Self::count_retired(&mut self.report, &self.nodes[j].replica);
         self.nodes[j] = Node {
             key,
             replica,
