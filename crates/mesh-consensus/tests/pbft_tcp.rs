@@ -3,7 +3,8 @@
 //! identically everywhere (TOCS 2002 §4.2); a barrier sees every write
 //! acknowledged before it; with the primary cut off, the others change
 //! view (§4.4) and go on; a replica cut off while checkpoints pass catches
-//! up by state transfer (§4.3, §4.5).
+//! up by state transfer (§4.3, §4.5); a committed reconfiguration replaces
+//! a replica by a newcomer while writes go on.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -12,9 +13,9 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use mesh_consensus::Ordering;
-use mesh_consensus::pbft::config::{ReplicaId, ReplicaSet};
+use mesh_consensus::pbft::config::ReplicaSet;
 use mesh_consensus::pbft::engine::{
-    PbftOrdering, PbftSetup, READ_FALLBACK_MS, Transport, Wire, decode, encode,
+    EpochFile, PbftOrdering, PbftSetup, READ_FALLBACK_MS, Transport, Wire, decode, encode,
 };
 use mesh_consensus::pbft::message::{Body, Envelope, Request, Signed, batch_digest};
 use mesh_consensus::pbft::net_tcp::{TcpTransport, serve_connection};
@@ -23,22 +24,30 @@ use mesh_state::{Command, KvCmd, Reply, RequestId};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-/// Drops frames from or to replicas cut off, and to deaf replicas every
-/// frame but read-index traffic.
+/// Node `i`'s name.
+fn name(i: usize) -> String {
+    format!("n{i}")
+}
+
+/// Drops frames from or to nodes cut off, and to deaf nodes every frame
+/// but read-index traffic (nodes by index).
 struct Gate {
-    me: ReplicaId,
+    me: usize,
     inner: Arc<TcpTransport>,
-    cut: Arc<Mutex<HashSet<ReplicaId>>>,
-    deaf: Arc<Mutex<HashSet<ReplicaId>>>,
+    cut: Arc<Mutex<HashSet<usize>>>,
+    deaf: Arc<Mutex<HashSet<usize>>>,
 }
 
 impl Transport for Gate {
-    fn send(&self, to: ReplicaId, frame: Arc<Vec<u8>>) {
+    fn send(&self, to: &str, frame: Arc<Vec<u8>>) {
+        let Some(to_i) = to.strip_prefix('n').and_then(|i| i.parse::<usize>().ok()) else {
+            return;
+        };
         let cut = self.cut.lock().unwrap();
-        if cut.contains(&self.me) || cut.contains(&to) {
+        if cut.contains(&self.me) || cut.contains(&to_i) {
             return;
         }
-        if self.deaf.lock().unwrap().contains(&to)
+        if self.deaf.lock().unwrap().contains(&to_i)
             && !matches!(
                 decode(&frame[4..]),
                 Some(Wire::ReadIndex { .. } | Wire::ReadIndexAnswer(_))
@@ -52,8 +61,13 @@ impl Transport for Gate {
 
 struct Cluster {
     nodes: Vec<PbftOrdering>,
-    cut: Arc<Mutex<HashSet<ReplicaId>>>,
-    deaf: Arc<Mutex<HashSet<ReplicaId>>>,
+    cut: Arc<Mutex<HashSet<usize>>>,
+    deaf: Arc<Mutex<HashSet<usize>>>,
+    /// Every node's address by name, spares' included.
+    addrs: Arc<BTreeMap<String, SocketAddr>>,
+    /// Spare nodes' listeners, by index, until they start.
+    spares: BTreeMap<usize, TcpListener>,
+    settings: Settings,
 }
 
 fn key(i: usize) -> SigningKey {
@@ -61,50 +75,68 @@ fn key(i: usize) -> SigningKey {
 }
 
 async fn cluster(n: usize, settings: Settings) -> Cluster {
+    cluster_with_spares(n, 0, settings).await
+}
+
+/// `n` replicas, and `spares` nodes with keys and addresses that are not
+/// replicas (yet).
+async fn cluster_with_spares(n: usize, spares: usize, settings: Settings) -> Cluster {
     let keys: Vec<SigningKey> = (0..n).map(key).collect();
     let set = ReplicaSet::new(keys.iter().map(|k| k.verifying_key().to_bytes()).collect())
         .expect("valid replica set");
-    let mut listeners = Vec::new();
-    let mut addrs: Vec<SocketAddr> = Vec::new();
-    for _ in 0..n {
+    let genesis = EpochFile::genesis(set, (0..n).map(name).collect());
+    let mut listeners = BTreeMap::new();
+    let mut addrs = BTreeMap::new();
+    for i in 0..n + spares {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        addrs.push(l.local_addr().unwrap());
-        listeners.push(l);
+        addrs.insert(name(i), l.local_addr().unwrap());
+        listeners.insert(i, l);
     }
-    let addrs = Arc::new(addrs);
-    let cut = Arc::new(Mutex::new(HashSet::new()));
-    let deaf = Arc::new(Mutex::new(HashSet::new()));
-    let mut nodes = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        let a = addrs.clone();
-        let tcp = TcpTransport::new(Arc::new(move |r: ReplicaId| a.get(r as usize).copied()));
+    let mut c = Cluster {
+        nodes: Vec::new(),
+        cut: Arc::new(Mutex::new(HashSet::new())),
+        deaf: Arc::new(Mutex::new(HashSet::new())),
+        addrs: Arc::new(addrs),
+        spares: BTreeMap::new(),
+        settings,
+    };
+    for i in 0..n {
+        let l = listeners.remove(&i).unwrap();
+        let node = c.start(i, l, genesis.clone()).expect("starts");
+        c.nodes.push(node);
+    }
+    c.spares = listeners;
+    c
+}
+
+impl Cluster {
+    /// Starts node `i` (listening on `l`) in configuration `config`.
+    fn start(&self, i: usize, l: TcpListener, config: EpochFile) -> Result<PbftOrdering, String> {
+        let a = self.addrs.clone();
+        let tcp = TcpTransport::new(Arc::new(move |n: &str| a.get(n).copied()));
         let gate = Arc::new(Gate {
-            me: i as ReplicaId,
+            me: i,
             inner: tcp,
-            cut: cut.clone(),
-            deaf: deaf.clone(),
+            cut: self.cut.clone(),
+            deaf: self.deaf.clone(),
         });
         let node = PbftOrdering::start(
             PbftSetup {
-                me: i as ReplicaId,
-                key: keys[i].clone(),
-                replicas: set.clone(),
-                node_ids: (0..n as u64).map(|j| 100 + j).collect(),
-                settings: settings.clone(),
+                key: key(i),
+                config,
+                settings: self.settings.clone(),
                 dir: None,
             },
             gate,
-        )
-        .expect("starts");
+        )?;
         let engine = node.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
                 tokio::spawn(serve_connection(engine.clone(), s));
             }
         });
-        nodes.push(node);
+        Ok(node)
     }
-    Cluster { nodes, cut, deaf }
 }
 
 fn incr(key: &str) -> Command {
@@ -276,7 +308,10 @@ async fn an_equivocating_primary_is_evidence_in_status_and_events() {
         .expect("evidence within 10 s")
         .expect("an evidence record");
     assert_eq!((e.culprit, e.kind, e.view), (0, "equivocation", Some(0)));
-    assert_eq!(e.culprit_node, Some(100));
+    assert_eq!(
+        e.culprit_node,
+        Some(mesh_consensus::raft::node_id_of(&name(0)))
+    );
     // The status follows at the end of the engine's turn: wait for it.
     let mut status = c.nodes[1].watch_status();
     let s = tokio::time::timeout(
@@ -349,4 +384,105 @@ async fn reads_are_fresh_by_read_index_and_fall_back_to_ordering() {
         .unwrap()
         .unwrap();
     assert_eq!(counter(&c.nodes[3], "r"), Some(b"9".to_vec()));
+}
+
+/// Reconfiguration (see `pbft::epoch`): replicas 1, 2 and 3 (2f + 1 of
+/// four) vote replica 0 out for a newcomer, node 4, while writes go on.
+/// The decision is ordered like any request; the old epoch ends at the
+/// checkpoint a window above it; replicas 1 to 3 switch to epoch 1; node 0
+/// stops, saying so; node 4 starts from a member's configuration (which
+/// carries the old set's proof of the end), fetches the state there and
+/// orders with the others. No acknowledged write is lost, and the new set
+/// survives the loss of one of its replicas (f = 1 again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_is_replaced_by_a_committed_reconfiguration() {
+    use mesh_consensus::pbft::epoch::VoteOutcome;
+    use mesh_consensus::pbft::machine::Proposal;
+    let settings = Settings {
+        checkpoint_interval: 8,
+        window: 16,
+        ..Settings::default()
+    };
+    let mut c = cluster_with_spares(4, 1, settings).await;
+    write_all(&c, &[0, 1, 2, 3], "k", 5).await;
+    let proposal = Proposal {
+        keys: (1..5).map(|i| key(i).verifying_key().to_bytes()).collect(),
+        names: (1..5).map(name).collect(),
+    };
+    let mut outcomes = Vec::new();
+    for i in [1, 2, 3] {
+        let vote = tokio::time::timeout(
+            Duration::from_secs(20),
+            c.nodes[i].reconfigure(proposal.clone()),
+        )
+        .await
+        .expect("the vote executed within 20 s")
+        .expect("the engine runs")
+        .expect("the vote counts");
+        outcomes.push(vote);
+    }
+    assert_eq!(
+        outcomes[0],
+        VoteOutcome::Counted { votes: 1, need: 3 },
+        "{outcomes:?}"
+    );
+    let VoteOutcome::Decided(d) = &outcomes[2] else {
+        panic!("the third vote decides: {outcomes:?}")
+    };
+    assert_eq!((d.next.epoch(), d.next.start()), (1, d.end));
+    // Writes on the staying replicas go on across the change (a quiet mesh
+    // changes too: the primary fills the slots up to the end).
+    write_all(&c, &[1, 2, 3], "k", 5).await;
+    let until = Instant::now() + Duration::from_secs(30);
+    for i in [1, 2, 3] {
+        let mut status = c.nodes[i].watch_status();
+        tokio::time::timeout_at(until, status.wait_for(|s| s.epoch == 1))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "node {i} never reached epoch 1: {:?}",
+                    c.nodes[i].pbft_status()
+                )
+            })
+            .unwrap();
+    }
+    let mut status = c.nodes[0].watch_status();
+    let s = tokio::time::timeout_at(until, status.wait_for(|s| s.retired.is_some()))
+        .await
+        .expect("node 0 stops once left out")
+        .unwrap()
+        .clone();
+    assert_eq!(s.retired, Some(1));
+    assert!(s.fatal.unwrap().contains("not a replica of epoch 1"));
+    assert!(c.nodes[0].propose(incr("k"), None).await.is_err());
+
+    // The newcomer starts from a member's configuration; a forged proof in
+    // it is refused.
+    let config = c.nodes[1].config();
+    assert_eq!(config.epoch(), 1);
+    assert_eq!(config.current.names, proposal.names);
+    let mut forged = config.clone();
+    forged.end_proof.truncate(1);
+    let l = c.spares.remove(&4).unwrap();
+    let err = c
+        .start(4, TcpListener::bind("127.0.0.1:0").await.unwrap(), forged)
+        .err()
+        .expect("a forged proof is refused");
+    assert!(err.contains("does not check out"), "{err}");
+    let newcomer = c.start(4, l, config).expect("the newcomer starts");
+    c.nodes.push(newcomer);
+    write_all(&c, &[1, 4], "k", 5).await;
+    let applied = c.nodes[1].status().applied_index.unwrap();
+    wait_converged(&c, &[1, 2, 3, 4], applied, Duration::from_secs(30)).await;
+    c.nodes[4].read_barrier().await.unwrap();
+    assert_eq!(counter(&c.nodes[4], "k"), Some(b"45".to_vec()));
+    let s = c.nodes[4].pbft_status();
+    assert_eq!((s.epoch, s.replica), (1, 3));
+    assert!(s.state_transfers >= 1, "{s:?}");
+    // f = 1 in the new set: with replica 1 (the new primary of view 0)
+    // cut off, the other three change view and go on.
+    c.cut.lock().unwrap().insert(1);
+    write_all(&c, &[2, 3, 4], "k", 3).await;
+    c.nodes[4].read_barrier().await.unwrap();
+    assert_eq!(counter(&c.nodes[4], "k"), Some(b"54".to_vec()));
 }

@@ -9,16 +9,23 @@
 //! and so the primary of each view (TOCS 2002 §4.1). `mesh pbft keygen`
 //! creates a node's key and prints its line; `mesh pbft genesis` gathers
 //! them. A node whose name or key is not in the file refuses to start.
+//!
+//! After a reconfiguration (`mesh pbft reconfigure`) each replica keeps its
+//! configuration in `pbft/epoch.json` ([`EpochFile`]), which wins over the
+//! genesis file at the next start. A node joining the new replica set starts
+//! with `--pbft-genesis` naming a copy of a member's `epoch.json` (`mesh
+//! pbft config` prints it): it holds the new set, the old one and the old
+//! set's signatures of the state at the change, which the newcomer checks
+//! before it fetches that state.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mesh_consensus::pbft::config::{ReplicaId, ReplicaSet};
-use mesh_consensus::pbft::engine::{PbftOrdering, PbftSetup};
+use mesh_consensus::pbft::config::ReplicaSet;
+use mesh_consensus::pbft::engine::{EpochFile, PbftOrdering, PbftSetup};
 use mesh_consensus::pbft::net_tcp::TcpTransport;
 use mesh_consensus::pbft::replica::Settings;
-use mesh_consensus::raft::node_id_of;
 use mesh_membership::MemberState;
 use serde::{Deserialize, Serialize};
 
@@ -84,31 +91,56 @@ pub fn key_path(data_dir: &Path) -> PathBuf {
     data_dir.join(PBFT_DIR).join(KEY_FILE)
 }
 
+/// Reads a `--pbft-genesis` file: a genesis file, or a member's
+/// `epoch.json` for a node joining a later epoch (checked, proof included).
+pub fn read_config(path: &Path) -> Result<EpochFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the pBFT genesis file {}: {e}", path.display()))?;
+    if let Ok(file) = serde_json::from_str::<EpochFile>(&text) {
+        file.check()
+            .map_err(|e| format!("pBFT configuration {}: {e}", path.display()))?;
+        for n in &file.current.names {
+            mesh_proto::soft::validate_name("replica name", n)
+                .map_err(|e| format!("pBFT configuration {}: {e}", path.display()))?;
+        }
+        return Ok(file);
+    }
+    let g = Genesis::read(path)?;
+    Ok(EpochFile::genesis(
+        g.replica_set()?,
+        g.replicas.iter().map(|r| r.name.clone()).collect(),
+    ))
+}
+
+/// The configuration a node starts in: its stored one, unless the one
+/// given is later.
+pub fn effective_config(data_dir: &Path, given: &Path) -> Result<EpochFile, String> {
+    let given = read_config(given)?;
+    Ok(match EpochFile::read(&data_dir.join(PBFT_DIR))? {
+        Some(stored) if stored.epoch() >= given.epoch() => stored,
+        _ => given,
+    })
+}
+
 /// Starts the pBFT engine of node `name`: its key from the data directory,
-/// the replicas from `genesis`, peers' addresses from the membership view.
+/// the replicas from `genesis` (or the configuration stored since),
+/// peers' addresses from the membership view.
 pub fn open(
     data_dir: &Path,
     name: &str,
     genesis: &Path,
     members: MembersView,
 ) -> Result<PbftOrdering, String> {
-    let g = Genesis::read(genesis)?;
-    let replicas = g.replica_set()?;
-    let me = g
-        .replicas
-        .iter()
-        .position(|r| r.name == name)
-        .ok_or_else(|| {
-            format!(
-                "node '{name}' is not a replica in {} (it lists {})",
-                genesis.display(),
-                g.replicas
-                    .iter()
-                    .map(|r| r.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
+    let config = effective_config(data_dir, genesis)?;
+    let names = &config.current.names;
+    let me = names.iter().position(|n| n == name).ok_or_else(|| {
+        format!(
+            "node '{name}' is not a replica of epoch {} in {} (it lists {})",
+            config.epoch(),
+            genesis.display(),
+            names.join(", ")
+        )
+    })?;
     let path = key_path(data_dir);
     if !path.exists() {
         return Err(format!(
@@ -118,29 +150,25 @@ pub fn open(
         ));
     }
     let key = load_key(&path)?;
-    if key.verifying_key().to_bytes() != public_key(&g.replicas[me].key)? {
+    if config.current.replicas.keys().get(me) != Some(&key.verifying_key().to_bytes()) {
         return Err(format!(
-            "the key at {} is not the one {} lists for '{name}'",
+            "the key at {} is not the one the configuration of epoch {} lists for '{name}'",
             path.display(),
-            genesis.display()
+            config.epoch()
         ));
     }
-    let names: Arc<Vec<String>> = Arc::new(g.replicas.iter().map(|r| r.name.clone()).collect());
-    let resolve = move |r: ReplicaId| -> Option<SocketAddr> {
-        let name = names.get(r as usize)?;
+    let resolve = move |name: &str| -> Option<SocketAddr> {
         let view = members.borrow();
         view.iter()
             .filter(|m| {
-                m.id == *name && matches!(m.state, MemberState::Alive | MemberState::Suspect)
+                m.id == name && matches!(m.state, MemberState::Alive | MemberState::Suspect)
             })
             .find_map(|m| m.addr.parse().ok())
     };
     PbftOrdering::start(
         PbftSetup {
-            me: me as ReplicaId,
             key,
-            replicas,
-            node_ids: g.replicas.iter().map(|r| node_id_of(&r.name)).collect(),
+            config,
             // The paper's checkpoint interval, a view change after 500 ms
             // without progress: LAN timings.
             settings: Settings::default(),

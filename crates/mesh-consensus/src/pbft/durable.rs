@@ -65,6 +65,17 @@ impl Record {
 }
 
 impl Record {
+    /// The epoch of the signed messages it holds (a record of an earlier
+    /// epoch left in the log after the change is skipped at restart).
+    pub fn epoch(&self) -> Option<super::config::Epoch> {
+        match self {
+            Record::Prepared { cert, .. } => Some(cert.pre_prepare.epoch),
+            Record::Executed { cert, .. } => Some(cert.pre_prepare.epoch),
+            Record::Stable { proof, .. } => proof.first().map(|m| m.epoch),
+            Record::NewView { env, .. } => Some(env.msg.epoch),
+        }
+    }
+
     pub fn seq(&self) -> Seq {
         match self {
             Record::Prepared { seq, .. }
@@ -118,7 +129,11 @@ impl Replica {
         let mut stable: Option<(Seq, Vec<Signed>)> = None;
         let mut new_view: Option<(super::config::View, Envelope)> = None;
         let mut prepared = Vec::new();
+        let epoch = self.replicas.epoch();
         for record in records {
+            if record.epoch().is_some_and(|e| e != epoch) {
+                continue;
+            }
             match record {
                 Record::Prepared { seq, cert } if seq > self.low => prepared.push((seq, cert)),
                 Record::Executed { seq, cert } if seq > self.low => {

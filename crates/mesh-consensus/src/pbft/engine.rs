@@ -22,6 +22,14 @@
 //! or one naming a number far ahead), the read takes the ordered path: a
 //! request without commands, after which everything ordered before it is
 //! in this replica's state.
+//!
+//! Reconfiguration ([`super::epoch`]): [`PbftOrdering::reconfigure`] sends
+//! this node's vote for a new replica set, as a request of its replica key.
+//! When the epoch ends ([`Output::EpochEnd`]) the driver stores the state at
+//! the end with the old set's proof and the new configuration
+//! ([`EPOCH_FILE`]), starts the replica of the next epoch, and helps
+//! replicas still in the old one (see [`epochs`]). Peers are addressed by
+//! node name, which stays the same across epochs while replica ids do not.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -32,17 +40,22 @@ use mesh_state::{Command, Event, Reply, RequestId, StateMachine};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::config::{ReplicaId, ReplicaSet, Seq, View};
-use super::machine::{ClientOp, PbftApp, snapshot_digest};
-use super::message::{ClientId, CommitCert, Digest, Envelope, Request, SigCache};
+use super::config::{Epoch, ReplicaId, Seq, View};
+use super::epoch::{VoteError, VoteOutcome};
+use super::machine::{ClientOp, PbftApp, Proposal, snapshot_digest};
+use super::message::{ClientId, CommitCert, Digest, Envelope, Request, SigCache, Signed};
 use super::read_only::ReadRound;
 use super::replica::{Evidence, Output, Replica, Settings};
 use super::store::{Store, write_checkpoint};
 use crate::ordering::{Applied, OrderError, OrderStatus, Ordering, SharedState};
+use crate::raft::node_id_of;
+
+mod epochs;
+pub use epochs::{EPOCH_FILE, EpochConfig, EpochFile};
 
 /// First byte of a pBFT frame's payload (after the length).
 pub const MAGIC: u8 = b'P';
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// Largest pBFT frame: a state snapshot.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 /// Most commands in one request of this node.
@@ -77,9 +90,9 @@ pub enum Wire {
     /// A client request forwarded to every replica (§4.4: so every backup's
     /// timer watches the primary).
     Request(Request),
-    /// Replica `from` asks for the checkpoint state at `seq`.
+    /// Node `from` asks for the checkpoint state at `seq`.
     StateRequest {
-        from: ReplicaId,
+        from: String,
         seq: Seq,
     },
     /// The checkpoint state at `seq` ([`PbftApp::snapshot`]); checked against
@@ -88,9 +101,9 @@ pub enum Wire {
         seq: Seq,
         snapshot: Vec<u8>,
     },
-    /// Replica `from` asks for commit certificates above `after`.
+    /// Node `from` asks for commit certificates above `after`.
     FetchEntries {
-        from: ReplicaId,
+        from: String,
         after: Seq,
     },
     /// Commit certificates, each checked before it counts.
@@ -102,6 +115,15 @@ pub enum Wire {
     },
     /// A signed answer ([`super::message::Body::ReadIndex`]).
     ReadIndexAnswer(super::message::Signed),
+    /// Node `from` is still in `epoch` and got a message of a later one:
+    /// whoever saw that epoch end answers with [`Wire::EpochEnded`].
+    Behind {
+        from: String,
+        epoch: Epoch,
+    },
+    /// The proof that an epoch ended (its last checkpoint's 2f + 1
+    /// signatures, checked like any): the replica fetches the state there.
+    EpochEnded(Vec<Signed>),
 }
 
 /// Encodes `wire` as a length-prefixed frame.
@@ -122,10 +144,11 @@ pub fn decode(payload: &[u8]) -> Option<Wire> {
     }
 }
 
-/// Carries frames to other replicas. Best effort: the protocol retransmits
-/// what matters.
+/// Carries frames to other replicas, by node name (replica ids change from
+/// one epoch to the next; names do not). Best effort: the protocol
+/// retransmits what matters.
 pub trait Transport: Send + Sync + 'static {
-    fn send(&self, to: ReplicaId, frame: Arc<Vec<u8>>);
+    fn send(&self, to: &str, frame: Arc<Vec<u8>>);
     /// Frames dropped so far because a peer could not take them.
     fn dropped(&self) -> u64 {
         0
@@ -134,11 +157,11 @@ pub trait Transport: Send + Sync + 'static {
 
 /// Who this replica is, among whom.
 pub struct PbftSetup {
-    pub me: ReplicaId,
     pub key: SigningKey,
-    pub replicas: ReplicaSet,
-    /// Each replica's node id, by replica id (what status reports).
-    pub node_ids: Vec<u64>,
+    /// The configuration to start in: the genesis one, or for a node joining
+    /// a later epoch, that epoch's with the proof of the previous one's end
+    /// ([`EpochFile`]). The one stored in `dir` wins if it is later.
+    pub config: EpochFile,
     pub settings: Settings,
     /// Where the replica keeps its signing reservation (see [`POSITION_FILE`]),
     /// its log and its last stable checkpoint (see [`super::store`]); `None`
@@ -153,6 +176,10 @@ pub const POSITION_FILE: &str = "position.json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Position {
+    /// The epoch it is for (a reservation of an earlier one binds nothing:
+    /// signatures name their epoch).
+    #[serde(default)]
+    epoch: Epoch,
     view: View,
     seq: Seq,
 }
@@ -194,10 +221,12 @@ struct Restored {
 /// batches executed after it, the replica's certificates.
 fn restore(
     dir: &std::path::Path,
-    replicas: &ReplicaSet,
+    config: &EpochFile,
+    start_digest: Digest,
     replica: &mut Replica,
     stats: &mut PbftStatus,
 ) -> Result<Restored, String> {
+    let replicas = &config.current.replicas;
     let (store, loaded) = Store::open(dir)
         .map_err(|e| format!("cannot open the pBFT log in {}: {e}", dir.display()))?;
     if loaded.torn_bytes > 0 {
@@ -207,23 +236,28 @@ fn restore(
         );
     }
     let mut sm = StateMachine::new();
-    let mut app = PbftApp::default();
+    let mut app = PbftApp::genesis(replicas.clone(), config.current.names.clone());
     let mut snapshots = BTreeMap::new();
     let mut stable = None;
-    if let Some(cp) = loaded.checkpoint {
+    // A checkpoint of an earlier epoch (the switch stopped before the
+    // state at the start was stored) is of no use: that state is fetched.
+    let checkpoint = loaded
+        .checkpoint
+        .filter(|cp| config.epoch() == 0 || cp.seq >= replicas.start());
+    if let Some(cp) = checkpoint {
         let bad = |what: String| {
             format!(
                 "{}: {what}",
                 dir.join(super::store::CHECKPOINT_FILE).display()
             )
         };
-        let digest = super::validate::checkpoint_proof(
-            replicas,
-            cp.seq,
-            &cp.proof,
-            &mut SigCache::default(),
-        )
-        .map_err(|e| bad(format!("its proof does not check out: {e}")))?;
+        // The state an epoch starts from is proven by the epoch before.
+        let digest = if config.epoch() > 0 && cp.seq == replicas.start() {
+            start_digest
+        } else {
+            super::validate::checkpoint_proof(replicas, cp.seq, &cp.proof, &mut SigCache::default())
+                .map_err(|e| bad(format!("its proof does not check out: {e}")))?
+        };
         if snapshot_digest(&cp.snapshot) != digest {
             return Err(bad(
                 "its state does not match the digest its proof signs".into()
@@ -237,7 +271,7 @@ fn restore(
     let clients: Vec<(ClientId, u64)> = app.clients.iter().map(|(c, t)| (*c, *t)).collect();
     let replay = replica.restore(stable, clients, loaded.records);
     for (seq, batch) in &replay {
-        app.execute(&mut sm, *seq, batch, &mut Vec::new());
+        app.execute(&mut sm, *seq, batch, &mut Vec::new(), &replica.settings);
         // The state at a checkpoint passed again is kept to serve: the
         // others may need it from this replica (after a power cut, this may
         // be the only replica that stored the batches up to it).
@@ -281,6 +315,8 @@ pub struct EvidenceRecord {
 /// What the engine reports beyond [`OrderStatus`]. Every figure is counted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PbftStatus {
+    /// The configuration in force (0: genesis), and this replica's id in it.
+    pub epoch: Epoch,
     pub replica: ReplicaId,
     pub replicas: usize,
     pub f: usize,
@@ -322,6 +358,9 @@ pub struct PbftStatus {
     /// the membership view reports as its reputation).
     pub evidence_against: Vec<u64>,
     pub evidence: Vec<EvidenceRecord>,
+    /// The epoch whose replica set left this node out (it orders nothing
+    /// more), if one did.
+    pub retired: Option<Epoch>,
     /// Why the engine stopped, if it did.
     pub fatal: Option<String>,
 }
@@ -336,6 +375,11 @@ enum Input {
     /// A read barrier.
     Read {
         reply: ReplyTo,
+    },
+    /// This node's vote for a new replica set.
+    Vote {
+        proposal: Proposal,
+        reply: VoteReply,
     },
     Frame(Vec<u8>),
     /// A checkpoint's state, encoded and digested off the driver's thread.
@@ -353,7 +397,8 @@ enum Input {
 
 struct Shared {
     node_id: u64,
-    node_ids: Vec<u64>,
+    /// The configuration in force (the driver updates it at a switch).
+    config: Arc<RwLock<EpochFile>>,
     inbox: mpsc::Sender<Input>,
     state: SharedState,
     applied: watch::Receiver<u64>,
@@ -379,21 +424,56 @@ impl PbftOrdering {
     /// once), its prepared certificates, its reservation. Fails if those
     /// cannot be read or do not check out.
     pub fn start(setup: PbftSetup, transport: Arc<dyn Transport>) -> Result<Self, String> {
-        let node_id = setup.node_ids[setup.me as usize];
-        let resume = match &setup.dir {
-            Some(dir) => read_position(dir)?,
+        let client_id = setup.key.verifying_key().to_bytes();
+        // The configuration this replica stored wins over the one it was
+        // started with, unless that one is later (a newcomer's).
+        let stored = match &setup.dir {
+            Some(dir) => EpochFile::read(dir)?,
             None => None,
         };
-        let node_ids = setup.node_ids.clone();
+        let config = match stored {
+            Some(s) if s.epoch() >= setup.config.epoch() => s,
+            _ => {
+                if let Some(dir) = &setup.dir {
+                    setup.config.write(dir).map_err(|e| {
+                        format!(
+                            "cannot store the pBFT configuration in {}: {e}",
+                            dir.display()
+                        )
+                    })?;
+                }
+                setup.config
+            }
+        };
+        let start_digest = config.check()?;
+        let Some(me) = config.current.replicas.id_of(&client_id) else {
+            return Err(format!(
+                "this node's replica key is not in the replica set of epoch {} (its replicas: {})",
+                config.epoch(),
+                config.current.names.join(", ")
+            ));
+        };
+        let my_name = config.current.names[me as usize].clone();
+        let node_id = node_id_of(&my_name);
+        let resume = match &setup.dir {
+            Some(dir) => read_position(dir)?.filter(|p| p.epoch == config.epoch()),
+            None => None,
+        };
         let mut replica = Replica::new(
-            setup.me,
-            setup.replicas.clone(),
+            me,
+            config.current.replicas.clone(),
             setup.key.clone(),
-            setup.settings,
+            setup.settings.clone(),
         );
         let mut stats = PbftStatus::default();
         let restored = match &setup.dir {
-            Some(dir) => Some(restore(dir, &setup.replicas, &mut replica, &mut stats)?),
+            Some(dir) => Some(restore(
+                dir,
+                &config,
+                start_digest,
+                &mut replica,
+                &mut stats,
+            )?),
             None => None,
         };
         let (store, sm, app, snapshots) = match restored {
@@ -401,11 +481,21 @@ impl PbftOrdering {
             None => (
                 None,
                 StateMachine::new(),
-                PbftApp::default(),
+                PbftApp::genesis(
+                    config.current.replicas.clone(),
+                    config.current.names.clone(),
+                ),
                 BTreeMap::new(),
             ),
         };
-        let client_id = setup.key.verifying_key().to_bytes();
+        // A member of a later epoch without the state at its start (a
+        // newcomer, or one whose switch stopped before storing it) fetches
+        // the state the previous epoch's proof names.
+        let start = config.current.replicas.start();
+        if config.epoch() > 0 && stats.stored_checkpoint.is_none_or(|s| s < start) {
+            replica.join(start_digest);
+        }
+        let shared_config = Arc::new(RwLock::new(config.clone()));
         let last_timestamp = app.clients.get(&client_id).copied().unwrap_or(0);
         let applied_index = sm.applied_index;
         let state: SharedState = Arc::new(RwLock::new(sm));
@@ -423,8 +513,14 @@ impl PbftOrdering {
             );
             replica.resume(p.view, p.seq);
         }
-        let driver = Driver {
+        let mut driver = Driver {
             own_inbox: inbox.downgrade(),
+            config: config.clone(),
+            settings: setup.settings,
+            my_name,
+            helped: BTreeMap::new(),
+            retired_counters: Default::default(),
+            shared_config: shared_config.clone(),
             client_id,
             client_key: setup.key,
             dir: setup.dir,
@@ -432,7 +528,7 @@ impl PbftOrdering {
             storing_checkpoint: false,
             fatal: None,
             replica,
-            node_ids: setup.node_ids,
+            node_ids: Vec::new(),
             transport,
             state: state.clone(),
             app,
@@ -457,11 +553,14 @@ impl PbftOrdering {
             epoch: tokio::time::Instant::now(),
             served: BTreeMap::new(),
         };
+        driver.set_config(config);
+        // A change decided before the restart still ends this epoch.
+        driver.after_state();
         tokio::spawn(driver.run(rx));
         Ok(PbftOrdering {
             shared: Arc::new(Shared {
                 node_id,
-                node_ids,
+                config: shared_config,
                 inbox,
                 state,
                 applied,
@@ -483,9 +582,42 @@ impl PbftOrdering {
         self.shared.status.borrow().clone()
     }
 
-    /// Each replica's node id, by replica id.
-    pub fn node_ids(&self) -> &[u64] {
-        &self.shared.node_ids
+    /// Each replica's node id, by replica id, in the epoch in force.
+    pub fn node_ids(&self) -> Vec<u64> {
+        self.config()
+            .current
+            .names
+            .iter()
+            .map(|n| node_id_of(n))
+            .collect()
+    }
+
+    /// The configuration in force: what a node joining this epoch starts
+    /// from (`mesh pbft config`).
+    pub fn config(&self) -> EpochFile {
+        self.shared
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Votes for the replica set `proposal` (keys in id order, names of
+    /// the nodes) as this replica: a request of its replica key, ordered
+    /// like any. Returns what the vote did once it executed here, or why
+    /// it did not count (the same on every replica).
+    pub async fn reconfigure(
+        &self,
+        proposal: Proposal,
+    ) -> Result<Result<VoteOutcome, VoteError>, OrderError> {
+        let stopped = || OrderError::Stopped("the pBFT engine stopped".into());
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .inbox
+            .send(Input::Vote { proposal, reply })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// True on the primary of the current view, in normal operation.
@@ -584,7 +716,7 @@ impl Ordering for PbftOrdering {
             applied_index: Some(applied),
             last_log_index: None,
             millis_since_quorum_ack: None,
-            voters: self.shared.node_ids.clone(),
+            voters: self.node_ids(),
             learners: Vec::new(),
             fatal: s.fatal,
         }
@@ -603,21 +735,27 @@ struct Waiter {
 }
 
 /// This node as a pBFT client: one request in flight, the rest queued.
+/// Votes go alone, one request each, before queued commands.
 #[derive(Default)]
 struct Lane {
     last_timestamp: u64,
     queue: Vec<Waiter>,
+    votes: Vec<(Proposal, VoteReply)>,
     in_flight: Option<InFlight>,
 }
 
 struct InFlight {
     request: Request,
     waiters: Vec<Waiter>,
+    /// Set when the request is a vote.
+    vote: Option<VoteReply>,
     sent_at: u64,
 }
 
 /// Where the driver answers a proposal or a read.
 type ReplyTo = oneshot::Sender<Result<Applied, OrderError>>;
+/// Where the driver answers a vote.
+type VoteReply = oneshot::Sender<Result<Result<VoteOutcome, VoteError>, OrderError>>;
 
 /// Reads waiting for their read index (see the module docs).
 #[derive(Default)]
@@ -636,6 +774,16 @@ struct Driver {
     /// For results of work done off the driver's thread (weak: the driver
     /// stops once every handle is gone).
     own_inbox: mpsc::WeakSender<Input>,
+    /// The configuration in force (see [`epochs`]).
+    config: EpochFile,
+    settings: Settings,
+    /// This node's name (how peers address it).
+    my_name: String,
+    /// When each peer was last sent epoch help ("" for the broadcast).
+    helped: BTreeMap<String, u64>,
+    /// Signatures of the replicas of earlier epochs (status counts all).
+    retired_counters: super::replica::Counters,
+    shared_config: Arc<RwLock<EpochFile>>,
     client_key: SigningKey,
     /// This node as a pBFT client (its key's public half).
     client_id: ClientId,
@@ -664,8 +812,8 @@ struct Driver {
     fetching: Option<(Seq, Digest, u64)>,
     stats: PbftStatus,
     epoch: tokio::time::Instant,
-    /// When each replica was last sent commit certificates.
-    served: BTreeMap<ReplicaId, u64>,
+    /// When each node was last sent commit certificates.
+    served: BTreeMap<String, u64>,
 }
 
 fn unix_ms() -> u64 {
@@ -741,6 +889,7 @@ impl Driver {
                 reply,
             }),
             Input::Read { reply } => self.reads.queued.push(reply),
+            Input::Vote { proposal, reply } => self.lane.votes.push((proposal, reply)),
             Input::Frame(payload) => self.frame(&payload),
             Input::Checkpoint {
                 seq,
@@ -795,6 +944,9 @@ impl Driver {
             return;
         };
         match wire {
+            Wire::Protocol(env) if env.msg.epoch != self.replica.replicas().epoch() => {
+                self.other_epoch(&env);
+            }
             Wire::Protocol(env) => {
                 if let Err(e) = self.replica.handle(env) {
                     self.stats.refused += 1;
@@ -803,21 +955,25 @@ impl Driver {
             }
             Wire::Request(r) => self.replica.forwarded(r),
             Wire::StateRequest { from, seq } => {
-                if let Some(s) = self.snapshots.get(&seq) {
+                if let Some(s) = self.snapshots.get(&seq)
+                    && self.known_peer(&from)
+                {
                     let frame = encode(&Wire::State {
                         seq,
                         snapshot: s.as_ref().clone(),
                     });
-                    self.send(from, Arc::new(frame));
+                    self.send_name(&from, Arc::new(frame));
                 }
             }
             Wire::State { seq, snapshot } => self.install(seq, &snapshot),
             Wire::FetchEntries { from, after } => {
                 let now = self.now();
-                if super::replica::due(&mut self.served, from, now, SERVE_EVERY_MS) {
+                if self.config.current.names.contains(&from)
+                    && super::replica::due(&mut self.served, from.clone(), now, SERVE_EVERY_MS)
+                {
                     let certs = self.replica.commit_certs(after, super::MAX_CERTS);
                     if !certs.is_empty() {
-                        self.send(from, Arc::new(encode(&Wire::Entries(certs))));
+                        self.send_name(&from, Arc::new(encode(&Wire::Entries(certs))));
                     }
                 }
             }
@@ -835,6 +991,8 @@ impl Driver {
                 }
             }
             Wire::ReadIndexAnswer(msg) => self.read_answer(&msg),
+            Wire::Behind { from, epoch } => self.behind(from, epoch),
+            Wire::EpochEnded(proof) => self.epoch_ended(proof),
         }
         self.outputs();
     }
@@ -922,7 +1080,21 @@ impl Driver {
 
     /// Sends this node's next request if none is in flight.
     fn send_request(&mut self) {
-        if self.lane.in_flight.is_some() || self.lane.queue.is_empty() {
+        if self.lane.in_flight.is_some() {
+            return;
+        }
+        if !self.lane.votes.is_empty() {
+            let (proposal, reply) = self.lane.votes.remove(0);
+            let request = self.next_request(proposal.op());
+            self.lane.in_flight = Some(InFlight {
+                request,
+                waiters: Vec::new(),
+                vote: Some(reply),
+                sent_at: self.now(),
+            });
+            return;
+        }
+        if self.lane.queue.is_empty() {
             return;
         }
         let n = self.lane.queue.len().min(MAX_COMMANDS_PER_REQUEST);
@@ -934,21 +1106,25 @@ impl Driver {
                 .filter_map(|w| Some((w.command.clone()?, w.request_id.clone())))
                 .collect(),
         };
+        let request =
+            self.next_request(postcard::to_allocvec(&op).expect("encoding to a Vec cannot fail"));
+        self.lane.in_flight = Some(InFlight {
+            request,
+            waiters,
+            vote: None,
+            sent_at: self.now(),
+        });
+    }
+
+    /// Signs this node's next request with `op` and hands it to the replica.
+    fn next_request(&mut self, op: Vec<u8>) -> Request {
         // Timestamps grow across restarts too: microseconds since the epoch,
         // or one more than the last when the clock has not moved.
         let timestamp = unix_micros().max(self.lane.last_timestamp + 1);
         self.lane.last_timestamp = timestamp;
-        let request = Request::signed(
-            &self.client_key,
-            timestamp,
-            postcard::to_allocvec(&op).expect("encoding to a Vec cannot fail"),
-        );
+        let request = Request::signed(&self.client_key, timestamp, op);
         self.replica.request(request.clone());
-        self.lane.in_flight = Some(InFlight {
-            request,
-            waiters,
-            sent_at: self.now(),
-        });
+        request
     }
 
     /// A request in flight for long goes to every replica again (a replica
@@ -1042,7 +1218,14 @@ impl Driver {
             Output::Evidence(e) => self.evidence(&e),
             Output::Reserve { view, seq } => {
                 if let Some(dir) = &self.dir
-                    && let Err(e) = write_position(dir, Position { view, seq })
+                    && let Err(e) = write_position(
+                        dir,
+                        Position {
+                            epoch: self.config.epoch(),
+                            view,
+                            seq,
+                        },
+                    )
                 {
                     let why = format!(
                         "cannot store the pBFT signing reservation in {}: {e}",
@@ -1056,14 +1239,12 @@ impl Driver {
             }
             Output::FetchEntries { after } => {
                 let frame = Arc::new(encode(&Wire::FetchEntries {
-                    from: self.replica.id(),
+                    from: self.my_name.clone(),
                     after,
                 }));
                 self.broadcast(frame);
             }
-            // The engine does not decide reconfigurations yet (it never
-            // calls `end_epoch`), so its replica's epoch never ends.
-            Output::EpochEnd { .. } => {}
+            Output::EpochEnd { seq, proof } => self.switch(seq, proof),
             Output::ViewChanged { view } => {
                 self.stats.view_changes += 1;
                 tracing::info!(
@@ -1075,8 +1256,15 @@ impl Driver {
         }
     }
 
+    /// Sends to replica `to` of this epoch.
     fn send(&mut self, to: ReplicaId, frame: Arc<Vec<u8>>) {
-        if to == self.replica.id() {
+        if let Some(name) = self.config.current.names.get(to as usize).cloned() {
+            self.send_name(&name, frame);
+        }
+    }
+
+    fn send_name(&mut self, to: &str, frame: Arc<Vec<u8>>) {
+        if to == self.my_name {
             return;
         }
         self.stats.frames_sent += 1;
@@ -1096,7 +1284,7 @@ impl Driver {
             f.2 = now;
         }
         let frame = Arc::new(encode(&Wire::StateRequest {
-            from: self.replica.id(),
+            from: self.my_name.clone(),
             seq,
         }));
         self.broadcast(frame);
@@ -1106,7 +1294,9 @@ impl Driver {
         let mut events = Vec::new();
         let (executed, applied, copy) = {
             let mut sm = self.state.write().unwrap_or_else(|e| e.into_inner());
-            let executed = self.app.execute(&mut sm, seq, batch, &mut events);
+            let executed = self
+                .app
+                .execute(&mut sm, seq, batch, &mut events, &self.settings);
             // The state at a checkpoint is copied here, encoded and digested
             // on another thread: a large state would otherwise stall this
             // replica for as long.
@@ -1137,6 +1327,7 @@ impl Driver {
             });
         }
         self.settle_in_flight();
+        self.after_state();
     }
 
     /// This node's request executed here: its waiters get their replies.
@@ -1148,6 +1339,10 @@ impl Driver {
         else {
             return;
         };
+        if let (Some(reply), Some(vote)) = (f.vote, ex.vote) {
+            let _ = reply.send(Ok(vote));
+            return;
+        }
         self.stats.own_requests += 1;
         let mut replies = ex.replies.into_iter();
         for w in f.waiters {
@@ -1177,6 +1372,12 @@ impl Driver {
             return;
         };
         self.lane.last_timestamp = self.lane.last_timestamp.max(done);
+        if let Some(reply) = f.vote {
+            let _ = reply.send(Err(OrderError::Stopped(
+                "the vote executed while this replica was fetching state: its outcome is in the configuration (see status)".into(),
+            )));
+            return;
+        }
         let index = *self.applied.borrow();
         let mut again = Vec::new();
         for w in f.waiters {
@@ -1221,6 +1422,7 @@ impl Driver {
         let executed: Vec<_> = self.app.clients.iter().map(|(c, t)| (*c, *t)).collect();
         self.replica.installed_state(seq, executed);
         self.settle_in_flight();
+        self.after_state();
         tracing::info!(seq, "pBFT state transferred");
     }
 
@@ -1264,8 +1466,8 @@ impl Driver {
         s.active = r.is_active();
         s.last_executed = r.last_executed();
         s.low_watermark = r.low_watermark();
-        s.signatures_made = c.signed;
-        s.signatures_verified = c.verified;
+        s.signatures_made = self.retired_counters.signed + c.signed;
+        s.signatures_verified = self.retired_counters.verified + c.verified;
         s.frames_dropped = self.transport.dropped();
         if let Some(store) = &self.store {
             s.log_records = store.records;

@@ -63,7 +63,12 @@ pub struct Decided {
     pub end: Seq,
     /// The next configuration (epoch + 1, starting after `end`).
     pub next: ReplicaSet,
+    /// Its replicas' names, by id (empty when the runtime names none).
+    pub names: Vec<String>,
 }
+
+/// Longest replica name a vote may carry.
+pub const MAX_NAME_BYTES: usize = 128;
 
 /// The replicated configuration: the replica set in force, the votes for
 /// the next one, and a decided change not yet in force. Part of the
@@ -71,8 +76,12 @@ pub struct Decided {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reconfig {
     pub config: ReplicaSet,
-    /// Each current replica's latest proposal.
-    pub votes: BTreeMap<ReplicaId, Vec<[u8; 32]>>,
+    /// The names the runtime addresses the replicas in force by (node names
+    /// in a mesh), by id; empty when it names none. Part of what is voted
+    /// on, so f liars cannot misdirect the others to addresses of theirs.
+    pub names: Vec<String>,
+    /// Each current replica's latest proposal: keys, and names.
+    pub votes: BTreeMap<ReplicaId, (Vec<[u8; 32]>, Vec<String>)>,
     pub decided: Option<Decided>,
 }
 
@@ -94,6 +103,8 @@ pub enum VoteError {
     BadSet(#[from] ConfigError),
     #[error("the proposed replica set is the current one")]
     Unchanged,
+    #[error("the proposed names are not valid: {0}")]
+    BadNames(String),
     #[error(
         "a change is already decided (epoch {epoch} from sequence {end}); vote again once it is in force"
     )]
@@ -102,19 +113,28 @@ pub enum VoteError {
 
 impl Reconfig {
     pub fn new(config: ReplicaSet) -> Self {
+        Self::named(config, Vec::new())
+    }
+
+    /// The genesis configuration with its replicas' names (by id).
+    pub fn named(config: ReplicaSet, names: Vec<String>) -> Self {
         Reconfig {
             config,
+            names,
             votes: BTreeMap::new(),
             decided: None,
         }
     }
 
     /// Counts `voter`'s vote, ordered at `seq`, for the replica set `keys`
-    /// (a voter's later vote replaces its earlier one).
+    /// named `names` (one per key, or none); a voter's later vote replaces
+    /// its earlier one, and only votes for the same keys and names count
+    /// together.
     pub fn vote(
         &mut self,
         voter: &ClientId,
         keys: Vec<[u8; 32]>,
+        names: Vec<String>,
         seq: Seq,
         settings: &Settings,
     ) -> Result<VoteOutcome, VoteError> {
@@ -125,18 +145,25 @@ impl Reconfig {
                 end: d.end,
             });
         }
-        if keys == self.config.keys() {
+        if keys == self.config.keys() && names == self.names {
             return Err(VoteError::Unchanged);
         }
+        check_names(&names, keys.len())?;
         let end = epoch_end(seq, settings);
         let next = self.config.next(end, keys.clone())?;
-        self.votes.insert(id, keys);
-        let votes = self.votes.values().filter(|k| **k == next.keys()).count();
+        let proposal = (keys, names);
+        self.votes.insert(id, proposal.clone());
+        let votes = self.votes.values().filter(|p| **p == proposal).count();
         let need = self.config.quorum();
         if votes < need {
             return Ok(VoteOutcome::Counted { votes, need });
         }
-        let d = Decided { at: seq, end, next };
+        let d = Decided {
+            at: seq,
+            end,
+            next,
+            names: proposal.1,
+        };
         self.decided = Some(d.clone());
         self.votes.clear();
         Ok(VoteOutcome::Decided(d))
@@ -148,11 +175,37 @@ impl Reconfig {
         if self.decided.as_ref().is_some_and(|d| d.end == seq) {
             let d = self.decided.take().expect("checked");
             self.config = d.next;
+            self.names = d.names;
             self.votes.clear();
             return Some(&self.config);
         }
         None
     }
+}
+
+/// Names are optional; given, one per replica, each non-empty, at most
+/// [`MAX_NAME_BYTES`], and no two alike.
+fn check_names(names: &[String], n: usize) -> Result<(), VoteError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    if names.len() != n {
+        return Err(VoteError::BadNames(format!(
+            "{} names for {n} replicas",
+            names.len()
+        )));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() || name.len() > MAX_NAME_BYTES {
+            return Err(VoteError::BadNames(format!(
+                "a name is 1 to {MAX_NAME_BYTES} bytes"
+            )));
+        }
+        if names[..i].contains(name) {
+            return Err(VoteError::BadNames(format!("'{name}' is named twice")));
+        }
+    }
+    Ok(())
 }
 
 impl Replica {
@@ -318,7 +371,8 @@ mod tests {
                 if let Some(keys) = r.op.strip_prefix(VOTE) {
                     let keys: Vec<[u8; 32]> = postcard::from_bytes(keys).unwrap();
                     if let Ok(VoteOutcome::Decided(d)) =
-                        self.reconfig.vote(&r.client, keys, seq, &settings())
+                        self.reconfig
+                            .vote(&r.client, keys, Vec::new(), seq, &settings())
                     {
                         self.decided_at = Some(seq);
                         self.silent |= self.silent_after_decision;
@@ -576,19 +630,19 @@ mod tests {
             .collect();
         let key = |i: usize| k[i].verifying_key().to_bytes();
         assert_eq!(
-            r.vote(&key(5), new.clone(), 3, &s),
+            r.vote(&key(5), new.clone(), Vec::new(), 3, &s),
             Err(VoteError::NotAReplica)
         );
         assert_eq!(
-            r.vote(&key(0), set.keys().to_vec(), 3, &s),
+            r.vote(&key(0), set.keys().to_vec(), Vec::new(), 3, &s),
             Err(VoteError::Unchanged)
         );
         assert!(matches!(
-            r.vote(&key(0), new[..3].to_vec(), 3, &s),
+            r.vote(&key(0), new[..3].to_vec(), Vec::new(), 3, &s),
             Err(VoteError::BadSet(ConfigError::TooFew(3)))
         ));
         assert_eq!(
-            r.vote(&key(0), new.clone(), 3, &s),
+            r.vote(&key(0), new.clone(), Vec::new(), 3, &s),
             Ok(VoteOutcome::Counted { votes: 1, need: 3 })
         );
         // A vote for another list counts for that list only; a voter's
@@ -598,14 +652,14 @@ mod tests {
             .map(|k| k.verifying_key().to_bytes())
             .collect();
         assert_eq!(
-            r.vote(&key(1), other.clone(), 4, &s),
+            r.vote(&key(1), other.clone(), Vec::new(), 4, &s),
             Ok(VoteOutcome::Counted { votes: 1, need: 3 })
         );
         assert_eq!(
-            r.vote(&key(1), new.clone(), 5, &s),
+            r.vote(&key(1), new.clone(), Vec::new(), 5, &s),
             Ok(VoteOutcome::Counted { votes: 2, need: 3 })
         );
-        let Ok(VoteOutcome::Decided(d)) = r.vote(&key(3), new.clone(), 9, &s) else {
+        let Ok(VoteOutcome::Decided(d)) = r.vote(&key(3), new.clone(), Vec::new(), 9, &s) else {
             panic!("a third vote decides")
         };
         assert_eq!(
@@ -614,12 +668,49 @@ mod tests {
         );
         assert_eq!(d.next.keys(), &new[..]);
         assert!(matches!(
-            r.vote(&key(2), other, 10, &s),
+            r.vote(&key(2), other, Vec::new(), 10, &s),
             Err(VoteError::AlreadyDecided { epoch: 1, end: 32 })
         ));
         assert_eq!(r.executed(31), None);
         assert_eq!(r.executed(32).map(|c| c.epoch()), Some(1));
         assert_eq!(r.config, d.next);
         assert!(r.decided.is_none() && r.votes.is_empty());
+    }
+
+    /// Names are part of the proposal: a liar voting the right keys under
+    /// its own names does not count with the others, and bad name lists
+    /// are refused alike on every replica.
+    #[test]
+    fn names_are_voted_with_the_keys() {
+        let k = keys(5);
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let set = replica_set(&k[..4]);
+        let mut r = Reconfig::named(set, names(&["a", "b", "c", "d"]));
+        let s = settings();
+        let key = |i: usize| k[i].verifying_key().to_bytes();
+        let new: Vec<[u8; 32]> = (1..5).map(key).collect();
+        let good = names(&["b", "c", "d", "e"]);
+        for (bad, why) in [
+            (names(&["b", "c", "d"]), "3 names for 4 replicas"),
+            (names(&["b", "c", "c", "e"]), "'c' is named twice"),
+            (names(&["b", "", "d", "e"]), "a name is 1 to"),
+        ] {
+            let err = r.vote(&key(0), new.clone(), bad, 1, &s).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        assert!(r.votes.is_empty(), "a refused vote changes nothing");
+        r.vote(&key(0), new.clone(), good.clone(), 2, &s).unwrap();
+        r.vote(&key(1), new.clone(), names(&["b", "c", "d", "evil"]), 3, &s)
+            .unwrap();
+        assert_eq!(
+            r.vote(&key(2), new.clone(), good.clone(), 4, &s),
+            Ok(VoteOutcome::Counted { votes: 2, need: 3 })
+        );
+        let Ok(VoteOutcome::Decided(d)) = r.vote(&key(3), new, good.clone(), 5, &s) else {
+            panic!("the third matching vote decides")
+        };
+        assert_eq!(d.names, good);
+        r.executed(d.end);
+        assert_eq!(r.names, good);
     }
 }

@@ -19,7 +19,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::config::ReplicaId;
 use super::engine::{MAX_FRAME_BYTES, PbftOrdering, Transport};
 
 /// Frames queued for one peer before new ones are dropped (a peer that is
@@ -29,13 +28,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Wait before dialling a peer again after a failure.
 const REDIAL_AFTER: Duration = Duration::from_millis(100);
 
-/// Finds a replica's address (from the membership view, or a fixed table).
-pub type Resolver = Arc<dyn Fn(ReplicaId) -> Option<SocketAddr> + Send + Sync>;
+/// Finds a node's address by its name (from the membership view, or a
+/// fixed table).
+pub type Resolver = Arc<dyn Fn(&str) -> Option<SocketAddr> + Send + Sync>;
 
 /// The TCP [`Transport`].
 pub struct TcpTransport {
     resolve: Resolver,
-    peers: Mutex<HashMap<ReplicaId, mpsc::Sender<Arc<Vec<u8>>>>>,
+    peers: Mutex<HashMap<String, mpsc::Sender<Arc<Vec<u8>>>>>,
     /// Frames dropped because a peer's queue was full.
     dropped: std::sync::atomic::AtomicU64,
 }
@@ -51,11 +51,11 @@ impl TcpTransport {
 }
 
 impl Transport for TcpTransport {
-    fn send(&self, to: ReplicaId, frame: Arc<Vec<u8>>) {
+    fn send(&self, to: &str, frame: Arc<Vec<u8>>) {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = peers.entry(to).or_insert_with(|| {
+        let tx = peers.entry(to.to_string()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(writer(to, self.resolve.clone(), rx));
+            tokio::spawn(writer(to.to_string(), self.resolve.clone(), rx));
             tx
         });
         // Full: the peer is slow or away; the protocol sends again.
@@ -72,11 +72,11 @@ impl Transport for TcpTransport {
 
 /// Writes one peer's frames, dialling when needed; frames that arrive while
 /// the peer cannot be reached are dropped.
-async fn writer(to: ReplicaId, resolve: Resolver, mut rx: mpsc::Receiver<Arc<Vec<u8>>>) {
+async fn writer(to: String, resolve: Resolver, mut rx: mpsc::Receiver<Arc<Vec<u8>>>) {
     let mut conn: Option<BufWriter<TcpStream>> = None;
     while let Some(frame) = rx.recv().await {
         if conn.is_none() {
-            conn = dial(to, &resolve).await;
+            conn = dial(&to, &resolve).await;
             if conn.is_none() {
                 tokio::time::sleep(REDIAL_AFTER).await;
                 // What queued meanwhile is stale; drop it.
@@ -96,7 +96,7 @@ async fn writer(to: ReplicaId, resolve: Resolver, mut rx: mpsc::Receiver<Arc<Vec
     }
 }
 
-async fn dial(to: ReplicaId, resolve: &Resolver) -> Option<BufWriter<TcpStream>> {
+async fn dial(to: &str, resolve: &Resolver) -> Option<BufWriter<TcpStream>> {
     let addr = resolve(to)?;
     let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await

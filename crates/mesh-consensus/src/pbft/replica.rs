@@ -1207,12 +1207,7 @@ impl Replica {
 
 /// Whether `to` may be sent something again (at most once per `every`
 /// ms); if so, notes that it is sent now.
-pub(crate) fn due(
-    last: &mut BTreeMap<ReplicaId, u64>,
-    to: ReplicaId,
-    now: u64,
-    every: u64,
-) -> bool {
+pub(crate) fn due<K: Ord>(last: &mut BTreeMap<K, u64>, to: K, now: u64, every: u64) -> bool {
     if last.get(&to).is_some_and(|&t| now < t + every) {
         return false;
     }

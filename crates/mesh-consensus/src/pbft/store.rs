@@ -294,7 +294,11 @@ pub fn write_checkpoint(dir: &Path, seq: Seq, proof: &[Signed], snapshot: &[u8])
         snapshot,
     })
     .expect("encoding to a Vec cannot fail");
-    let tmp = dir.join("checkpoint.bin.tmp");
+    // Two writers (the driver's at an epoch's end, a background one) must
+    // not share a temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("checkpoint.bin.{n}.tmp"));
     let mut f = File::create(&tmp)?;
     f.write_all(&header(&body))?;
     f.write_all(&body)?;

@@ -80,7 +80,9 @@ impl AppState {
         {
             // What the vote did is in the state (a refused one changes
             // nothing there); its result is the counter's, as for any request.
-            let _ = self.reconfig.vote(&r.client, keys, seq, settings);
+            let _ = self
+                .reconfig
+                .vote(&r.client, keys, Vec::new(), seq, settings);
         }
         self.count += 1;
         let mut h = Sha256::new();
