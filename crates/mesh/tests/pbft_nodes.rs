@@ -225,3 +225,163 @@ fn pbft_nodes_lose_no_acknowledged_write_when_all_stop_at_once() {
     assert_eq!(get(&c, 3, "after"), Some(Value::String("cut".into())));
     no_evidence(&c);
 }
+
+/// Runs the `mesh` CLI; its standard output, or a panic with its error.
+fn mesh(args: &[&str]) -> String {
+    let out = std::process::Command::new(EXE)
+        .args(args)
+        .env_remove("MESH_NODE")
+        .output()
+        .expect("mesh runs");
+    assert!(
+        out.status.success(),
+        "mesh {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Reconfiguration with the CLI (see `pbft::epoch`): a fifth node makes a
+/// key; three of the four replicas (2f + 1) vote with `mesh pbft
+/// reconfigure` to replace the first by it; the old epoch ends a window
+/// later; the newcomer starts from `mesh pbft config` of a member, fetches
+/// the state (checked against the old set's signatures) and serves every
+/// acknowledged write; the replaced node stops ordering and says so; a
+/// member restarted after the change comes back in the new epoch.
+#[test]
+fn pbft_replicas_are_replaced_by_a_committed_reconfiguration() {
+    let mut c = Cluster::start_pbft(Path::new(EXE), "local", "rcfg", 4, &[])
+        .expect("four pBFT replicas agree on a primary");
+    for k in 0..10 {
+        assert_eq!(put(&c, k % 4, &format!("r{k}"), &format!("v{k}")), 200);
+    }
+    let dir = c.nodes[0].data_dir.parent().unwrap().join("rcfg4");
+    let line = mesh(&[
+        "pbft",
+        "keygen",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--node-id",
+        "rcfg4",
+    ]);
+    let newcomer: Value = serde_json::from_str(line.trim()).unwrap();
+    // The new set: n1, n2, n3 keep their keys (read from their data dirs'
+    // genesis entries), n4 joins.
+    let genesis: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            c.nodes[0]
+                .data_dir
+                .parent()
+                .unwrap()
+                .join("pbft-genesis.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut replicas: Vec<String> = genesis["replicas"].as_array().unwrap()[1..]
+        .iter()
+        .map(|r| {
+            format!(
+                "{}={}",
+                r["name"].as_str().unwrap(),
+                r["key"].as_str().unwrap()
+            )
+        })
+        .collect();
+    replicas.push(format!("rcfg4={}", newcomer["key"].as_str().unwrap()));
+    let vote = |i: usize| {
+        let node = format!("http://{}", c.info(i).http);
+        let mut args = vec!["pbft", "reconfigure", "--node", node.as_str()];
+        for r in &replicas {
+            args.extend(["--replica", r.as_str()]);
+        }
+        mesh(&args)
+    };
+    // Bad input changes nothing: a set of three is refused before voting.
+    let bad = std::process::Command::new(EXE)
+        .args([
+            "pbft",
+            "reconfigure",
+            "--node",
+            &format!("http://{}", c.info(1).http),
+        ])
+        .args([
+            "--replica",
+            &replicas[0],
+            "--replica",
+            &replicas[1],
+            "--replica",
+            &replicas[2],
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("at least 4"));
+    assert!(vote(1).contains("vote counted: 1 of the 3"), "first vote");
+    assert!(vote(2).contains("vote counted: 2 of the 3"), "second vote");
+    let decided = vote(3);
+    assert!(decided.contains("decided: epoch 1"), "{decided}");
+    // Writes go on across the change; the members reach epoch 1.
+    for k in 10..20 {
+        assert_eq!(put(&c, 1 + k % 3, &format!("r{k}"), &format!("v{k}")), 200);
+    }
+    assert!(
+        wait_for(Duration::from_secs(60), Duration::from_millis(50), || {
+            (1..4).all(|i| pbft(&c, i)["epoch"] == 1)
+        })
+        .is_some(),
+        "the members never reached epoch 1: {:?}",
+        (0..4).map(|i| pbft(&c, i)).collect::<Vec<_>>()
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), Duration::from_millis(50), || {
+            pbft(&c, 0)["retired"] == 1
+        })
+        .is_some(),
+        "the replaced node says it left: {}",
+        pbft(&c, 0)
+    );
+    // The newcomer starts from a member's configuration.
+    let config = dir.parent().unwrap().join("epoch1.json");
+    mesh(&[
+        "pbft",
+        "config",
+        "--node",
+        &format!("http://{}", c.info(1).http),
+        "--out",
+        config.to_str().unwrap(),
+    ]);
+    let seed = c.info(1).gossip;
+    let args = [
+        "--consensus",
+        "pbft",
+        "--pbft-genesis",
+        config.to_str().unwrap(),
+    ];
+    let n4 = c.spawn_with("rcfg4", &[seed], &args).unwrap();
+    for k in 0..20 {
+        assert_eq!(
+            get(&c, n4, &format!("r{k}")),
+            Some(Value::String(format!("v{k}"))),
+            "acknowledged write r{k} on the newcomer"
+        );
+    }
+    let p = pbft(&c, n4);
+    assert_eq!(
+        (p["epoch"].as_u64(), p["replica"].as_u64()),
+        (Some(1), Some(3)),
+        "{p}"
+    );
+    assert!(p["state_transfers"].as_u64() >= Some(1), "{p}");
+    assert_eq!(put(&c, n4, "from-newcomer", "yes"), 200);
+    // A member restarted after the change starts in epoch 1 (its stored
+    // configuration wins over the genesis file it is given).
+    c.kill_hard(2).unwrap();
+    c.restart(2, &[seed]).unwrap();
+    assert_eq!(pbft(&c, 2)["epoch"], 1);
+    assert_eq!(
+        get(&c, 2, "from-newcomer"),
+        Some(Value::String("yes".into()))
+    );
+    assert_eq!(get(&c, 2, "r19"), Some(Value::String("v19".into())));
+}

@@ -17,6 +17,7 @@ mod coord;
 mod kv;
 pub mod messages;
 pub mod openapi;
+mod pbft;
 pub mod tasks;
 
 use axum::Router;
@@ -231,7 +232,7 @@ async fn dashboard() -> Response {
 async fn not_found() -> ApiError {
     ApiError(ServiceError::bad(
         "no_such_endpoint",
-        "no such endpoint; see /v1/status, /v1/members, /v1/kv, /v1/agents, /v1/proposals, /v1/barriers, /v1/tasks, /v1/publish, /v1/messages, /v1/events, /v1/openapi.json, /metrics",
+        "no such endpoint; see /v1/status, /v1/members, /v1/kv, /v1/agents, /v1/proposals, /v1/barriers, /v1/tasks, /v1/publish, /v1/messages, /v1/events, /v1/pbft/config, /v1/openapi.json, /metrics",
     ))
 }
 
@@ -325,6 +326,7 @@ pub fn router(svc: Service, token: Option<&str>) -> Router {
         .merge(coord::routes())
         .merge(tasks::routes())
         .merge(messages::routes())
+        .merge(pbft::routes())
         .fallback(|| async { (StatusCode::NOT_FOUND, not_found().await) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let routes = match token {

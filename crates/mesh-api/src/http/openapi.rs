@@ -166,6 +166,7 @@ pub(crate) fn operations() -> Vec<Op> {
     ops.extend(super::coord::operations());
     ops.extend(super::tasks::operations());
     ops.extend(super::messages::operations());
+    ops.extend(super::pbft::operations());
     ops
 }
 

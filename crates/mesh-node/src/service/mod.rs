@@ -29,6 +29,7 @@ pub mod history;
 pub mod keyspace;
 pub mod kv;
 pub mod messages;
+pub mod pbft;
 pub mod tasks;
 
 use std::sync::Arc;
