@@ -32,9 +32,12 @@
 //!   client timestamp, checkpoint digests) and [`net_tcp`] (frames between
 //!   replicas).
 //!
-//! Not yet: reconfiguration of the replica set by a committed command (it is
-//! fixed by the genesis file), and the primary-proposed clock of §5.4 (see
-//! `ALGORITHM.md`).
+//! - [`epoch`]: reconfiguration: the replica set changes by 2f + 1 committed
+//!   votes, at a checkpoint a window above the decision, into a new epoch
+//!   whose messages never count in another (the engine's side is
+//!   `engine/epochs.rs`).
+//!
+//! Not yet: the primary-proposed clock of §5.4 (see `ALGORITHM.md`).
 
 #![forbid(unsafe_code)]
 
