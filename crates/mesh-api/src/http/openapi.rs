@@ -230,6 +230,7 @@ mod tests {
             include_str!("coord.rs"),
             include_str!("tasks.rs"),
             include_str!("messages.rs"),
+            include_str!("pbft.rs"),
         ];
         let mut out = BTreeSet::new();
         for src in sources {

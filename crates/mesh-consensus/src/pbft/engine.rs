@@ -185,8 +185,12 @@ struct Position {
 }
 
 fn read_position(dir: &std::path::Path) -> Result<Option<Position>, String> {
-    let path = dir.join(POSITION_FILE);
-    match std::fs::read(&path) {
+    read_json(&dir.join(POSITION_FILE))
+}
+
+/// A JSON file the replica wrote (None if there is none).
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Option<T>, String> {
+    match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| format!("{}: {e}", path.display())),

@@ -122,14 +122,7 @@ impl EpochFile {
 
     /// Reads the file in `dir` (None if there is none).
     pub fn read(dir: &Path) -> Result<Option<Self>, String> {
-        let path = dir.join(EPOCH_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| format!("{}: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        }
+        super::read_json(&dir.join(EPOCH_FILE))
     }
 
     /// Writes it to `dir` durably (temporary file, synced, renamed, the
