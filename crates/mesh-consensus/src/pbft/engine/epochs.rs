@@ -245,12 +245,15 @@ impl Driver {
                 self.after_state();
             }
             None => {
-                self.stats.retired = Some(next.replicas.epoch());
-                self.fatal = Some(format!(
+                let why = format!(
                     "this node is not a replica of epoch {} (its replicas: {}); it orders nothing more",
                     next.replicas.epoch(),
                     next.names.join(", ")
-                ));
+                );
+                // Both in the same status update (a watcher sees them together).
+                self.stats.retired = Some(next.replicas.epoch());
+                self.stats.fatal = Some(why.clone());
+                self.fatal = Some(why);
             }
         }
     }
