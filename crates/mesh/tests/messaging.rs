@@ -58,8 +58,13 @@ fn pub_sub_direct_messages_and_system_events_across_three_nodes() {
     // A direct message to an agent without a listener waits in its node's mailbox.
     let (st, v) = register_agent(&c, 2, "worker-9", "test", &[], 9);
     assert_eq!(st, 201, "{v}");
+    // Nodes 0 and 1 both send to it below: both must know it (a stale read
+    // on one says nothing of the other; the full suite once saw node 1 answer
+    // "no such agent").
     let seen = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-        http("GET", &url(&c, 0, "/v1/agents/worker-9?stale=true"), None).0 == 200
+        [0, 1]
+            .iter()
+            .all(|&i| http("GET", &url(&c, i, "/v1/agents/worker-9?stale=true"), None).0 == 200)
     });
     assert!(seen.is_some());
     let (st, v) = post(
