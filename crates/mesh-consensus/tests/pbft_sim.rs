@@ -22,6 +22,15 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// The seeds to run: the one `MESH_PBFT_SIM_SEED` names, else 1 to
+/// `count(MESH_PBFT_SIM_SEEDS)`.
+fn seeds(count: impl FnOnce(Option<u64>) -> u64) -> Vec<u64> {
+    match env_u64("MESH_PBFT_SIM_SEED") {
+        Some(s) => vec![s],
+        None => (1..=count(env_u64("MESH_PBFT_SIM_SEEDS"))).collect(),
+    }
+}
+
 /// The mix of the seeded runs: mostly n = 4 with one Byzantine replica of
 /// a seeded behaviour; every fifth seed n = 7 with two.
 fn mixed(seed: u64) -> PbftSimConfig {
@@ -38,10 +47,7 @@ fn mixed(seed: u64) -> PbftSimConfig {
 
 #[test]
 fn at_most_f_byzantine_replicas_break_neither_safety_nor_liveness() {
-    let seeds: Vec<u64> = match env_u64("MESH_PBFT_SIM_SEED") {
-        Some(s) => vec![s],
-        None => (1..=env_u64("MESH_PBFT_SIM_SEEDS").unwrap_or(200)).collect(),
-    };
+    let seeds = seeds(|n| n.unwrap_or(200));
     let mut failures = Vec::new();
     let (mut vcs, mut evidence, mut transfers, mut refused, mut reads) = (0, 0, 0, 0, 0);
     for &seed in &seeds {
@@ -194,10 +200,7 @@ fn f_plus_1_colluding_replicas_can_break_safety() {
 /// after it against theirs. Then every request is accepted (liveness).
 #[test]
 fn a_power_cut_loses_nothing_committed() {
-    let seeds: Vec<u64> = match env_u64("MESH_PBFT_SIM_SEED") {
-        Some(s) => vec![s],
-        None => (1..=env_u64("MESH_PBFT_SIM_SEEDS").map_or(100, |n| n / 2)).collect(),
-    };
+    let seeds = seeds(|n| n.map_or(100, |n| n / 2));
     let mut failures = Vec::new();
     let mut crashes = 0;
     for &seed in &seeds {
@@ -266,10 +269,7 @@ fn reads_on_f_plus_1_answers_can_be_stale() {
 /// invariant above holds across the change, power cuts included.
 #[test]
 fn a_committed_reconfiguration_moves_every_correct_replica_to_the_new_set() {
-    let seeds: Vec<u64> = match env_u64("MESH_PBFT_SIM_SEED") {
-        Some(s) => vec![s],
-        None => (1..=env_u64("MESH_PBFT_SIM_SEEDS").map_or(100, |n| n / 2)).collect(),
-    };
+    let seeds = seeds(|n| n.map_or(100, |n| n / 2));
     let mut failures = Vec::new();
     let mut moved = 0;
     for &seed in &seeds {

@@ -69,8 +69,12 @@ const SNAPSHOTS_KEPT: usize = 3;
 
 /// Keeps the state at checkpoint `seq` to answer state requests, and only
 /// the latest [`SNAPSHOTS_KEPT`].
-fn keep_snapshot(snapshots: &mut BTreeMap<Seq, Arc<Vec<u8>>>, seq: Seq, snapshot: Vec<u8>) {
-    snapshots.insert(seq, Arc::new(snapshot));
+fn keep_snapshot(
+    snapshots: &mut BTreeMap<Seq, Arc<Vec<u8>>>,
+    seq: Seq,
+    snapshot: impl Into<Arc<Vec<u8>>>,
+) {
+    snapshots.insert(seq, snapshot.into());
     while snapshots.len() > SNAPSHOTS_KEPT {
         snapshots.pop_first();
     }
@@ -272,8 +276,7 @@ fn restore(
         keep_snapshot(&mut snapshots, cp.seq, cp.snapshot);
         stable = Some((cp.seq, cp.proof));
     }
-    let clients: Vec<(ClientId, u64)> = app.clients.iter().map(|(c, t)| (*c, *t)).collect();
-    let replay = replica.restore(stable, clients, loaded.records);
+    let replay = replica.restore(stable, app.executed_clients(), loaded.records);
     for (seq, batch) in &replay {
         app.execute(&mut sm, *seq, batch, &mut Vec::new(), &replica.settings);
         // The state at a checkpoint passed again is kept to serve: the
@@ -554,7 +557,7 @@ impl PbftOrdering {
             snapshots,
             fetching: None,
             stats,
-            epoch: tokio::time::Instant::now(),
+            started: tokio::time::Instant::now(),
             served: BTreeMap::new(),
         };
         driver.set_config(config);
@@ -588,12 +591,10 @@ impl PbftOrdering {
 
     /// Each replica's node id, by replica id, in the epoch in force.
     pub fn node_ids(&self) -> Vec<u64> {
-        self.config()
-            .current
-            .names
-            .iter()
-            .map(|n| node_id_of(n))
-            .collect()
+        // Read in place: status asks often, and the configuration carries
+        // the proof of the last epoch's end.
+        let config = self.shared.config.read().unwrap_or_else(|e| e.into_inner());
+        config.current.names.iter().map(|n| node_id_of(n)).collect()
     }
 
     /// The configuration in force: what a node joining this epoch starts
@@ -614,14 +615,7 @@ impl PbftOrdering {
         &self,
         proposal: Proposal,
     ) -> Result<Result<VoteOutcome, VoteError>, OrderError> {
-        let stopped = || OrderError::Stopped("the pBFT engine stopped".into());
-        let (reply, rx) = oneshot::channel();
-        self.shared
-            .inbox
-            .send(Input::Vote { proposal, reply })
-            .await
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        self.ask(|reply| Input::Vote { proposal, reply }).await
     }
 
     /// True on the primary of the current view, in normal operation.
@@ -679,7 +673,10 @@ impl PbftOrdering {
 
     /// Sends the driver an input carrying a reply channel, and waits for
     /// the reply.
-    async fn ask(&self, input: impl FnOnce(ReplyTo) -> Input) -> Result<Applied, OrderError> {
+    async fn ask<T>(
+        &self,
+        input: impl FnOnce(oneshot::Sender<Result<T, OrderError>>) -> Input,
+    ) -> Result<T, OrderError> {
         let stopped = || OrderError::Stopped("the pBFT engine stopped".into());
         let (reply, rx) = oneshot::channel();
         self.shared
@@ -815,7 +812,8 @@ struct Driver {
     /// A state being fetched: (seq, digest, last asked at).
     fetching: Option<(Seq, Digest, u64)>,
     stats: PbftStatus,
-    epoch: tokio::time::Instant,
+    /// Where the replica's clock (`now`) starts.
+    started: tokio::time::Instant,
     /// When each node was last sent commit certificates.
     served: BTreeMap<String, u64>,
 }
@@ -836,7 +834,7 @@ fn unix_micros() -> u64 {
 
 impl Driver {
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.started.elapsed().as_millis() as u64
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
@@ -1423,8 +1421,8 @@ impl Driver {
         keep_snapshot(&mut self.snapshots, seq, snapshot.to_vec());
         self.stats.state_transfers += 1;
         self.applied.send_replace(applied);
-        let executed: Vec<_> = self.app.clients.iter().map(|(c, t)| (*c, *t)).collect();
-        self.replica.installed_state(seq, executed);
+        self.replica
+            .installed_state(seq, self.app.executed_clients());
         self.settle_in_flight();
         self.after_state();
         tracing::info!(seq, "pBFT state transferred");

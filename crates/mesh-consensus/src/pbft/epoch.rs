@@ -105,6 +105,8 @@ pub enum VoteError {
     Unchanged,
     #[error("the proposed names are not valid: {0}")]
     BadNames(String),
+    #[error("the proposal does not decode")]
+    Undecodable,
     #[error(
         "a change is already decided (epoch {epoch} from sequence {end}); vote again once it is in force"
     )]
@@ -167,6 +169,18 @@ impl Reconfig {
         self.decided = Some(d.clone());
         self.votes.clear();
         Ok(VoteOutcome::Decided(d))
+    }
+
+    /// Where epoch `epoch` ends and the configuration after it, once this
+    /// state knows: a change decided in it, or a state at (or past) the end
+    /// with the next configuration already in force (it came by state
+    /// transfer). What every runtime hands [`Replica::end_epoch`].
+    pub fn after(&self, epoch: super::config::Epoch) -> Option<(Seq, &ReplicaSet)> {
+        match &self.decided {
+            Some(d) if d.next.epoch() == epoch + 1 => Some((d.end, &d.next)),
+            _ if self.config.epoch() == epoch + 1 => Some((self.config.start(), &self.config)),
+            _ => None,
+        }
     }
 
     /// The batch at `seq` executed: at a decided end, the next

@@ -127,7 +127,7 @@ impl PbftApp {
                     Ok(p) => self
                         .reconfig
                         .vote(&r.client, p.keys, p.names, seq, settings),
-                    Err(_) => Err(VoteError::BadNames("undecodable proposal".into())),
+                    Err(_) => Err(VoteError::Undecodable),
                 };
                 out.push(Executed {
                     client: r.client,
@@ -164,6 +164,12 @@ impl PbftApp {
         }
         self.reconfig.executed(seq);
         out
+    }
+
+    /// Each client's last executed timestamp (what a replica restored or
+    /// handed a state needs to know).
+    pub fn executed_clients(&self) -> impl Iterator<Item = (ClientId, u64)> + '_ {
+        self.clients.iter().map(|(c, t)| (*c, *t))
     }
 
     /// The state and the client table, encoded (what checkpoints digest and

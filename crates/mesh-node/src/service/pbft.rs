@@ -52,16 +52,12 @@ impl Service {
     ) -> Result<VoteReport, ServiceError> {
         let pbft = self.inner.engine.pbft().ok_or_else(not_pbft)?;
         let g = Genesis { replicas };
-        g.replica_set()
+        let set = g
+            .replica_set()
             .map_err(|e| ServiceError::bad("bad_replica_set", e))?;
         let proposal = Proposal {
-            keys: g
-                .replicas
-                .iter()
-                .map(|r| crate::pbft_setup::public_key(&r.key))
-                .collect::<Result<_, _>>()
-                .map_err(|e| ServiceError::bad("bad_replica_set", e))?,
-            names: g.replicas.iter().map(|r| r.name.clone()).collect(),
+            keys: set.keys().to_vec(),
+            names: g.replicas.into_iter().map(|r| r.name).collect(),
         };
         let vote = tokio::time::timeout(VOTE_TIMEOUT, pbft.reconfigure(proposal))
             .await

@@ -144,14 +144,8 @@ impl Driver {
     /// tells the replica where its epoch ends.
     pub(super) fn after_state(&mut self) {
         let epoch = self.replica.replicas().epoch();
-        let rc = &self.app.reconfig;
-        if let Some(d) = &rc.decided
-            && d.next.epoch() == epoch + 1
-        {
-            self.replica.end_epoch(d.end);
-        } else if rc.config.epoch() == epoch + 1 {
-            // The state at (or past) the end arrived by transfer.
-            self.replica.end_epoch(rc.config.start());
+        if let Some((end, _)) = self.app.reconfig.after(epoch) {
+            self.replica.end_epoch(end);
         }
     }
 
@@ -186,7 +180,10 @@ impl Driver {
                 // Nothing executes past the end in this epoch: the state
                 // now is the state there.
                 let sm = self.state.read().unwrap_or_else(|e| e.into_inner());
-                Arc::new(self.app.snapshot(&sm))
+                let s = Arc::new(self.app.snapshot(&sm));
+                drop(sm);
+                keep_snapshot(&mut self.snapshots, seq, s.clone());
+                s
             }
         };
         if let Some(dir) = self.dir.clone() {
@@ -218,7 +215,6 @@ impl Driver {
             }
             self.stats.stored_checkpoint = Some(seq);
         }
-        keep_snapshot(&mut self.snapshots, seq, snapshot.as_ref().clone());
         tracing::info!(
             epoch = next.replicas.epoch(),
             start = seq,
@@ -234,14 +230,13 @@ impl Driver {
                     self.client_key.clone(),
                     self.settings.clone(),
                 );
-                let clients: Vec<_> = self.app.clients.iter().map(|(c, t)| (*c, *t)).collect();
-                replica.restore(Some((seq, proof)), clients, Vec::new());
+                replica.restore(Some((seq, proof)), self.app.executed_clients(), Vec::new());
                 for r in self.replica.waiting_requests() {
                     replica.forwarded(r);
                 }
-                let old = std::mem::replace(&mut self.replica, replica);
-                self.retired_counters.signed += old.counters().signed;
-                self.retired_counters.verified += old.counters().verified;
+                let old = std::mem::replace(&mut self.replica, replica).counters();
+                self.retired_counters.signed += old.signed;
+                self.retired_counters.verified += old.verified;
                 self.after_state();
             }
             None => {

@@ -995,19 +995,11 @@ impl Sim {
     fn after_state(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let epoch = node.config.epoch();
-        let rc = &node.app.reconfig;
-        let next = match &rc.decided {
-            Some(d) if d.next.epoch() == epoch + 1 => {
-                node.replica.end_epoch(d.end);
-                d.next.clone()
-            }
-            // Installed a state at the end (or past it, in the new epoch).
-            _ if rc.config.epoch() == epoch + 1 => {
-                node.replica.end_epoch(rc.config.start());
-                rc.config.clone()
-            }
-            _ => return,
+        let Some((end, next)) = node.app.reconfig.after(epoch) else {
+            return;
         };
+        let next = next.clone();
+        node.replica.end_epoch(end);
         if !self.correct(i) {
             return;
         }
