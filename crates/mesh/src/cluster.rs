@@ -158,7 +158,11 @@ impl Cluster {
             None => "127.0.0.1:0".to_string(),
         };
         let _ = std::fs::remove_file(node.data_dir.join("node.json"));
-        let log = std::fs::File::create(node.data_dir.join("node.log"))?;
+        // A restart appends: the log before a kill is what a post-mortem needs.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.data_dir.join("node.log"))?;
         let mut cmd = Command::new(&self.exe);
         cmd.arg("up")
             .args(["--node-id", &node.name])

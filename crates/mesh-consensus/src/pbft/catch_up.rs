@@ -17,6 +17,21 @@ use std::collections::BTreeMap;
 /// Most certificates in one answer.
 pub const MAX_CERTS: usize = 64;
 
+/// How often a replica that waits for nothing asks whether it is behind.
+pub const IDLE_PROBE_MS: u64 = 1_000;
+
+/// What a replica answers to another's "anything above `after`?" (see
+/// [`Replica::entries_after`]).
+#[derive(Debug, Default)]
+pub struct EntriesAnswer {
+    /// Commit certificates of batches above `after`, oldest first.
+    pub certs: Vec<CommitCert>,
+    /// When `after` is below this replica's stable checkpoint (the
+    /// certificates there are discarded): that checkpoint's 2f + 1 signed
+    /// messages, for the asker to fetch the state (§4.5).
+    pub checkpoint_proof: Vec<super::message::Signed>,
+}
+
 impl Replica {
     /// Whether this replica is stuck behind: something above its next
     /// sequence number is committed (here, or by a quorum of others) while
@@ -47,6 +62,54 @@ impl Replica {
         }
     }
 
+    /// Asks the others for what they executed above this replica, in case
+    /// it is behind without a sign of it. Votes are sent again only for
+    /// slots the sender has not committed (see [`super::replica`]), so a
+    /// replica that lost the votes of the last slots the others committed
+    /// (a restart dropped its unsynced tail; a broken connection dropped
+    /// frames) hears of the gap only from a later batch or checkpoint: in
+    /// a quiet mesh, never. Its timer would then blame a correct primary
+    /// for its own requests (executed everywhere else) and it would stand
+    /// alone in a view change nobody joins. Castro's library multicasts
+    /// status messages for this; here the question is the status, and
+    /// peers answer only when they are ahead. Asked when a request has
+    /// waited half the view-change timeout (before the timer blames the
+    /// primary), every timeout during a view change, and every
+    /// [`IDLE_PROBE_MS`] otherwise.
+    pub(super) fn probe(&mut self) {
+        if self.fetching.is_some() {
+            return; // a state transfer is under way: it asks by itself
+        }
+        let every = match (self.active, self.timer_since) {
+            (false, _) => self.timeout(),
+            (true, Some(since)) if self.now.saturating_sub(since) >= self.timeout() / 2 => {
+                self.timeout() / 2
+            }
+            _ => IDLE_PROBE_MS,
+        };
+        if self.now.saturating_sub(self.probed) >= every {
+            self.probed = self.now;
+            self.outputs.push(Output::FetchEntries {
+                after: self.last_executed,
+            });
+        }
+    }
+
+    /// The answer to another replica asking for what this one executed
+    /// above `after`: commit certificates (at most `max`) and, if `after`
+    /// is below the stable checkpoint, that checkpoint's proof. Empty when
+    /// this replica is not ahead.
+    pub fn entries_after(&self, after: Seq, max: usize) -> EntriesAnswer {
+        EntriesAnswer {
+            certs: self.commit_certs(after, max),
+            checkpoint_proof: if after < self.low {
+                self.stable_proof.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
     /// Whether f + 1 others signed one digest for a checkpoint at or above
     /// `seq`: at least one correct replica executed through it, so `seq` is
     /// committed somewhere. This is the only sign of a gap when nothing
@@ -74,9 +137,11 @@ impl Replica {
         if after >= self.last_executed {
             return Vec::new();
         }
-        self.slots
-            .range(after + 1..=self.last_executed)
-            .filter_map(|(_, slot)| self.slot_cert(slot))
+        (after.max(self.low) + 1..=self.last_executed)
+            .filter_map(|seq| {
+                let slot = self.slots.get(&seq).and_then(|s| self.slot_cert(s));
+                slot.or_else(|| self.kept_certs.get(&seq).cloned())
+            })
             .take(max)
             .collect()
     }
@@ -224,6 +289,77 @@ mod tests {
             .collect();
         assert_eq!(seqs, vec![1, 2, 3]);
         assert_eq!(behind.waiting(), 0);
+    }
+
+    /// The asks a replica made in this pass.
+    fn asks(r: &mut Replica) -> Vec<Seq> {
+        r.drain_outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::FetchEntries { after } => Some(after),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A replica that missed every vote of the last batches (its restart
+    /// lost them, a broken connection dropped them) gets no sign of it
+    /// in a quiet mesh: nobody sends a committed slot's votes again. It
+    /// asks all the same, every [`IDLE_PROBE_MS`], and sooner (half the
+    /// view-change timeout) while a request waits, before its timer could
+    /// blame the primary for what the others executed; those ahead answer
+    /// with commit certificates, the others with nothing.
+    #[test]
+    fn a_replica_behind_in_a_quiet_mesh_asks_and_catches_up() {
+        let k = keys(4);
+        let set = replica_set(&k);
+        let mut rs: Vec<Replica> = k
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| Replica::new(i as ReplicaId, set.clone(), key, Settings::default()))
+            .collect();
+        let mut behind = rs.pop().expect("four");
+        for t in 1..=3 {
+            rs[0].request(req(t));
+        }
+        let (executed, _) = run(&mut rs);
+        assert_eq!(executed[1], vec![1, 2, 3]);
+
+        behind.tick(1);
+        assert!(asks(&mut behind).is_empty(), "not at once");
+        behind.tick(1 + IDLE_PROBE_MS);
+        assert_eq!(asks(&mut behind), vec![0], "asks when idle");
+        behind.tick(2 + IDLE_PROBE_MS);
+        assert!(asks(&mut behind).is_empty(), "not again at once");
+
+        // A request waits: it asks at half the timeout, not a second later.
+        let timeout = Settings::default().view_change_timeout_ms;
+        behind.request(req(1));
+        let _ = behind.drain_outputs();
+        let since = 3 + IDLE_PROBE_MS;
+        // In steps: a tick much later than the last is this replica's own
+        // stall, which the timers do not count.
+        for t in (since..=since + timeout / 2 + 1).step_by(10) {
+            behind.tick(t);
+        }
+        assert_eq!(
+            asks(&mut behind),
+            vec![0],
+            "asks before blaming the primary"
+        );
+        assert!(behind.is_active(), "and the timer has not fired yet");
+
+        // Those ahead answer; one as far as this replica answers nothing.
+        let answer = rs[1].entries_after(0, MAX_CERTS);
+        assert_eq!(answer.certs.len(), 3);
+        assert!(
+            answer.checkpoint_proof.is_empty(),
+            "nothing is discarded yet"
+        );
+        assert_eq!(behind.on_commit_certs(answer.certs), Ok(3));
+        assert_eq!(behind.last_executed(), 3);
+        assert_eq!(behind.waiting(), 0, "its request was among them");
+        assert!(behind.entries_after(3, MAX_CERTS).certs.is_empty());
     }
 }
 

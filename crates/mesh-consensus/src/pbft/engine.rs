@@ -130,6 +130,47 @@ pub enum Wire {
     EpochEnded(Vec<Signed>),
 }
 
+impl Wire {
+    /// A one-line summary for debug logs (`MESH_LOG=mesh_consensus=debug`).
+    pub fn describe(&self) -> String {
+        use super::message::Body as B;
+        let signed = |m: &super::message::Signed| {
+            let what = match &m.body {
+                B::PrePrepare { view, seq, .. } => format!("pre-prepare v{view} s{seq}"),
+                B::Prepare { view, seq, .. } => format!("prepare v{view} s{seq}"),
+                B::Commit { view, seq, .. } => format!("commit v{view} s{seq}"),
+                B::Checkpoint { seq, .. } => format!("checkpoint s{seq}"),
+                B::ViewChange { view, stable, .. } => {
+                    format!("view-change v{view} stable {stable}")
+                }
+                B::NewView { view, .. } => format!("new-view v{view}"),
+                B::Reply {
+                    view, timestamp, ..
+                } => format!("reply v{view} t{timestamp}"),
+                B::ReadIndex { nonce, seq, .. } => format!("read-index n{nonce} s{seq}"),
+            };
+            format!("{what} from {} (epoch {})", m.from, m.epoch)
+        };
+        match self {
+            Wire::Protocol(env) => signed(&env.msg),
+            Wire::Request(r) => format!(
+                "request t{} from {:02x}{:02x}",
+                r.timestamp, r.client[0], r.client[1]
+            ),
+            Wire::StateRequest { from, seq } => format!("state request s{seq} from {from}"),
+            Wire::State { seq, snapshot } => format!("state s{seq} ({} bytes)", snapshot.len()),
+            Wire::FetchEntries { from, after } => {
+                format!("fetch entries after {after} from {from}")
+            }
+            Wire::Entries(certs) => format!("{} commit certificates", certs.len()),
+            Wire::ReadIndex { from, nonce } => format!("read index n{nonce} from {from}"),
+            Wire::ReadIndexAnswer(m) => signed(m),
+            Wire::Behind { from, epoch } => format!("behind in epoch {epoch}: {from}"),
+            Wire::EpochEnded(proof) => format!("epoch ended ({} signatures)", proof.len()),
+        }
+    }
+}
+
 /// Encodes `wire` as a length-prefixed frame.
 pub fn encode(wire: &Wire) -> Vec<u8> {
     let body = postcard::to_allocvec(wire).expect("encoding to a Vec cannot fail");
@@ -945,6 +986,7 @@ impl Driver {
             self.stats.undecodable += 1;
             return;
         };
+        tracing::debug!(frame = %wire.describe(), "pBFT frame in");
         match wire {
             Wire::Protocol(env) if env.msg.epoch != self.replica.replicas().epoch() => {
                 self.other_epoch(&env);
@@ -973,9 +1015,14 @@ impl Driver {
                 if self.config.current.names.contains(&from)
                     && super::replica::due(&mut self.served, from.clone(), now, SERVE_EVERY_MS)
                 {
-                    let certs = self.replica.commit_certs(after, super::MAX_CERTS);
-                    if !certs.is_empty() {
-                        self.send_name(&from, Arc::new(encode(&Wire::Entries(certs))));
+                    let answer = self.replica.entries_after(after, super::MAX_CERTS);
+                    for msg in answer.checkpoint_proof {
+                        let wire = Wire::Protocol(Envelope { msg, batch: None });
+                        self.send_name(&from, Arc::new(encode(&wire)));
+                    }
+                    if !answer.certs.is_empty() {
+                        let wire = Wire::Entries(answer.certs);
+                        self.send_name(&from, Arc::new(encode(&wire)));
                     }
                 }
             }
@@ -1196,12 +1243,17 @@ impl Driver {
         match o {
             Output::Persist(_) | Output::Sync => {} // done by `persist`, first
             Output::Broadcast(env) => {
-                self.broadcast(Arc::new(encode(&Wire::Protocol(env))));
+                let wire = Wire::Protocol(env);
+                tracing::debug!(frame = %wire.describe(), "pBFT frame out to all");
+                self.broadcast(Arc::new(encode(&wire)));
             }
             Output::Send { to, env } => {
-                self.send(to, Arc::new(encode(&Wire::Protocol(env))));
+                let wire = Wire::Protocol(env);
+                tracing::debug!(frame = %wire.describe(), to, "pBFT frame out");
+                self.send(to, Arc::new(encode(&wire)));
             }
             Output::Forward { to, request } => {
+                tracing::debug!(timestamp = request.timestamp, ?to, "pBFT request forwarded");
                 let frame = Arc::new(encode(&Wire::Request(request)));
                 match to {
                     Some(p) => self.send(p, frame),

@@ -75,6 +75,9 @@ impl Transport for TcpTransport {
 async fn writer(to: String, resolve: Resolver, mut rx: mpsc::Receiver<Arc<Vec<u8>>>) {
     let mut conn: Option<BufWriter<TcpStream>> = None;
     while let Some(frame) = rx.recv().await {
+        if conn.as_ref().is_some_and(|w| closed(w.get_ref())) {
+            conn = None;
+        }
         if conn.is_none() {
             conn = dial(&to, &resolve).await;
             if conn.is_none() {
@@ -93,6 +96,18 @@ async fn writer(to: String, resolve: Resolver, mut rx: mpsc::Receiver<Arc<Vec<u8
         if !ok || w.flush().await.is_err() {
             conn = None;
         }
+    }
+}
+
+/// Whether the peer closed this connection (it restarted, say). Nothing is
+/// ever sent back on it, so the only news it can bring is its end; without
+/// this check the first frames after a peer's restart go into the dead
+/// connection (the write succeeds locally) and are lost.
+fn closed(s: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match s.try_read(&mut byte) {
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        Ok(_) => true, // the end (0), or bytes a pBFT peer never sends
     }
 }
 

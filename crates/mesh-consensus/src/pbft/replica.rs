@@ -21,6 +21,10 @@
 //! yet committed, its unstable checkpoints, its VIEW-CHANGE while the view
 //! change lasts, and re-forwards requests no pre-prepare carries yet; a
 //! replica that hears from one in an older view sends it the NEW-VIEW.
+//! What the others committed is not sent again: a replica asks for it
+//! (commit certificates, [`super::catch_up`]) when it sees a gap, and
+//! also now and then without one, since in a quiet mesh the lost votes of
+//! the last batches leave no trace.
 //!
 //! Sans-IO: [`Replica::request`], [`Replica::forwarded`], [`Replica::handle`]
 //! and [`Replica::tick`] (with the time) take input; [`Replica::drain_outputs`]
@@ -266,6 +270,14 @@ pub struct Replica {
     retransmit_backoff: u32,
     /// A gap behind what others committed: (last executed, since when).
     pub(super) stalled: Option<(Seq, u64)>,
+    /// Commit certificates of batches executed here whose slots a NEW-VIEW
+    /// replaced (it re-issues them in the new view, where they need not
+    /// commit again before the next checkpoint): still served to replicas
+    /// catching up ([`Replica::commit_certs`]). Discarded with the log.
+    pub(super) kept_certs: BTreeMap<Seq, super::message::CommitCert>,
+    /// When this replica last asked whether it is behind (see
+    /// [`Replica::probe`]).
+    pub(super) probed: u64,
     /// After a restart: what this replica may have signed before it (views
     /// up to .0 and sequence numbers up to .1); it signs nothing there again.
     floor: Option<(View, Seq)>,
@@ -323,6 +335,8 @@ impl Replica {
             retransmit_mark: start,
             retransmit_backoff: 0,
             stalled: None,
+            probed: 0,
+            kept_certs: BTreeMap::new(),
             floor: None,
             reserved: (0, start),
             end: None,
@@ -573,6 +587,7 @@ impl Replica {
         self.propose();
         self.check_timers();
         self.check_gap();
+        self.probe();
         // Retransmission only while this replica makes no progress, and
         // less often the longer that lasts: under load, messages are late,
         // not lost, and sending everything again would only add load.
@@ -1091,6 +1106,7 @@ impl Replica {
         self.persist_new_view(seq);
         self.stable_proof = proof;
         self.slots = self.slots.split_off(&(seq + 1));
+        self.kept_certs = self.kept_certs.split_off(&(seq + 1));
         self.prepared = self.prepared.split_off(&(seq + 1));
         self.checkpoints = self.checkpoints.split_off(&(seq + 1));
         self.ahead.retain(|_, m| match m.body {

@@ -264,7 +264,18 @@ impl Replica {
             self.persist_new_view(low);
         }
         // Slots of older views above the checkpoint are void; the NEW-VIEW
-        // re-issues every one that may have committed anywhere.
+        // re-issues every one that may have committed anywhere. What this
+        // replica executed keeps its commit certificate for replicas that
+        // missed it (in the new view it may never commit again: those that
+        // executed it do not retransmit its votes).
+        for (seq, slot) in self.slots.range(self.low + 1..) {
+            if *seq > self.last_executed {
+                break;
+            }
+            if let Some(cert) = self.slot_cert(slot) {
+                self.kept_certs.insert(*seq, cert);
+            }
+        }
         self.slots.clear();
         let primary = self.is_primary();
         let mut max_s = self.low;

@@ -17,7 +17,9 @@
 //!
 //! and at the end, when liveness is checked: once the network heals (loss
 //! stops, partitions heal, crashed replicas restart: the paper's GST),
-//! every request of every client is accepted before the deadline.
+//! every request of every client is accepted before the deadline, and
+//! every correct replica executes up to the highest correct one (a node
+//! serves its front ends from its own replica).
 //!
 //! Crashes stop a replica and drop what is sent to it. With `amnesia` (the
 //! default) it restarts as the node runtime does: a new replica rebuilt
@@ -449,7 +451,11 @@ impl Sim {
             }
             self.now_us = t;
             self.step(e);
-            if self.calm && self.clients.iter().all(Client::done) && self.reconfigured() {
+            if self.calm
+                && self.clients.iter().all(Client::done)
+                && self.reconfigured()
+                && self.lagging().is_empty()
+            {
                 break;
             }
         }
@@ -463,6 +469,24 @@ impl Sim {
             || (0..self.cfg.n)
                 .filter(|&i| self.correct(i))
                 .all(|i| self.nodes[i].config.epoch() >= 1)
+    }
+
+    /// The correct replicas that executed less than another correct one
+    /// (as `replica (executed / highest)`). A node's front end reads its
+    /// own replica, so once the network heals every correct replica must
+    /// catch up, even when nothing new is ordered.
+    fn lagging(&self) -> Vec<String> {
+        let correct: Vec<usize> = (0..self.cfg.n).filter(|&i| self.correct(i)).collect();
+        let top = correct
+            .iter()
+            .map(|&i| self.nodes[i].last_seq)
+            .max()
+            .unwrap_or(0);
+        correct
+            .into_iter()
+            .filter(|&i| self.nodes[i].last_seq < top)
+            .map(|i| format!("{i} ({} / {top})", self.nodes[i].last_seq))
+            .collect()
     }
 
     /// A replica object is replaced (reboot, new epoch, newcomer): the
@@ -508,7 +532,21 @@ impl Sim {
                 ));
             }
         }
+        let lagging = self.lagging();
         let r = &mut self.report;
+        if self.cfg.check_liveness
+            && r.violation.is_none()
+            && r.accepted == r.requests
+            && !lagging.is_empty()
+        {
+            let states: Vec<String> = self.nodes.iter().map(|n| n.replica.debug_state()).collect();
+            r.violation = Some(format!(
+                "liveness: correct replicas still behind {} ms after the network healed: {}; replicas: {}",
+                self.cfg.deadline_ms,
+                lagging.join(", "),
+                states.join(" | ")
+            ));
+        }
         if self.cfg.check_liveness && r.violation.is_none() && r.accepted < r.requests {
             let stuck: Vec<String> = self
                 .clients
@@ -734,9 +772,13 @@ impl Sim {
             }
             Wire::State(seq, state) => self.install(to, seq, state),
             Wire::FetchEntries(after) => {
-                let mut certs = self.nodes[to]
+                let answer = self.nodes[to]
                     .replica
-                    .commit_certs(after, crate::pbft::MAX_CERTS);
+                    .entries_after(after, crate::pbft::MAX_CERTS);
+                for msg in answer.checkpoint_proof {
+                    self.send(to, from, &Wire::Protocol(Envelope { msg, batch: None }), 0);
+                }
+                let mut certs = answer.certs;
                 // A Byzantine replica offers batches that were not committed.
                 if self.adversary.is_byzantine(to as ReplicaId) {
                     for c in &mut certs {
