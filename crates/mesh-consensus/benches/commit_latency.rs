@@ -50,6 +50,15 @@ fn main() {
         "redb append / raw fdatasync (p50): {:.2}x",
         p(&append, 50) / p(&raw, 50)
     );
+    // pBFT's critical path signs and verifies several ed25519 signatures per
+    // write; their cost on this CPU says how much of its latency they are.
+    let (sign, verify) = ed25519_costs();
+    report("one ed25519 sign", &sign, None);
+    report("one ed25519 verify", &verify, None);
+    println!(
+        "ed25519 verify / raw fdatasync (p50): {:.2}x",
+        p(&verify, 50) / p(&raw, 50)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -176,4 +185,25 @@ fn raw_fdatasync(path: &std::path::Path) -> Vec<f64> {
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect()
+}
+
+/// Milliseconds per ed25519 signature and per verification of a 120-byte
+/// message (about a pBFT vote's signed bytes), one at a time.
+fn ed25519_costs() -> (Vec<f64>, Vec<f64>) {
+    use ed25519_dalek::{Signer, SigningKey, Verifier};
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let public = key.verifying_key();
+    let mut sign = Vec::with_capacity(WRITES);
+    let mut verify = Vec::with_capacity(WRITES);
+    for i in 0..WRITES {
+        let mut msg = vec![0u8; 120];
+        msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let t = Instant::now();
+        let sig = key.sign(&msg);
+        sign.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        assert!(public.verify(&msg, &sig).is_ok());
+        verify.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    (sign, verify)
 }

@@ -1172,7 +1172,7 @@ impl Driver {
         let timestamp = unix_micros().max(self.lane.last_timestamp + 1);
         self.lane.last_timestamp = timestamp;
         let request = Request::signed(&self.client_key, timestamp, op);
-        self.replica.request(request.clone());
+        self.replica.own_request(request.clone());
         request
     }
 
@@ -1184,7 +1184,7 @@ impl Driver {
         {
             f.sent_at = now;
             let request = f.request.clone();
-            self.replica.request(request.clone());
+            self.replica.own_request(request.clone());
             self.broadcast(Arc::new(encode(&Wire::Request(request))));
         }
         if let Some((seq, _, asked)) = self.fetching
