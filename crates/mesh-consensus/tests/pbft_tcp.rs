@@ -328,6 +328,133 @@ async fn an_equivocating_primary_is_evidence_in_status_and_events() {
     assert_eq!(s.evidence_against, vec![1, 0, 0, 0]);
 }
 
+/// Drops every frame (a replica alone, fed by hand).
+struct Nowhere;
+
+impl Transport for Nowhere {
+    fn send(&self, _: &str, _: Arc<Vec<u8>>) {}
+}
+
+/// The proof an equivocating primary left is stored with the replica's log:
+/// after a restart the replica still holds it, so the culprit's reputation
+/// does not recover by a restart of its accuser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_outlives_a_restart_of_the_replica_that_holds_it() {
+    let dir = std::env::temp_dir().join(format!("mesh-pbft-evidence-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let keys: Vec<SigningKey> = (0..4).map(key).collect();
+    let set = ReplicaSet::new(keys.iter().map(|k| k.verifying_key().to_bytes()).collect())
+        .expect("valid replica set");
+    let genesis = EpochFile::genesis(set, (0..4).map(name).collect());
+    let start = || {
+        PbftOrdering::start(
+            PbftSetup {
+                key: key(1),
+                config: genesis.clone(),
+                settings: Settings::default(),
+                dir: Some(dir.clone()),
+            },
+            Arc::new(Nowhere),
+        )
+        .expect("starts")
+    };
+    let node = start();
+    let client = SigningKey::from_bytes(&[42; 32]);
+    for op in [b"one".to_vec(), b"two".to_vec()] {
+        let batch = vec![Request::signed(&client, 1, op)];
+        let msg = Signed::sign(
+            0,
+            Body::PrePrepare {
+                view: 0,
+                seq: 1,
+                digest: batch_digest(&batch),
+            },
+            &key(0),
+        );
+        let frame = encode(&Wire::Protocol(Envelope {
+            msg,
+            batch: Some(batch),
+        }));
+        assert!(node.deliver(frame[4..].to_vec()).await);
+    }
+    let mut status = node.watch_status();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.evidence_total == 1),
+    )
+    .await
+    .expect("evidence within 10 s")
+    .expect("engine running");
+    drop(status);
+    drop(node);
+    let again = start();
+    // Its first status (published as the engine starts) holds the proof.
+    let mut status = again.watch_status();
+    let s = tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.replicas == 4),
+    )
+    .await
+    .expect("status within 10 s")
+    .expect("engine running")
+    .clone();
+    assert_eq!(s.evidence_total, 1, "the proof is back after the restart");
+    assert_eq!(s.evidence_against, vec![1, 0, 0, 0]);
+    assert_eq!(
+        (s.evidence[0].culprit, s.evidence[0].kind),
+        (0, "equivocation")
+    );
+    drop(status);
+    drop(again);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// TOCS 2002 §4.1: a message counts only if its sender's signature
+/// verifies. One under replica 2's name signed with another key is refused,
+/// counted against the name it claims and published, but it is no proof
+/// against replica 2 (anyone can send it), so its reputation stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_signature_is_refused_counted_and_published_but_proves_nothing() {
+    let c = cluster(4, Settings::default()).await;
+    let mut events = c.nodes[1].subscribe_evidence();
+    let batch = vec![Request::signed(
+        &SigningKey::from_bytes(&[42; 32]),
+        1,
+        b"x".to_vec(),
+    )];
+    let prepare = |key: &SigningKey| {
+        let msg = Signed::sign(
+            2,
+            Body::Prepare {
+                view: 0,
+                seq: 1,
+                digest: batch_digest(&batch),
+            },
+            key,
+        );
+        encode(&Wire::Protocol(Envelope { msg, batch: None }))[4..].to_vec()
+    };
+    // Signed by replica 3's key under replica 2's name: forged.
+    assert!(c.nodes[1].deliver(prepare(&key(3))).await);
+    let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("a record");
+    assert_eq!((e.culprit, e.kind, e.provable), (2, "bad_signature", false));
+    let mut status = c.nodes[1].watch_status();
+    let s = tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.bad_signatures.iter().sum::<u64>() > 0),
+    )
+    .await
+    .expect("the bad signature in status within 10 s")
+    .expect("engine running")
+    .clone();
+    assert_eq!(s.bad_signatures, vec![0, 0, 1, 0]);
+    assert_eq!(s.evidence_total, 0, "a bad signature is not evidence");
+    assert!(s.evidence_against.iter().all(|&n| n == 0));
+}
+
 /// TOCS 2002 §5.1.3 (as a read index, see `pbft::read_only`): a read on a
 /// replica that is up to date takes one round of signed answers, no
 /// ordering; a read on a replica that missed acknowledged writes is never

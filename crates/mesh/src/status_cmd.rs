@@ -275,6 +275,25 @@ fn pbft_line(c: &Value, primary: &str, replicas: &str) -> String {
             ));
         }
     }
+    let bad: Vec<String> = p["bad_signatures"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+        .map(|(i, n)| {
+            let who = c["voter_names"][i]
+                .as_str()
+                .map_or_else(|| format!("replica {i}"), str::to_string);
+            format!("{who} {n}")
+        })
+        .collect();
+    if !bad.is_empty() {
+        out.push_str(&format!(
+            "bad signatures refused, by the name they claimed (not proof against it): {}\n",
+            bad.join(", ")
+        ));
+    }
     out.push('\n');
     out
 }
@@ -287,4 +306,32 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         print!("{}", render(&s));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    /// Proofs are shown as evidence; bad signatures on a line of their own,
+    /// by the name they claimed, and only when there are some.
+    #[test]
+    fn pbft_lines_show_evidence_and_bad_signatures_apart() {
+        let mut c = json!({
+            "writable": true,
+            "voter_names": ["a", "b", "c", "d"],
+            "pbft": {
+                "view": 0, "active": true, "last_executed": 9, "low_watermark": 0,
+                "replicas": 4, "f": 1, "evidence_total": 1,
+                "evidence": [{"culprit": 0, "kind": "equivocation", "view": 0}],
+                "bad_signatures": [0, 0, 3, 0],
+            }
+        });
+        let out = super::pbft_line(&c, "a", "a b c d");
+        assert!(out.contains("EVIDENCE of misbehaviour: 1 piece(s)\n  a: equivocation in view 0"));
+        assert!(out.contains(
+            "bad signatures refused, by the name they claimed (not proof against it): c 3\n"
+        ));
+        c["pbft"]["bad_signatures"] = json!([0, 0, 0, 0]);
+        assert!(!super::pbft_line(&c, "a", "a b c d").contains("bad signatures"));
+    }
 }

@@ -43,14 +43,16 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use super::config::{Epoch, ReplicaId, Seq, View};
 use super::epoch::{VoteError, VoteOutcome};
 use super::machine::{ClientOp, PbftApp, Proposal, snapshot_digest};
+use super::message::VerifyError;
 use super::message::{ClientId, CommitCert, Digest, Envelope, Request, SigCache, Signed};
 use super::read_only::ReadRound;
-use super::replica::{Evidence, Output, Replica, Settings};
+use super::replica::{Evidence, Output, Refused, Replica, Settings};
 use super::store::{Store, write_checkpoint};
 use crate::ordering::{Applied, OrderError, OrderStatus, Ordering, SharedState};
 use crate::raft::node_id_of;
 
 mod epochs;
+mod evidence_file;
 pub use epochs::{EPOCH_FILE, EpochConfig, EpochFile};
 
 /// First byte of a pBFT frame's payload (after the length).
@@ -83,6 +85,8 @@ fn keep_snapshot(
 const SERVE_EVERY_MS: u64 = 50;
 /// Evidence records kept for status.
 const EVIDENCE_KEPT: usize = 32;
+/// At most one bad-signature event per claimed sender this often (ms).
+const BAD_SIGNATURE_EVENT_MS: u64 = 10_000;
 /// A read whose read index is not in hand and executed by then takes the
 /// ordered path.
 pub const READ_FALLBACK_MS: u64 = 500;
@@ -353,11 +357,17 @@ fn restore(
 pub struct EvidenceRecord {
     pub culprit: ReplicaId,
     pub culprit_node: Option<u64>,
-    /// `equivocation` (two pre-prepares for one view and sequence number) or
-    /// `conflicting_votes` (two prepares or commits for one slot).
+    /// `equivocation` (two pre-prepares for one view and sequence number),
+    /// `conflicting_votes` (two prepares or commits for one slot), or
+    /// `bad_signature` (a message naming the culprit as its sender whose
+    /// signature does not verify).
     pub kind: &'static str,
     pub view: Option<View>,
     pub unix_ms: u64,
+    /// Whether the record proves the culprit misbehaved (signed by it) and
+    /// counts against its reputation. A bad signature does not: anyone who
+    /// can reach this node can send one under any replica's name.
+    pub provable: bool,
 }
 
 /// What the engine reports beyond [`OrderStatus`]. Every figure is counted.
@@ -406,6 +416,10 @@ pub struct PbftStatus {
     /// the membership view reports as its reputation).
     pub evidence_against: Vec<u64>,
     pub evidence: Vec<EvidenceRecord>,
+    /// Messages refused because their signature did not verify, by the
+    /// replica they claim to come from (not proof against it: see
+    /// [`EvidenceRecord::provable`]).
+    pub bad_signatures: Vec<u64>,
     /// The epoch whose replica set left this node out (it orders nothing
     /// more), if one did.
     pub retired: Option<Epoch>,
@@ -567,6 +581,8 @@ impl PbftOrdering {
             settings: setup.settings,
             my_name,
             helped: BTreeMap::new(),
+            bad_signature_events: BTreeMap::new(),
+            evidence_stored: 0,
             retired_counters: Default::default(),
             shared_config: shared_config.clone(),
             client_id,
@@ -602,6 +618,7 @@ impl PbftOrdering {
             served: BTreeMap::new(),
         };
         driver.set_config(config);
+        driver.load_evidence();
         // A change decided before the restart still ends this epoch.
         driver.after_state();
         tokio::spawn(driver.run(rx));
@@ -823,6 +840,12 @@ struct Driver {
     my_name: String,
     /// When each peer was last sent epoch help ("" for the broadcast).
     helped: BTreeMap<String, u64>,
+    /// When a bad signature under each replica's name was last published
+    /// (at most one event per name every [`BAD_SIGNATURE_EVENT_MS`]: a
+    /// flood of garbage must not flood the event channel).
+    bad_signature_events: BTreeMap<ReplicaId, u64>,
+    /// Lines in the evidence file (bounded by [`evidence_file::STORED_MAX`]).
+    evidence_stored: usize,
     /// Signatures of the replicas of earlier epochs (status counts all).
     retired_counters: super::replica::Counters,
     shared_config: Arc<RwLock<EpochFile>>,
@@ -994,6 +1017,9 @@ impl Driver {
             Wire::Protocol(env) => {
                 if let Err(e) = self.replica.handle(env) {
                     self.stats.refused += 1;
+                    if let Refused::Signature(VerifyError::BadSignature(claimed)) = e {
+                        self.bad_signature(claimed);
+                    }
                     tracing::trace!(error = %e, "pBFT message refused");
                 }
             }
@@ -1480,13 +1506,56 @@ impl Driver {
         tracing::info!(seq, "pBFT state transferred");
     }
 
+    /// A proof found now: held, published, and stored (while the file is
+    /// under its bound) so it outlives a restart.
     fn evidence(&mut self, e: &Evidence) {
+        let now = unix_ms();
+        let record = self.hold_evidence(e, now);
+        tracing::warn!(
+            culprit = record.culprit,
+            kind = record.kind,
+            "pBFT: proof that a replica misbehaved"
+        );
+        let _ = self.evidence.send(record);
+        if let Some(dir) = &self.dir
+            && self.evidence_stored < evidence_file::STORED_MAX
+        {
+            match evidence_file::append(dir, now, e) {
+                Ok(()) => self.evidence_stored += 1,
+                Err(err) => tracing::warn!(error = %err, "cannot store the pBFT evidence"),
+            }
+        }
+    }
+
+    /// Reloads the proofs stored before a restart (see [`evidence_file`]).
+    fn load_evidence(&mut self) {
+        let Some(dir) = self.dir.clone() else { return };
+        let loaded = match evidence_file::load(&dir, self.replica.replicas()) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the stored pBFT evidence");
+                return;
+            }
+        };
+        if loaded.skipped > 0 {
+            tracing::warn!(
+                skipped = loaded.skipped,
+                "stored pBFT evidence lines that are unreadable or prove nothing under the replica set in force were skipped"
+            );
+        }
+        self.evidence_stored = loaded.proofs.len() + loaded.skipped;
+        for (at, e) in &loaded.proofs {
+            self.hold_evidence(e, *at);
+        }
+    }
+
+    /// Counts a proof against its culprit and keeps its record for status.
+    fn hold_evidence(&mut self, e: &Evidence, unix_ms: u64) -> EvidenceRecord {
         let culprit = e.culprit();
         let (kind, view) = match e {
             Evidence::Equivocation { a, .. } => ("equivocation", a.body.view()),
             Evidence::ConflictingVotes { a, .. } => ("conflicting_votes", a.body.view()),
         };
-        tracing::warn!(culprit, kind, "pBFT: proof that a replica misbehaved");
         self.stats.evidence_total += 1;
         let n = self.replica.replicas().n();
         self.stats.evidence_against.resize(n, 0);
@@ -1498,13 +1567,47 @@ impl Driver {
             culprit_node: self.node_ids.get(culprit as usize).copied(),
             kind,
             view,
-            unix_ms: unix_ms(),
+            unix_ms,
+            provable: true,
         };
-        let _ = self.evidence.send(record.clone());
-        self.stats.evidence.push(record);
+        self.stats.evidence.push(record.clone());
         if self.stats.evidence.len() > EVIDENCE_KEPT {
             self.stats.evidence.remove(0);
         }
+        record
+    }
+
+    /// A message under replica `claimed`'s name whose signature does not
+    /// verify: counted and published (TOCS 2002 §4.1: only a signature binds
+    /// a message to its sender, so this one proves nothing against
+    /// `claimed` and leaves its reputation alone).
+    fn bad_signature(&mut self, claimed: ReplicaId) {
+        let n = self.replica.replicas().n();
+        self.stats.bad_signatures.resize(n, 0);
+        if let Some(c) = self.stats.bad_signatures.get_mut(claimed as usize) {
+            *c += 1;
+        }
+        let now = self.now();
+        if !super::replica::due(
+            &mut self.bad_signature_events,
+            claimed,
+            now,
+            BAD_SIGNATURE_EVENT_MS,
+        ) {
+            return;
+        }
+        tracing::warn!(
+            claimed,
+            "pBFT: a message under this replica's name with a signature that does not verify (refused; not proof against it)"
+        );
+        let _ = self.evidence.send(EvidenceRecord {
+            culprit: claimed,
+            culprit_node: self.node_ids.get(claimed as usize).copied(),
+            kind: "bad_signature",
+            view: None,
+            unix_ms: unix_ms(),
+            provable: false,
+        });
     }
 
     fn publish_status(&mut self) {

@@ -131,7 +131,7 @@ pub enum Output {
 
 /// Proof that a replica lied: two messages it signed that no correct
 /// replica signs together.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Evidence {
     /// Two different pre-prepares for one view and sequence number.
     Equivocation { a: Signed, b: Signed },
@@ -145,6 +145,33 @@ impl Evidence {
     pub fn culprit(&self) -> ReplicaId {
         match self {
             Evidence::Equivocation { a, .. } | Evidence::ConflictingVotes { a, .. } => a.from,
+        }
+    }
+
+    /// Whether it proves what it claims under `replicas`: both messages
+    /// verify, come from one replica and conflict (one slot and view, two
+    /// digests, of the kind it names). Proofs read back from disk are
+    /// checked with it.
+    pub fn holds(&self, replicas: &ReplicaSet) -> bool {
+        let (a, b, votes) = match self {
+            Evidence::Equivocation { a, b } => (a, b, false),
+            Evidence::ConflictingVotes { a, b } => (a, b, true),
+        };
+        let slot = |m: &Signed| match m.body {
+            Body::PrePrepare { view, seq, digest } if !votes => Some((0, view, seq, digest)),
+            Body::Prepare { view, seq, digest } if votes => Some((1, view, seq, digest)),
+            Body::Commit { view, seq, digest } if votes => Some((2, view, seq, digest)),
+            _ => None,
+        };
+        match (slot(a), slot(b)) {
+            (Some((ka, va, sa, da)), Some((kb, vb, sb, db))) => {
+                a.from == b.from
+                    && (ka, va, sa) == (kb, vb, sb)
+                    && da != db
+                    && a.verify(replicas).is_ok()
+                    && b.verify(replicas).is_ok()
+            }
+            _ => false,
         }
     }
 }
