@@ -278,6 +278,32 @@ async fn a_replica_cut_off_past_a_checkpoint_catches_up_by_state_transfer() {
     assert_eq!(counter(&c.nodes[3], "x"), Some(b"60".to_vec()));
 }
 
+/// Two pre-prepares replica 0 signed for view 0, sequence number 1, with
+/// different batches: the payloads [`PbftOrdering::deliver`] takes.
+fn equivocating_pre_prepares() -> Vec<Vec<u8>> {
+    let client = SigningKey::from_bytes(&[42; 32]);
+    [b"one".to_vec(), b"two".to_vec()]
+        .into_iter()
+        .map(|op| {
+            let batch = vec![Request::signed(&client, 1, op)];
+            let msg = Signed::sign(
+                0,
+                Body::PrePrepare {
+                    view: 0,
+                    seq: 1,
+                    digest: batch_digest(&batch),
+                },
+                &key(0),
+            );
+            let frame = encode(&Wire::Protocol(Envelope {
+                msg,
+                batch: Some(batch),
+            }));
+            frame[4..].to_vec()
+        })
+        .collect()
+}
+
 /// TOCS 2002 §4.2 forbids a primary two pre-prepares for one view and
 /// sequence number with different batches: a replica that receives both
 /// holds them as evidence, shows it in its status and publishes it.
@@ -285,23 +311,8 @@ async fn a_replica_cut_off_past_a_checkpoint_catches_up_by_state_transfer() {
 async fn an_equivocating_primary_is_evidence_in_status_and_events() {
     let c = cluster(4, Settings::default()).await;
     let mut events = c.nodes[1].subscribe_evidence();
-    let client = SigningKey::from_bytes(&[42; 32]);
-    for op in [b"one".to_vec(), b"two".to_vec()] {
-        let batch = vec![Request::signed(&client, 1, op)];
-        let msg = Signed::sign(
-            0,
-            Body::PrePrepare {
-                view: 0,
-                seq: 1,
-                digest: batch_digest(&batch),
-            },
-            &key(0),
-        );
-        let frame = encode(&Wire::Protocol(Envelope {
-            msg,
-            batch: Some(batch),
-        }));
-        assert!(c.nodes[1].deliver(frame[4..].to_vec()).await);
+    for frame in equivocating_pre_prepares() {
+        assert!(c.nodes[1].deliver(frame).await);
     }
     let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
         .await
@@ -359,23 +370,8 @@ async fn evidence_outlives_a_restart_of_the_replica_that_holds_it() {
         .expect("starts")
     };
     let node = start();
-    let client = SigningKey::from_bytes(&[42; 32]);
-    for op in [b"one".to_vec(), b"two".to_vec()] {
-        let batch = vec![Request::signed(&client, 1, op)];
-        let msg = Signed::sign(
-            0,
-            Body::PrePrepare {
-                view: 0,
-                seq: 1,
-                digest: batch_digest(&batch),
-            },
-            &key(0),
-        );
-        let frame = encode(&Wire::Protocol(Envelope {
-            msg,
-            batch: Some(batch),
-        }));
-        assert!(node.deliver(frame[4..].to_vec()).await);
+    for frame in equivocating_pre_prepares() {
+        assert!(node.deliver(frame).await);
     }
     let mut status = node.watch_status();
     tokio::time::timeout(
