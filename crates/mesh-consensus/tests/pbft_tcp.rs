@@ -78,13 +78,18 @@ async fn cluster(n: usize, settings: Settings) -> Cluster {
     cluster_with_spares(n, 0, settings).await
 }
 
-/// `n` replicas, and `spares` nodes with keys and addresses that are not
-/// replicas (yet).
-async fn cluster_with_spares(n: usize, spares: usize, settings: Settings) -> Cluster {
+/// The first configuration of `n` replicas with keys [`key`] and names [`name`].
+fn genesis(n: usize) -> EpochFile {
     let keys: Vec<SigningKey> = (0..n).map(key).collect();
     let set = ReplicaSet::new(keys.iter().map(|k| k.verifying_key().to_bytes()).collect())
         .expect("valid replica set");
-    let genesis = EpochFile::genesis(set, (0..n).map(name).collect());
+    EpochFile::genesis(set, (0..n).map(name).collect())
+}
+
+/// `n` replicas, and `spares` nodes with keys and addresses that are not
+/// replicas (yet).
+async fn cluster_with_spares(n: usize, spares: usize, settings: Settings) -> Cluster {
+    let genesis = genesis(n);
     let mut listeners = BTreeMap::new();
     let mut addrs = BTreeMap::new();
     for i in 0..n + spares {
@@ -353,10 +358,7 @@ impl Transport for Nowhere {
 async fn evidence_outlives_a_restart_of_the_replica_that_holds_it() {
     let dir = std::env::temp_dir().join(format!("mesh-pbft-evidence-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let keys: Vec<SigningKey> = (0..4).map(key).collect();
-    let set = ReplicaSet::new(keys.iter().map(|k| k.verifying_key().to_bytes()).collect())
-        .expect("valid replica set");
-    let genesis = EpochFile::genesis(set, (0..4).map(name).collect());
+    let genesis = genesis(4);
     let start = || {
         PbftOrdering::start(
             PbftSetup {

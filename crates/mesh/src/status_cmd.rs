@@ -264,10 +264,10 @@ fn pbft_line(c: &Value, primary: &str, replicas: &str) -> String {
             p["evidence_total"]
         ));
         for e in evidence.iter().rev().take(5) {
-            let who = e["culprit"]
-                .as_u64()
-                .and_then(|i| c["voter_names"][i as usize].as_str().map(str::to_string))
-                .unwrap_or_else(|| format!("replica {}", e["culprit"]));
+            let who = e["culprit"].as_u64().map_or_else(
+                || format!("replica {}", e["culprit"]),
+                |i| replica_name(c, i as usize),
+            );
             out.push_str(&format!(
                 "  {who}: {} in view {}\n",
                 e["kind"].as_str().unwrap_or("?"),
@@ -281,12 +281,7 @@ fn pbft_line(c: &Value, primary: &str, replicas: &str) -> String {
         .flatten()
         .enumerate()
         .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
-        .map(|(i, n)| {
-            let who = c["voter_names"][i]
-                .as_str()
-                .map_or_else(|| format!("replica {i}"), str::to_string);
-            format!("{who} {n}")
-        })
+        .map(|(i, n)| format!("{} {n}", replica_name(c, i)))
         .collect();
     if !bad.is_empty() {
         out.push_str(&format!(
@@ -296,6 +291,13 @@ fn pbft_line(c: &Value, primary: &str, replicas: &str) -> String {
     }
     out.push('\n');
     out
+}
+
+/// Replica `i`'s node name, or "replica i" where the status has none.
+fn replica_name(c: &Value, i: usize) -> String {
+    c["voter_names"][i]
+        .as_str()
+        .map_or_else(|| format!("replica {i}"), str::to_string)
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {

@@ -43,8 +43,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use super::config::{Epoch, ReplicaId, Seq, View};
 use super::epoch::{VoteError, VoteOutcome};
 use super::machine::{ClientOp, PbftApp, Proposal, snapshot_digest};
-use super::message::VerifyError;
-use super::message::{ClientId, CommitCert, Digest, Envelope, Request, SigCache, Signed};
+use super::message::{
+    ClientId, CommitCert, Digest, Envelope, Request, SigCache, Signed, VerifyError,
+};
 use super::read_only::ReadRound;
 use super::replica::{Evidence, Output, Refused, Replica, Settings};
 use super::store::{Store, write_checkpoint};
@@ -882,6 +883,14 @@ struct Driver {
     served: BTreeMap<String, u64>,
 }
 
+/// One more against replica `who` in a per-replica count of `n` replicas.
+fn count_against(counts: &mut Vec<u64>, n: usize, who: ReplicaId) {
+    counts.resize(n, 0);
+    if let Some(c) = counts.get_mut(who as usize) {
+        *c += 1;
+    }
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1529,8 +1538,8 @@ impl Driver {
 
     /// Reloads the proofs stored before a restart (see [`evidence_file`]).
     fn load_evidence(&mut self) {
-        let Some(dir) = self.dir.clone() else { return };
-        let loaded = match evidence_file::load(&dir, self.replica.replicas()) {
+        let Some(dir) = &self.dir else { return };
+        let loaded = match evidence_file::load(dir, self.replica.replicas()) {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the stored pBFT evidence");
@@ -1558,18 +1567,8 @@ impl Driver {
         };
         self.stats.evidence_total += 1;
         let n = self.replica.replicas().n();
-        self.stats.evidence_against.resize(n, 0);
-        if let Some(c) = self.stats.evidence_against.get_mut(culprit as usize) {
-            *c += 1;
-        }
-        let record = EvidenceRecord {
-            culprit,
-            culprit_node: self.node_ids.get(culprit as usize).copied(),
-            kind,
-            view,
-            unix_ms,
-            provable: true,
-        };
+        count_against(&mut self.stats.evidence_against, n, culprit);
+        let record = self.record(culprit, kind, view, unix_ms, true);
         self.stats.evidence.push(record.clone());
         if self.stats.evidence.len() > EVIDENCE_KEPT {
             self.stats.evidence.remove(0);
@@ -1583,10 +1582,7 @@ impl Driver {
     /// `claimed` and leaves its reputation alone).
     fn bad_signature(&mut self, claimed: ReplicaId) {
         let n = self.replica.replicas().n();
-        self.stats.bad_signatures.resize(n, 0);
-        if let Some(c) = self.stats.bad_signatures.get_mut(claimed as usize) {
-            *c += 1;
-        }
+        count_against(&mut self.stats.bad_signatures, n, claimed);
         let now = self.now();
         if !super::replica::due(
             &mut self.bad_signature_events,
@@ -1600,14 +1596,26 @@ impl Driver {
             claimed,
             "pBFT: a message under this replica's name with a signature that does not verify (refused; not proof against it)"
         );
-        let _ = self.evidence.send(EvidenceRecord {
-            culprit: claimed,
-            culprit_node: self.node_ids.get(claimed as usize).copied(),
-            kind: "bad_signature",
-            view: None,
-            unix_ms: unix_ms(),
-            provable: false,
-        });
+        let record = self.record(claimed, "bad_signature", None, unix_ms(), false);
+        let _ = self.evidence.send(record);
+    }
+
+    fn record(
+        &self,
+        culprit: ReplicaId,
+        kind: &'static str,
+        view: Option<View>,
+        unix_ms: u64,
+        provable: bool,
+    ) -> EvidenceRecord {
+        EvidenceRecord {
+            culprit,
+            culprit_node: self.node_ids.get(culprit as usize).copied(),
+            kind,
+            view,
+            unix_ms,
+            provable,
+        }
     }
 
     fn publish_status(&mut self) {

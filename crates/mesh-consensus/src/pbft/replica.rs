@@ -153,26 +153,29 @@ impl Evidence {
     /// digests, of the kind it names). Proofs read back from disk are
     /// checked with it.
     pub fn holds(&self, replicas: &ReplicaSet) -> bool {
-        let (a, b, votes) = match self {
-            Evidence::Equivocation { a, b } => (a, b, false),
-            Evidence::ConflictingVotes { a, b } => (a, b, true),
+        let (a, b, kind) = match self {
+            Evidence::Equivocation { a, b } => (a, b, matches!(a.body, Body::PrePrepare { .. })),
+            Evidence::ConflictingVotes { a, b } => (
+                a,
+                b,
+                matches!(a.body, Body::Prepare { .. } | Body::Commit { .. }),
+            ),
         };
         let slot = |m: &Signed| match m.body {
-            Body::PrePrepare { view, seq, digest } if !votes => Some((0, view, seq, digest)),
-            Body::Prepare { view, seq, digest } if votes => Some((1, view, seq, digest)),
-            Body::Commit { view, seq, digest } if votes => Some((2, view, seq, digest)),
+            Body::PrePrepare { view, seq, digest }
+            | Body::Prepare { view, seq, digest }
+            | Body::Commit { view, seq, digest } => Some((view, seq, digest)),
             _ => None,
         };
-        match (slot(a), slot(b)) {
-            (Some((ka, va, sa, da)), Some((kb, vb, sb, db))) => {
-                a.from == b.from
-                    && (ka, va, sa) == (kb, vb, sb)
-                    && da != db
-                    && a.verify(replicas).is_ok()
-                    && b.verify(replicas).is_ok()
-            }
+        let conflict = match (slot(a), slot(b)) {
+            (Some((va, sa, da)), Some((vb, sb, db))) => (va, sa) == (vb, sb) && da != db,
             _ => false,
-        }
+        };
+        kind && conflict
+            && std::mem::discriminant(&a.body) == std::mem::discriminant(&b.body)
+            && a.from == b.from
+            && a.verify(replicas).is_ok()
+            && b.verify(replicas).is_ok()
     }
 }
 
