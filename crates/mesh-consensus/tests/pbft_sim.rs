@@ -14,8 +14,9 @@
 //! seed, and `MESH_PBFT_SIM_SEED=S` (or `mesh sim pbft --seed S`) replays it
 //! exactly.
 
+use mesh_consensus::pbft::replica::Settings;
 use mesh_consensus::pbft::sim::adversary::Behaviour;
-use mesh_consensus::pbft::sim::{PbftSimConfig, PbftSimReport, run_seed};
+use mesh_consensus::pbft::sim::{OddView, PbftSimConfig, PbftSimReport, run_seed};
 use mesh_sim::net::{Latency, NetConfig};
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -292,4 +293,64 @@ fn a_committed_reconfiguration_moves_every_correct_replica_to_the_new_set() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(moved >= 2 * seeds.len() as u64, "{moved} replicas moved");
+}
+
+/// One correct replica left in another view than the others (restarted
+/// below their view, or alone in a view change above it), then one more
+/// replica down for good: with f = 1 that is every fault the mesh may
+/// take, and writes must go on (see `pbft::sim::odd_view`). No Byzantine
+/// replica, no loss once the second fault struck.
+#[test]
+fn a_replica_in_another_view_leaves_room_for_one_more_fault() {
+    let seeds = seeds(|n| n.map_or(40, |n| n / 2));
+    let mut failures = Vec::new();
+    let mut odd = [0, 0];
+    // Per kind, then per replica that failed (a backup, the primary).
+    let mut resumed = [[vec![], vec![]], [vec![], vec![]]];
+    for &seed in &seeds {
+        for (k, kind) in [OddView::Behind, OddView::Ahead].into_iter().enumerate() {
+            let cfg = PbftSimConfig {
+                odd_view: Some(kind),
+                requests: 200,
+                chaos_ms: 5_000,
+                // A node's settings: a restarted primary's signing
+                // reservation then lies far above what it executed, so it
+                // cannot propose in its old view and stays silent there.
+                settings: Settings::default(),
+                ..no_faults(vec![])
+            };
+            let r = run_seed(seed, &cfg);
+            let o = r.odd_view.clone().expect("the script ran");
+            odd[k] += o.odd_at_fault as usize;
+            resumed[k][o.down_was_primary as usize].extend(o.resumed_after_ms);
+            if let Some(v) = &r.violation {
+                failures.push(format!(
+                    "seed {seed} ({kind:?}, odd replica {:?}, down {:?}; at the fault: {}): {v}\n  replay: MESH_PBFT_SIM_SEED={seed} cargo test --release -p mesh-consensus --test pbft_sim a_replica_in_another_view",
+                    o.odd, o.down, o.positions
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "{} seeds: the odd replica was still out of the others' view at the second fault in {} (behind) and {} (ahead) runs",
+        seeds.len(),
+        odd[0],
+        odd[1],
+    );
+    for (k, kind) in ["behind", "ahead"].iter().enumerate() {
+        for (p, down) in ["a backup", "the primary"].iter().enumerate() {
+            let ms = &mut resumed[k][p];
+            ms.sort_unstable();
+            eprintln!(
+                "{kind}, then {down} down: writes resumed after (runs, min, p50, max) {:?} ms",
+                (ms.len(), ms.first(), ms.get(ms.len() / 2), ms.last())
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Every run left a replica in another view and then took one more.
+    assert_eq!(
+        resumed.iter().flatten().map(Vec::len).sum::<usize>(),
+        2 * seeds.len()
+    );
 }

@@ -145,7 +145,21 @@ fn pbft_nodes_serve_every_front_end_and_survive_kills_and_restarts() {
     no_evidence(&c);
 
     // A backup (not the primary of the current view) is killed and restarted.
-    let primary = c.raft_leader().expect("a primary");
+    // The restarted replica may have caught up from commit certificates
+    // before it learned of the view the others are in (their NEW-VIEW comes
+    // with their answer to its next status question): wait until all four
+    // name the same primary.
+    let mut primary = None;
+    wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+        primary = c.raft_leader();
+        primary.is_some()
+    });
+    let primary = primary.unwrap_or_else(|| {
+        panic!(
+            "the four replicas do not agree on a primary: {:?}",
+            c.running().iter().map(|&i| pbft(&c, i)).collect::<Vec<_>>()
+        )
+    });
     let backup = (0..4).find(|&i| i != primary).unwrap();
     c.kill_hard(backup).unwrap();
     let others: Vec<usize> = (0..4).filter(|&i| i != backup).collect();

@@ -8,8 +8,8 @@
 //! executes in order as if it had voted. What is older than the others'
 //! stable checkpoint comes by state transfer instead.
 
-use super::config::Seq;
-use super::message::{Body, CommitCert, Digest};
+use super::config::{Seq, View};
+use super::message::{Body, CommitCert, Digest, Envelope};
 use super::replica::{Output, Refused, Replica};
 use super::validate;
 use std::collections::BTreeMap;
@@ -30,6 +30,10 @@ pub struct EntriesAnswer {
     /// certificates there are discarded): that checkpoint's 2f + 1 signed
     /// messages, for the asker to fetch the state (§4.5).
     pub checkpoint_proof: Vec<super::message::Signed>,
+    /// When the asker is in an earlier view than the one this replica
+    /// entered: the NEW-VIEW of that view, which the asker checks in full
+    /// before it enters (it missed it: restarted, cut off).
+    pub new_view: Option<Envelope>,
 }
 
 impl Replica {
@@ -53,9 +57,7 @@ impl Replica {
             (true, Some((at, since))) if at == self.last_executed => {
                 if self.now.saturating_sub(since) >= self.settings.retransmit_ms {
                     self.stalled = Some((at, self.now));
-                    self.outputs.push(Output::FetchEntries {
-                        after: self.last_executed,
-                    });
+                    self.ask_entries();
                 }
             }
             (true, _) => self.stalled = Some((self.last_executed, self.now)),
@@ -81,6 +83,10 @@ impl Replica {
             return; // a state transfer is under way: it asks by itself
         }
         let every = match (self.active, self.timer_since) {
+            // A replica of a later view signed something: this one missed
+            // a NEW-VIEW (a restart, a cut), so it is out of the others'
+            // view and leaves them no spare until it learns of it.
+            _ if self.later_view_seen => self.settings.retransmit_ms,
             (false, _) => self.timeout(),
             (true, Some(since)) if self.now.saturating_sub(since) >= self.timeout() / 2 => {
                 self.timeout() / 2
@@ -88,24 +94,36 @@ impl Replica {
             _ => IDLE_PROBE_MS,
         };
         if self.now.saturating_sub(self.probed) >= every {
-            self.probed = self.now;
-            self.outputs.push(Output::FetchEntries {
-                after: self.last_executed,
-            });
+            self.ask_entries();
         }
     }
 
-    /// The answer to another replica asking for what this one executed
-    /// above `after`: commit certificates (at most `max`) and, if `after`
-    /// is below the stable checkpoint, that checkpoint's proof. Empty when
-    /// this replica is not ahead.
-    pub fn entries_after(&self, after: Seq, max: usize) -> EntriesAnswer {
+    fn ask_entries(&mut self) {
+        self.probed = self.now;
+        self.later_view_seen = false;
+        self.outputs.push(Output::FetchEntries {
+            after: self.last_executed,
+            view: self.view,
+        });
+    }
+
+    /// The answer to another replica in `view` asking for what this one
+    /// executed above `after`: commit certificates (at most `max`), if
+    /// `after` is below the stable checkpoint that checkpoint's proof, and
+    /// if `view` is below the view this replica entered last, its NEW-VIEW.
+    /// Empty when this replica is not ahead.
+    pub fn entries_after(&self, after: Seq, view: View, max: usize) -> EntriesAnswer {
         EntriesAnswer {
             certs: self.commit_certs(after, max),
             checkpoint_proof: if after < self.low {
                 self.stable_proof.clone()
             } else {
                 Vec::new()
+            },
+            new_view: if view < self.entered_view {
+                self.new_view.clone()
+            } else {
+                None
             },
         }
     }
@@ -255,7 +273,7 @@ mod tests {
         let asked = behind
             .drain_outputs()
             .into_iter()
-            .any(|o| o == Output::FetchEntries { after: 0 });
+            .any(|o| o == Output::FetchEntries { after: 0, view: 0 });
         assert!(asked, "a replica behind a quorum's commits asks for them");
 
         let certs = rs[1].commit_certs(0, MAX_CERTS);
@@ -296,7 +314,7 @@ mod tests {
         r.drain_outputs()
             .into_iter()
             .filter_map(|o| match o {
-                Output::FetchEntries { after } => Some(after),
+                Output::FetchEntries { after, .. } => Some(after),
                 _ => None,
             })
             .collect()
@@ -350,7 +368,7 @@ mod tests {
         assert!(behind.is_active(), "and the timer has not fired yet");
 
         // Those ahead answer; one as far as this replica answers nothing.
-        let answer = rs[1].entries_after(0, MAX_CERTS);
+        let answer = rs[1].entries_after(0, 0, MAX_CERTS);
         assert_eq!(answer.certs.len(), 3);
         assert!(
             answer.checkpoint_proof.is_empty(),
@@ -359,7 +377,7 @@ mod tests {
         assert_eq!(behind.on_commit_certs(answer.certs), Ok(3));
         assert_eq!(behind.last_executed(), 3);
         assert_eq!(behind.waiting(), 0, "its request was among them");
-        assert!(behind.entries_after(3, MAX_CERTS).certs.is_empty());
+        assert!(behind.entries_after(3, 0, MAX_CERTS).certs.is_empty());
     }
 }
 

@@ -58,7 +58,7 @@ pub use epochs::{EPOCH_FILE, EpochConfig, EpochFile};
 
 /// First byte of a pBFT frame's payload (after the length).
 pub const MAGIC: u8 = b'P';
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 /// Largest pBFT frame: a state snapshot.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 /// Most commands in one request of this node.
@@ -110,10 +110,12 @@ pub enum Wire {
         seq: Seq,
         snapshot: Vec<u8>,
     },
-    /// Node `from` asks for commit certificates above `after`.
+    /// Node `from`, in `view`, asks for commit certificates above `after`
+    /// (and for the NEW-VIEW of a later view, if there is one).
     FetchEntries {
         from: String,
         after: Seq,
+        view: View,
     },
     /// Commit certificates, each checked before it counts.
     Entries(Vec<CommitCert>),
@@ -164,8 +166,8 @@ impl Wire {
             ),
             Wire::StateRequest { from, seq } => format!("state request s{seq} from {from}"),
             Wire::State { seq, snapshot } => format!("state s{seq} ({} bytes)", snapshot.len()),
-            Wire::FetchEntries { from, after } => {
-                format!("fetch entries after {after} from {from}")
+            Wire::FetchEntries { from, after, view } => {
+                format!("fetch entries after {after} in view {view} from {from}")
             }
             Wire::Entries(certs) => format!("{} commit certificates", certs.len()),
             Wire::ReadIndex { from, nonce } => format!("read index n{nonce} from {from}"),
@@ -1045,14 +1047,17 @@ impl Driver {
                 }
             }
             Wire::State { seq, snapshot } => self.install(seq, &snapshot),
-            Wire::FetchEntries { from, after } => {
+            Wire::FetchEntries { from, after, view } => {
                 let now = self.now();
                 if self.config.current.names.contains(&from)
                     && super::replica::due(&mut self.served, from.clone(), now, SERVE_EVERY_MS)
                 {
-                    let answer = self.replica.entries_after(after, super::MAX_CERTS);
-                    for msg in answer.checkpoint_proof {
-                        let wire = Wire::Protocol(Envelope { msg, batch: None });
+                    let answer = self.replica.entries_after(after, view, super::MAX_CERTS);
+                    let envs = (answer.checkpoint_proof.into_iter())
+                        .map(|msg| Envelope { msg, batch: None })
+                        .chain(answer.new_view);
+                    for env in envs {
+                        let wire = Wire::Protocol(env);
                         self.send_name(&from, Arc::new(encode(&wire)));
                     }
                     if !answer.certs.is_empty() {
@@ -1326,10 +1331,11 @@ impl Driver {
                     self.fatal = Some(why);
                 }
             }
-            Output::FetchEntries { after } => {
+            Output::FetchEntries { after, view } => {
                 let frame = Arc::new(encode(&Wire::FetchEntries {
                     from: self.my_name.clone(),
                     after,
+                    view,
                 }));
                 self.broadcast(frame);
             }

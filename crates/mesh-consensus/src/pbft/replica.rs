@@ -112,10 +112,12 @@ pub enum Output {
     /// `seq`; after a restart pass it to [`Replica::resume`]. Comes once per
     /// window of sequence numbers and once per view.
     Reserve { view: View, seq: Seq },
-    /// Others committed batches this replica cannot execute yet: ask them
-    /// for the commit certificates above `after` ([`Replica::commit_certs`])
-    /// and pass them to [`Replica::on_commit_certs`].
-    FetchEntries { after: Seq },
+    /// Others committed batches this replica cannot execute yet, or it may
+    /// be behind without knowing: ask them what they have above `after` and
+    /// above `view` ([`Replica::entries_after`]); pass the commit
+    /// certificates to [`Replica::on_commit_certs`] and the rest to
+    /// [`Replica::handle`].
+    FetchEntries { after: Seq, view: View },
     /// Store this (see [`super::durable`]); after a restart hand it to
     /// [`Replica::restore`]. If [`Record::urgent`](super::durable::Record::urgent),
     /// durably before carrying out any later output; otherwise by the next
@@ -308,6 +310,9 @@ pub struct Replica {
     /// When this replica last asked whether it is behind (see
     /// [`Replica::probe`]).
     pub(super) probed: u64,
+    /// A replica signed a normal-case message of a later view than this
+    /// one's: ask soon (see [`Replica::probe`]).
+    pub(super) later_view_seen: bool,
     /// After a restart: what this replica may have signed before it (views
     /// up to .0 and sequence numbers up to .1); it signs nothing there again.
     floor: Option<(View, Seq)>,
@@ -366,6 +371,7 @@ impl Replica {
             retransmit_backoff: 0,
             stalled: None,
             probed: 0,
+            later_view_seen: false,
             kept_certs: BTreeMap::new(),
             floor: None,
             reserved: (0, start),
@@ -615,9 +621,13 @@ impl Replica {
     pub fn tick(&mut self, now: u64) {
         // Time this replica itself did not run (its process stalled, say
         // on a large checkpoint) says nothing about the primary: the
-        // timers do not count it.
+        // timers do not count it. Nor does the time before its first tick:
+        // a replica built on a running clock (a restart in the simulator,
+        // the next epoch's replica in a node) that took a message before
+        // any tick started its timers at 0, and would otherwise blame the
+        // primary at once and change view alone.
         let gap = now.saturating_sub(self.now);
-        if self.now > 0 && gap > STALL_MS {
+        if gap > STALL_MS {
             let lost = gap - STALL_MS;
             for t in [&mut self.timer_since, &mut self.vc_quorum_since]
                 .into_iter()
@@ -739,6 +749,7 @@ impl Replica {
             });
         }
         if view > self.view {
+            self.later_view_seen = true;
             return Err(Refused::WrongView {
                 got: view,
                 current: self.view,

@@ -33,7 +33,10 @@
 
 pub mod adversary;
 pub mod app;
+mod odd_view;
 mod reads;
+
+pub use odd_view::{OddView, OddViewReport};
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -88,6 +91,9 @@ pub struct PbftSimConfig {
     pub reconfigure: bool,
     /// Mean time between partitions (0: none).
     pub partition_every_ms: u64,
+    /// A scripted fault (see [`odd_view`]): one replica left in another
+    /// view than the others, then one more replica down for good.
+    pub odd_view: Option<OddView>,
     /// After the chaos, how long every request may take to be accepted.
     pub deadline_ms: u64,
     pub check_liveness: bool,
@@ -115,6 +121,7 @@ impl Default for PbftSimConfig {
             read_answers: None,
             reconfigure: false,
             partition_every_ms: 3_000,
+            odd_view: None,
             deadline_ms: 60_000,
             check_liveness: true,
             // A small window and frequent checkpoints, so runs this short
@@ -162,6 +169,8 @@ pub struct PbftSimReport {
     pub signed: u64,
     pub verified: u64,
     pub virtual_ms: u64,
+    /// What the scripted odd-view fault did, when it ran.
+    pub odd_view: Option<OddViewReport>,
     pub violation: Option<String>,
 }
 
@@ -174,7 +183,7 @@ enum Wire {
     Reply(Signed),
     StateRequest(Seq),
     State(Seq, AppState),
-    FetchEntries(Seq),
+    FetchEntries(Seq, View),
     Entries(Vec<CommitCert>),
     ReadIndex(u64),
     ReadIndexAnswer(Signed),
@@ -202,6 +211,9 @@ enum Event {
     Partition,
     Heal,
     Calm,
+    OddViewStart,
+    OddViewEnd,
+    SecondFault,
 }
 
 /// What a replica's runtime stores for it (the engine's files).
@@ -270,6 +282,11 @@ struct Sim {
     acked_seq: Seq,
     client_index: HashMap<ClientId, usize>,
     report: PbftSimReport,
+    odd_report: OddViewReport,
+    /// When the scripted second fault struck, and the highest sequence
+    /// number decided then.
+    fault_at_us: Option<u64>,
+    fault_seq: Seq,
 }
 
 const TICK_US: u64 = 10_000;
@@ -395,6 +412,9 @@ impl Sim {
             acked_seq: 0,
             client_index,
             report,
+            odd_report: OddViewReport::default(),
+            fault_at_us: None,
+            fault_seq: 0,
             cfg,
         }
     }
@@ -437,6 +457,9 @@ impl Sim {
                 .random_range(self.cfg.chaos_ms * 100..self.cfg.chaos_ms * 500);
             self.at(t, Event::Vote);
         }
+        if self.cfg.odd_view.is_some() {
+            self.schedule_odd_view();
+        }
         if self.cfg.power_cut {
             let t = self
                 .rng
@@ -476,7 +499,9 @@ impl Sim {
     /// own replica, so once the network heals every correct replica must
     /// catch up, even when nothing new is ordered.
     fn lagging(&self) -> Vec<String> {
-        let correct: Vec<usize> = (0..self.cfg.n).filter(|&i| self.correct(i)).collect();
+        let correct: Vec<usize> = (0..self.cfg.n)
+            .filter(|&i| self.correct(i) && Some(i) != self.odd_report.down)
+            .collect();
         let top = correct
             .iter()
             .map(|&i| self.nodes[i].last_seq)
@@ -500,6 +525,9 @@ impl Sim {
     fn finish(&mut self) {
         let r = &mut self.report;
         r.virtual_ms = self.now_us / 1000;
+        if self.cfg.odd_view.is_some() {
+            r.odd_view = Some(self.odd_report.clone());
+        }
         r.accepted = self.clients.iter().map(|c| c.accepted.len() as u64).sum();
         for n in &self.nodes {
             let c = n.replica.counters();
@@ -621,6 +649,9 @@ impl Sim {
                 self.at(back, Event::Restart(i));
             }
             Event::Restart(i) => self.restart(i),
+            Event::OddViewStart => self.odd_view_start(),
+            Event::OddViewEnd => self.odd_view_end(),
+            Event::SecondFault => self.second_fault(),
             Event::Vote => self.vote(),
             Event::PowerCut => {
                 if self.calm {
@@ -771,12 +802,16 @@ impl Sim {
                 self.send(to, from, &Wire::State(seq, state), 0);
             }
             Wire::State(seq, state) => self.install(to, seq, state),
-            Wire::FetchEntries(after) => {
-                let answer = self.nodes[to]
-                    .replica
-                    .entries_after(after, crate::pbft::MAX_CERTS);
-                for msg in answer.checkpoint_proof {
-                    self.send(to, from, &Wire::Protocol(Envelope { msg, batch: None }), 0);
+            Wire::FetchEntries(after, view) => {
+                let answer =
+                    self.nodes[to]
+                        .replica
+                        .entries_after(after, view, crate::pbft::MAX_CERTS);
+                let envs = (answer.checkpoint_proof.into_iter())
+                    .map(|msg| Envelope { msg, batch: None })
+                    .chain(answer.new_view);
+                for env in envs {
+                    self.send(to, from, &Wire::Protocol(env), 0);
                 }
                 let mut certs = answer.certs;
                 // A Byzantine replica offers batches that were not committed.
@@ -929,7 +964,7 @@ impl Sim {
 
     /// A crashed replica comes back (with amnesia, rebuilt from its disk).
     fn restart(&mut self, i: usize) {
-        if !self.nodes[i].crashed {
+        if !self.nodes[i].crashed || Some(i) == self.odd_report.down {
             return;
         }
         self.nodes[i].crashed = false;
@@ -1267,9 +1302,9 @@ impl Sim {
                 let disk = &mut self.nodes[i].disk;
                 disk.records.append(&mut disk.unsynced);
             }
-            Output::FetchEntries { after } => {
+            Output::FetchEntries { after, view } => {
                 for to in others {
-                    self.send(i, to, &Wire::FetchEntries(after), 0);
+                    self.send(i, to, &Wire::FetchEntries(after, view), 0);
                 }
             }
             Output::EpochEnd { seq, proof } => self.switch(i, seq, proof),
@@ -1381,6 +1416,9 @@ impl Sim {
         client.sent_at = 0;
         if let Some(&seq) = self.result_seq.get(&key) {
             self.acked_seq = self.acked_seq.max(seq);
+            if seq > self.fault_seq {
+                self.note_accepted();
+            }
         }
         match self.results.get(&key) {
             Some(x) if *x == result => {}
