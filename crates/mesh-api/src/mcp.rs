@@ -23,11 +23,14 @@ use serde_json::{Value, json};
 
 /// One call on the node's HTTP API.
 pub struct Request {
+    /// The HTTP method: `GET`, `POST`, `PUT` or `DELETE`.
     pub method: &'static str,
     /// Path and query, e.g. `/v1/kv/notes/a?ttl=60`.
     pub path: String,
     /// A JSON body, or raw bytes (`raw`) for a value to store.
     pub body: Option<Vec<u8>>,
+    /// Whether `body` is raw bytes (sent as `application/octet-stream`)
+    /// rather than JSON.
     pub raw: bool,
 }
 
@@ -88,7 +91,7 @@ pub struct MeshMcp {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SwarmInit {
+pub(crate) struct SwarmInit {
     /// The topology: only `mesh` (every node is client and server) exists here.
     pub topology: String,
     /// Most agents expected (reported back; the mesh does not cap registrations by it).
@@ -100,7 +103,7 @@ pub struct SwarmInit {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SwarmMonitor {
+pub(crate) struct SwarmMonitor {
     /// Seconds between samples (0.1 to 10, default 1).
     pub interval: Option<f64>,
     /// Seconds to sample for (at most 60, default 5).
@@ -111,7 +114,7 @@ pub struct SwarmMonitor {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TaskOrchestrate {
+pub(crate) struct TaskOrchestrate {
     /// What to do: the task's payload (text, or any JSON value).
     pub task: Value,
     /// Task id (default: made up by the mesh).
@@ -132,7 +135,7 @@ pub struct TaskOrchestrate {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TaskStatus {
+pub(crate) struct TaskStatus {
     /// The task's id; without it, the most recent tasks (optionally by state).
     #[serde(rename = "taskId")]
     pub task_id: Option<String>,
@@ -144,7 +147,7 @@ pub struct TaskStatus {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TaskResults {
+pub(crate) struct TaskResults {
     /// The task's id.
     #[serde(rename = "taskId")]
     pub task_id: String,
@@ -154,7 +157,7 @@ pub struct TaskResults {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct MemoryUsage {
+pub(crate) struct MemoryUsage {
     /// store, retrieve, list, delete or search.
     pub action: String,
     /// The key (store, retrieve, delete).
@@ -171,11 +174,11 @@ pub struct MemoryUsage {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NoArgs {}
+pub(crate) struct NoArgs {}
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AgentSpawn {
+pub(crate) struct AgentSpawn {
     /// The agent's type (coder, reviewer, tester, ...).
     #[serde(rename = "type")]
     pub r#type: String,
@@ -191,7 +194,7 @@ pub struct AgentSpawn {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DaaConsensus {
+pub(crate) struct DaaConsensus {
     /// propose, vote or status.
     pub action: String,
     /// propose: what is decided (text or any JSON).
@@ -216,7 +219,7 @@ pub struct DaaConsensus {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DaaCommunication {
+pub(crate) struct DaaCommunication {
     /// Who sends it (an agent id, or any name subscribers will see).
     pub from: String,
     /// The recipient: an agent id (or `agent:<id>`), `node:<name>`, or `all`.
@@ -229,7 +232,7 @@ pub struct DaaCommunication {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DaaFaultTolerance {
+pub(crate) struct DaaFaultTolerance {
     /// The agent.
     #[serde(rename = "agentId")]
     pub agent_id: String,
@@ -240,7 +243,7 @@ pub struct DaaFaultTolerance {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PerformanceReport {
+pub(crate) struct PerformanceReport {
     /// How far back: `5m`, `1h`, `24h` or seconds (default `1h`; 24 h are kept).
     pub timeframe: Option<String>,
     /// summary (text), detailed (text with every sample) or json.
@@ -346,6 +349,8 @@ impl MeshMcp {
 
 #[tool_router]
 impl MeshMcp {
+    /// A server whose tools call the node through `backend` and use `host`
+    /// for keys and worker processes.
     pub fn new(backend: Backend, host: Arc<dyn Host>) -> Self {
         MeshMcp { backend, host }
     }

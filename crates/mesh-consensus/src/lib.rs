@@ -3,12 +3,13 @@
 //!
 //! [`ordering::Ordering`] is the engine-agnostic trait the rest of the node uses:
 //! propose a command and learn its reply once committed and applied, wait for a
-//! linearizable read point, report status. [`raft`] implements it with openraft
-//! (all openraft specifics stay in that module); [`pbft`] (in progress) is the
-//! Byzantine-fault-tolerant core that will implement the same trait.
+//! linearizable read point, report status. Two engines implement it: [`raft`],
+//! with openraft (all openraft specifics stay in that module), and [`pbft`], our
+//! own Byzantine-fault-tolerant engine (`mesh up --consensus pbft`).
 //!
 //! See `ALGORITHM.md` for how the Raft engine batches writes, what it fsyncs and
-//! when, how reads stay linearizable, and how voters are kept.
+//! when, how reads stay linearizable, and how voters are kept; see `PBFT.md` for
+//! where the pBFT engine goes beyond the paper, and its known limits.
 
 pub mod ordering;
 pub mod pbft;

@@ -31,11 +31,12 @@ use crate::wire::{Channel, DigestEntry, Envelope, HEADER_LEN, WireError};
 use mesh_proto::{Load, SoftState, Timings};
 
 /// The foca instance this core drives.
-pub type FocaInstance<I> = Foca<I, PostcardCodec, Xoshiro256PlusPlus, RumorHandler<I>>;
+pub(crate) type FocaInstance<I> = Foca<I, PostcardCodec, Xoshiro256PlusPlus, RumorHandler<I>>;
 
 /// Static settings of one membership core.
 #[derive(Debug, Clone)]
 pub struct MembershipConfig<E> {
+    /// Probe, gossip, anti-entropy, retention and join-retry timings (from the profile).
     pub timings: Timings,
     /// Seed endpoints to join through (may be empty: a one-node mesh).
     pub seeds: Vec<E>,
@@ -46,6 +47,7 @@ pub struct MembershipConfig<E> {
 }
 
 impl<E> MembershipConfig<E> {
+    /// Settings with the standard datagram limit and a 256-event ring.
     pub fn new(timings: Timings, seeds: Vec<E>) -> Self {
         Self {
             timings,
@@ -59,18 +61,30 @@ impl<E> MembershipConfig<E> {
 /// A timer the core asked for; hand it back through [`Membership::handle_timer`].
 #[derive(Debug, Clone)]
 pub enum CoreTimer<I: MeshIdentity> {
+    /// A timer foca scheduled (probe deadline, suspicion timeout, periodic
+    /// gossip or announce); it goes back to foca.
     Foca(foca::Timer<I>),
+    /// Time to send the joins to the seeds again, if still not connected.
     JoinRetry {
+        /// The join round it belongs to; a retry from an older round is ignored.
         epoch: u32,
+        /// Retry number within the round, from 1; sets the next (doubled) delay.
         attempt: u32,
     },
+    /// Time for a push-pull soft-state sync with one random member.
     AntiEntropy,
+    /// Time to resend the direct suspicion notice to a member this node suspects.
     SuspectNotice {
+        /// The suspected member.
         subject: I,
+        /// Its incarnation under suspicion; the resends stop once it has refuted.
         incarnation: u16,
+        /// Resends still to schedule after this one (one per probe RTT).
         remaining: u32,
     },
+    /// Time to drop a dead or departed member's record and soft state.
     ForgetDead {
+        /// The member at the generation that went down (a newer one is kept).
         subject: I,
     },
 }
@@ -78,30 +92,45 @@ pub enum CoreTimer<I: MeshIdentity> {
 /// An effect for the runtime to carry out.
 #[derive(Debug, Clone)]
 pub enum Output<I: MeshIdentity> {
+    /// Send a packet.
     Send {
+        /// The peer's or seed's endpoint.
         to: I::Endpoint,
+        /// As a UDP datagram or as a TCP frame.
         channel: Channel,
+        /// The encoded message, header included.
         bytes: Vec<u8>,
     },
+    /// Set a timer.
     Timer {
+        /// Milliseconds from the time of the input that produced it.
         after_ms: u64,
+        /// What to hand back to [`Membership::handle_timer`] when it fires.
         timer: CoreTimer<I>,
     },
+    /// Report an event (log it, publish it).
     Event(MembershipEvent),
 }
 
 /// Why an input was dropped. `reason()` labels the dropped-packets metric.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// The packet's header or body does not decode.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// foca refused a SWIM packet: malformed, undecodable, or over the datagram limit.
     #[error("SWIM packet rejected: {0}")]
     Swim(foca::Error),
+    /// An anti-entropy message came as a datagram, or a datagram message on a stream.
     #[error("{kind} sent over the wrong channel")]
-    WrongChannel { kind: &'static str },
+    WrongChannel {
+        /// Which family the message belongs to (`anti-entropy message`, `datagram message`).
+        kind: &'static str,
+    },
 }
 
 impl InputError {
+    /// A short label for the dropped-packets metric.
     pub fn reason(&self) -> &'static str {
         match self {
             InputError::Wire(w) => w.reason(),
@@ -634,6 +663,8 @@ impl<I: MeshIdentity> Membership<I> {
         &self.identity
     }
 
+    /// The write mode: read-write while this node reaches a strict majority of
+    /// the last known membership.
     pub fn mode(&self) -> Mode {
         self.mode
     }
@@ -651,6 +682,7 @@ impl<I: MeshIdentity> Membership<I> {
         self.connected
     }
 
+    /// True once [`Membership::leave`] was called: the node ignores joins and notices.
     pub fn has_left(&self) -> bool {
         self.has_left
     }

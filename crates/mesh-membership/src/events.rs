@@ -11,11 +11,12 @@ use serde::Serialize;
 pub enum Mode {
     /// This node reaches a strict majority of the known members.
     ReadWrite,
-    /// This node reaches half or fewer: later layers refuse writes here.
+    /// This node reaches half or fewer (the minority side of a partition).
     ReadOnly,
 }
 
 impl Mode {
+    /// The kebab-case name, as in the JSON and the status report.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::ReadWrite => "read-write",
@@ -31,7 +32,10 @@ pub enum EventKind {
     /// A member we did not know became alive.
     Joined,
     /// A member restarted: same name, newer generation.
-    Restarted { previous_generation: u64 },
+    Restarted {
+        /// The generation the member had before the restart.
+        previous_generation: u64,
+    },
     /// A member someone declared dead is alive again (new generation or a healed partition).
     Rejoined,
     /// `by` could not reach the member, directly or through k peers.
@@ -47,15 +51,27 @@ pub enum EventKind {
     /// This node was declared dead by the others and rejoined under a new generation.
     Renewed,
     /// No seed answered yet; the next attempt is scheduled.
-    JoinRetry { attempt: u32, next_in_ms: u64 },
+    JoinRetry {
+        /// Retry number in the current join round, from 1.
+        attempt: u32,
+        /// Milliseconds until the next retry (doubling, capped at `join_retry_max_ms`).
+        next_in_ms: u64,
+    },
     /// The write mode changed.
     ModeChanged {
+        /// The new mode.
         mode: Mode,
+        /// Members this node reaches, itself included.
         reachable: usize,
+        /// The last known membership: the reachable members plus the dead ones
+        /// (members that left are not counted).
         known: usize,
     },
     /// A newer soft state of the member arrived (not kept in the event ring: too chatty).
-    SoftUpdated { version: u64 },
+    SoftUpdated {
+        /// The soft-state version that arrived.
+        version: u64,
+    },
 }
 
 impl EventKind {
@@ -87,6 +103,7 @@ pub struct MembershipEvent {
     pub subject: String,
     /// The subject's generation.
     pub generation: u64,
+    /// What happened (flattened into the JSON: its `type` field and details).
     #[serde(flatten)]
     pub kind: EventKind,
     /// Who reported it: suspecters for `suspected`, confirmers for `dead`.

@@ -32,7 +32,7 @@ pub enum DetectionKind {
 
 /// A custom broadcast item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Rumor<I> {
+pub(crate) enum Rumor<I> {
     Soft {
         origin: I,
         state: SoftState,
@@ -47,7 +47,7 @@ pub enum Rumor<I> {
 
 /// Identifies a rumour so a newer one replaces an older one in foca's backlog.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RumorKey<K> {
+pub(crate) enum RumorKey<K> {
     Soft {
         origin: K,
         generation: u64,
@@ -86,7 +86,9 @@ impl<K: PartialEq> foca::Invalidates for RumorKey<K> {
 /// A soft-state entry as this node knows it.
 #[derive(Debug, Clone)]
 pub struct KnownSoft<I> {
+    /// Whose state it is, at the generation that wrote it.
     pub identity: I,
+    /// What that node says about itself (zone, capabilities, load, ...).
     pub state: SoftState,
     /// Local time it arrived.
     pub received_at_ms: u64,
@@ -94,7 +96,7 @@ pub struct KnownSoft<I> {
 
 /// What we know about one failure or leave of one identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DetectionRecord<K> {
+pub(crate) struct DetectionRecord<K> {
     pub subject: K,
     pub generation: u64,
     pub incarnation: u16,
@@ -108,7 +110,7 @@ pub struct DetectionRecord<K> {
 
 /// Something the handler learned, for the core to turn into events.
 #[derive(Debug, Clone)]
-pub enum Learned<K> {
+pub(crate) enum Learned<K> {
     Soft {
         origin: K,
         version: u64,
@@ -125,7 +127,7 @@ pub enum Learned<K> {
 pub const MAX_DETECTION_RECORDS: usize = 512;
 
 /// The handler foca calls for each custom broadcast item.
-pub struct RumorHandler<I: MeshIdentity> {
+pub(crate) struct RumorHandler<I: MeshIdentity> {
     pub(crate) own_key: I::Addr,
     pub(crate) now_ms: u64,
     pub(crate) soft: BTreeMap<I::Addr, KnownSoft<I>>,
@@ -136,7 +138,7 @@ pub struct RumorHandler<I: MeshIdentity> {
 /// A rumour that could not be decoded.
 #[derive(Debug, thiserror::Error)]
 #[error("undecodable rumour: {0}")]
-pub struct RumorError(String);
+pub(crate) struct RumorError(String);
 
 impl<I: MeshIdentity> RumorHandler<I> {
     pub(crate) fn new(own_key: I::Addr) -> Self {

@@ -58,47 +58,92 @@ pub enum Envelope<I: MeshIdentity> {
     /// A foca SWIM packet.
     Swim(Vec<u8>),
     /// "I want to join": sent to a seed's address, whose identity we don't know yet.
-    Join { from: I },
+    Join {
+        /// The joiner's identity.
+        from: I,
+    },
     /// The seed's answer, so the joiner can ask it for the member list.
-    Welcome { from: I },
+    Welcome {
+        /// The seed's identity.
+        from: I,
+    },
     /// "I suspect you": sent straight to a suspected member so it can refute
     /// quickly instead of waiting for the suspicion to reach it by gossip.
-    SuspectNotice { from: I, incarnation: u16 },
+    SuspectNotice {
+        /// The suspecting member, which the suspect answers directly.
+        from: I,
+        /// The suspect's incarnation under suspicion; the suspect refutes with a higher one.
+        incarnation: u16,
+    },
     /// Anti-entropy step 1: the sender's soft-state digest (key, generation, version).
     SyncDigest {
+        /// The member starting the exchange; the reply goes to it.
         from: I,
+        /// One line per soft state the sender holds.
         digest: Vec<DigestEntry<I>>,
     },
     /// Step 2: entries the receiver has that are newer, and the keys it wants.
     SyncReply {
+        /// The replying member; the push goes to it.
         from: I,
+        /// Soft states the replier holds newer than the digest (or missing from it).
         entries: Vec<SoftEntry<I>>,
+        /// Keys whose soft state the digest lists newer than the replier holds.
         want: Vec<<I as foca::Identity>::Addr>,
     },
     /// Step 3: the entries asked for.
-    SyncPush { from: I, entries: Vec<SoftEntry<I>> },
+    SyncPush {
+        /// The member that started the exchange.
+        from: I,
+        /// The soft states the reply asked for.
+        entries: Vec<SoftEntry<I>>,
+    },
 }
 
 /// One line of a soft-state digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestEntry<I> {
+    /// Whose soft state it is: identity, and so key and generation.
     pub key: I,
+    /// The soft-state version the sender holds for it.
     pub version: u64,
 }
 
 /// Why a packet was dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    /// The packet is shorter than the header, or is a SWIM packet with no body.
     #[error("packet too short ({len} bytes)")]
-    Truncated { len: usize },
+    Truncated {
+        /// The packet's length in bytes.
+        len: usize,
+    },
+    /// The first byte is not [`MAGIC`].
     #[error("bad magic byte 0x{found:02x}")]
-    BadMagic { found: u8 },
+    BadMagic {
+        /// The first byte found.
+        found: u8,
+    },
+    /// The packet is for another protocol version than [`VERSION`].
     #[error("unsupported protocol version {found} (this node speaks {VERSION})")]
-    BadVersion { found: u8 },
+    BadVersion {
+        /// The version byte found.
+        found: u8,
+    },
+    /// The kind byte names no message of this protocol.
     #[error("unknown message kind {kind}")]
-    UnknownKind { kind: u8 },
+    UnknownKind {
+        /// The kind byte found.
+        kind: u8,
+    },
+    /// The body does not decode as its kind's message, or has trailing bytes.
     #[error("undecodable {kind} body: {detail}")]
-    Body { kind: &'static str, detail: String },
+    Body {
+        /// The message kind the header named (`join`, `sync-reply`, ...).
+        kind: &'static str,
+        /// The decoder's error, or how many bytes trailed the message.
+        detail: String,
+    },
 }
 
 impl WireError {

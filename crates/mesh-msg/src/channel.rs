@@ -21,20 +21,40 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 /// Why a channel name or pattern is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
+    /// The name or pattern is the empty string.
     #[error("channel name is empty")]
     Empty,
+    /// The name or pattern is longer than [`MAX_CHANNEL_BYTES`].
     #[error("channel name is {len} bytes; the limit is {max}")]
-    TooLong { len: usize, max: usize },
+    TooLong {
+        /// Length of the refused name, in bytes.
+        len: usize,
+        /// The limit, [`MAX_CHANNEL_BYTES`].
+        max: usize,
+    },
+    /// The name holds a space, a control character or DEL.
     #[error("channel name has a control character or space at byte {at}; use printable characters")]
-    NotPrintable { at: usize },
+    NotPrintable {
+        /// Byte offset of the first offending character.
+        at: usize,
+    },
+    /// A pattern opens a `[` class that no `]` closes.
     #[error("pattern has a '[' at byte {at} that is never closed with ']'")]
-    UnclosedClass { at: usize },
+    UnclosedClass {
+        /// Byte offset of the unclosed `[`.
+        at: usize,
+    },
+    /// A pattern ends with a `\` that escapes nothing.
     #[error("pattern ends with a lone '\\' (escape what?)")]
     TrailingEscape,
+    /// A publish names a channel under the reserved `mesh.` or `inbox.` prefix.
     #[error(
         "channel '{name}' is reserved: 'mesh.*' carries the mesh's own events and 'inbox.*' direct messages (send those as direct messages)"
     )]
-    Reserved { name: String },
+    Reserved {
+        /// The refused channel name.
+        name: String,
+    },
 }
 
 fn printable(name: &str) -> Result<(), ChannelError> {
@@ -161,18 +181,29 @@ pub fn inbox(to: &Recipient) -> String {
 /// from its own view (gossip and the replicated state), so they cost no
 /// network traffic and every node tells the same story.
 pub mod system {
+    /// Prefix of every system channel; applications cannot publish under it.
     pub const PREFIX: &str = "mesh.";
+    /// A member joined, rejoined, or came back as a new incarnation.
     pub const MEMBER_JOINED: &str = "mesh.member.joined";
+    /// A member stopped answering probes and is suspected.
     pub const MEMBER_SUSPECTED: &str = "mesh.member.suspected";
+    /// A member was declared dead.
     pub const MEMBER_FAILED: &str = "mesh.member.failed";
+    /// A member left the mesh on purpose.
     pub const MEMBER_LEFT: &str = "mesh.member.left";
+    /// The Raft leader or the pBFT primary changed.
     pub const LEADER_CHANGED: &str = "mesh.leader.changed";
     /// Followed by the new state: `mesh.task.ready`, `mesh.task.completed`, ...
     pub const TASK_PREFIX: &str = "mesh.task.";
+    /// A proposal was decided in the replicated state.
     pub const PROPOSAL_DECIDED: &str = "mesh.proposal.decided";
+    /// An agent's state changed, or agents were orphaned because their node was confirmed dead.
     pub const AGENT_STATE: &str = "mesh.agent.state";
+    /// A barrier was released.
     pub const BARRIER_RELEASED: &str = "mesh.barrier.released";
+    /// Who is in the mesh changed, or this node's connectivity did.
     pub const TOPOLOGY_UPDATED: &str = "mesh.topology.updated";
+    /// This node's write mode changed (read-write with a majority, read-only without).
     pub const MODE_CHANGED: &str = "mesh.mode.changed";
     /// pBFT: a replica holds proof that another one lied.
     pub const PBFT_EVIDENCE: &str = "mesh.pbft.evidence";

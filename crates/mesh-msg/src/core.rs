@@ -77,6 +77,7 @@ impl Default for Config {
 /// false death while its messenger stays the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
+    /// The peer node's name, as membership knows it.
     pub name: String,
     /// False while it is suspected or unreachable: messages wait for it.
     pub reachable: bool,
@@ -85,14 +86,27 @@ pub struct PeerInfo {
 /// Why a call is refused; nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MsgError {
+    /// The channel name or a subscription pattern is refused.
     #[error(transparent)]
     Channel(#[from] ChannelError),
+    /// The payload is larger than [`MAX_PAYLOAD_BYTES`].
     #[error("message is {len} bytes; the limit is {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Payload size, in bytes.
+        len: usize,
+        /// The limit, [`MAX_PAYLOAD_BYTES`].
+        max: usize,
+    },
+    /// A direct message's TTL is 0 or above [`Config::max_ttl_ms`].
     #[error("ttl must be between 1 ms and {max_ms} ms")]
-    BadTtl { max_ms: u64 },
+    BadTtl {
+        /// The longest TTL allowed, in milliseconds.
+        max_ms: u64,
+    },
+    /// Unsubscribing a subscription this node does not have.
     #[error("no such subscription: {0}")]
     NoSuchSubscription(SubId),
+    /// Subscribing with an empty pattern list.
     #[error("a subscription needs at least one pattern")]
     NoPatterns,
 }
@@ -100,6 +114,7 @@ pub enum MsgError {
 /// The result of a publish.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PublishReport {
+    /// The published message's id (`None` only in a default report).
     pub id: Option<MessageId>,
     /// Subscribers of this node that got it.
     pub local: u32,
@@ -139,6 +154,7 @@ pub enum DirectStatus {
 }
 
 impl DirectStatus {
+    /// True for every status but [`DirectStatus::Pending`]: it will not change.
     pub fn is_final(&self) -> bool {
         !matches!(self, DirectStatus::Pending)
     }
@@ -147,13 +163,16 @@ impl DirectStatus {
 /// The receipt of a direct message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DirectReport {
+    /// The direct message's id.
     pub id: MessageId,
+    /// The recipient as addressed.
     pub to: Recipient,
     /// Status per node it was sent to.
     pub nodes: BTreeMap<String, DirectStatus>,
 }
 
 impl DirectReport {
+    /// True once every node's status is final (none is pending).
     pub fn is_final(&self) -> bool {
         self.nodes.values().all(DirectStatus::is_final)
     }
@@ -173,22 +192,32 @@ impl DirectReport {
 /// What the runtime must do.
 #[derive(Debug, Clone)]
 pub enum Output {
+    /// Send `wire` to the peer node `to`.
     Send {
+        /// The peer node's name.
         to: String,
+        /// The message for that peer's messenger.
         wire: Wire,
     },
     /// Hand `msg` to these subscriptions.
     Deliver {
+        /// This node's subscriptions whose patterns match the channel.
         subs: Vec<SubId>,
+        /// The message, shared by every subscription.
         msg: Arc<Message>,
     },
+    /// A publish finished: every reachable peer answered, or [`Config::wait_ms`] passed.
     Published {
+        /// The publish call's id, as [`Messenger::publish`] returned it.
         op: OpId,
+        /// Who received it.
         report: PublishReport,
     },
     /// The first report of a direct send (later changes: [`Messenger::direct_report`]).
     Direct {
+        /// The send's id, as [`Messenger::send_direct`] returned it.
         op: OpId,
+        /// Status per destination node at this point.
         report: DirectReport,
     },
 }
@@ -196,23 +225,36 @@ pub enum Output {
 /// Counters, for metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
+    /// Publish calls accepted on this node.
     pub published: u64,
+    /// Messages handed to this node's subscriptions, one per subscription.
     pub delivered: u64,
+    /// Direct sends accepted on this node.
     pub direct_sent: u64,
+    /// Items sent again after the retransmission timeout.
     pub retransmitted_items: u64,
+    /// Items dropped from a peer's stream because their TTL ran out first.
     pub expired: u64,
+    /// Messages dropped for a full peer queue or a full mailbox.
     pub dropped_full: u64,
+    /// Items now waiting for a peer's acknowledgement, over every peer.
     pub queued_now: u64,
+    /// Direct messages now held in this node's mailboxes.
     pub mailboxed_now: u64,
 }
 
 /// One peer's outgoing queue, for status and diagnosis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerQueue {
+    /// The peer node's name.
     pub name: String,
+    /// The peer's incarnation the stream is addressed to (0 until learned).
     pub epoch: u64,
+    /// False while it is suspected or unreachable: its items wait, unsent.
     pub reachable: bool,
+    /// Items waiting for its acknowledgement.
     pub queued: usize,
+    /// Sequence number of the oldest of them, if any.
     pub oldest_seq: Option<u64>,
 }
 
@@ -225,7 +267,7 @@ struct Tag {
 
 struct Peer {
     reachable: bool,
-    /// Addressed to the peer's incarnation as last learned (0: not yet).
+    /// Addressed to the peer's incarnation as last learned (0 until learned).
     out: Sender<Tag>,
 }
 
@@ -290,22 +332,27 @@ impl Messenger {
         }
     }
 
+    /// This node's name, the origin of its messages.
     pub fn name(&self) -> &str {
         &self.me
     }
 
+    /// This incarnation's number, as given to [`Messenger::new`].
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
 
+    /// The tuning it runs with.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
 
+    /// Takes every output produced since the last call, in order.
     pub fn drain_outputs(&mut self) -> std::vec::Drain<'_, Output> {
         self.out.drain(..)
     }
 
+    /// The counters, with the current queue and mailbox sizes filled in.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
         s.queued_now = self.peers.values().map(|p| p.out.len() as u64).sum();
@@ -468,6 +515,7 @@ impl Messenger {
         Ok(id)
     }
 
+    /// Drops a subscription: nothing more is delivered to it.
     pub fn unsubscribe(&mut self, sub: SubId) -> Result<(), MsgError> {
         self.subs
             .remove(&sub)

@@ -22,18 +22,24 @@ pub const BATCH_MAX_BYTES: usize = 1024 * 1024;
 /// An item waiting for its acknowledgement, with the owner's tag.
 #[derive(Debug, Clone)]
 pub struct Pending<T> {
+    /// Its sequence number in the stream, from 1.
     pub seq: u64,
+    /// What is sent ([`Item::Skip`] once it expired).
     pub item: Item,
+    /// The owner's bookkeeping for it (the messenger's call and expiry).
     pub tag: T,
-    /// When it was last sent (`None`: not yet).
+    /// When it was last sent (`None`: never sent).
     pub sent_ms: Option<u64>,
 }
 
 /// The sending half.
 #[derive(Debug)]
 pub struct Sender<T> {
+    /// The sending node's incarnation.
     pub epoch: u64,
+    /// This stream's number among the sender's streams.
     pub stream: u64,
+    /// The receiver's incarnation it is addressed to (0 while unknown).
     pub dest_epoch: u64,
     next_seq: u64,
     unacked: VecDeque<Pending<T>>,
@@ -42,6 +48,7 @@ pub struct Sender<T> {
 }
 
 impl<T> Sender<T> {
+    /// An empty stream from incarnation `epoch` to the receiver's `dest_epoch`.
     pub fn new(epoch: u64, stream: u64, dest_epoch: u64) -> Self {
         Self {
             epoch,
@@ -58,10 +65,12 @@ impl<T> Sender<T> {
         self.bytes
     }
 
+    /// Items waiting for their acknowledgement, sent or not.
     pub fn len(&self) -> usize {
         self.unacked.len()
     }
 
+    /// True when every item was acknowledged.
     pub fn is_empty(&self) -> bool {
         self.unacked.is_empty()
     }
@@ -175,6 +184,7 @@ impl<T> Sender<T> {
         self.unacked.drain(..).collect()
     }
 
+    /// The unacknowledged items, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Pending<T>> {
         self.unacked.iter()
     }
@@ -183,8 +193,9 @@ impl<T> Sender<T> {
 /// The receiving half.
 #[derive(Debug)]
 pub struct Receiver {
-    /// The sender's incarnation and stream number.
+    /// The sender's incarnation.
     pub epoch: u64,
+    /// The sender's stream number.
     pub stream: u64,
     next: u64,
     ahead: BTreeMap<u64, Item>,
@@ -192,6 +203,8 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    /// A fresh receiving half for stream `stream` of sender incarnation
+    /// `epoch`, expecting sequence number 1.
     pub fn new(epoch: u64, stream: u64) -> Self {
         Self {
             epoch,

@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 /// Who a direct message is for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Recipient {
+    /// The agent with this id, on whichever node it is registered.
     Agent(String),
+    /// The node with this name.
     Node(String),
+    /// Every node of the mesh (channel `inbox.all`).
     All,
 }
 
@@ -31,8 +34,11 @@ impl std::fmt::Display for Recipient {
 /// sends, so one publisher's messages can be put in order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MessageId {
+    /// Name of the node the message entered the mesh on.
     pub origin: String,
+    /// That node's incarnation number when it sent the message.
     pub epoch: u64,
+    /// Per-incarnation message counter, from 1.
     pub n: u64,
 }
 
@@ -45,12 +51,15 @@ impl std::fmt::Display for MessageId {
 /// What a subscriber receives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
+    /// Mesh-wide identity, assigned by the origin node.
     pub id: MessageId,
+    /// The channel it was published on (`inbox.*` for a direct message).
     pub channel: String,
     /// Who sent it, as the sender named itself (an agent id, a client name).
     pub from: String,
     /// For direct messages, the recipient as addressed.
     pub to: Option<Recipient>,
+    /// The application's bytes, at most [`crate::MAX_PAYLOAD_BYTES`].
     pub payload: Vec<u8>,
     /// The origin's clock when it was sent (ms since its Unix epoch), for
     /// display and latency figures only; nothing orders by it.
@@ -60,10 +69,13 @@ pub struct Message {
 /// One item of a stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Item {
+    /// A pub/sub message, for every matching subscriber of the receiver.
     Publish(Message),
     /// A direct message; `ttl_ms` is what was left of its time to live when sent.
     Direct {
+        /// The message, addressed to an `inbox.*` channel.
         msg: Message,
+        /// Milliseconds it may wait in the receiver's mailbox.
         ttl_ms: u64,
     },
     /// A place holder for an item that expired before it was acknowledged: it
@@ -97,12 +109,14 @@ pub enum ItemResult {
     Queued,
     /// A direct message whose mailbox was full: dropped.
     MailboxFull,
+    /// A [`Item::Skip`] place holder: nothing was delivered.
     Skipped,
 }
 
 /// A message between two nodes' messengers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Wire {
+    /// A run of consecutive items of one stream, sender to receiver.
     Data {
         /// The sender's incarnation.
         epoch: u64,
@@ -116,11 +130,14 @@ pub enum Wire {
         /// The oldest item the sender still waits to hear about: the ack
         /// carries results from here, so a lost ack loses no result.
         base: u64,
+        /// The items, from `first_seq` on.
         items: Vec<Item>,
     },
+    /// The receiver's cumulative acknowledgement of a stream, with results.
     Ack {
-        /// The acknowledged stream's sender incarnation and number.
+        /// The acknowledged stream's sender incarnation.
         epoch: u64,
+        /// The acknowledged stream's number (see [`Wire::Data`]'s `stream`).
         stream: u64,
         /// The acknowledging receiver's incarnation.
         dest_epoch: u64,
@@ -130,14 +147,24 @@ pub enum Wire {
         results: Vec<(u64, ItemResult)>,
     },
     /// "You addressed my incarnation `wanted`; I am `current`."
-    Reset { wanted: u64, current: u64 },
+    Reset {
+        /// The incarnation the data message was addressed to.
+        wanted: u64,
+        /// The receiver's actual incarnation.
+        current: u64,
+    },
     /// "Which subscriptions do you have?" (Redis's `PUBSUB` counts them
     /// mesh-wide). Best effort, outside the streams: the node runtime answers.
-    SubsQuery { id: u64 },
+    SubsQuery {
+        /// Query number chosen by the asker, echoed in the report.
+        id: u64,
+    },
     /// The answer: each subscription pattern of the node and how many
     /// subscriptions hold it.
     SubsReport {
+        /// The [`Wire::SubsQuery`] id this answers.
         id: u64,
+        /// Each pattern and how many of the node's subscriptions hold it.
         patterns: Vec<(String, u32)>,
     },
 }
@@ -146,10 +173,12 @@ pub enum Wire {
 pub const MAX_WIRE_BYTES: usize = 8 * 1024 * 1024;
 
 impl Wire {
+    /// Its postcard encoding, unframed.
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("encoding to a Vec cannot fail")
     }
 
+    /// Parses a postcard encoding; refuses anything over [`MAX_WIRE_BYTES`].
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
         if bytes.len() > MAX_WIRE_BYTES {
             return Err(postcard::Error::DeserializeUnexpectedEnd);

@@ -23,14 +23,23 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:7070";
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// This node's name, unique in the mesh.
     pub node_id: Option<String>,
+    /// `HOST:PORT` for UDP gossip and TCP RPC (one port for both).
     pub bind: Option<String>,
+    /// Seed nodes' `HOST:PORT`s; an entry may hold several, comma-separated.
     pub join: Option<Vec<String>>,
+    /// `HOST:PORT` of the HTTP API and `/metrics`.
     pub http: Option<String>,
+    /// Directory of the node id, the replicated log and the snapshots.
     pub data_dir: Option<PathBuf>,
+    /// Timing preset name: `local`, `lan` or `wan`.
     pub profile: Option<String>,
+    /// Failure domain of this node (rack, zone, host).
     pub zone: Option<String>,
+    /// Capabilities this node offers; an entry may hold several, comma-separated.
     pub caps: Option<Vec<String>>,
+    /// Announce and discover peers with mDNS on the local network.
     pub mdns: Option<bool>,
     /// Target number of Raft voters: 1, 3, 5 or 7.
     pub voters: Option<usize>,
@@ -66,12 +75,19 @@ pub const DEFAULT_REPLACE_DEAD_AFTER_MS: u64 = 30_000;
 pub struct NodeConfig {
     /// `None`: read from the data directory, or generate and persist one.
     pub node_id: Option<String>,
+    /// Address for UDP gossip and TCP RPC, also advertised to peers.
     pub bind: SocketAddr,
+    /// Seed nodes to join through (empty: this node starts a mesh).
     pub join: Vec<SocketAddr>,
+    /// Address of the HTTP API and `/metrics`.
     pub http: SocketAddr,
+    /// Directory of the node id, the replicated log and the snapshots.
     pub data_dir: PathBuf,
+    /// Timing preset every node of the mesh shares.
     pub profile: Profile,
+    /// Failure domain of this node (rack, zone, host); never empty when set.
     pub zone: Option<String>,
+    /// Capabilities this node offers, split and trimmed.
     pub caps: Vec<String>,
     /// Announce and discover peers with mDNS on the local network.
     pub mdns: bool,
@@ -83,8 +99,12 @@ pub struct NodeConfig {
     pub http_token: Option<String>,
     /// The Redis-protocol endpoint, if served.
     pub resp: Option<SocketAddr>,
+    /// Password Redis clients must give with `AUTH`; `None`: only loopback
+    /// clients are served.
     pub resp_password: Option<String>,
+    /// Serve `FLUSHDB`/`FLUSHALL` (they remove every key of the mesh).
     pub resp_allow_flush: bool,
+    /// Most Redis clients served at once (1 to 1,000,000).
     pub resp_max_clients: usize,
     /// The ordering engine.
     pub consensus: crate::engine::EngineKind,
@@ -95,26 +115,43 @@ pub struct NodeConfig {
 /// Redis clients served at once unless configured (Redis's `maxclients`).
 pub const DEFAULT_RESP_MAX_CLIENTS: usize = 10_000;
 
+/// Why a node's settings were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The `--config` file could not be read.
     #[error("cannot read config file {path}: {source}")]
     ReadFile {
+        /// The config file.
         path: PathBuf,
+        /// The I/O error reading it.
         source: std::io::Error,
     },
+    /// The `--config` file is not TOML of known keys and types.
     #[error("config file {path} is not valid: {detail}")]
-    BadFile { path: PathBuf, detail: String },
-    #[error("{what} '{value}' is not a valid HOST:PORT address: {detail}")]
-    BadAddress {
-        what: &'static str,
-        value: String,
+    BadFile {
+        /// The config file.
+        path: PathBuf,
+        /// The TOML parser's message.
         detail: String,
     },
+    /// An address setting is not `HOST:PORT` or does not resolve.
+    #[error("{what} '{value}' is not a valid HOST:PORT address: {detail}")]
+    BadAddress {
+        /// The setting, as its flag (`--bind`, `--join`, ...).
+        what: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Any other value out of range or settings that conflict; the message
+    /// names the flag.
     #[error("{0}")]
     Invalid(String),
 }
 
 impl Settings {
+    /// Reads one layer of settings from a TOML file (the `--config` file).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
             path: path.into(),

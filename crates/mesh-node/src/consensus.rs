@@ -59,7 +59,9 @@ pub async fn open_raft(data_dir: &Path, name: &str) -> Result<Engine, String> {
 /// Settings of the consensus tasks.
 #[derive(Debug, Clone)]
 pub struct ConsensusSettings {
+    /// Target number of Raft voters (1, 3, 5 or 7).
     pub voters: usize,
+    /// A voter confirmed dead this long (ms) is replaced by a healthy learner.
     pub replace_dead_after_ms: u64,
 }
 

@@ -14,11 +14,14 @@ use mesh_state::{Command, RequestId};
 /// Which engine a node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineKind {
+    /// Raft (`--consensus raft`): tolerates crashed nodes.
     Raft,
+    /// pBFT (`--consensus pbft`): tolerates f of 3f + 1 replicas that lie.
     Pbft,
 }
 
 impl EngineKind {
+    /// The name `--consensus` takes and status output shows: `raft` or `pbft`.
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Raft => "raft",
@@ -41,7 +44,9 @@ impl std::str::FromStr for EngineKind {
 /// A node's ordering engine.
 #[derive(Clone)]
 pub enum Engine {
+    /// The Raft engine, when the node runs `--consensus raft`.
     Raft(RaftOrdering),
+    /// The pBFT engine, when the node runs `--consensus pbft`.
     Pbft(PbftOrdering),
 }
 
@@ -80,6 +85,7 @@ impl Ordering for Engine {
 }
 
 impl Engine {
+    /// Which engine this is.
     pub fn kind(&self) -> EngineKind {
         match self {
             Engine::Raft(_) => EngineKind::Raft,
@@ -87,6 +93,8 @@ impl Engine {
         }
     }
 
+    /// The Raft engine, for Raft-only operations (voters, membership changes);
+    /// `None` under pBFT.
     pub fn raft(&self) -> Option<&RaftOrdering> {
         match self {
             Engine::Raft(r) => Some(r),
@@ -94,6 +102,8 @@ impl Engine {
         }
     }
 
+    /// The pBFT engine, for pBFT-only operations (views, evidence); `None`
+    /// under Raft.
     pub fn pbft(&self) -> Option<&PbftOrdering> {
         match self {
             Engine::Raft(_) => None,

@@ -46,6 +46,7 @@ const TICK: Duration = Duration::from_millis(20);
 /// What a subscription receives.
 #[derive(Debug, Clone)]
 pub enum SubEvent {
+    /// A message published on a channel the subscription matches.
     Message(Arc<Message>),
     /// This many messages were dropped because the subscriber fell behind.
     Lagged(u64),
@@ -53,7 +54,9 @@ pub enum SubEvent {
 
 /// A live subscription; dropping it unsubscribes.
 pub struct Subscription {
+    /// This node's id of the subscription.
     pub id: SubId,
+    /// The subscription's queue: messages, and losses when it falls behind.
     pub rx: mpsc::Receiver<SubEvent>,
     tx: mpsc::Sender<Req>,
 }
@@ -75,8 +78,10 @@ impl Drop for Subscription {
 /// Why a messaging call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MessagingError {
+    /// The messaging core refused the call (bad channel, payload too big, ...).
     #[error(transparent)]
     Refused(#[from] MsgError),
+    /// The runtime's task is gone (the node is shutting down).
     #[error("the messaging runtime stopped")]
     Stopped,
 }
@@ -84,8 +89,11 @@ pub enum MessagingError {
 /// A snapshot for status pages and metrics.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MessagingStatus {
+    /// The core's counters since start (published, delivered, ...).
     pub stats: Stats,
+    /// Each peer's outgoing queue.
     pub peers: Vec<PeerQueue>,
+    /// Live subscriptions on this node.
     pub subscriptions: usize,
     /// Messages dropped because a subscriber fell behind.
     pub dropped_slow_subscriber: u64,
@@ -170,6 +178,8 @@ impl Messaging {
         &self.node
     }
 
+    /// Whether this node has a live subscription (system events are not
+    /// worth building otherwise).
     pub fn has_subscribers(&self) -> bool {
         self.subscriptions.load(AtomicOrdering::Relaxed) > 0
     }
@@ -260,6 +270,7 @@ impl Messaging {
         sent
     }
 
+    /// Counters, peer queues and subscriptions of this node's runtime.
     pub async fn status(&self) -> Result<MessagingStatus, MessagingError> {
         let (reply, rx) = oneshot::channel();
         self.call(Req::Status(reply), rx).await

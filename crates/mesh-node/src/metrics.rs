@@ -11,73 +11,80 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// Label of a dropped packet or frame: why it was dropped.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: String,
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: String,
 }
+/// Label naming a kind of event or total.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
-    pub kind: String,
+pub(crate) struct KindLabel {
+    pub(crate) kind: String,
 }
+/// Label naming a member or task state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabel {
-    pub state: String,
+pub(crate) struct StateLabel {
+    pub(crate) state: String,
 }
+/// Label of a write's outcome: `ok`, `refused` (by the state machine) or the error code.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabel {
-    pub result: String,
+pub(crate) struct ResultLabel {
+    pub(crate) result: String,
 }
+/// Label naming a peer node.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerLabel {
-    pub peer: String,
+pub(crate) struct PeerLabel {
+    pub(crate) peer: String,
 }
+/// Label naming an agent.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AgentLabel {
-    pub agent: String,
+pub(crate) struct AgentLabel {
+    pub(crate) agent: String,
 }
+/// Label of a latency quantile (`0.5`, `0.99`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct QuantileLabel {
-    pub quantile: String,
+pub(crate) struct QuantileLabel {
+    pub(crate) quantile: String,
 }
 
 /// Every metric a node exports.
 pub struct Metrics {
-    pub registry: Registry,
-    pub messages_in: Counter,
-    pub messages_out: Counter,
+    pub(crate) registry: Registry,
+    pub(crate) messages_in: Counter,
+    pub(crate) messages_out: Counter,
     /// HTTP requests refused for a missing or wrong bearer token.
     pub http_unauthorized: Counter,
-    pub bytes_in: Counter,
-    pub bytes_out: Counter,
-    pub dropped: Family<ReasonLabel, Counter>,
-    pub events: Family<KindLabel, Counter>,
-    pub members: Family<StateLabel, Gauge>,
-    pub read_only: Gauge,
-    pub peer_rtt_ms: Family<PeerLabel, Gauge<f64, AtomicU64>>,
-    pub cpu_percent: Gauge<f64, AtomicU64>,
-    pub resident_bytes: Gauge,
-    pub raft_term: Gauge,
-    pub raft_commit_index: Gauge,
-    pub raft_applied_index: Gauge,
-    pub raft_is_leader: Gauge,
-    pub raft_voters: Gauge,
-    pub raft_learners: Gauge,
-    /// Writes through the service, by outcome (ok, or the error code).
-    pub writes: Family<ResultLabel, Counter>,
+    pub(crate) bytes_in: Counter,
+    pub(crate) bytes_out: Counter,
+    pub(crate) dropped: Family<ReasonLabel, Counter>,
+    pub(crate) events: Family<KindLabel, Counter>,
+    pub(crate) members: Family<StateLabel, Gauge>,
+    pub(crate) read_only: Gauge,
+    pub(crate) peer_rtt_ms: Family<PeerLabel, Gauge<f64, AtomicU64>>,
+    pub(crate) cpu_percent: Gauge<f64, AtomicU64>,
+    pub(crate) resident_bytes: Gauge,
+    pub(crate) raft_term: Gauge,
+    pub(crate) raft_commit_index: Gauge,
+    pub(crate) raft_applied_index: Gauge,
+    pub(crate) raft_is_leader: Gauge,
+    pub(crate) raft_voters: Gauge,
+    pub(crate) raft_learners: Gauge,
+    /// Writes through the service, by outcome (`ok`, `refused`, or the error code).
+    pub(crate) writes: Family<ResultLabel, Counter>,
     /// Tasks by state, on this replica.
-    pub tasks: Family<StateLabel, Gauge>,
+    pub(crate) tasks: Family<StateLabel, Gauge>,
     /// Task totals since the state began (submitted, started, completed, ...).
-    pub task_totals: Family<KindLabel, Gauge>,
-    pub task_queue_depth: Family<AgentLabel, Gauge>,
-    pub task_running: Family<AgentLabel, Gauge>,
+    pub(crate) task_totals: Family<KindLabel, Gauge>,
+    pub(crate) task_queue_depth: Family<AgentLabel, Gauge>,
+    pub(crate) task_running: Family<AgentLabel, Gauge>,
     /// -1 when there is no load to compare.
-    pub task_load_variance: Gauge<f64, AtomicU64>,
-    pub task_hotspots: Gauge,
+    pub(crate) task_load_variance: Gauge<f64, AtomicU64>,
+    pub(crate) task_hotspots: Gauge,
     /// -1 with no samples.
-    pub task_dispatch_ms: Family<QuantileLabel, Gauge>,
-    pub task_end_to_end_ms: Family<QuantileLabel, Gauge>,
+    pub(crate) task_dispatch_ms: Family<QuantileLabel, Gauge>,
+    pub(crate) task_end_to_end_ms: Family<QuantileLabel, Gauge>,
     /// Messaging totals and queue sizes, by kind (published, delivered, ...).
-    pub msg: Family<KindLabel, Gauge>,
+    pub(crate) msg: Family<KindLabel, Gauge>,
     /// Sum over every drop reason (for the status document).
     dropped_total: AtomicU64,
 }
@@ -89,6 +96,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric at zero, registered under the `mesh_` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("mesh");
         let m = Metrics {
@@ -254,6 +262,8 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Counts one packet or frame dropped for `reason` (a label value such as
+    /// `queue_full`).
     pub fn drop_packet(&self, reason: &str) {
         self.dropped
             .get_or_create(&ReasonLabel {

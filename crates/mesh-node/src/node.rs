@@ -24,18 +24,26 @@ use mesh_proto::{FrameError, SoftState, decode_frame, encode_frame};
 
 /// Requests to the node loop.
 pub enum Request {
+    /// Send back a snapshot of the membership view and this node's health.
     Status(oneshot::Sender<StatusSnapshot>),
     /// Ask the member at this address to let us in, unless it is one already.
     Contact(SocketAddr),
+    /// Leave the mesh gracefully (peers record `left`) and stop the loop;
+    /// the sender is answered once the leave went out.
     Leave(oneshot::Sender<()>),
 }
 
 /// A running node.
 pub struct NodeHandle {
+    /// This node's name in the mesh (given, persisted or generated).
     pub node_id: String,
+    /// The bound UDP gossip / TCP RPC address (the real port when 0 was asked).
     pub gossip_addr: SocketAddr,
+    /// The bound HTTP address.
     pub http_addr: SocketAddr,
+    /// Requests to the node loop.
     pub requests: mpsc::Sender<Request>,
+    /// The node's Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// The one API every front end goes through.
     pub service: crate::service::Service,
@@ -44,6 +52,7 @@ pub struct NodeHandle {
     pub http_listener: Option<TcpListener>,
     /// The Redis endpoint's bound socket, if configured (served by `mesh-api`).
     pub resp_listener: Option<TcpListener>,
+    /// The Redis endpoint's bound address, if configured.
     pub resp_addr: Option<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -66,21 +75,31 @@ impl NodeHandle {
     }
 }
 
+/// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The data directory or its node-id file could not be created, read or written.
     #[error("cannot use data directory {path}: {source}")]
     DataDir {
+        /// The data directory.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// mDNS discovery was asked for and could not start.
     #[error("cannot start mDNS discovery: {0}")]
     Mdns(String),
+    /// The ordering engine (Raft log or pBFT replica) could not be opened.
     #[error("cannot open the replicated log: {0}")]
     Consensus(String),
+    /// A listening socket could not be bound.
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
+        /// Which socket: `UDP`, `TCP`, `HTTP` or `Redis (RESP)`.
         what: &'static str,
+        /// The address asked for.
         addr: SocketAddr,
+        /// The I/O error.
         source: std::io::Error,
     },
 }
@@ -139,7 +158,8 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), StartEr
     ))
 }
 
-/// Starts a node and its HTTP server.
+/// Starts a node: binds its sockets (the HTTP and Redis ones for the caller's
+/// front ends to serve), opens the ordering engine and spawns the node loop.
 pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
     let name = node_id(&cfg.data_dir, cfg.node_id.as_deref())?;
     let (udp, tcp) = bind_pair(cfg.bind).await?;

@@ -41,9 +41,11 @@ pub const KEY_FILE: &str = "replica.key";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Genesis {
+    /// The replicas in order: the position is the replica id.
     pub replicas: Vec<GenesisReplica>,
 }
 
+/// One replica of a genesis file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenesisReplica {
@@ -54,6 +56,7 @@ pub struct GenesisReplica {
 }
 
 impl Genesis {
+    /// Reads and checks a genesis file (names valid and distinct, keys well formed).
     pub fn read(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the pBFT genesis file {}: {e}", path.display()))?;

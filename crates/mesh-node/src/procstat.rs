@@ -37,6 +37,7 @@ impl Default for CpuSampler {
 }
 
 impl CpuSampler {
+    /// A sampler whose first period starts now.
     pub fn new() -> Self {
         Self {
             last: cpu_ticks().map(|t| (Instant::now(), t)),

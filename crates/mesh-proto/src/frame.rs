@@ -11,10 +11,18 @@ use crate::limits::MAX_FRAME_BYTES;
 pub enum FrameError {
     /// Fewer bytes than the header or the announced payload: read more and retry.
     #[error("incomplete frame: need {needed} more bytes")]
-    Incomplete { needed: usize },
+    Incomplete {
+        /// Bytes still missing before the header or the whole frame is in the buffer.
+        needed: usize,
+    },
     /// The length prefix is over the limit: the stream must be closed.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Payload length the prefix announced, in bytes.
+        len: usize,
+        /// The frame limit it broke, in bytes ([`MAX_FRAME_BYTES`]).
+        max: usize,
+    },
     /// A zero-length frame carries nothing and is never sent by a well-behaved peer.
     #[error("empty frame")]
     Empty,

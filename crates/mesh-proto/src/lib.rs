@@ -1,7 +1,7 @@
 //! Wire-level types shared by every Agent Mesh layer.
 //!
-//! Nothing here does I/O. The protocol cores (`mesh-membership`, later consensus and
-//! scheduling) and the runtime (`mesh-node`) agree on:
+//! Nothing here does I/O. The protocol cores (`mesh-membership`, `mesh-msg`,
+//! `mesh-state`), the runtime (`mesh-node`) and its front ends agree on:
 //!
 //! - [`profile`]: the timing presets (`local`, `lan`, `wan`) every node of one mesh shares;
 //! - [`soft`]: the soft state a node gossips about itself (load, capabilities, zone, version);

@@ -17,7 +17,7 @@ pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 /// Most simultaneous inbound TCP connections a node serves.
 pub const MAX_INBOUND_CONNECTIONS: usize = 256;
 
-/// Capabilities a node may advertise, and the length of each.
+/// Most capabilities a node may advertise.
 pub const MAX_CAPS: usize = 64;
 /// Longest capability, zone or node name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;

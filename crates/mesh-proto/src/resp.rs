@@ -267,31 +267,44 @@ pub fn encode_request(args: &[&[u8]]) -> Vec<u8> {
 /// A reply, before it is encoded for the connection's protocol version.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
+    /// A status line such as `OK` or `PONG` (`+...`); CR and LF in it go out as spaces.
     Simple(String),
     /// The whole error line without the leading `-` (`ERR ...`, `WRONGTYPE ...`).
     Error(String),
+    /// A signed integer (`:...`).
     Int(i64),
+    /// A binary-safe bulk string (`$len`).
     Bulk(Vec<u8>),
+    /// A missing value, e.g. `GET` of an absent key: `$-1` in RESP2, `_` in RESP3.
     Nil,
+    /// An ordered list of replies (`*len`).
     Array(Vec<Reply>),
+    /// A null array (`*-1` in RESP2, `_` in RESP3), e.g. a timed-out blocking pop.
     NilArray,
+    /// A floating-point number: RESP3 `,`; a bulk string in RESP2.
     Double(f64),
+    /// A boolean: RESP3 `#t`/`#f`; the integer 1 or 0 in RESP2.
     Bool(bool),
+    /// Key-value pairs in order: RESP3 `%`; a flat array of 2n items in RESP2.
     Map(Vec<(Reply, Reply)>),
+    /// An unordered collection: RESP3 `~`; an array in RESP2.
     Set(Vec<Reply>),
     /// Out-of-band data (pub/sub messages in RESP3).
     Push(Vec<Reply>),
 }
 
 impl Reply {
+    /// The `+OK` status reply.
     pub fn ok() -> Reply {
         Reply::Simple("OK".into())
     }
 
+    /// An error reply; `msg` is the whole line, prefix included (`ERR ...`).
     pub fn err(msg: impl Into<String>) -> Reply {
         Reply::Error(msg.into())
     }
 
+    /// A bulk string reply holding `b`.
     pub fn bulk(b: impl Into<Vec<u8>>) -> Reply {
         Reply::Bulk(b.into())
     }

@@ -49,14 +49,25 @@ pub struct SoftState {
 /// Why a soft state was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SoftStateError {
+    /// The node advertises more capabilities than [`MAX_CAPS`].
     #[error("too many capabilities: {count} (at most {max})")]
-    TooManyCaps { count: usize, max: usize },
+    TooManyCaps {
+        /// Capabilities advertised.
+        count: usize,
+        /// The most allowed ([`MAX_CAPS`]).
+        max: usize,
+    },
+    /// A capability, zone or node name is empty, too long, or has a character
+    /// outside `a-z`, `0-9`, `-`, `_`, `.`, `:`.
     #[error(
         "'{value}' is not a valid {what}: use 1 to {max} characters from a-z, 0-9, '-', '_', '.', ':'"
     )]
     BadName {
+        /// Which kind of name it is (`capability`, `zone`, ...), for the message.
         what: &'static str,
+        /// The name as given.
         value: String,
+        /// Longest name allowed, in bytes ([`MAX_NAME_BYTES`]).
         max: usize,
     },
 }

@@ -16,10 +16,15 @@ pub const WEIGHTS: [f64; 4] = [0.4, 0.3, 0.2, 0.1];
 /// One bid's inputs, each in `[0, 1]` (clamped; NaN counts as 0).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bid<'a> {
+    /// Id of the bidding agent; breaks ties (the smaller id wins).
     pub agent: &'a str,
+    /// The agent's capability match for the task ([`crate::capability::score`]).
     pub capability: f64,
+    /// The agent's spare capacity: the share of its capacity not taken by running or queued work.
     pub spare: f64,
+    /// Past performance on similar tasks ([`performance`]).
     pub performance: f64,
+    /// The free share of its machine the bidder reports.
     pub resources: f64,
 }
 

@@ -15,11 +15,14 @@ pub const DEFAULT_THRESHOLD: f64 = 0.7;
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 pub struct Need {
+    /// The capability required (`gpu`, `rust`, ...), as agents advertise it.
     pub name: String,
+    /// Its share of the match score, relative to the task's other needs.
     pub weight: u32,
 }
 
 impl Need {
+    /// A requirement for `name` with the default weight 1.
     pub fn new(name: impl Into<String>) -> Self {
         Need {
             name: name.into(),

@@ -38,6 +38,7 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// Every strategy, in the order help texts list them.
     pub const ALL: [Strategy; 4] = [
         Strategy::Capability,
         Strategy::Hash,
@@ -45,6 +46,7 @@ impl Strategy {
         Strategy::Steal,
     ];
 
+    /// The lower-case name used in commands, JSON and config (`capability`, `hash`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::Capability => "capability",

@@ -8,8 +8,9 @@
 
 use crate::stable_hash;
 
-/// Virtual nodes per node by default: with 128, the busiest of 10 nodes owns
-/// 1.15x the mean share of 20,000 keys, of 30 nodes 1.19x (`ring_balance_is_measured`).
+/// Virtual nodes per node by default: enough that the busiest node owns only a
+/// little more than the mean share of keys (`ring_balance_is_measured` prints
+/// the ratio).
 pub const DEFAULT_VNODES: u32 = 128;
 /// Replicas per key by default.
 pub const DEFAULT_REPLICAS: usize = 3;
@@ -23,6 +24,7 @@ pub struct HashRing {
 }
 
 impl HashRing {
+    /// An empty ring placing `vnodes` points per node (at least 1).
     pub fn new(vnodes: u32) -> Self {
         HashRing {
             vnodes: vnodes.max(1),
@@ -30,6 +32,7 @@ impl HashRing {
         }
     }
 
+    /// A ring of `vnodes` points per node holding `nodes` (duplicates count once).
     pub fn with_nodes<'a>(vnodes: u32, nodes: impl IntoIterator<Item = &'a str>) -> Self {
         let mut ring = HashRing::new(vnodes);
         for n in nodes {
@@ -52,10 +55,12 @@ impl HashRing {
         self.points.sort_unstable();
     }
 
+    /// Removes a node and all its points (absent: no change).
     pub fn remove(&mut self, node: &str) {
         self.points.retain(|(_, n)| n != node);
     }
 
+    /// Whether `node` has points on the ring.
     pub fn contains(&self, node: &str) -> bool {
         self.points.iter().any(|(_, n)| n == node)
     }
@@ -68,6 +73,7 @@ impl HashRing {
         v
     }
 
+    /// Whether the ring has no nodes (then no key has an owner).
     pub fn is_empty(&self) -> bool {
         self.points.is_empty()
     }

@@ -28,7 +28,9 @@ impl fmt::Debug for SimKey {
 /// A simulated node's identity.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SimId {
+    /// Node index: its stable key (shown as `n<idx>`) and its network endpoint.
     pub idx: u32,
+    /// Starts at 1; bumped on each restart and each forced rejoin.
     pub generation: u32,
 }
 

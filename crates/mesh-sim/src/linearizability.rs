@@ -15,6 +15,7 @@ use std::collections::HashSet;
 /// What an operation did.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RegisterOp {
+    /// A write of this value.
     Write(Vec<u8>),
     /// A read and the value it returned (`None`: the key was absent).
     Read(Option<Vec<u8>>),
@@ -23,9 +24,11 @@ pub enum RegisterOp {
 /// One operation of a history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
+    /// When the operation was invoked (any clock, in the same unit as `ret`).
     pub call: u64,
     /// `None`: the outcome is unknown (it may or may not have applied).
     pub ret: Option<u64>,
+    /// What the operation did.
     pub op: RegisterOp,
 }
 

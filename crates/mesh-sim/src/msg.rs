@@ -40,9 +40,11 @@ use crate::net::{Latency, NetConfig, Partitions, deliveries};
 /// Settings of one messaging run.
 #[derive(Debug, Clone)]
 pub struct MsgSimConfig {
+    /// Simulated nodes, named `n0`, `n1`, ...
     pub nodes: usize,
+    /// Network model; every wire message is subject to its loss and duplication.
     pub net: NetConfig,
-    /// Virtual time with faults, then the same again healed.
+    /// Virtual time with faults, ms; a healed phase of 15 s follows.
     pub chaos_ms: u64,
     /// Mean time between crashes (0: none).
     pub crash_every_ms: u64,
@@ -69,22 +71,37 @@ impl Default for MsgSimConfig {
 /// What a run measured.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MsgSimReport {
+    /// The run's seed.
     pub seed: u64,
+    /// Publishes of the random workload (during the chaos).
     pub published: u64,
+    /// Direct messages of the random workload (during the chaos).
     pub direct_sent: u64,
+    /// Messages handed to subscriptions over the whole run.
     pub deliveries: u64,
+    /// Node crashes injected.
     pub crashes: u64,
+    /// Partitions injected (one node cut off, sometimes one way only).
     pub partitions: u64,
+    /// Wire messages the messengers sent.
     pub wire_messages: u64,
+    /// Wire messages cut by a partition or lost by the network.
     pub lost_wire_messages: u64,
+    /// Items retransmitted, summed over each node's last incarnation.
     pub retransmitted_items: u64,
+    /// Per-node receipts of the workload's direct messages that ended delivered
+    /// (counted at the end, for senders that never restarted; so are the next three).
     pub direct_delivered: u64,
+    /// Receipts that ended queued in the recipient's mailbox.
     pub direct_queued: u64,
+    /// Receipts that ended expired: no acknowledgement within the TTL.
     pub direct_expired: u64,
+    /// Receipts that ended gone (the node left or failed) or mailbox full.
     pub direct_gone: u64,
     /// Direct messages reported expired that had in fact arrived (the ack was
     /// lost until the TTL ran out): a receipt errs towards "not confirmed".
     pub expired_but_delivered: u64,
+    /// The first failed check, with its seed and virtual time; `None`: all held.
     pub violation: Option<String>,
 }
 

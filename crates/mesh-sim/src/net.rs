@@ -11,10 +11,20 @@ use rand::{RngExt, rngs::Xoshiro256PlusPlus};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Latency {
     /// Uniform between `min_us` and `max_us`.
-    Uniform { min_us: u64, max_us: u64 },
+    Uniform {
+        /// Shortest delay, µs.
+        min_us: u64,
+        /// Longest delay, µs (inclusive).
+        max_us: u64,
+    },
     /// `base_us` plus an exponentially distributed extra delay of mean `mean_extra_us`
     /// (a long tail, as queues produce), capped at 20 means.
-    Exponential { base_us: u64, mean_extra_us: u64 },
+    Exponential {
+        /// Fixed part of every delay, µs.
+        base_us: u64,
+        /// Mean of the exponential extra delay, µs.
+        mean_extra_us: u64,
+    },
 }
 
 impl Latency {
@@ -54,6 +64,7 @@ impl Latency {
 /// Fault settings of the simulated network.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetConfig {
+    /// One-way delay of every message, datagram or stream.
     pub latency: Latency,
     /// Probability that a datagram is dropped.
     pub loss: f64,
@@ -75,11 +86,12 @@ impl Default for NetConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Partitions {
     group: Vec<u8>,
-    /// `blocked[a][b]`: group a cannot send to group b.
+    /// `(a, b)`: group a cannot send to group b.
     blocked: Vec<(u8, u8)>,
 }
 
 impl Partitions {
+    /// No partition among `nodes` nodes: every node is in group 0.
     pub fn new(nodes: usize) -> Self {
         Self {
             group: vec![0; nodes],
@@ -87,6 +99,7 @@ impl Partitions {
         }
     }
 
+    /// Makes room for `nodes` nodes; new ones start in group 0.
     pub fn grow(&mut self, nodes: usize) {
         if self.group.len() < nodes {
             self.group.resize(nodes, 0);
@@ -123,11 +136,13 @@ impl Partitions {
         }
     }
 
+    /// Removes every partition: all nodes back in group 0, nothing blocked.
     pub fn heal(&mut self) {
         self.group.iter_mut().for_each(|g| *g = 0);
         self.blocked.clear();
     }
 
+    /// True if a message from node `from` to node `to` gets through.
     pub fn allows(&self, from: u32, to: u32) -> bool {
         if self.blocked.is_empty() {
             return true;

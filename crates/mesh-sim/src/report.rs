@@ -24,11 +24,17 @@ use mesh_proto::Profile;
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct MembershipRun {
+    /// Simulated nodes (at least 3).
     pub nodes: usize,
+    /// Seed of every random choice, the crashed node included.
     pub seed: u64,
+    /// Datagram loss probability (0.0 to 1.0).
     pub loss: f64,
+    /// Virtual run length, ms (raised to [`MIN_DURATION_MS`] if shorter).
     pub duration_ms: u64,
+    /// Timing profile every node runs.
     pub profile: Profile,
+    /// One-way delay of every message.
     pub latency: Latency,
 }
 
@@ -38,59 +44,97 @@ const CRASH_AT_MS: u64 = 7_000;
 /// Shortest run that fits the timeline with time to detect the crash.
 pub const MIN_DURATION_MS: u64 = 12_000;
 
+/// How fast node 0's new fact (a soft-state change) reached the other nodes.
+/// Times are ms after publication; `None`: that share was never reached.
 #[derive(Debug, Clone, Serialize)]
 pub struct Dissemination {
+    /// Virtual time of the publication, ms.
     pub published_at_ms: u64,
+    /// Until half of the other nodes had it.
     pub to_50pct_ms: Option<u64>,
+    /// Until 99% of the other nodes had it.
     pub to_99pct_ms: Option<u64>,
+    /// Until 99.99% of the other nodes had it.
     pub to_99_99pct_ms: Option<u64>,
+    /// Until every other node had it.
     pub to_100pct_ms: Option<u64>,
+    /// Other nodes that had it by the end of the run.
     pub reached: usize,
+    /// Other nodes: all but node 0.
     pub of: usize,
 }
 
+/// How fast the survivors noticed the crash of one random node. Times are ms
+/// after the crash; `None`: it did not happen before the end of the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct CrashDetection {
+    /// The crashed node (`n<index>`).
     pub node: String,
+    /// Virtual time of the crash, ms.
     pub crashed_at_ms: u64,
+    /// Until the first `suspected` event about it.
     pub first_suspicion_ms: Option<u64>,
+    /// Until the first node declared it dead.
     pub first_detection_ms: Option<u64>,
+    /// Until every survivor had declared it dead.
     pub full_agreement_ms: Option<u64>,
+    /// Survivors that declared it dead by the end of the run.
     pub agreed: usize,
+    /// Survivors: all nodes but the crashed one.
     pub of: usize,
 }
 
+/// Message counts of the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Traffic {
     /// Datagrams sent per member per second over the steady window (before any fact or crash).
     pub steady_messages_per_member_per_sec: f64,
+    /// Datagram bytes sent per member per second over the same steady window.
     pub steady_bytes_per_member_per_sec: f64,
     /// The same over the whole run (includes dissemination and detection).
     pub run_messages_per_member_per_sec: f64,
+    /// Datagrams the network model lost over the whole run.
     pub datagrams_lost: u64,
+    /// Stream (anti-entropy) messages sent over the whole run.
     pub stream_messages: u64,
 }
 
+/// Everything one membership run measured, and how to replay it.
 #[derive(Debug, Clone, Serialize)]
 pub struct MembershipReport {
+    /// Simulated nodes.
     pub nodes: usize,
+    /// The run's seed.
     pub seed: u64,
+    /// Datagram loss probability.
     pub loss: f64,
+    /// Timing profile name.
     pub profile: String,
+    /// Members each gossip round goes to.
     pub gossip_fanout: usize,
+    /// SWIM protocol period, ms.
     pub probe_period_ms: u64,
+    /// Suspicion timeout for this mesh size, ms.
     pub suspect_to_down_ms: u64,
+    /// Virtual time simulated, ms.
     pub virtual_duration_ms: u64,
+    /// Real time the run took, ms.
     pub wall_ms: u64,
+    /// Spread of node 0's new fact.
     pub dissemination: Dissemination,
+    /// Detection of the crash.
     pub crash: CrashDetection,
     /// (observer, subject) pairs where a healthy node was declared dead.
     pub false_positives: usize,
+    /// Distinct healthy nodes declared dead by anyone.
     pub false_positive_subjects: usize,
     /// Healthy nodes that were told they were dead and rejoined under a new generation.
     pub renewals: usize,
+    /// Message counts.
     pub traffic: Traffic,
+    /// The first invariant violation, if any (it stops the simulation there).
     pub invariant_violation: Option<String>,
+    /// The `mesh sim membership` command that replays this run.
     pub replay: String,
 }
 
@@ -117,6 +161,7 @@ fn time_to_fraction(mut times: Vec<u64>, of: usize, fraction: f64) -> Option<u64
 }
 
 impl MembershipRun {
+    /// The `mesh sim membership` command line that replays this run.
     pub fn replay_command(&self) -> String {
         format!(
             "mesh sim membership --nodes {} --seed {} --loss {} --duration {}s --profile {}",
@@ -128,6 +173,7 @@ impl MembershipRun {
         )
     }
 
+    /// Runs the timeline of the module docs and measures it. Panics below 3 nodes.
     pub fn run(&self) -> MembershipReport {
         assert!(self.nodes >= 3, "a membership run needs at least 3 nodes");
         let duration_ms = self.duration_ms.max(MIN_DURATION_MS);

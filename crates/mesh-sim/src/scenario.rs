@@ -33,7 +33,7 @@ use mesh_proto::units::{parse_duration_ms, parse_fraction};
 
 /// One scenario command.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Step {
+pub(crate) enum Step {
     Profile(Profile),
     Loss(f64),
     Dup(f64),
@@ -77,14 +77,26 @@ pub enum Step {
 /// A parse or run failure, with the line and (for runs) the seed that replays it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ScenarioError {
+    /// A line is not a valid command, or the scenario starts no nodes.
     #[error("line {line}: {msg}")]
-    Parse { line: usize, msg: String },
+    Parse {
+        /// 1-based line number; 0 when the scenario as a whole is at fault.
+        line: usize,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A step's action or assertion failed while running.
     #[error("step {step} ({text}) failed at {at_ms} ms virtual: {msg} [seed {seed}]")]
     Failed {
+        /// 1-based position of the step among all commands.
         step: usize,
+        /// The command as written.
         text: String,
+        /// Virtual time of the failure, ms.
         at_ms: u64,
+        /// What went wrong (the invariant violation, if one stopped the run).
         msg: String,
+        /// The seed that replays the failure.
         seed: u64,
     },
 }
@@ -178,6 +190,7 @@ fn parse_within(words: &[&str]) -> Result<u64, String> {
 }
 
 impl Scenario {
+    /// Parses scenario text; the error names the first bad line.
     pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         let mut steps = Vec::new();
         for (lineno, raw_line) in text.lines().enumerate() {

@@ -73,21 +73,32 @@ impl SimNode {
 /// Traffic counters (datagrams are what SWIM's "messages per member" counts).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Stats {
+    /// Datagrams the cores sent (counted before any loss or partition).
     pub datagrams_sent: u64,
+    /// Bytes of those datagrams, headers included.
     pub datagram_bytes_sent: u64,
+    /// Datagrams the network model lost at random.
     pub datagrams_lost: u64,
+    /// Messages a partition cut: datagrams and stream messages alike.
     pub datagrams_cut: u64,
+    /// Stream (anti-entropy) messages the cores sent.
     pub stream_messages_sent: u64,
+    /// Bytes of those stream messages, headers included.
     pub stream_bytes_sent: u64,
+    /// Queued events run (boots, deliveries, timers), those for down nodes included.
     pub events_processed: u64,
+    /// Delivered packets a core refused as undecodable or misrouted.
     pub inputs_rejected: u64,
 }
 
 /// An event a node reported, with the virtual time.
 #[derive(Debug, Clone)]
 pub struct Observed {
+    /// Virtual time of the report, µs.
     pub at_us: u64,
+    /// Index of the node that reported it.
     pub observer: u32,
+    /// The event as the core emitted it (its `at_ms` is on the node's own clock).
     pub event: MembershipEvent,
 }
 
@@ -97,8 +108,11 @@ pub type EventHook = Box<dyn FnMut(u64, u32, &MembershipEvent)>;
 /// Settings of one simulation.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// Seed of every random choice (network, boot times, each node's core).
     pub seed: u64,
+    /// Membership timings every node runs with.
     pub timings: Timings,
+    /// Network faults at the start (change them during the run through [`Sim::net`]).
     pub net: NetConfig,
     /// Keep every reported event in [`Sim::observed`] (off for huge runs).
     pub record_events: bool,
@@ -113,8 +127,11 @@ pub struct Sim {
     rng: Xoshiro256PlusPlus,
     seed: u64,
     timings: Timings,
+    /// Current network faults; a change applies to messages sent afterwards.
     pub net: NetConfig,
+    /// Current partitions, checked when a message is sent (in-flight ones arrive).
     pub partitions: Partitions,
+    /// Traffic counters since the start.
     pub stats: Stats,
     invariants: Vec<Box<dyn Invariant>>,
     violation: Option<String>,
@@ -123,12 +140,14 @@ pub struct Sim {
     gone: Vec<(u32, u64, u64)>,
     /// Largest clock-rate error given to nodes created from now on (0.05: ±5%).
     pub max_skew: f64,
+    /// Every reported event in order, if [`SimConfig::record_events`] is on.
     pub observed: Vec<Observed>,
     /// Called for every reported event (used by reports that must not keep them all).
     pub on_event: Option<EventHook>,
 }
 
 impl Sim {
+    /// A simulator with no nodes at virtual time 0, checking [`invariants::all`].
     pub fn new(cfg: SimConfig) -> Self {
         Self {
             now_us: 0,
@@ -151,27 +170,35 @@ impl Sim {
         }
     }
 
+    /// The run's seed: the same seed replays the same run.
     pub fn seed(&self) -> u64 {
         self.seed
     }
+    /// Current virtual time, µs.
     pub fn now_us(&self) -> u64 {
         self.now_us
     }
+    /// Current virtual time, ms.
     pub fn now_ms(&self) -> u64 {
         self.now_us / 1000
     }
+    /// The membership timings every node runs with.
     pub fn timings(&self) -> &Timings {
         &self.timings
     }
+    /// Nodes ever created, crashed ones included (indices `0..len`).
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
+    /// True before the first node is created.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
+    /// True if node `idx` exists and is not crashed; a node that left gracefully is up.
     pub fn is_up(&self, idx: u32) -> bool {
         self.nodes.get(idx as usize).is_some_and(|n| n.up)
     }
+    /// Indices of the nodes that are up (see [`Sim::is_up`]), ascending.
     pub fn live_nodes(&self) -> Vec<u32> {
         (0..self.nodes.len() as u32)
             .filter(|&i| self.is_up(i))
@@ -191,6 +218,7 @@ impl Sim {
     fn current_generation(&self, idx: u32) -> u64 {
         self.identity(idx).generation as u64
     }
+    /// Node `idx`'s membership core; `None` while it is crashed.
     pub fn core(&self, idx: u32) -> Option<&Membership<SimId>> {
         self.nodes.get(idx as usize).and_then(|n| n.core.as_ref())
     }
@@ -512,6 +540,7 @@ impl Sim {
         self.core(observer).map(|c| c.members()).unwrap_or_default()
     }
 
+    /// Node `idx`'s write mode; `None` while it is crashed.
     pub fn mode(&self, idx: u32) -> Option<Mode> {
         self.core(idx).map(|c| c.mode())
     }
@@ -573,10 +602,9 @@ impl Sim {
             })
     }
 
-    /// How many (observer, subject) pairs declared a node dead while it was running
-    /// under the generation declared: false positives.
     /// Nodes that rejoined under a new generation because they were told they
-    /// were dead (spurious unless a partition or a crash explains it).
+    /// were dead (spurious unless a partition or a crash explains it), as
+    /// `(node, virtual ms)`. Needs [`SimConfig::record_events`].
     pub fn renewals(&self) -> Vec<(u32, u64)> {
         self.observed
             .iter()
@@ -585,6 +613,9 @@ impl Sim {
             .collect()
     }
 
+    /// False positives: each `(observer, subject, virtual ms)` where a node was
+    /// declared dead while running under the declared generation. Needs
+    /// [`SimConfig::record_events`].
     pub fn false_positives(&self) -> Vec<(u32, String, u64)> {
         self.observed
             .iter()

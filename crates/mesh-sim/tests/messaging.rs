@@ -6,9 +6,9 @@
 //! `MESH_MSG_SIM_SEEDS=N` runs N seeds (default 200). `mesh sim messaging`
 //! runs them from the CLI with a report.
 //!
-//! The checks were seen to fail on purpose: a receiver that delivers early
-//! arrivals at once fails seed 1 with "out of publisher order"; one that
-//! delivers duplicates fails it with "got ... twice".
+//! The checks catch real faults: a receiver that delivers early arrivals at
+//! once fails seed 1 with "out of publisher order"; one that delivers
+//! duplicates fails it with "got ... twice".
 
 use mesh_sim::msg::{MsgSimConfig, run_seed};
 

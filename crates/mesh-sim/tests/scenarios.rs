@@ -203,7 +203,7 @@ fn report(
 
 #[test]
 fn an_hour_at_ten_percent_loss_has_no_false_positives() {
-    // Issue target: N = 50, 10% datagram loss, one hour of virtual time.
+    // The target: N = 50, 10% datagram loss, one hour of virtual time.
     let r = report(50, 0.10, 3_600_000, 1);
     assert!(r.invariant_violation.is_none(), "{}", r.to_text());
     assert_eq!(r.false_positives, 0, "{}", r.to_text());

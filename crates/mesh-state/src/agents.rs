@@ -10,12 +10,16 @@ use crate::error::StateError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum AgentState {
+    /// Working: every agent starts here when it registers (or registers again).
     Active,
+    /// Blocked on something (other agents, a barrier, a human), as the agent reports.
     Waiting,
+    /// Done with its work; barriers count agents in this state.
     Complete,
 }
 
 impl AgentState {
+    /// The upper-case name used on the wire and in the CLI (`ACTIVE`, `WAITING`, `COMPLETE`).
     pub fn as_str(self) -> &'static str {
         match self {
             AgentState::Active => "ACTIVE",
@@ -42,15 +46,22 @@ impl std::str::FromStr for AgentState {
 /// A registered agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Agent {
+    /// Mesh-wide unique agent id, chosen at registration.
     pub id: String,
+    /// The agent's type (e.g. `reviewer`); group barriers count agents by it.
     pub kind: String,
+    /// Capabilities it offers, matched against what tasks need (`*`: everything).
     pub caps: Vec<String>,
     /// The node that hosts it.
     pub node: String,
     /// ed25519 public key (32 bytes) that verifies its votes.
     pub public_key: Vec<u8>,
+    /// Its current state, as it last reported it.
     pub state: AgentState,
+    /// Stamp (Unix ms) of its first registration; kept when it registers again.
     pub registered_at_ms: u64,
+    /// Stamp (Unix ms) of the latest command it sent (registration, state,
+    /// heartbeat, or a claim, renewal, outcome or bid).
     pub last_seen_ms: u64,
     /// Set by a replicated `NodeDead` command when the membership layer confirmed
     /// the hosting node dead; cleared when the agent registers again.

@@ -17,6 +17,7 @@ use crate::value::{HashFields, Value, ValueType, ZSet};
 /// A stored value and its expiry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
+    /// What the key holds.
     pub value: Value,
     /// Unix milliseconds; `None`: no expiry.
     pub expires_at_ms: Option<u64>,
@@ -256,10 +257,12 @@ impl Keyspace {
         self.entries.get(key).filter(|e| e.live(now_ms))
     }
 
+    /// Whether `key` holds a live value at `now_ms`.
     pub fn exists(&self, key: &[u8], now_ms: u64) -> bool {
         self.get(key, now_ms).is_some()
     }
 
+    /// The type of `key`'s live value (`TYPE`); `None` if it has none.
     pub fn value_type(&self, key: &[u8], now_ms: u64) -> Option<ValueType> {
         self.get(key, now_ms).map(|e| e.value.value_type())
     }
@@ -280,10 +283,12 @@ impl Keyspace {
         self.entries.len() - expired
     }
 
+    /// Whether no key is live at `now_ms`.
     pub fn is_empty(&self, now_ms: u64) -> bool {
         self.len(now_ms) == 0
     }
 
+    /// `key`'s string value; `Ok(None)` if absent, `WrongType` if it holds another type.
     pub fn get_string(&self, key: &[u8], now_ms: u64) -> Result<Option<&[u8]>, StateError> {
         match self.get(key, now_ms).map(|e| &e.value) {
             None => Ok(None),
@@ -292,6 +297,7 @@ impl Keyspace {
         }
     }
 
+    /// `key`'s list; `Ok(None)` if absent, `WrongType` if it holds another type.
     pub fn list(&self, key: &[u8], now_ms: u64) -> Result<Option<&VecDeque<Vec<u8>>>, StateError> {
         match self.get(key, now_ms).map(|e| &e.value) {
             None => Ok(None),
@@ -339,6 +345,7 @@ impl Keyspace {
         })
     }
 
+    /// `key`'s set; `Ok(None)` if absent, `WrongType` if it holds another type.
     pub fn set(&self, key: &[u8], now_ms: u64) -> Result<Option<&BTreeSet<Vec<u8>>>, StateError> {
         match self.get(key, now_ms).map(|e| &e.value) {
             None => Ok(None),
@@ -347,6 +354,7 @@ impl Keyspace {
         }
     }
 
+    /// `key`'s sorted set; `Ok(None)` if absent, `WrongType` if it holds another type.
     pub fn zset(&self, key: &[u8], now_ms: u64) -> Result<Option<&ZSet>, StateError> {
         match self.get(key, now_ms).map(|e| &e.value) {
             None => Ok(None),
@@ -355,6 +363,7 @@ impl Keyspace {
         }
     }
 
+    /// `key`'s hash fields; `Ok(None)` if absent, `WrongType` if it holds another type.
     pub fn hash(&self, key: &[u8], now_ms: u64) -> Result<Option<&HashFields>, StateError> {
         match self.get(key, now_ms).map(|e| &e.value) {
             None => Ok(None),

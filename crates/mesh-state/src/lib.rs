@@ -8,7 +8,7 @@
 //! are decided at the same log position, the same way, on every replica.
 //!
 //! - [`keyspace`]: strings, lists, sets, sorted sets and hashes, each key with an
-//!   optional expiry, enough of the Redis data model to serve Redis clients later;
+//!   optional expiry: enough of the Redis data model to serve Redis clients;
 //! - [`command`]: the commands and their replies;
 //! - [`machine`]: apply, request-id deduplication, snapshots and a state digest;
 //! - [`read`]: keyspace reads with Redis's semantics, in and out of the log;

@@ -29,17 +29,22 @@ pub struct StateMachine {
     pub applied_index: u64,
     /// The newest stamp applied: reads at a replica are as of this time at least.
     pub clock_ms: u64,
+    /// Every key and its value (the Redis-model data).
     pub keyspace: Keyspace,
     /// Replies to recent requests by id, with the stamp they were applied at.
     dedup: BTreeMap<RequestId, (u64, Reply)>,
     /// The same ids in the order they were applied (stamps never decrease), so
     /// forgetting the oldest is O(1) per command instead of a scan.
     dedup_order: std::collections::VecDeque<(u64, RequestId)>,
+    /// Registered agents by id.
     pub agents: BTreeMap<String, Agent>,
+    /// Proposals by id, open and decided.
     pub proposals: BTreeMap<String, Proposal>,
     /// (deadline, id) of open proposals, to expire them in time order.
     deadlines: BTreeSet<(u64, String)>,
+    /// Barriers by id, holding and released.
     pub barriers: BTreeMap<String, Barrier>,
+    /// Every task, its queues and leases.
     pub tasks: TaskTable,
 }
 
@@ -207,6 +212,7 @@ pub fn format_score(v: f64) -> String {
 }
 
 impl StateMachine {
+    /// An empty state: the state before the first log entry.
     pub fn new() -> Self {
         Self::default()
     }

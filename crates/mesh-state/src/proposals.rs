@@ -20,37 +20,53 @@ use crate::error::StateError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProposalStatus {
+    /// Taking votes: neither outcome is decided and the deadline has not passed.
     Open,
+    /// Approvals reached the threshold.
     Approved,
+    /// Too many rejections: the threshold can no longer be reached.
     Rejected,
+    /// The deadline passed while it was still open.
     Expired,
 }
 
 /// One agent's vote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vote {
+    /// `true` to approve, `false` to reject.
     pub approve: bool,
+    /// The voter's optional explanation (signed with the vote).
     pub reason: Option<String>,
     /// The agent's counter: a replacement vote must carry a higher one.
     pub seq: u64,
+    /// ed25519 signature (64 bytes) over [`vote_signing_bytes`], by the agent's key.
     pub signature: Vec<u8>,
+    /// Stamp (Unix ms) of the command that counted the vote.
     pub at_ms: u64,
 }
 
 /// A proposal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
+    /// The proposal's name, chosen by its creator; unique in the mesh.
     pub id: String,
     /// JSON text, checked by the API layer.
     pub body: String,
+    /// Who proposed it, as the client named it (usually an agent id; not checked).
     pub proposer: Option<String>,
     /// Eligible voters, fixed at creation.
     pub voters: Vec<String>,
+    /// Fraction of the eligible voters whose approval decides, in (0, 1].
     pub threshold: f64,
+    /// Stamp (Unix ms) of the command that created it.
     pub created_at_ms: u64,
+    /// When it expires if still open, in Unix ms.
     pub deadline_ms: u64,
+    /// The latest vote of each voter who voted, by agent id.
     pub votes: BTreeMap<String, Vote>,
+    /// Where it stands.
     pub status: ProposalStatus,
+    /// When it was approved, rejected or expired, in Unix ms; `None` while open.
     pub decided_at_ms: Option<u64>,
 }
 
@@ -98,10 +114,12 @@ impl Proposal {
             .max(1.0) as usize
     }
 
+    /// Votes counted as approvals.
     pub fn approvals(&self) -> usize {
         self.votes.values().filter(|v| v.approve).count()
     }
 
+    /// Votes counted as rejections.
     pub fn rejections(&self) -> usize {
         self.votes.values().filter(|v| !v.approve).count()
     }

@@ -23,122 +23,203 @@ use crate::value::{ValueType, score_in};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ZRangeBy {
     /// By rank, inclusive, negative from the end.
-    Rank { start: i64, stop: i64 },
+    Rank {
+        /// First rank, 0-based; negative counts from the end (-1 is the last).
+        start: i64,
+        /// Last rank, inclusive; negative counts from the end.
+        stop: i64,
+    },
     /// By score; with `rev` the bounds are still (min, max).
-    Score { min: Bound<f64>, max: Bound<f64> },
+    Score {
+        /// Lowest score (inclusive, exclusive or open).
+        min: Bound<f64>,
+        /// Highest score (inclusive, exclusive or open).
+        max: Bound<f64>,
+    },
 }
 
 /// A read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReadCmd {
+    /// `GET key`: the string, or nil.
     Get {
+        /// The key read.
         key: Vec<u8>,
     },
+    /// `MGET key ...`: each key's string, nil for absent keys and other types.
     MGet {
+        /// The keys read, in reply order.
         keys: Vec<Vec<u8>>,
     },
+    /// `STRLEN key`: the string's length in bytes (0 if absent).
     StrLen {
+        /// The key read.
         key: Vec<u8>,
     },
     /// Counts a key once per mention, as Redis does.
     Exists {
+        /// The keys looked up (repeats count again).
         keys: Vec<Vec<u8>>,
     },
     /// `TTL` (`millis: false`) or `PTTL`: -2 no key, -1 no expiry.
     Ttl {
+        /// The key read.
         key: Vec<u8>,
+        /// Reply in milliseconds (`PTTL`) rather than rounded seconds.
         millis: bool,
     },
+    /// `TYPE key`: `string`, `list`, `set`, `zset`, `hash` or `none`.
     Type {
+        /// The key read.
         key: Vec<u8>,
     },
+    /// `KEYS pattern`: every live key matching, in key order.
     Keys {
+        /// A glob pattern ([`crate::glob`]).
         pattern: Vec<u8>,
     },
     /// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]`, cursors as in
     /// [`Keyspace::scan_hashed`].
     Scan {
+        /// Where to continue; 0 starts a scan.
         cursor: u64,
+        /// Only keys matching this glob (`MATCH`).
         pattern: Option<Vec<u8>>,
+        /// Keys visited in this call (`COUNT`), not the number returned.
         count: usize,
+        /// Only keys holding this type (`TYPE`).
         of_type: Option<ValueType>,
     },
+    /// `DBSIZE`: the number of live keys.
     DbSize,
+    /// `LLEN key`: the list's length (0 if absent).
     LLen {
+        /// The list.
         key: Vec<u8>,
     },
+    /// `LRANGE key start stop`: elements from index `start` to `stop`, inclusive.
     LRange {
+        /// The list.
         key: Vec<u8>,
+        /// First index, 0-based; negative counts from the end.
         start: i64,
+        /// Last index, inclusive; negative counts from the end.
         stop: i64,
     },
+    /// `LINDEX key index`: one element, or nil.
     LIndex {
+        /// The list.
         key: Vec<u8>,
+        /// 0-based; negative counts from the end.
         index: i64,
     },
+    /// `SMEMBERS key`: every member, in byte order.
     SMembers {
+        /// The set.
         key: Vec<u8>,
     },
+    /// `SISMEMBER key member`: 1 or 0.
     SIsMember {
+        /// The set.
         key: Vec<u8>,
+        /// The member looked up.
         member: Vec<u8>,
     },
+    /// `SCARD key`: the number of members (0 if absent).
     SCard {
+        /// The set.
         key: Vec<u8>,
     },
     /// Without `count`: one member or nil. A positive count: distinct members;
     /// a negative one: that many, repeats allowed.
     SRandMember {
+        /// The set.
         key: Vec<u8>,
+        /// How many members, and whether they may repeat (see above).
         count: Option<i64>,
     },
+    /// `ZSCORE key member`: the score as Redis formats it, or nil.
     ZScore {
+        /// The sorted set.
         key: Vec<u8>,
+        /// The member looked up.
         member: Vec<u8>,
     },
+    /// `ZCARD key`: the number of members (0 if absent).
     ZCard {
+        /// The sorted set.
         key: Vec<u8>,
     },
+    /// `ZCOUNT key min max`: members with a score in the range.
     ZCount {
+        /// The sorted set.
         key: Vec<u8>,
+        /// Lowest score counted.
         min: Bound<f64>,
+        /// Highest score counted.
         max: Bound<f64>,
     },
+    /// `ZRANGE key ... [BYSCORE] [REV] [LIMIT offset count] [WITHSCORES]`.
     ZRange {
+        /// The sorted set.
         key: Vec<u8>,
+        /// By rank or by score.
         by: ZRangeBy,
+        /// From the highest score down (`REV`).
         rev: bool,
         /// `LIMIT offset count` (a negative count: all the rest).
         limit: Option<(i64, i64)>,
+        /// Follow each member with its score (`WITHSCORES`).
         with_scores: bool,
     },
+    /// `ZRANK`/`ZREVRANK key member`: the 0-based rank, or nil.
     ZRank {
+        /// The sorted set.
         key: Vec<u8>,
+        /// The member looked up.
         member: Vec<u8>,
+        /// Rank from the highest score (`ZREVRANK`).
         rev: bool,
     },
+    /// `HGET key field`: the value, or nil.
     HGet {
+        /// The hash.
         key: Vec<u8>,
+        /// The field read.
         field: Vec<u8>,
     },
+    /// `HMGET key field ...`: each field's value, or nil.
     HMGet {
+        /// The hash.
         key: Vec<u8>,
+        /// The fields read, in reply order.
         fields: Vec<Vec<u8>>,
     },
+    /// `HGETALL key`: field, value, field, value, ... in field order.
     HGetAll {
+        /// The hash.
         key: Vec<u8>,
     },
+    /// `HEXISTS key field`: 1 or 0.
     HExists {
+        /// The hash.
         key: Vec<u8>,
+        /// The field looked up.
         field: Vec<u8>,
     },
+    /// `HKEYS key`: every field, in byte order.
     HKeys {
+        /// The hash.
         key: Vec<u8>,
     },
+    /// `HVALS key`: every value, in field order.
     HVals {
+        /// The hash.
         key: Vec<u8>,
     },
+    /// `HLEN key`: the number of fields (0 if absent).
     HLen {
+        /// The hash.
         key: Vec<u8>,
     },
 }

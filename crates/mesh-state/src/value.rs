@@ -12,10 +12,15 @@ use serde::{Deserialize, Serialize};
 /// The type of a value, as `TYPE` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ValueType {
+    /// A binary-safe string ([`Value::Str`]).
     String,
+    /// A list ([`Value::List`]).
     List,
+    /// A set ([`Value::Set`]).
     Set,
+    /// A sorted set ([`Value::ZSet`]).
     ZSet,
+    /// A hash ([`Value::Hash`]).
     Hash,
 }
 
@@ -53,14 +58,20 @@ pub fn score_in(s: f64, min: Bound<f64>, max: Bound<f64>) -> bool {
 /// A value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
+    /// A binary-safe string (`SET`, `INCR`, `APPEND`); integers are kept as their decimal text.
     Str(Vec<u8>),
+    /// A list of elements, front first (`LPUSH`, `RPOP`, `LRANGE`).
     List(VecDeque<Vec<u8>>),
+    /// A set of distinct members, in byte order (`SADD`, `SPOP`).
     Set(BTreeSet<Vec<u8>>),
+    /// Members with scores (`ZADD`, `ZRANGE`).
     ZSet(ZSet),
+    /// Fields to values (`HSET`, `HGETALL`).
     Hash(HashFields),
 }
 
 impl Value {
+    /// Which of the five types this is, as `TYPE` reports it.
     pub fn value_type(&self) -> ValueType {
         match self {
             Value::Str(_) => ValueType::String,
@@ -88,6 +99,7 @@ impl Value {
 pub struct Score(f64);
 
 impl Score {
+    /// The score `v`; `None` for NaN.
     pub fn new(v: f64) -> Option<Score> {
         if v.is_nan() {
             None
@@ -95,6 +107,7 @@ impl Score {
             Some(Score(if v == 0.0 { 0.0 } else { v }))
         }
     }
+    /// The score as a float.
     pub fn get(self) -> f64 {
         self.0
     }
@@ -135,12 +148,15 @@ impl From<ZSet> for Vec<(Vec<u8>, Score)> {
 }
 
 impl ZSet {
+    /// Members in the set (`ZCARD`).
     pub fn len(&self) -> usize {
         self.by_member.len()
     }
+    /// Whether the set has no member.
     pub fn is_empty(&self) -> bool {
         self.by_member.is_empty()
     }
+    /// `member`'s score, if it is in the set (`ZSCORE`).
     pub fn score(&self, member: &[u8]) -> Option<f64> {
         self.by_member.get(member).map(|s| s.get())
     }
@@ -155,6 +171,7 @@ impl ZSet {
         old.map(Score::get)
     }
 
+    /// Removes `member`; returns its score if it was there.
     pub fn remove(&mut self, member: &[u8]) -> Option<f64> {
         let old = self.by_member.remove(member)?;
         self.by_score.remove(&(old, member.to_vec()));

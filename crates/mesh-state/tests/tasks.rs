@@ -642,9 +642,10 @@ fn priorities_come_first_and_retries_before_new_work() {
 
 #[test]
 fn a_task_started_later_in_the_same_log_entry_is_still_delivered() {
-    // Found by `mesh bench tasks`: with log indexes as claim cursors, a task
-    // started by a submit batched into the same entry as the claim, after it,
-    // was never delivered and sat running until its lease ran out.
+    // Claim cursors count starts, not log indexes: a task started by a submit
+    // batched into the same entry as the claim, after it, is still delivered
+    // (a log-index cursor would miss it, and it would run unseen until its
+    // lease ran out).
     let mut m = M::new();
     m.agent("a1", "n1", &[]);
     let claim = TaskCmd::Claim {

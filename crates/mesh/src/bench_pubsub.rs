@@ -11,11 +11,12 @@
 //! their replies come back for `--duration`; messages/s counts acknowledged
 //! publishes, deliveries/s what the subscribers received.
 //!
-//! What differs, and is reported, not hidden: the mesh takes publishes over
-//! HTTP/JSON and streams to subscribers over server-sent events (its RESP
-//! endpoint is a later issue), and a mesh publish returns only after every
-//! node acknowledged it with its subscriber count; Redis's `PUBLISH` answers
-//! after handing the message to its own local subscribers.
+//! What differs, and is reported, not hidden: by default the mesh takes
+//! publishes over HTTP/JSON and streams to subscribers over server-sent events
+//! (`--front resp` drives the nodes' Redis endpoints instead, like for like
+//! with redis-server), and a mesh publish returns only after every node
+//! acknowledged it with its subscriber count; Redis's `PUBLISH` answers after
+//! handing the message to its own local subscribers.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -17,23 +17,32 @@ use serde_json::Value;
 /// What `mesh up` writes to `<data-dir>/node.json` once it serves.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NodeFile {
+    /// The node's name in the mesh.
     pub node_id: String,
+    /// The bound gossip/RPC address.
     pub gossip: SocketAddr,
+    /// The bound HTTP address.
     pub http: SocketAddr,
     /// The Redis endpoint, if the node serves one.
     #[serde(default)]
     pub resp: Option<SocketAddr>,
+    /// The `mesh up` process id (tells this start's file from a previous one's).
     pub pid: u32,
+    /// The node's incarnation: its start time, Unix ms.
     pub generation: u64,
 }
 
 /// One child node.
 pub struct ChildNode {
+    /// The node's name (`--node-id`), also its data directory's name.
     pub name: String,
     /// Extra `mesh up` arguments.
     pub extra: Vec<String>,
+    /// The node's data directory under the cluster's directory.
     pub data_dir: PathBuf,
+    /// The running process; `None` once killed or stopped.
     pub child: Option<Child>,
+    /// What the node wrote to `node.json` at its latest start.
     pub info: Option<NodeFile>,
 }
 
@@ -42,14 +51,18 @@ pub struct Cluster {
     exe: PathBuf,
     dir: PathBuf,
     profile: String,
+    /// Every node spawned, running or not, in spawn order (the index is the node's number).
     pub nodes: Vec<ChildNode>,
 }
 
 /// An event a node reported, placed on our clock.
 #[derive(Debug, Clone)]
 pub struct SeenEvent {
+    /// The event's type (`joined`, `suspected`, `dead`, `left`, ...).
     pub kind: String,
+    /// When it happened, on this process's clock.
     pub at: Instant,
+    /// The members that reported it (who suspected or confirmed the subject).
     pub by: Vec<String>,
 }
 
@@ -214,14 +227,17 @@ impl Cluster {
         }
     }
 
+    /// What node `i` wrote to `node.json` at its latest start (panics if it never started).
     pub fn info(&self, i: usize) -> &NodeFile {
         self.nodes[i].info.as_ref().expect("node started")
     }
 
+    /// Whether node `i`'s process is running (not killed or stopped here).
     pub fn is_running(&self, i: usize) -> bool {
         self.nodes[i].child.is_some()
     }
 
+    /// The numbers of the running nodes.
     pub fn running(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|&i| self.is_running(i))

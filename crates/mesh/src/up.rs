@@ -130,10 +130,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let cfg = resolve(&args)?;
     let parent = args.parent_pid;
     // One thread for the node's async work (the log's fsyncs and snapshot
-    // encoding run on threads of their own). Measured with `mesh bench kv`, three
-    // nodes on two cores: against two worker threads, the 1-client median write
-    // fell from 1.06 to 0.88 ms and 64 clients went from 11,457 to 13,956
-    // writes/s, since waking a task no longer wakes another thread.
+    // encoding run on threads of their own): waking a task then never wakes
+    // another thread, so writes are faster, at one client and at many, than
+    // with two worker threads (measured with `mesh bench kv`).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

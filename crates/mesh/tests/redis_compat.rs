@@ -31,7 +31,7 @@ enum Cmp {
 
 use Cmp::*;
 
-/// The sequence: every command of the issue, with good and bad arguments.
+/// The sequence: the commands compared, with good and bad arguments.
 const CASES: &[(&str, Cmp)] = &[
     // connection
     ("PING", Exact),

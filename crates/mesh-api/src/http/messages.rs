@@ -87,6 +87,7 @@ pub fn parse_recipient(s: &str) -> Result<Recipient, ApiError> {
     }
 }
 
+/// A recipient as the API writes it: `agent:<id>`, `node:<name>` or `all`.
 pub fn recipient_str(r: &Recipient) -> String {
     match r {
         Recipient::Agent(a) => format!("agent:{a}"),

@@ -57,6 +57,7 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What a handler returns: its response, or an error rendered as one.
 pub type ApiResult = Result<Response, ApiError>;
 
 /// Parses a JSON body, with a clear error for malformed input.
@@ -115,7 +116,7 @@ pub fn request_id(headers: &HeaderMap) -> Result<Option<RequestId>, ApiError> {
 /// `?stale=&wait=` of reads that may long-poll.
 #[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ReadQuery {
+pub(crate) struct ReadQuery {
     pub stale: Option<bool>,
     /// Seconds to wait for the awaited change (long-poll).
     pub wait: Option<f64>,
@@ -339,6 +340,9 @@ pub fn router(svc: Service, token: Option<&str>) -> Router {
     routes.with_state(svc)
 }
 
+/// Serves the HTTP API (and the dashboard) on `listener` until the server
+/// fails; with `token`, every request but `GET /healthz` and the dashboard
+/// page must carry it.
 pub async fn serve(listener: TcpListener, svc: Service, token: Option<String>) {
     use axum::serve::ListenerExt;
     // Replies go out at once, not held back by Nagle's algorithm.

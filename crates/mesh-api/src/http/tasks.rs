@@ -47,7 +47,7 @@ use mesh_state::tasks::{Need, Outcome, Payload, Priority, Route, TaskSpec, TaskS
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TaskBody {
+pub(crate) struct TaskBody {
     pub id: Option<String>,
     pub payload: Option<serde_json::Value>,
     pub payload_text: Option<String>,
@@ -85,7 +85,7 @@ fn b64(s: &str, what: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 /// A task body as a spec (checked again by the state machine).
-pub fn spec_of(b: TaskBody) -> Result<TaskSpec, ApiError> {
+pub(crate) fn spec_of(b: TaskBody) -> Result<TaskSpec, ApiError> {
     let given = [
         b.payload.is_some(),
         b.payload_text.is_some(),
@@ -610,7 +610,7 @@ pub(super) fn operations() -> Vec<super::openapi::Op> {
     ]
 }
 
-pub fn routes() -> Router<Service> {
+pub(super) fn routes() -> Router<Service> {
     Router::new()
         .route("/v1/tasks", post(submit).get(list))
         .route("/v1/tasks/events", get(events))

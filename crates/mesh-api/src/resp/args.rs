@@ -10,10 +10,12 @@ use super::frame::Reply;
 /// An error reply, or a value.
 pub type Arg<T> = Result<T, Reply>;
 
+/// Redis's `ERR syntax error` reply.
 pub fn syntax() -> Reply {
     Reply::err("ERR syntax error")
 }
 
+/// Redis's reply to an argument that is not a 64-bit integer.
 pub fn not_integer() -> Reply {
     Reply::err("ERR value is not an integer or out of range")
 }
@@ -48,6 +50,7 @@ pub fn float_with(a: &[u8], err: &'static str) -> Arg<f64> {
     }
 }
 
+/// A float as Redis reads one, with Redis's `not a valid float` error.
 pub fn float(a: &[u8]) -> Arg<f64> {
     float_with(a, "ERR value is not a valid float")
 }

@@ -43,6 +43,7 @@ pub struct RespConfig {
     /// refused until the client authenticates. Without it only loopback
     /// clients are served.
     pub password: Option<String>,
+    /// Most clients served at once (`maxclients`); one more is refused.
     pub max_clients: usize,
     /// Serve `FLUSHDB`/`FLUSHALL` (they remove every key of the mesh).
     pub allow_flush: bool,
@@ -61,27 +62,42 @@ impl Default for RespConfig {
 /// Counters shown by `INFO` (measured here, since the endpoint started).
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Clients connected now (`connected_clients`).
     pub connected: AtomicUsize,
+    /// Clients waiting in a blocking pop now (`blocked_clients`).
     pub blocked: AtomicUsize,
+    /// Connections accepted, refused ones included (`total_connections_received`).
     pub connections_received: AtomicU64,
+    /// Connections refused at `max_clients` (`rejected_connections`).
     pub rejected: AtomicU64,
+    /// `AUTH`/`HELLO` attempts with a wrong password (`acl_access_denied_auth`).
     pub auth_failures: AtomicU64,
+    /// Commands run (`total_commands_processed`).
     pub commands: AtomicU64,
+    /// Connections closed for a malformed request (`protocol_errors`).
     pub protocol_errors: AtomicU64,
+    /// Connections from other hosts refused for want of a password
+    /// (`denied_remote_without_password`).
     pub denied_remote: AtomicU64,
     next_id: AtomicU64,
 }
 
 /// What every connection of one endpoint shares.
 pub struct Server {
+    /// The node's service every command goes through.
     pub svc: Service,
+    /// How the endpoint runs.
     pub cfg: RespConfig,
+    /// The endpoint's counters.
     pub stats: Stats,
+    /// The endpoint's bound address (`tcp_port` of `INFO`).
     pub addr: SocketAddr,
+    /// When the endpoint started (`uptime_in_seconds` of `INFO`).
     pub started: std::time::Instant,
 }
 
 impl Server {
+    /// A fresh client id for a new connection (`CLIENT ID`), from 1 up.
     pub fn next_client_id(&self) -> u64 {
         self.stats.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }

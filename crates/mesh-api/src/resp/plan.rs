@@ -15,6 +15,7 @@ use super::table::Spec;
 /// How a state-machine reply reads in RESP.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Shape {
+    /// The reply as it is (most commands).
     Plain,
     /// Nil is a null array (`LPOP key count` on a missing key).
     NilArray,
@@ -30,6 +31,7 @@ pub enum Shape {
     WithScores(bool),
     /// `ZPOPMIN`/`ZPOPMAX`: with a count, pairs in RESP3.
     ZPop {
+        /// Whether the command gave a count.
         count: bool,
     },
     /// Several writes replying `OK` unless one failed (`MSET`, `HMSET`).
@@ -44,6 +46,7 @@ pub enum Step {
     /// Writes applied together (one command, or several that must stay in one
     /// log entry like `MSET`'s).
     Write(Vec<KvCmd>, Shape),
+    /// A read of the keyspace.
     Read(ReadCmd, Shape),
     /// Answered without the keyspace (an error, mostly).
     Now(Reply),

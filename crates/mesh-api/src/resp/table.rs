@@ -18,20 +18,30 @@ pub enum Kind {
 /// One command.
 #[derive(Debug)]
 pub struct Spec {
+    /// The command's name, lower case.
     pub name: &'static str,
     /// Redis's arity: `n` exactly n arguments (the name included), `-n` at least n.
     pub arity: i32,
+    /// Redis's command flags (`write`, `readonly`, `fast`, ...).
     pub flags: &'static [&'static str],
+    /// Position of the first key argument (0: none).
     pub first_key: i32,
+    /// Position of the last key argument (-1: the last argument).
     pub last_key: i32,
+    /// Steps between key arguments.
     pub step: i32,
+    /// Redis's command group (`string`, `list`, ...).
     pub group: &'static str,
+    /// The Redis version that introduced it.
     pub since: &'static str,
+    /// One line on what it does (`COMMAND DOCS`).
     pub summary: &'static str,
+    /// Who serves it.
     pub kind: Kind,
 }
 
 impl Spec {
+    /// Whether `argc` arguments (the name included) fit the arity.
     pub fn arity_ok(&self, argc: usize) -> bool {
         let argc = argc as i32;
         if self.arity >= 0 {
@@ -40,6 +50,7 @@ impl Spec {
             argc >= -self.arity
         }
     }
+    /// Whether it writes the keyspace (the `write` flag).
     pub fn is_write(&self) -> bool {
         self.flags.contains(&"write")
     }

@@ -29,12 +29,18 @@ pub type Epoch = u64;
 /// Why a replica set is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// Fewer than 4 keys (the number given): no fault could be tolerated.
     #[error("a pBFT replica set needs at least 4 replicas (n = 3f + 1 with f >= 1), not {0}")]
     TooFew(usize),
+    /// The key at this index already appears at a lower index.
     #[error("replica {0} appears twice in the replica set")]
     DuplicateKey(ReplicaId),
+    /// A key that is not a valid ed25519 public key.
     #[error("replica {id} has an invalid ed25519 public key")]
-    BadKey { id: ReplicaId },
+    BadKey {
+        /// Index of the invalid key.
+        id: ReplicaId,
+    },
 }
 
 /// The replicas of one configuration (epoch), by index.
@@ -115,6 +121,7 @@ impl ReplicaSet {
         })
     }
 
+    /// The configuration's number (0 for genesis).
     pub fn epoch(&self) -> Epoch {
         self.epoch
     }
@@ -169,10 +176,12 @@ impl ReplicaSet {
         self.parsed.get(id as usize)
     }
 
+    /// True if `id` is a replica of this set (below n).
     pub fn contains(&self, id: ReplicaId) -> bool {
         (id as usize) < self.n()
     }
 
+    /// Every replica id, 0 to n - 1.
     pub fn ids(&self) -> impl Iterator<Item = ReplicaId> + '_ {
         0..self.n() as ReplicaId
     }

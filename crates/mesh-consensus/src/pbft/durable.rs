@@ -41,19 +41,39 @@ use super::replica::{Replica, Slot};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Record {
     /// This replica became prepared at `seq` (its commit follows).
-    Prepared { seq: Seq, cert: PreparedCert },
+    Prepared {
+        /// The prepared sequence number.
+        seq: Seq,
+        /// The pre-prepare, its batch and 2f matching prepares.
+        cert: PreparedCert,
+    },
     /// This replica executed `seq`.
-    Executed { seq: Seq, cert: CommitCert },
+    Executed {
+        /// The executed sequence number.
+        seq: Seq,
+        /// The pre-prepare, its batch and 2f + 1 matching commits.
+        cert: CommitCert,
+    },
     /// The checkpoint at `seq` became stable here, proven by `proof`.
-    Stable { seq: Seq, proof: Vec<Signed> },
+    Stable {
+        /// The checkpoint's sequence number (the new low watermark).
+        seq: Seq,
+        /// 2f + 1 signed checkpoint messages for it.
+        proof: Vec<Signed>,
+    },
     /// The NEW-VIEW of the view this replica entered last, stored as it
     /// enters and again at each stable checkpoint (`seq` is the one after
     /// it, so it outlives the records the checkpoint makes useless). A
     /// replica restarted after entering a view can still show a replica
     /// that missed it the NEW-VIEW (as primary it may be the only one to
-    /// hold it); without, the simulator found replicas stuck changing to
-    /// a view that had begun.
-    NewView { seq: Seq, env: Envelope },
+    /// hold it); without it, a replica can stay stuck changing to a view
+    /// that has begun (the simulator shows it).
+    NewView {
+        /// The sequence number it is filed under (see above).
+        seq: Seq,
+        /// The signed NEW-VIEW message.
+        env: Envelope,
+    },
 }
 
 impl Record {
@@ -76,6 +96,8 @@ impl Record {
         }
     }
 
+    /// The sequence number it is filed under: the runtime drops records at
+    /// or below the stored stable checkpoint.
     pub fn seq(&self) -> Seq {
         match self {
             Record::Prepared { seq, .. }

@@ -95,33 +95,43 @@ pub const READ_FALLBACK_MS: u64 = 500;
 /// What travels between replicas.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Wire {
+    /// A signed protocol message (with its batch, for a pre-prepare).
     Protocol(Envelope),
     /// A client request forwarded to every replica (§4.4: so every backup's
     /// timer watches the primary).
     Request(Request),
     /// Node `from` asks for the checkpoint state at `seq`.
     StateRequest {
+        /// The asking node's name (where to send the state).
         from: String,
+        /// The checkpoint whose state is wanted.
         seq: Seq,
     },
     /// The checkpoint state at `seq` ([`PbftApp::snapshot`]); checked against
     /// the digest 2f + 1 replicas signed before it is used (§4.5).
     State {
+        /// The checkpoint's sequence number.
         seq: Seq,
+        /// The encoded state at it.
         snapshot: Vec<u8>,
     },
     /// Node `from`, in `view`, asks for commit certificates above `after`
     /// (and for the NEW-VIEW of a later view, if there is one).
     FetchEntries {
+        /// The asking node's name (where to send the answer).
         from: String,
+        /// The asker's last executed sequence number.
         after: Seq,
+        /// The asker's current view.
         view: View,
     },
     /// Commit certificates, each checked before it counts.
     Entries(Vec<CommitCert>),
     /// Replica `from`, as a client, asks for read indexes (§5.1.3).
     ReadIndex {
+        /// The asking replica's id (its node is the reading client).
         from: ReplicaId,
+        /// The round's nonce, echoed in each signed answer.
         nonce: u64,
     },
     /// A signed answer ([`super::message::Body::ReadIndex`]).
@@ -129,7 +139,9 @@ pub enum Wire {
     /// Node `from` is still in `epoch` and got a message of a later one:
     /// whoever saw that epoch end answers with [`Wire::EpochEnded`].
     Behind {
+        /// The lagging node's name (where to send the proof).
         from: String,
+        /// The epoch it is still in.
         epoch: Epoch,
     },
     /// The proof that an epoch ended (its last checkpoint's 2f + 1
@@ -200,6 +212,7 @@ pub fn decode(payload: &[u8]) -> Option<Wire> {
 /// one epoch to the next; names do not). Best effort: the protocol
 /// retransmits what matters.
 pub trait Transport: Send + Sync + 'static {
+    /// Queues an encoded frame for the node named `to`; never blocks.
     fn send(&self, to: &str, frame: Arc<Vec<u8>>);
     /// Frames dropped so far because a peer could not take them.
     fn dropped(&self) -> u64 {
@@ -209,11 +222,14 @@ pub trait Transport: Send + Sync + 'static {
 
 /// Who this replica is, among whom.
 pub struct PbftSetup {
+    /// This node's replica key: it signs protocol messages and, as client,
+    /// this node's requests.
     pub key: SigningKey,
     /// The configuration to start in: the genesis one, or for a node joining
     /// a later epoch, that epoch's with the proof of the previous one's end
     /// ([`EpochFile`]). The one stored in `dir` wins if it is later.
     pub config: EpochFile,
+    /// The replica's protocol settings (window, batch size, timeouts).
     pub settings: Settings,
     /// Where the replica keeps its signing reservation (see [`POSITION_FILE`]),
     /// its log and its last stable checkpoint (see [`super::store`]); `None`
@@ -358,14 +374,18 @@ fn restore(
 /// Evidence of a replica's misbehaviour, as status shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvidenceRecord {
+    /// The accused replica's id in the epoch in force.
     pub culprit: ReplicaId,
+    /// The accused replica's node id, if its name is known.
     pub culprit_node: Option<u64>,
     /// `equivocation` (two pre-prepares for one view and sequence number),
     /// `conflicting_votes` (two prepares or commits for one slot), or
     /// `bad_signature` (a message naming the culprit as its sender whose
     /// signature does not verify).
     pub kind: &'static str,
+    /// The view of the conflicting messages (none for a bad signature).
     pub view: Option<View>,
+    /// When this node found it (Unix milliseconds).
     pub unix_ms: u64,
     /// Whether the record proves the culprit misbehaved (signed by it) and
     /// counts against its reputation. A bad signature does not: anyone who
@@ -376,48 +396,68 @@ pub struct EvidenceRecord {
 /// What the engine reports beyond [`OrderStatus`]. Every figure is counted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PbftStatus {
-    /// The configuration in force (0: genesis), and this replica's id in it.
+    /// The configuration in force (0: genesis).
     pub epoch: Epoch,
+    /// This replica's id in it.
     pub replica: ReplicaId,
+    /// n: how many replicas it has.
     pub replicas: usize,
+    /// f: how many of them may be Byzantine.
     pub f: usize,
+    /// This replica's current view.
     pub view: View,
+    /// The replica id of that view's primary.
     pub primary: ReplicaId,
     /// In normal operation (false during a view change).
     pub active: bool,
+    /// The highest sequence number executed here.
     pub last_executed: Seq,
+    /// The last stable checkpoint.
     pub low_watermark: Seq,
+    /// Messages this node's replicas signed, over every epoch.
     pub signatures_made: u64,
+    /// Signatures this node's replicas verified, over every epoch.
     pub signatures_verified: u64,
+    /// Bytes of frames handed to the transport.
     pub bytes_sent: u64,
+    /// Frames handed to the transport.
     pub frames_sent: u64,
     /// Frames the transport dropped (a peer's queue full or unreachable).
     pub frames_dropped: u64,
     /// Messages refused (bad signature, wrong view, outside the window, ...).
     pub refused: u64,
+    /// Frames received that did not decode.
     pub undecodable: u64,
+    /// Views this replica entered.
     pub view_changes: u64,
+    /// Checkpoint states fetched from other replicas and installed.
     pub state_transfers: u64,
-    /// The replica's log: records stored, syncs, bytes written since start,
-    /// and the stable checkpoint whose state is stored (null without files).
+    /// Records stored in the replica's log since start.
     pub log_records: u64,
+    /// Syncs of the replica's log since start.
     pub log_syncs: u64,
+    /// Bytes written to the replica's log since start.
     pub log_bytes: u64,
+    /// The stable checkpoint whose state is stored (null without files).
     pub stored_checkpoint: Option<Seq>,
     /// Batches executed again from the log at start.
     pub replayed: u64,
-    /// Reads served by a read index (§5.1.3), reads that fell back to the
-    /// ordered path, and read-index rounds asked.
+    /// Reads served by a read index (§5.1.3).
     pub reads_fast: u64,
+    /// Reads that fell back to the ordered path.
     pub reads_ordered: u64,
+    /// Read-index rounds asked.
     pub read_rounds: u64,
-    /// Requests of this node executed, and the commands they carried.
+    /// Requests of this node executed.
     pub own_requests: u64,
+    /// Commands those requests carried.
     pub own_commands: u64,
+    /// Provable pieces of evidence held, new and reloaded from disk.
     pub evidence_total: u64,
     /// Pieces of evidence held against each replica, by replica id (what
     /// the membership view reports as its reputation).
     pub evidence_against: Vec<u64>,
+    /// The latest evidence records, provable ones only (at most 32).
     pub evidence: Vec<EvidenceRecord>,
     /// Messages refused because their signature did not verify, by the
     /// replica they claim to come from (not proof against it: see
@@ -646,6 +686,7 @@ impl PbftOrdering {
         self.shared.inbox.send(Input::Frame(payload)).await.is_ok()
     }
 
+    /// The latest pBFT-specific status (view, watermarks, counters, evidence).
     pub fn pbft_status(&self) -> PbftStatus {
         self.shared.status.borrow().clone()
     }

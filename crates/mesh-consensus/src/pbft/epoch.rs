@@ -75,6 +75,7 @@ pub const MAX_NAME_BYTES: usize = 128;
 /// application state, so checkpoints digest it and state transfer moves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reconfig {
+    /// The replica set in force.
     pub config: ReplicaSet,
     /// The names the runtime addresses the replicas in force by (node names
     /// in a mesh), by id; empty when it names none. Part of what is voted
@@ -82,6 +83,7 @@ pub struct Reconfig {
     pub names: Vec<String>,
     /// Each current replica's latest proposal: keys, and names.
     pub votes: BTreeMap<ReplicaId, (Vec<[u8; 32]>, Vec<String>)>,
+    /// The change a quorum decided, until it is in force.
     pub decided: Option<Decided>,
 }
 
@@ -89,7 +91,12 @@ pub struct Reconfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VoteOutcome {
     /// The proposal has `votes` of the `need` it takes.
-    Counted { votes: usize, need: usize },
+    Counted {
+        /// Current replicas whose latest vote is for this proposal.
+        votes: usize,
+        /// Votes that decide it: the quorum, 2f + 1.
+        need: usize,
+    },
     /// This vote decided it.
     Decided(Decided),
 }
@@ -97,23 +104,36 @@ pub enum VoteOutcome {
 /// Why a vote does not count (on every replica alike: it is ordered).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VoteError {
+    /// The vote's client key is not the key of a current replica.
     #[error("only a replica of the current configuration votes on the next (with its replica key)")]
     NotAReplica,
+    /// The proposed keys do not make a valid replica set.
     #[error("the proposed replica set is not valid: {0}")]
     BadSet(#[from] ConfigError),
+    /// The proposed keys and names are those in force.
     #[error("the proposed replica set is the current one")]
     Unchanged,
+    /// The proposed names are not one per key, empty, too long, or repeated
+    /// (the text says which).
     #[error("the proposed names are not valid: {0}")]
     BadNames(String),
+    /// The vote's operation is not an encoded proposal.
     #[error("the proposal does not decode")]
     Undecodable,
+    /// A change is decided and not yet in force: no vote counts until it is.
     #[error(
         "a change is already decided (epoch {epoch} from sequence {end}); vote again once it is in force"
     )]
-    AlreadyDecided { epoch: u64, end: Seq },
+    AlreadyDecided {
+        /// The decided configuration's epoch.
+        epoch: u64,
+        /// The last sequence number of the current epoch.
+        end: Seq,
+    },
 }
 
 impl Reconfig {
+    /// The configuration `config` in force, its replicas unnamed, with no votes.
     pub fn new(config: ReplicaSet) -> Self {
         Self::named(config, Vec::new())
     }

@@ -38,7 +38,9 @@ pub const RECONFIGURE_OP: &[u8] = b"\0agent-mesh/pbft/reconfigure\0";
 /// A proposed replica set: keys in id order, and the nodes' names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
+    /// The new replicas' ed25519 public keys; index = replica id.
     pub keys: Vec<[u8; 32]>,
+    /// Their node names, by id (empty: unnamed).
     pub names: Vec<String>,
 }
 
@@ -58,16 +60,21 @@ pub struct ClientOp {
     /// request: the state machine's clock never runs backwards, so a stale
     /// stamp changes nothing.
     pub now_ms: u64,
+    /// The commands to apply in order, each with its caller's request id
+    /// (for deduplication), if any.
     pub commands: Vec<(Command, Option<RequestId>)>,
 }
 
 /// One executed request: whose, and what each of its commands returned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Executed {
+    /// The client (node key) that sent it.
     pub client: ClientId,
+    /// The request's timestamp.
     pub timestamp: u64,
     /// The state-machine index the request was applied at.
     pub index: u64,
+    /// One reply per command, in order (none for a vote).
     pub replies: Vec<Result<Reply, StateError>>,
     /// What a vote did (None for commands).
     pub vote: Option<Result<VoteOutcome, VoteError>>,
@@ -82,7 +89,9 @@ pub struct SnapshotError(#[from] postcard::Error);
 /// client's last executed timestamp, and the replica configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PbftApp {
+    /// Each client's last executed timestamp (older requests are not executed).
     pub clients: BTreeMap<ClientId, u64>,
+    /// The replica set in force, the votes for the next one and a decided change.
     pub reconfig: Reconfig,
 }
 
@@ -183,6 +192,8 @@ impl PbftApp {
         .expect("encoding to a Vec cannot fail")
     }
 
+    /// Decodes a [`PbftApp::snapshot`] back into the state machine and the
+    /// pBFT part.
     pub fn restore(bytes: &[u8]) -> Result<(StateMachine, Self), SnapshotError> {
         let body: SnapshotBody = postcard::from_bytes(bytes)?;
         Ok((

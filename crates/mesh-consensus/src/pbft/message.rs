@@ -27,10 +27,13 @@ pub type ClientId = [u8; 32];
 /// are authenticated, or a faulty replica could forge them).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Request {
+    /// The client that signed it (its public key).
     pub client: ClientId,
+    /// The client's timestamp: strictly increasing per client.
     pub timestamp: u64,
     /// The encoded state-machine command.
     pub op: Vec<u8>,
+    /// The client's ed25519 signature over client, timestamp and operation.
     #[serde(with = "sig_bytes")]
     pub signature: [u8; 64],
 }
@@ -92,52 +95,83 @@ pub enum Body {
     /// §4.2: the primary of `view` assigns `seq` to the batch with `digest`
     /// (the batch itself travels beside it, in [`Envelope::batch`]).
     PrePrepare {
+        /// The view whose primary sends it.
         view: View,
+        /// The sequence number assigned to the batch.
         seq: Seq,
+        /// The batch's [`batch_digest`].
         digest: Digest,
     },
     /// §4.2: a backup accepted that pre-prepare.
     Prepare {
+        /// The pre-prepare's view.
         view: View,
+        /// The pre-prepare's sequence number.
         seq: Seq,
+        /// The pre-prepare's batch digest.
         digest: Digest,
     },
     /// §4.2: the sender has a prepared certificate for (view, seq, digest).
     Commit {
+        /// The view it prepared in.
         view: View,
+        /// The prepared sequence number.
         seq: Seq,
+        /// The prepared batch's digest.
         digest: Digest,
     },
     /// §4.3: the state after executing `seq` has digest `state`.
-    Checkpoint { seq: Seq, state: Digest },
+    Checkpoint {
+        /// The checkpoint's sequence number (a multiple of the checkpoint interval).
+        seq: Seq,
+        /// SHA-256 of the whole state after executing `seq`.
+        state: Digest,
+    },
     /// §4.4: the sender moves to `view`; `stable` is its last stable
     /// checkpoint with its proof, `prepared` its prepared certificates after it.
     ViewChange {
+        /// The view the sender moves to.
         view: View,
+        /// Sequence number of its last stable checkpoint.
         stable: Seq,
+        /// 2f + 1 signed checkpoint messages proving `stable` (empty at the
+        /// epoch's start).
         checkpoint_proof: Vec<Signed>,
+        /// Its prepared certificates above `stable`.
         prepared: Vec<PreparedCert>,
     },
     /// §4.4: the new primary's proof (2f + 1 view changes) and the
     /// pre-prepares it re-issues for the new view.
     NewView {
+        /// The view that begins.
         view: View,
+        /// 2f + 1 signed VIEW-CHANGE messages for `view`.
         view_changes: Vec<Signed>,
+        /// The new primary's pre-prepares of `view` for every slot above the
+        /// latest stable checkpoint up to the highest prepared one (null
+        /// batches where none prepared).
         pre_prepares: Vec<Signed>,
     },
     /// §4.1: a replica's answer to a client's request.
     Reply {
+        /// The replica's current view (tells the client who is primary).
         view: View,
+        /// The client the request came from.
         client: ClientId,
+        /// The request's timestamp.
         timestamp: u64,
+        /// The encoded result of executing the request.
         result: Vec<u8>,
     },
     /// §5.1.3, as a read index: the sender's answer to `client`'s read-only
     /// question `nonce`: `seq` is the highest sequence number it knows
     /// committed or prepared (see [`super::read_only`]).
     ReadIndex {
+        /// The client that asked.
         client: ClientId,
+        /// The question's nonce, unique per client.
         nonce: u64,
+        /// The highest sequence number the sender knows committed or prepared.
         seq: Seq,
     },
 }
@@ -162,8 +196,11 @@ impl Body {
 /// primary can re-issue it without fetching the requests).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreparedCert {
+    /// The primary's signed pre-prepare.
     pub pre_prepare: Signed,
+    /// 2f signed prepares matching it, from different backups.
     pub prepares: Vec<Signed>,
+    /// The requests whose digest the pre-prepare names.
     pub batch: Vec<Request>,
 }
 
@@ -174,8 +211,11 @@ pub struct PreparedCert {
 /// execute it without having taken part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitCert {
+    /// The signed pre-prepare of the view's primary.
     pub pre_prepare: Signed,
+    /// 2f + 1 signed commits matching it, from different replicas.
     pub commits: Vec<Signed>,
+    /// The requests whose digest the pre-prepare names.
     pub batch: Vec<Request>,
 }
 
@@ -183,9 +223,13 @@ pub struct CommitCert {
 /// and sequence numbers mean something only within one configuration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signed {
+    /// The configuration it was signed in.
     pub epoch: Epoch,
+    /// The signing replica's id in that configuration.
     pub from: ReplicaId,
+    /// What it says.
     pub body: Body,
+    /// ed25519 signature over the domain tag, epoch, sender and body.
     #[serde(with = "sig_bytes")]
     pub signature: [u8; 64],
 }
@@ -211,14 +255,21 @@ mod sig_bytes {
 /// Why a signed message does not count.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
+    /// The claimed sender id is not in the replica set.
     #[error("replica {0} is not a member of the replica set")]
     NotAMember(ReplicaId),
+    /// The signature is not the claimed sender's over this message.
     #[error("the signature of replica {0} does not verify")]
     BadSignature(ReplicaId),
     /// Not a lie: a replica still in an earlier configuration, or already
     /// in a later one (the runtime helps it along, see [`super::epoch`]).
     #[error("a message of epoch {got}, not this configuration's epoch {current}")]
-    OtherEpoch { got: Epoch, current: Epoch },
+    OtherEpoch {
+        /// The epoch the message names.
+        got: Epoch,
+        /// The verifying replica set's epoch.
+        current: Epoch,
+    },
 }
 
 /// The bytes a signature covers: the domain tag, the epoch, the signer,
@@ -304,7 +355,9 @@ impl SigCache {
 /// the signature stays small and the digest binds them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
+    /// The signed message.
     pub msg: Signed,
+    /// For a pre-prepare, the batch it names; `None` otherwise.
     pub batch: Option<Vec<Request>>,
 }
 

@@ -1,9 +1,10 @@
 //! pBFT: Byzantine-fault-tolerant ordering (Castro & Liskov, OSDI '99 and
 //! ACM TOCS 2002), our own sans-IO core: no clock, socket or unseeded
 //! randomness inside; the node runtime and the simulator feed it messages and
-//! time and carry out what it returns.
+//! time and carry out what it returns. With n = 3f + 1 replicas it orders the
+//! mesh's state machine while up to f of them are Byzantine. `PBFT.md` (in
+//! this crate) describes where it goes beyond the paper, and its known limits.
 //!
-//! In progress (issue 7). So far:
 //! - [`config`]: the replica set (ed25519 identities), f, quorum sizes, the
 //!   primary of a view;
 //! - [`message`]: the protocol's messages, signed over a domain-separated
@@ -30,14 +31,15 @@
 //!   the core for a node (`mesh up --consensus pbft`), with [`machine`] (the
 //!   mesh's state machine under pBFT: requests of commands, exactly once per
 //!   client timestamp, checkpoint digests) and [`net_tcp`] (frames between
-//!   replicas).
-//!
+//!   replicas);
 //! - [`epoch`]: reconfiguration: the replica set changes by 2f + 1 committed
 //!   votes, at a checkpoint a window above the decision, into a new epoch
 //!   whose messages never count in another (the engine's side is
 //!   `engine/epochs.rs`).
 //!
-//! Not yet: the primary-proposed clock of §5.4 (see `ALGORITHM.md`).
+//! It does not implement the primary-proposed clock of §5.4: the replicated
+//! clock is the maximum of the clocks nodes stamp their requests with (see
+//! `PBFT.md`).
 
 #![forbid(unsafe_code)]
 

@@ -41,6 +41,8 @@ pub struct TcpTransport {
 }
 
 impl TcpTransport {
+    /// A transport that finds peers' addresses with `resolve` and dials
+    /// each on its first frame.
     pub fn new(resolve: Resolver) -> Arc<Self> {
         Arc::new(TcpTransport {
             resolve,

@@ -79,6 +79,7 @@ impl Replica {
 /// One round of a reader's question: the answers so far.
 #[derive(Debug, Clone)]
 pub struct ReadRound {
+    /// The question's nonce, which the answers must echo.
     pub nonce: u64,
     /// When the round began (in the runtime's clock, for its fallback).
     pub started: u64,

@@ -17,7 +17,8 @@
 //! is installed.
 //!
 //! Lost messages: the paper leaves retransmission to the implementation.
-//! Every `retransmit_ms` a replica sends again its own messages for slots not
+//! When a replica executed nothing for `retransmit_ms` (the wait doubles
+//! while that lasts), it sends again its own messages for slots not
 //! yet committed, its unstable checkpoints, its VIEW-CHANGE while the view
 //! change lasts, and re-forwards requests no pre-prepare carries yet; a
 //! replica that hears from one in an older view sends it the NEW-VIEW.
@@ -86,38 +87,66 @@ pub enum Output {
     /// Send to every other replica.
     Broadcast(Envelope),
     /// Send to one replica.
-    Send { to: ReplicaId, env: Envelope },
+    Send {
+        /// The replica to send to.
+        to: ReplicaId,
+        /// The message.
+        env: Envelope,
+    },
     /// Send this client request to `to`, or to every other replica.
     Forward {
+        /// The replica (the primary) to send to; `None` for every other replica.
         to: Option<ReplicaId>,
+        /// The client's signed request.
         request: Request,
     },
     /// Execute this batch, the next in sequence order. With `checkpoint`,
     /// report the state's digest after it with [`Replica::state_digest`].
     Execute {
+        /// The batch's sequence number.
         seq: Seq,
+        /// Its requests, in order (empty for a null batch).
         batch: Vec<Request>,
+        /// Whether `seq` is a checkpoint, whose state digest is wanted.
         checkpoint: bool,
     },
     /// A quorum agrees the state after `seq` has digest `state` and this
     /// replica is behind it: fetch that state from the others, check its
     /// digest, and call [`Replica::installed_state`].
-    FetchState { seq: Seq, state: Digest },
+    FetchState {
+        /// The checkpoint's sequence number.
+        seq: Seq,
+        /// The digest the fetched state must have.
+        state: Digest,
+    },
     /// Provable misbehaviour of a replica, with the signed messages that prove it.
     Evidence(Evidence),
     /// The replica entered a new view.
-    ViewChanged { view: View },
+    ViewChanged {
+        /// The view it entered.
+        view: View,
+    },
     /// Store durably, before carrying out any later output, that this
     /// replica may sign pre-prepares, prepares and commits up to `view` and
     /// `seq`; after a restart pass it to [`Replica::resume`]. Comes once per
     /// window of sequence numbers and once per view.
-    Reserve { view: View, seq: Seq },
+    Reserve {
+        /// Highest view it may sign in.
+        view: View,
+        /// Highest sequence number it may sign for.
+        seq: Seq,
+    },
     /// Others committed batches this replica cannot execute yet, or it may
     /// be behind without knowing: ask them what they have above `after` and
     /// above `view` ([`Replica::entries_after`]); pass the commit
     /// certificates to [`Replica::on_commit_certs`] and the rest to
     /// [`Replica::handle`].
-    FetchEntries { after: Seq, view: View },
+    FetchEntries {
+        /// This replica's last executed sequence number.
+        after: Seq,
+        /// This replica's current view.
+        view: View,
+    },
     /// Store this (see [`super::durable`]); after a restart hand it to
     /// [`Replica::restore`]. If [`Record::urgent`](super::durable::Record::urgent),
     /// durably before carrying out any later output; otherwise by the next
@@ -128,7 +157,12 @@ pub enum Output {
     /// The epoch ended: `seq`, its last sequence number, executed here and
     /// its checkpoint stable with `proof`. The next configuration orders
     /// what follows (see [`super::epoch`]); this replica orders nothing more.
-    EpochEnd { seq: Seq, proof: Vec<Signed> },
+    EpochEnd {
+        /// The epoch's last sequence number.
+        seq: Seq,
+        /// 2f + 1 signed checkpoint messages for `seq`.
+        proof: Vec<Signed>,
+    },
 }
 
 /// Proof that a replica lied: two messages it signed that no correct
@@ -136,10 +170,20 @@ pub enum Output {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Evidence {
     /// Two different pre-prepares for one view and sequence number.
-    Equivocation { a: Signed, b: Signed },
+    Equivocation {
+        /// One signed pre-prepare (the one this replica held first).
+        a: Signed,
+        /// Another for the same view and sequence number, with another digest.
+        b: Signed,
+    },
     /// Two prepares, or two commits, for one view and sequence number with
     /// different digests.
-    ConflictingVotes { a: Signed, b: Signed },
+    ConflictingVotes {
+        /// One signed vote (the one this replica held first).
+        a: Signed,
+        /// Another of the same kind for the same slot, with another digest.
+        b: Signed,
+    },
 }
 
 impl Evidence {
@@ -184,34 +228,78 @@ impl Evidence {
 /// Why a message was not taken (counted by the runtime; nothing changes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
+    /// The message is of another epoch, from a non-member, or badly signed.
     #[error(transparent)]
     Signature(#[from] super::message::VerifyError),
+    /// A certificate inside a VIEW-CHANGE or NEW-VIEW does not hold.
     #[error(transparent)]
     Certificate(#[from] CertError),
+    /// A pre-prepare signed by a backup.
     #[error("a pre-prepare from replica {from}, which is not the primary of view {view}")]
-    NotPrimary { from: ReplicaId, view: View },
+    NotPrimary {
+        /// The replica that signed it.
+        from: ReplicaId,
+        /// The view it names.
+        view: View,
+    },
+    /// A normal-case message of an earlier or a later view.
     #[error("view {got} is not this replica's view {current}")]
-    WrongView { got: View, current: View },
+    WrongView {
+        /// The view the message names.
+        got: View,
+        /// This replica's view.
+        current: View,
+    },
+    /// A normal-case message that arrived while this replica changes to this view.
     #[error("replica is changing to view {0}")]
     ViewChanging(View),
+    /// A sequence number at or below the low watermark or above the high one.
     #[error("sequence number {seq} is outside the window ({low}, {high}]")]
-    OutsideWindow { seq: Seq, low: Seq, high: Seq },
+    OutsideWindow {
+        /// The sequence number the message names.
+        seq: Seq,
+        /// The low watermark (exclusive).
+        low: Seq,
+        /// The high watermark (inclusive).
+        high: Seq,
+    },
+    /// A pre-prepare whose batch does not hash to its digest.
     #[error("the batch does not match the pre-prepare's digest")]
     DigestMismatch,
+    /// A pre-prepare that arrived without the batch it names.
     #[error("a pre-prepare without its batch")]
     MissingBatch,
+    /// A second pre-prepare for a slot with another digest (recorded as evidence).
     #[error("a conflicting pre-prepare for view {view}, sequence {seq}")]
-    Conflict { view: View, seq: Seq },
+    Conflict {
+        /// The slot's view.
+        view: View,
+        /// The slot's sequence number.
+        seq: Seq,
+    },
+    /// A second prepare or commit from one replica for a slot, with another
+    /// digest (recorded as evidence).
     #[error("a conflicting vote for view {view}, sequence {seq}")]
-    ConflictingVote { view: View, seq: Seq },
+    ConflictingVote {
+        /// The slot's view.
+        view: View,
+        /// The slot's sequence number.
+        seq: Seq,
+    },
+    /// A prepare signed by the view's primary, which only pre-prepares.
     #[error("a prepare from the primary (only backups prepare)")]
     PrepareFromPrimary,
+    /// A batched request whose client signature does not verify.
     #[error("a request its client did not sign")]
     UnsignedRequest,
+    /// A batch beside a message other than a pre-prepare.
     #[error("a batch in a message that carries none")]
     UnexpectedBatch,
+    /// A checkpoint at 0 or at a sequence number that is not a multiple of
+    /// the checkpoint interval.
     #[error("a checkpoint for {0}, not a multiple of the checkpoint interval")]
     OddCheckpoint(Seq),
+    /// A reply or read-index answer, which only clients take.
     #[error("a reply (replicas do not take replies)")]
     NotForReplicas,
 }
@@ -220,7 +308,9 @@ pub enum Refused {
 /// benchmarks report).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Messages this replica signed.
     pub signed: u64,
+    /// Signatures it verified (messages and client requests).
     pub verified: u64,
 }
 
@@ -383,6 +473,7 @@ impl Replica {
         }
     }
 
+    /// This replica's id in its replica set.
     pub fn id(&self) -> ReplicaId {
         self.id
     }
@@ -424,6 +515,7 @@ impl Replica {
         }
         true
     }
+    /// The current view (the one being changed to, during a view change).
     pub fn view(&self) -> View {
         self.view
     }
@@ -431,6 +523,7 @@ impl Replica {
     pub fn is_active(&self) -> bool {
         self.active
     }
+    /// The highest sequence number executed here (all below it are too).
     pub fn last_executed(&self) -> Seq {
         self.last_executed
     }
@@ -458,9 +551,11 @@ impl Replica {
             verified: self.counters.verified + self.cache.verified,
         }
     }
+    /// The configuration this replica belongs to.
     pub fn replicas(&self) -> &ReplicaSet {
         &self.replicas
     }
+    /// True if this replica is the primary of its current view.
     pub fn is_primary(&self) -> bool {
         self.replicas.primary(self.view) == self.id
     }

@@ -29,6 +29,7 @@ use super::durable::Record;
 use super::message::Signed;
 
 const LOG_DIR: &str = "log";
+/// Name of the stored stable checkpoint's file in the replica's directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.bin";
 /// Largest record (a batch of requests with its certificate).
 const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
@@ -36,14 +37,18 @@ const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
 /// The stored stable checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredCheckpoint {
+    /// The checkpoint's sequence number.
     pub seq: Seq,
+    /// 2f + 1 signed checkpoint messages proving its state digest.
     pub proof: Vec<Signed>,
+    /// The state at `seq`, as [`super::machine::PbftApp::snapshot`] encodes it.
     pub snapshot: Vec<u8>,
 }
 
 /// What [`Store::open`] found.
 #[derive(Debug, Default)]
 pub struct Loaded {
+    /// The stored stable checkpoint, if one was written.
     pub checkpoint: Option<StoredCheckpoint>,
     /// Records in the order they were written.
     pub records: Vec<Record>,
@@ -61,9 +66,11 @@ pub struct Store {
     /// Framed records not written yet.
     buf: Vec<u8>,
     checkpoint_seq: Seq,
-    /// Records appended, bytes written and syncs so far (status).
+    /// Records appended so far (status).
     pub records: u64,
+    /// Bytes written to the log so far (status).
     pub bytes_written: u64,
+    /// Log syncs so far (status).
     pub syncs: u64,
 }
 
@@ -214,6 +221,7 @@ impl Store {
         self.checkpoint_seq
     }
 
+    /// The replica's directory (holding `log/` and `checkpoint.bin`).
     pub fn dir(&self) -> &Path {
         &self.dir
     }

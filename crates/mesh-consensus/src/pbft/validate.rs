@@ -17,26 +17,75 @@ use super::message::{
 /// Why a certificate, VIEW-CHANGE or NEW-VIEW does not count.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CertError {
+    /// A message inside is of another epoch, from a non-member, or badly signed.
     #[error(transparent)]
     Signature(#[from] super::message::VerifyError),
+    /// A checkpoint proof without a quorum of matching checkpoint messages.
     #[error("the checkpoint proof for {seq} has {got} matching signatures, {need} needed")]
-    WeakCheckpoint { seq: Seq, got: usize, need: usize },
+    WeakCheckpoint {
+        /// The checkpoint's sequence number.
+        seq: Seq,
+        /// Distinct replicas that signed the most common state digest.
+        got: usize,
+        /// The quorum, 2f + 1.
+        need: usize,
+    },
+    /// A message of the wrong kind, or for another slot or view, where a
+    /// certificate, proof or NEW-VIEW needs a specific one.
     #[error("a message of the wrong kind inside a certificate")]
     WrongKind,
+    /// A prepared certificate in a VIEW-CHANGE is not from a view below the
+    /// one it changes to.
     #[error("a prepared certificate for {seq} is not for a view below {view}")]
-    CertView { seq: Seq, view: View },
+    CertView {
+        /// The certificate's sequence number.
+        seq: Seq,
+        /// The view the VIEW-CHANGE moves to.
+        view: View,
+    },
+    /// A prepared certificate in a VIEW-CHANGE is not in the window above its
+    /// stable checkpoint.
     #[error("a prepared certificate for {seq} outside ({low}, {high}]")]
-    CertOutsideWindow { seq: Seq, low: Seq, high: Seq },
+    CertOutsideWindow {
+        /// The certificate's sequence number.
+        seq: Seq,
+        /// The VIEW-CHANGE's stable checkpoint (exclusive).
+        low: Seq,
+        /// That checkpoint plus the window (inclusive).
+        high: Seq,
+    },
+    /// One VIEW-CHANGE carries two prepared certificates for this sequence number.
     #[error("two prepared certificates for {0} in one view change")]
     DuplicateCert(Seq),
+    /// A prepared or commit certificate with too few matching votes from
+    /// different replicas.
     #[error("the prepared certificate for {seq} has {got} matching prepares, {need} needed")]
-    WeakCert { seq: Seq, got: usize, need: usize },
+    WeakCert {
+        /// The certificate's sequence number.
+        seq: Seq,
+        /// Distinct replicas whose votes match.
+        got: usize,
+        /// Votes needed (2f for prepares, 2f + 1 for commits).
+        need: usize,
+    },
+    /// A certificate's pre-prepare, or a NEW-VIEW, signed by a replica that
+    /// is not the primary of its view.
     #[error("a pre-prepare in a certificate is not from the primary of its view")]
     NotPrimary,
+    /// A certificate's batch does not hash to its pre-prepare's digest.
     #[error("a certificate's batch does not match its digest")]
     BatchMismatch,
+    /// A NEW-VIEW carries fewer than a quorum of valid VIEW-CHANGEs for its view.
     #[error("a NEW-VIEW with {got} view changes for view {view}, {need} needed")]
-    TooFewViewChanges { view: View, got: usize, need: usize },
+    TooFewViewChanges {
+        /// The view the NEW-VIEW starts.
+        view: View,
+        /// Valid VIEW-CHANGEs for it from distinct replicas.
+        got: usize,
+        /// The quorum, 2f + 1.
+        need: usize,
+    },
+    /// A NEW-VIEW's pre-prepares differ from those its VIEW-CHANGEs determine.
     #[error("the NEW-VIEW's pre-prepares are not the ones its view changes determine")]
     WrongPrePrepares,
 }
@@ -191,11 +240,17 @@ pub fn commit_cert(
 /// requests after it, by sequence number (view, digest, batch).
 #[derive(Debug, Clone)]
 pub struct ViewChangeInfo {
+    /// The replica that sent the VIEW-CHANGE.
     pub from: ReplicaId,
+    /// The view it moves to.
     pub view: View,
+    /// Its last stable checkpoint's sequence number.
     pub stable: Seq,
+    /// The state digest that checkpoint proves (zeroes at the epoch's start).
     pub state: Digest,
+    /// The signed checkpoint messages proving it.
     pub checkpoint_proof: Vec<Signed>,
+    /// Its prepared certificates: sequence number → (view, digest, batch).
     pub prepared: BTreeMap<Seq, (View, Digest, Vec<Request>)>,
 }
 
@@ -250,8 +305,11 @@ pub fn view_change(
 /// request (an empty batch) where none prepared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewViewPlan {
+    /// The latest stable checkpoint among the view changes (`min-s`).
     pub stable: Seq,
+    /// Its state digest.
     pub state: Digest,
+    /// Its proof, from the view change that carried it.
     pub checkpoint_proof: Vec<Signed>,
     /// (seq, digest, batch) for every seq in (stable, max-s], in order.
     pub pre_prepares: Vec<(Seq, Digest, Vec<Request>)>,

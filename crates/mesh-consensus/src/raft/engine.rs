@@ -48,10 +48,13 @@ fn leader_addr_of(raft: &Raft<TypeConfig>) -> Option<(NodeId, String)> {
 /// How the membership layer sees a peer, for [`RaftOrdering::reconcile_voters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerHealth {
+    /// Membership sees it alive: a learner in this state may become a voter.
     Alive,
+    /// Membership suspects it: neither promoted nor replaced.
     Suspect,
     /// Confirmed dead (or left) this long ago.
     Dead {
+        /// Milliseconds since it was confirmed dead or left.
         for_ms: u64,
     },
     /// Not in the membership view (yet).

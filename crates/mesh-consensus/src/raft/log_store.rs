@@ -56,6 +56,7 @@ pub struct MemLogStore {
 }
 
 impl MemLogStore {
+    /// An empty log whose appends are durable at once.
     pub fn new() -> Self {
         Self::default()
     }

@@ -48,7 +48,10 @@ impl std::fmt::Display for Request {
 /// What applying one entry returns: a reply per command of the batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
+    /// Log index of the applied entry.
     pub index: u64,
+    /// One reply per command of the batch, in batch order (none for blank or
+    /// membership entries).
     pub replies: Vec<Result<mesh_state::Reply, mesh_state::StateError>>,
 }
 

@@ -62,12 +62,14 @@ pub struct MemRouter {
 }
 
 impl MemRouter {
+    /// A router with no nodes and no faults.
     pub fn new() -> Self {
         Self::default()
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+    /// Makes node `id` reachable, its RPCs handled by `raft`.
     pub fn add(&self, id: NodeId, raft: Raft<TypeConfig>) {
         self.lock().nodes.insert(id, raft);
     }
@@ -75,9 +77,11 @@ impl MemRouter {
     pub fn remove(&self, id: NodeId) {
         self.lock().nodes.remove(&id);
     }
+    /// Cuts node `id` off: no RPC from or to it gets through until [`MemRouter::heal`].
     pub fn isolate(&self, id: NodeId) {
         self.lock().isolated.insert(id);
     }
+    /// Ends node `id`'s isolation.
     pub fn heal(&self, id: NodeId) {
         self.lock().isolated.remove(&id);
     }

@@ -12,9 +12,9 @@
 //! index is not written on its own: the latest one rides along in an append's
 //! transaction, at most once per [`COMMIT_SAVE_EVERY`]. It only speeds up a
 //! restart, and an older one is safe, since the leader tells a restarted node
-//! again what is committed. (A transaction per commit used to delay the next
-//! append's fsync on every node; writing it with every append adds pages to
-//! every fsync.)
+//! again what is committed. (A transaction per commit would delay the next
+//! append's fsync on every node; writing it with every append would add pages
+//! to every fsync.)
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

@@ -103,6 +103,7 @@ impl SmStore {
         self.meta().last_applied.map(|l| l.index)
     }
 
+    /// An empty state machine kept in memory only (no snapshot directory).
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
@@ -118,6 +119,7 @@ impl SmStore {
         }
     }
 
+    /// The state machine it applies to, shared with readers.
     pub fn state(&self) -> SharedState {
         self.state.clone()
     }

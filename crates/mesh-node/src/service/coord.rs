@@ -27,8 +27,11 @@ pub const MAX_DEADLINE_SECS: u64 = 30 * 24 * 3600;
 /// An agent registration.
 #[derive(Debug, Clone)]
 pub struct NewAgent {
+    /// The agent's id, unique in the mesh.
     pub id: String,
+    /// The agent's type (`claude`, `script`, ...), free-form.
     pub kind: String,
+    /// Capabilities the agent offers, matched against tasks' requirements.
     pub caps: Vec<String>,
     /// The hosting node; this node when `None`.
     pub node: Option<String>,
@@ -39,14 +42,22 @@ pub struct NewAgent {
 /// An agent as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentView {
+    /// The agent's id.
     pub id: String,
+    /// The agent's type (`type` in JSON).
     #[serde(rename = "type")]
     pub kind: String,
+    /// Capabilities the agent offers.
     pub caps: Vec<String>,
+    /// The node that hosts it.
     pub node: String,
+    /// Its ed25519 public key, hex: it verifies the agent's votes.
     pub public_key: String,
+    /// `ACTIVE`, `WAITING` or `COMPLETE`.
     pub state: AgentState,
+    /// When it first registered, Unix ms (kept across re-registrations).
     pub registered_at_ms: u64,
+    /// Its last registration, state change, heartbeat or task report, Unix ms.
     pub last_seen_ms: u64,
     /// When the hosting node was confirmed dead (`null`: it was not).
     pub node_dead_at_ms: Option<u64>,
@@ -78,20 +89,28 @@ pub struct NewProposal {
     pub id: Option<String>,
     /// Any JSON value.
     pub body: serde_json::Value,
+    /// Who proposes it (an agent id or any name), for the record.
     pub proposer: Option<String>,
     /// Eligible voters; every registered agent when `None`.
     pub voters: Option<Vec<String>>,
     /// Fraction of eligible voters needed, in (0, 1]; two thirds by default.
     pub threshold: Option<f64>,
+    /// Voting window in seconds, 1 to [`MAX_DEADLINE_SECS`];
+    /// [`DEFAULT_DEADLINE_SECS`] when `None`.
     pub deadline_secs: Option<u64>,
 }
 
 /// A signed vote as a client submits it.
 #[derive(Debug, Clone)]
 pub struct SignedVote {
+    /// The voting agent; its registered key must verify the signature.
     pub agent_id: String,
+    /// `true` approves, `false` rejects.
     pub approve: bool,
+    /// Why, in the voter's words (signed too).
     pub reason: Option<String>,
+    /// The agent's vote counter: a vote replaces the agent's earlier one only
+    /// with a higher `seq`.
     pub seq: u64,
     /// ed25519 signature over `vote_signing_bytes`, hex.
     pub signature_hex: String,
@@ -100,33 +119,50 @@ pub struct SignedVote {
 /// One counted vote.
 #[derive(Debug, Clone, Serialize)]
 pub struct VoteView {
+    /// `approve` or `reject`.
     pub vote: &'static str,
+    /// The voter's reason, if given.
     pub reason: Option<String>,
+    /// The vote's counter (see [`SignedVote::seq`]).
     pub seq: u64,
+    /// When it was counted, Unix ms.
     pub at_ms: u64,
+    /// Its ed25519 signature, hex.
     pub signature: String,
 }
 
 /// A proposal as the API shows it, with its measured figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProposalView {
+    /// The proposal's id.
     pub id: String,
+    /// What is proposed: any JSON value (a string when the stored text is not JSON).
     pub body: serde_json::Value,
+    /// Who proposed it, if named.
     pub proposer: Option<String>,
+    /// Eligible voters, fixed at creation.
     pub voters: Vec<String>,
+    /// Fraction of eligible voters whose approval decides it, in (0, 1].
     pub threshold: f64,
     /// Approvals needed: ceil(threshold x voters).
     pub needed: usize,
+    /// Votes to approve so far.
     pub approvals: usize,
+    /// Votes to reject so far.
     pub rejections: usize,
+    /// Open, approved, rejected or expired.
     pub status: ProposalStatus,
+    /// When it was created, Unix ms.
     pub created_at_ms: u64,
+    /// When voting closes, Unix ms.
     pub deadline_ms: u64,
+    /// When it was decided or expired, Unix ms (`null` while open).
     pub decided_at_ms: Option<u64>,
     /// From creation to decision or expiry; `null` while open.
     pub decision_latency_ms: Option<u64>,
     /// Fraction of eligible voters who voted.
     pub participation: f64,
+    /// Each counted vote, by agent id.
     pub votes: std::collections::BTreeMap<String, VoteView>,
 }
 
@@ -171,13 +207,17 @@ impl From<&Proposal> for ProposalView {
 /// A barrier as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct BarrierView {
+    /// The barrier's id.
     pub id: String,
     /// The agents it waits for, or `null` for a group barrier.
     pub agents: Option<Vec<String>>,
     /// `{"type": ..., "count": ...}` for a group barrier.
     pub group: Option<serde_json::Value>,
+    /// Whether it has released: its agents, or enough of its group, are `COMPLETE`.
     pub released: bool,
+    /// When it was created, Unix ms.
     pub created_at_ms: u64,
+    /// When it released, Unix ms (`null` while it holds).
     pub released_at_ms: Option<u64>,
     /// Agents of the barrier not COMPLETE yet (for an agent-list barrier).
     pub waiting_for: Vec<String>,
@@ -237,6 +277,8 @@ pub(super) fn fresh_id(prefix: &str) -> String {
 }
 
 impl Service {
+    /// Registers an agent (or registers it again with the same key: that
+    /// makes it `ACTIVE` and moves it to `a.node`) and returns it.
     pub async fn register_agent(
         &self,
         a: NewAgent,
@@ -260,6 +302,7 @@ impl Service {
         self.agent(&id, true).await
     }
 
+    /// One agent; `stale` reads this replica without a read-index round.
     pub async fn agent(&self, id: &str, stale: bool) -> Result<AgentView, ServiceError> {
         self.read(stale, |sm| sm.agents.get(id).map(AgentView::from))
             .await?
@@ -269,6 +312,7 @@ impl Service {
             })
     }
 
+    /// Every registered agent.
     pub async fn agents(&self, stale: bool) -> Result<Vec<AgentView>, ServiceError> {
         self.read(stale, |sm| {
             sm.agents.values().map(AgentView::from).collect()
@@ -276,6 +320,7 @@ impl Service {
         .await
     }
 
+    /// Sets an agent's state (barriers may release on `COMPLETE`) and returns it.
     pub async fn set_agent_state(
         &self,
         id: &str,
@@ -290,17 +335,20 @@ impl Service {
         self.agent(id, true).await
     }
 
+    /// Records that an agent is alive (its `last_seen_ms`) and returns it.
     pub async fn agent_heartbeat(&self, id: &str) -> Result<AgentView, ServiceError> {
         let cmd = CoordCmd::Heartbeat { id: id.to_string() };
         self.write_ok(Command::Coord(cmd), None).await?;
         self.agent(id, true).await
     }
 
+    /// Removes an agent; its tasks move on first.
     pub async fn unregister_agent(&self, id: &str) -> Result<(), ServiceError> {
         let cmd = CoordCmd::UnregisterAgent { id: id.to_string() };
         self.write_ok(Command::Coord(cmd), None).await.map(|_| ())
     }
 
+    /// Opens a proposal for the eligible agents to vote on and returns it.
     pub async fn propose(
         &self,
         p: NewProposal,
@@ -334,6 +382,8 @@ impl Service {
         self.proposal(&id, None, true).await
     }
 
+    /// Counts a signed vote on `proposal_id` (the state machine checks the
+    /// signature) and returns the proposal.
     pub async fn vote(
         &self,
         proposal_id: &str,
@@ -408,6 +458,7 @@ impl Service {
         }
     }
 
+    /// Every proposal, open and decided.
     pub async fn proposals(&self, stale: bool) -> Result<Vec<ProposalView>, ServiceError> {
         self.read(stale, |sm| {
             sm.proposals.values().map(ProposalView::from).collect()
@@ -415,6 +466,8 @@ impl Service {
         .await
     }
 
+    /// Creates a barrier on a list of agents or a group (`id` generated when
+    /// `None`) and returns it.
     pub async fn create_barrier(
         &self,
         id: Option<String>,
@@ -449,6 +502,7 @@ impl Service {
         .await
     }
 
+    /// Every barrier.
     pub async fn barriers(&self, stale: bool) -> Result<Vec<BarrierView>, ServiceError> {
         self.read(stale, |sm| {
             sm.barriers.values().map(|b| barrier_view(b, sm)).collect()
@@ -456,6 +510,7 @@ impl Service {
         .await
     }
 
+    /// Removes a barrier.
     pub async fn delete_barrier(&self, id: &str) -> Result<(), ServiceError> {
         let cmd = CoordCmd::DeleteBarrier { id: id.to_string() };
         self.write_ok(Command::Coord(cmd), None).await.map(|_| ())

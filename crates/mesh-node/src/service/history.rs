@@ -23,30 +23,51 @@ pub const KEEP: usize = 24 * 3600 / 5;
 /// One look at the node.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Sample {
+    /// When it was taken, Unix ms.
     pub at_unix_ms: u64,
+    /// Members alive in this node's view.
     pub members_alive: usize,
+    /// Members suspected in this node's view.
     pub members_suspect: usize,
+    /// Members dead or left in this node's view.
     pub members_dead: usize,
+    /// Whether this node led (Raft) or was the primary (pBFT).
     pub is_leader: bool,
+    /// The Raft term (pBFT: the view).
     pub term: u64,
+    /// Highest log index known committed.
     pub commit_index: Option<u64>,
+    /// Log entries committed per second since the previous sample.
     pub commits_per_sec: Option<f64>,
+    /// Process CPU use, percent of one core.
     pub cpu_percent: Option<f32>,
+    /// Process resident memory, bytes.
     pub resident_bytes: Option<u64>,
-    /// Membership traffic.
+    /// Membership traffic: packets and frames received per second.
     pub gossip_messages_in_per_sec: Option<f64>,
+    /// Membership traffic: packets and frames sent per second.
     pub gossip_messages_out_per_sec: Option<f64>,
+    /// Tasks submitted per second, mesh-wide.
     pub tasks_submitted_per_sec: Option<f64>,
+    /// Tasks completed per second, mesh-wide.
     pub tasks_completed_per_sec: Option<f64>,
+    /// Tasks failed or dead-lettered per second, mesh-wide.
     pub tasks_failed_per_sec: Option<f64>,
+    /// Tasks running, mesh-wide.
     pub tasks_running: Option<usize>,
+    /// Ready tasks no agent has taken.
     pub tasks_waiting: Option<usize>,
-    /// Submit to first start, over the tasks the replica holds.
+    /// Submit to first start, median ms, over the tasks the replica holds.
     pub dispatch_p50_ms: Option<u64>,
+    /// Submit to first start, 99th percentile ms.
     pub dispatch_p99_ms: Option<u64>,
+    /// Submit to completion, median ms, over the completed tasks the replica holds.
     pub end_to_end_p50_ms: Option<u64>,
+    /// Standard deviation / mean of running + queued tasks over live agents.
     pub load_variance: Option<f64>,
+    /// Publish calls accepted on this node per second.
     pub messages_published_per_sec: Option<f64>,
+    /// Messages handed to this node's subscriptions per second (one per subscription).
     pub messages_delivered_per_sec: Option<f64>,
 }
 

@@ -26,7 +26,8 @@ pub const DEFAULT_LIST_LIMIT: usize = 1_000;
 /// Most keys one bulk write sets.
 pub const MAX_BULK_ITEMS: usize = 1_000;
 
-pub fn validate_namespace(ns: &str) -> Result<(), ServiceError> {
+/// Checks a namespace: 1 to [`MAX_NAMESPACE_BYTES`] characters of `A-Z a-z 0-9 _ . -`.
+pub(crate) fn validate_namespace(ns: &str) -> Result<(), ServiceError> {
     if ns.is_empty() || ns.len() > MAX_NAMESPACE_BYTES {
         return Err(ServiceError::bad(
             "bad_namespace",
@@ -98,6 +99,7 @@ pub fn ttl_ms(ttl_secs: u64) -> Result<u64, ServiceError> {
 /// How a put is conditioned.
 #[derive(Debug, Clone, Default)]
 pub enum PutCondition {
+    /// Write whatever the key holds (the default).
     #[default]
     Always,
     /// Only if the key does not exist.
@@ -111,8 +113,12 @@ pub enum PutCondition {
 /// A put's options.
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
+    /// Expire the key this many seconds after the write (1 to [`MAX_TTL_SECS`]);
+    /// `None`: never.
     pub ttl_secs: Option<u64>,
+    /// When the write happens.
     pub condition: PutCondition,
+    /// The client's request id, so a retry applies at most once; `None`: a fresh one.
     pub request_id: Option<RequestId>,
 }
 
@@ -129,7 +135,9 @@ pub fn bytes_json(b: &[u8]) -> serde_json::Value {
 /// A key's value as the API returns it.
 #[derive(Debug, Clone, Serialize)]
 pub struct KvItem {
+    /// The key's namespace.
     pub namespace: String,
+    /// The key within the namespace.
     pub key: String,
     /// string, list, set, zset or hash.
     #[serde(rename = "type")]
@@ -163,7 +171,9 @@ fn value_json(v: &Value) -> serde_json::Value {
 /// A listing of keys in a namespace.
 #[derive(Debug, Clone, Serialize)]
 pub struct KvList {
+    /// The namespace listed.
     pub namespace: String,
+    /// Matching keys without the namespace, in order, at most `limit`.
     pub keys: Vec<String>,
     /// More keys matched than `limit`.
     pub truncated: bool,

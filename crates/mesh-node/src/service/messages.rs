@@ -129,6 +129,7 @@ impl Service {
         Ok(self.inner.messaging.mesh_subscriptions().await?)
     }
 
+    /// This node's messaging counters, peer queues and subscriptions.
     pub async fn messaging_status(&self) -> Result<MessagingStatus, ServiceError> {
         Ok(self.inner.messaging.status().await?)
     }

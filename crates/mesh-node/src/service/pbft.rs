@@ -18,13 +18,22 @@ const VOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum VoteReport {
     /// The proposal has `votes` of the `need` it takes.
-    Counted { votes: usize, need: usize },
+    Counted {
+        /// Replicas that voted for this replica set so far.
+        votes: usize,
+        /// Votes it takes to decide.
+        need: usize,
+    },
     /// This vote decided it: epoch `epoch` starts after sequence number
     /// `end` (decided by the batch at `at`).
     Decided {
+        /// The new configuration's epoch number.
         epoch: u64,
+        /// Sequence number of the batch that decided the change.
         at: u64,
+        /// Last sequence number ordered by the old replica set.
         end: u64,
+        /// The new replica set's names, in replica-id order.
         replicas: Vec<String>,
     },
 }

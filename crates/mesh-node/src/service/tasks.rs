@@ -28,12 +28,19 @@ pub const MAX_LIST: usize = 10_000;
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum DataView {
+    /// JSON data (a JSON payload, or a result that parses as JSON), as itself.
     Json(serde_json::Value),
+    /// UTF-8 text that is not shown as JSON, as a string.
     Text(String),
-    Base64 { base64: String },
+    /// Any other bytes, as `{"base64": ...}`.
+    Base64 {
+        /// The bytes, standard base64.
+        base64: String,
+    },
 }
 
-pub fn data_view(bytes: &[u8], json: bool) -> DataView {
+/// Shows `bytes` as JSON when `json` is set and they parse, else as text or base64.
+pub(crate) fn data_view(bytes: &[u8], json: bool) -> DataView {
     if json && let Ok(v) = serde_json::from_slice(bytes) {
         return DataView::Json(v);
     }
@@ -48,21 +55,37 @@ pub fn data_view(bytes: &[u8], json: bool) -> DataView {
 /// A task as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskView {
+    /// The task's id.
     pub id: String,
+    /// Where it is in its life (`pending`, `ready`, ..., `cancelled`).
     pub state: TaskState,
+    /// `low`, `medium`, `high` or `critical`; higher runs first.
     pub priority: &'static str,
+    /// Its routing strategy: `capability`, `hash`, `auction` or `steal`.
     pub strategy: &'static str,
+    /// Required capabilities, `name` or `name=weight`.
     pub needs: Vec<String>,
+    /// Lowest capability score an agent needs to take it, 0 to 1.
     pub min_score: f64,
+    /// Tasks that must complete before it starts.
     pub deps: Vec<String>,
+    /// How many of `deps` have not completed.
     pub unmet_deps: u32,
+    /// Only agents whose node is in this zone take it.
     pub zone: Option<String>,
+    /// The agent holding it (assigned or running), or that ran it last.
     pub agent: Option<String>,
+    /// The current or last attempt's number (0 before the first).
     pub attempt: u32,
+    /// Retry budget: attempts allowed after the first.
     pub retries: u32,
+    /// How long one attempt may run, ms.
     pub timeout_ms: u64,
+    /// When it was submitted, Unix ms (leader's clock).
     pub submitted_ms: u64,
+    /// When it reached a final state, Unix ms.
     pub finished_ms: Option<u64>,
+    /// While running: when the lease runs out unless renewed, Unix ms.
     pub lease_until_ms: Option<u64>,
     /// Why no agent can take it now (`null`: some agent can).
     pub unroutable: Option<String>,
@@ -70,9 +93,13 @@ pub struct TaskView {
     pub dispatch_ms: Option<u64>,
     /// From submit to completion (`null` until completed).
     pub end_to_end_ms: Option<u64>,
+    /// Its input.
     pub payload: DataView,
+    /// What a completed attempt returned.
     pub result: Option<DataView>,
+    /// Every run so far, first first.
     pub attempts: Vec<Attempt>,
+    /// Every state change, oldest first.
     pub history: Vec<Transition>,
 }
 
@@ -125,10 +152,15 @@ impl From<&Task> for TaskView {
 /// A task handed to an agent.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClaimedView {
+    /// The task's id.
     pub id: String,
+    /// This attempt's number: outcomes and renewals name it.
     pub attempt: u32,
+    /// How long this attempt may run, ms.
     pub timeout_ms: u64,
+    /// When the lease runs out unless renewed, Unix ms.
     pub lease_until_ms: u64,
+    /// Its input (JSON as itself, text as a string, other bytes as base64).
     pub payload: DataView,
     /// The payload's bytes, base64 (what a worker writes to the command's stdin).
     pub payload_base64: String,
@@ -150,23 +182,33 @@ impl From<&ClaimedTask> for ClaimedView {
 /// What a claim returns: the tasks, and the cursor to pass to the next claim.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClaimView {
+    /// Tasks now running for the agent.
     pub tasks: Vec<ClaimedView>,
+    /// Where the next claim picks up: tasks started for the agent after it
+    /// come back then.
     pub cursor: u64,
 }
 
 /// Filters for listing tasks.
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
+    /// Only tasks in this state.
     pub state: Option<TaskState>,
+    /// Only tasks this agent holds or ran last.
     pub agent: Option<String>,
+    /// Most tasks returned: 1,000 by default, at most [`MAX_LIST`].
     pub limit: Option<usize>,
 }
 
 /// A claim's parameters.
 #[derive(Debug, Clone)]
 pub struct ClaimParams {
+    /// The claiming agent.
     pub agent: String,
+    /// Most tasks to take.
     pub max: u32,
+    /// Lease each task gets, ms; renewed while it runs (default
+    /// `mesh_state::tasks::DEFAULT_LEASE_MS`).
     pub lease_ms: Option<u64>,
     /// How long to wait for work when none is ready.
     pub wait: Option<Duration>,
@@ -230,6 +272,7 @@ impl Service {
         .await
     }
 
+    /// Tasks matching `f`, in submission order.
     pub async fn tasks(&self, f: TaskFilter, stale: bool) -> Result<Vec<TaskView>, ServiceError> {
         let limit = f.limit.unwrap_or(1_000).min(MAX_LIST);
         self.read(stale, |sm| {
@@ -348,6 +391,8 @@ impl Service {
         r.remove(0).map_err(ServiceError::State)
     }
 
+    /// Cancels a task and everything that depends on it; returns the tasks
+    /// cancelled (the one asked for first).
     pub async fn cancel_task(&self, id: &str, reason: &str) -> Result<Vec<String>, ServiceError> {
         let cmd = TaskCmd::Cancel {
             id: id.to_string(),
@@ -427,6 +472,8 @@ impl Service {
         })
     }
 
+    /// Places `agent`'s bid in `task`'s open auction; `resources` is the
+    /// bidder's measured free machine share, 0 to 1.
     pub async fn bid_task(
         &self,
         task: &str,
@@ -445,8 +492,11 @@ impl Service {
 /// Median and 99th percentile, in milliseconds (`null` with no samples).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Percentiles {
+    /// How many figures they are taken over.
     pub samples: usize,
+    /// The median.
     pub p50: Option<u64>,
+    /// The 99th percentile.
     pub p99: Option<u64>,
 }
 
@@ -469,11 +519,13 @@ pub struct TaskMetrics {
     /// Per second over the last interval of at least a second between two
     /// looks at this node (`null` until there were two).
     pub per_sec: Option<std::collections::BTreeMap<&'static str, f64>>,
+    /// Tasks held by this replica, by state.
     pub by_state: std::collections::BTreeMap<&'static str, usize>,
     /// Ready tasks no agent has taken yet.
     pub waiting: usize,
     /// Assigned, not started, per agent.
     pub queue_depth: std::collections::BTreeMap<String, usize>,
+    /// Running tasks, per agent.
     pub running: std::collections::BTreeMap<String, usize>,
     /// Standard deviation / mean of running + queued tasks over live agents
     /// (`null` with no agents or no load).
@@ -671,16 +723,24 @@ impl Service {
 /// What a rebalancing round did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RebalanceReport {
+    /// Moves the state machine applied.
     pub moved: usize,
+    /// Every move planned, applied or refused.
     pub moves: Vec<RebalanceMove>,
+    /// Each member's health, as this node saw it when planning.
     pub peers: Vec<PeerHealth>,
 }
 
+/// One queued task a rebalancing round moved, or tried to.
 #[derive(Debug, Clone, Serialize)]
 pub struct RebalanceMove {
+    /// The task moved.
     pub task: String,
+    /// The agent on the cold node that receives it.
     pub to_agent: String,
+    /// Why: the two nodes and their loads.
     pub reason: String,
+    /// Whether the transfer applied.
     pub applied: bool,
     /// Why the state machine refused it (the task started meanwhile, ...).
     pub refused: Option<String>,
@@ -689,18 +749,29 @@ pub struct RebalanceMove {
 /// A member's health as this node sees it; `null` where not measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerHealth {
+    /// The member's node name.
     pub node: String,
+    /// `alive`, `suspect`, `dead` or `left`.
     pub state: &'static str,
+    /// Whether it is this node (`self` in JSON).
     #[serde(rename = "self")]
     pub is_self: bool,
+    /// Smoothed round-trip time of this node's direct probes to it.
     pub rtt_ms: Option<f64>,
-    /// Share of its slots in use (running + queued over slots).
+    /// Share of its slots in use (running over slots).
     pub load_fraction: Option<f64>,
+    /// Its process CPU use, percent of one core, as it gossips it.
     pub cpu_percent: Option<f32>,
+    /// Tasks running on it, as it gossips them.
     pub running: Option<u32>,
+    /// Tasks queued on it, as it gossips them.
     pub queued: Option<u32>,
+    /// Tasks its agents can run at once (0: unknown).
     pub slots: Option<u32>,
+    /// Members that suspected it at its current generation.
     pub suspected_by: Vec<String>,
+    /// Milliseconds since this node saw its state change (`null`: not since
+    /// this node started).
     pub last_change_ms: Option<u64>,
 }
 
@@ -868,6 +939,7 @@ pub struct TaskSettings {
 }
 
 impl Service {
+    /// The mesh's task settings.
     pub async fn task_settings(&self, stale: bool) -> Result<TaskSettings, ServiceError> {
         self.read(stale, |sm| TaskSettings {
             strategy: sm.tasks.default_route.as_str(),

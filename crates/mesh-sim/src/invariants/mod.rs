@@ -11,6 +11,7 @@ use mesh_membership::MembershipEvent;
 
 /// A property that must hold over every event a node reports.
 pub trait Invariant {
+    /// Short kebab-case name, quoted in violation reports.
     fn name(&self) -> &'static str;
     /// Called for each event `observer` reports; `Err` describes a violation.
     fn observe(&mut self, at_us: u64, observer: u32, event: &MembershipEvent)

@@ -12,6 +12,8 @@ use mesh_membership::{EventKind, MembershipEvent};
 
 use super::Invariant;
 
+/// Checks that no observer reports a member alive again at a generation it
+/// reported dead.
 #[derive(Default)]
 pub struct NoResurrection {
     dead_at: HashMap<(u32, String), u64>,

@@ -10,6 +10,8 @@ use mesh_membership::{EventKind, MembershipEvent};
 
 use super::Invariant;
 
+/// Checks that every observer applies each node's soft states in strictly
+/// increasing `(generation, version)` order.
 #[derive(Default)]
 pub struct SoftMonotonic {
     held: HashMap<(u32, String), (u64, u64)>,

@@ -15,18 +15,23 @@ pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
 pub const TIMEOUT_GRACE_MS: u64 = 2_000;
 /// Default retry budget: attempts after the first.
 pub const DEFAULT_RETRIES: u32 = 3;
+/// Largest retry budget a task may ask for.
 pub const MAX_RETRIES: u32 = 100;
 /// Default lease a claim grants; the agent renews it while the task runs.
 pub const DEFAULT_LEASE_MS: u64 = 5_000;
+/// Shortest lease a claim may ask for.
 pub const MIN_LEASE_MS: u64 = 200;
+/// Longest lease a claim may ask for.
 pub const MAX_LEASE_MS: u64 = 300_000;
-/// Largest payload and result.
+/// Largest task payload, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Largest result a completed attempt may report, in bytes.
 pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
 /// Most tasks in one submit.
 pub const MAX_TASKS_PER_SUBMIT: usize = 10_000;
-/// Most dependencies and required capabilities per task.
+/// Most dependencies per task.
 pub const MAX_DEPS: usize = 1_000;
+/// Most required capabilities per task.
 pub const MAX_NEEDS: usize = 64;
 /// Most tasks one claim takes, and most outcomes one finish reports.
 pub const MAX_CLAIM: u32 = 1_000;
@@ -42,19 +47,25 @@ pub const MAX_REASON_BYTES: usize = 1_024;
 /// A task's priority; higher runs first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Priority {
+    /// Runs after every other priority.
     Low,
+    /// The default.
     Medium,
+    /// Runs before low and medium tasks.
     High,
+    /// Runs before every other priority.
     Critical,
 }
 
 impl Priority {
+    /// Every priority, lowest first.
     pub const ALL: [Priority; 4] = [
         Priority::Low,
         Priority::Medium,
         Priority::High,
         Priority::Critical,
     ];
+    /// The lower-case name used in commands and JSON (`low`, ..., `critical`).
     pub fn as_str(self) -> &'static str {
         match self {
             Priority::Low => "low",
@@ -89,15 +100,18 @@ pub enum TaskState {
     Assigned,
     /// Started by its agent, under a lease.
     Running,
+    /// Its agent reported success; the result is kept.
     Completed,
     /// Failed for good (the agent said retrying would not help).
     Failed,
     /// Out of retries: every attempt's reason is kept.
     DeadLetter,
+    /// Cancelled by a client, or because a dependency ended without completing.
     Cancelled,
 }
 
 impl TaskState {
+    /// Every state, in the order of a task's life.
     pub const ALL: [TaskState; 8] = [
         TaskState::Pending,
         TaskState::Ready,
@@ -108,6 +122,7 @@ impl TaskState {
         TaskState::DeadLetter,
         TaskState::Cancelled,
     ];
+    /// The snake_case name used in commands and JSON (`pending`, ..., `dead_letter`).
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::Pending => "pending",
@@ -120,6 +135,8 @@ impl TaskState {
             TaskState::Cancelled => "cancelled",
         }
     }
+    /// Whether the task has ended (completed, failed, dead-lettered or
+    /// cancelled): no command moves it again.
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -148,21 +165,25 @@ pub use mesh_sched::Strategy as Route;
 /// A task's input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
+    /// Raw bytes, opaque to the mesh.
     Bytes(Vec<u8>),
     /// JSON, kept as the client's text.
     Json(String),
 }
 
 impl Payload {
+    /// Its size in bytes.
     pub fn len(&self) -> usize {
         match self {
             Payload::Bytes(b) => b.len(),
             Payload::Json(s) => s.len(),
         }
     }
+    /// Whether it holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Its bytes (JSON as its text's UTF-8 bytes).
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Payload::Bytes(b) => b,
@@ -179,14 +200,19 @@ pub use mesh_sched::capability::Need;
 pub struct TaskSpec {
     /// The client's id for the task, or one is made up (`t-` and 16 hex digits).
     pub id: Option<String>,
+    /// The task's input, handed to the agent that runs it.
     pub payload: Payload,
+    /// Capabilities an agent needs to take it, with their weights.
     pub needs: Vec<Need>,
     /// Lowest capability score an agent needs (default 0.7).
     pub min_score: Option<f64>,
+    /// Its priority (default medium).
     pub priority: Priority,
     /// Tasks (existing, or earlier in the same submit) that must complete first.
     pub deps: Vec<String>,
+    /// Time one attempt may run, in ms (default [`DEFAULT_TIMEOUT_MS`]).
     pub timeout_ms: Option<u64>,
+    /// Retry budget: attempts after the first (default [`DEFAULT_RETRIES`]).
     pub retries: Option<u32>,
     /// A second submit with the same key returns the first task.
     pub idempotency_key: Option<String>,
@@ -294,8 +320,11 @@ impl TaskSpec {
 /// One state change, as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
+    /// Stamp (Unix ms) of the command that made the change.
     pub at_ms: u64,
+    /// The state entered.
     pub state: TaskState,
+    /// The agent involved (holding the task, or that held it), if any.
     pub agent: Option<String>,
     /// Most reasons are fixed text: borrowed, not copied into every transition.
     pub reason: Cow<'static, str>,
@@ -306,8 +335,11 @@ pub struct Transition {
 pub struct Attempt {
     /// 1 for the first run.
     pub number: u32,
+    /// The agent that ran it.
     pub agent: String,
+    /// Stamp (Unix ms) of its start.
     pub started_ms: u64,
+    /// Stamp (Unix ms) of its end; `None` while it runs.
     pub ended_ms: Option<u64>,
     /// How it ended: "completed", or why not.
     pub outcome: Option<Cow<'static, str>>,
@@ -316,30 +348,46 @@ pub struct Attempt {
 /// A bid in an open auction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BidRecord {
+    /// The bidding agent.
     pub agent: String,
     /// The bidder's own measurement of its free machine share, 0 to 1.
     pub resources: f64,
+    /// Stamp (Unix ms) of the bid.
     pub at_ms: u64,
 }
 
 /// A task as the state machine keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
+    /// The task's id, unique in the mesh.
     pub id: String,
+    /// Its input, handed to the agent that runs it.
     pub payload: Payload,
+    /// Capabilities an agent needs to take it, with their weights.
     pub needs: Vec<Need>,
+    /// Lowest capability score an agent needs, 0 to 1.
     pub min_score: f64,
+    /// Its priority; higher runs first.
     pub priority: Priority,
+    /// Tasks that must complete before it becomes ready.
     pub deps: Vec<String>,
+    /// Time one attempt may run, in ms.
     pub timeout_ms: u64,
+    /// Retry budget: attempts allowed after the first.
     pub retries: u32,
+    /// The submitter's idempotency key, if it gave one.
     pub idempotency_key: Option<String>,
+    /// How it is routed to an agent.
     pub route: Route,
+    /// Only agents whose node is in this zone may take it.
     pub zone: Option<String>,
+    /// For `steal`: the agent, or the node, whose queue the submitter asked for.
     pub queue_hint: Option<String>,
+    /// Where it is in its life.
     pub state: TaskState,
     /// Submission order.
     pub seq: u64,
+    /// Stamp (Unix ms) of its submit.
     pub submitted_ms: u64,
     /// The agent holding it (assigned or running), or that ran it last.
     pub agent: Option<String>,
@@ -361,9 +409,13 @@ pub struct Task {
     pub unroutable: Option<String>,
     /// An open auction: when it closes and the bids so far.
     pub auction: Option<(u64, Vec<BidRecord>)>,
+    /// Every run so far, oldest first.
     pub attempts: Vec<Attempt>,
+    /// Every state change, in order.
     pub history: Vec<Transition>,
+    /// The result its agent reported, once completed.
     pub result: Option<Vec<u8>>,
+    /// Stamp (Unix ms) of the command that ended it; `None` until it ends.
     pub finished_ms: Option<u64>,
     /// Its sorted required capabilities (statistics are kept per kind).
     pub kind: String,
@@ -419,17 +471,24 @@ pub fn kind(needs: &[Need]) -> String {
 /// A task handed to an agent by a claim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClaimedTask {
+    /// The task's id.
     pub id: String,
+    /// The attempt's number: the agent reports its outcome with it.
     pub attempt: u32,
+    /// The task's input.
     pub payload: Payload,
+    /// Time the attempt may run, in ms; the agent stops it then.
     pub timeout_ms: u64,
+    /// When the lease runs out unless renewed, in Unix ms.
     pub lease_until_ms: u64,
 }
 
 /// How an attempt ended, as its agent reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
+    /// The task's id.
     pub id: String,
+    /// The attempt reported on, as its claim gave it; another one is refused (lease lost).
     pub attempt: u32,
     /// `Ok(result)` or `Err(reason)`.
     pub result: Result<Vec<u8>, String>,
@@ -444,13 +503,19 @@ pub enum TaskReply {
     Submitted(Vec<(String, bool)>),
     /// Tasks started for the agent, and the cursor for its next claim.
     Claimed {
+        /// Tasks running for the agent that started after its cursor, by
+        /// priority, then submission order.
         tasks: Vec<ClaimedTask>,
+        /// The cursor to give as `since` in its next claim.
         cursor: u64,
     },
     /// Per outcome: accepted or why not; then what the follow-up claim started.
     Finished {
+        /// One per reported outcome, in order: accepted, or why not.
         outcomes: Vec<Result<(), StateError>>,
+        /// What the follow-up claim delivered (empty without one).
         claimed: Vec<ClaimedTask>,
+        /// The cursor to give as `since` in the agent's next claim.
         cursor: u64,
     },
     /// Per renewed task: the new lease end, or why not (a cancelled task says so).
@@ -467,43 +532,73 @@ pub enum TaskReply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TaskCmd {
     /// Submits tasks (all or none: one bad task refuses the batch).
-    Submit { tasks: Vec<TaskSpec> },
+    Submit {
+        /// The tasks, in the order their ids come back.
+        tasks: Vec<TaskSpec>,
+    },
     /// An agent asks for up to `max` tasks under leases of `lease_ms`; the claim
     /// stays open for `wait_ms` for tasks that become ready later. Tasks started
-    /// for it after log index `since` that it has not seen come back too.
+    /// for it after cursor `since` (from its previous claim's reply) that it has
+    /// not seen come back too.
     Claim {
+        /// The claiming agent.
         agent: String,
+        /// Most tasks it takes (at most [`MAX_CLAIM`]).
         max: u32,
+        /// Lease each task gets, [`MIN_LEASE_MS`] to [`MAX_LEASE_MS`].
         lease_ms: u64,
+        /// How long the claim stays open, in ms (at most [`MAX_CLAIM_WAIT_MS`]; 0: not at all).
         wait_ms: u64,
+        /// The cursor from its previous claim's reply (0 the first time).
         since: u64,
     },
     /// Renews the leases of running tasks the agent holds.
-    Renew { agent: String, tasks: Vec<String> },
+    Renew {
+        /// The agent holding them.
+        agent: String,
+        /// Ids of the tasks renewed.
+        tasks: Vec<String>,
+    },
     /// Reports outcomes, then optionally claims again in the same command.
     Finish {
+        /// The agent reporting.
         agent: String,
+        /// One per ended attempt.
         outcomes: Vec<Outcome>,
+        /// A claim made once the outcomes are applied.
         then_claim: Option<ThenClaim>,
     },
     /// Cancels a task and everything that depends on it.
-    Cancel { id: String, reason: String },
+    Cancel {
+        /// The task cancelled.
+        id: String,
+        /// Why, recorded in its history (empty: `cancelled`).
+        reason: String,
+    },
     /// A bid in an open auction.
     Bid {
+        /// The task auctioned.
         task: String,
+        /// The bidding agent.
         agent: String,
+        /// The bidder's own measurement of its free machine share, 0 to 1.
         resources: f64,
     },
     /// Moves a queued (not running) task to another agent's queue (rebalancing).
     Transfer {
+        /// The queued task moved.
         task: String,
+        /// The agent whose queue receives it.
         to_agent: String,
+        /// Why, recorded in its history.
         reason: String,
     },
     /// The mesh's task settings: the default routing strategy, and how many
     /// ring replicas (1 to 7) may run a `hash` task.
     Configure {
+        /// The new default routing strategy; `None` keeps the current one.
         default_route: Option<Route>,
+        /// The new number of ring replicas; `None` keeps the current one.
         hash_replicas: Option<u32>,
     },
     /// Fails an agent over now (it hangs, or an operator says so): its
@@ -511,27 +606,41 @@ pub enum TaskCmd {
     /// its queued tasks and those go to other agents, and its open claim
     /// closes, so nothing routes to it until it claims again. The agent stays
     /// registered. Appended last: older log entries keep their encoding.
-    Failover { agent: String, reason: String },
+    Failover {
+        /// The agent failed over.
+        agent: String,
+        /// Why, recorded with each task it loses.
+        reason: String,
+    },
 }
 
 /// A claim made in the same command as a finish: up to `max` tasks under
 /// leases of `lease_ms`, open for `wait_ms`; tasks started for the agent after
-/// log index `since` come back too.
+/// cursor `since` come back too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThenClaim {
+    /// Most tasks taken (at most [`MAX_CLAIM`]).
     pub max: u32,
+    /// Lease each task gets, [`MIN_LEASE_MS`] to [`MAX_LEASE_MS`].
     pub lease_ms: u64,
+    /// How long the claim stays open, in ms (0: not at all).
     pub wait_ms: u64,
+    /// The cursor from the agent's previous claim's reply.
     pub since: u64,
 }
 
 /// What happened to a task, for the node to publish and for waiting clients.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskEvent {
+    /// The task's id.
     pub id: String,
+    /// The state it entered.
     pub state: TaskState,
+    /// The agent involved (holding the task, or that held it), if any.
     pub agent: Option<String>,
+    /// The task's attempt number at the time (0 before the first).
     pub attempt: u32,
+    /// Why, as recorded in its history.
     pub reason: Cow<'static, str>,
     /// Set when the task's auction opened: when it stops taking bids (the
     /// announcement agents bid on).

@@ -2,12 +2,11 @@
 //! task id to that number.
 //!
 //! The table's queues and ordered sets hold submission numbers (`u64`), not
-//! ids: copying and comparing a number costs nothing, where every set keyed by
-//! an id string compared bytes at each level of its tree and allocated a copy
-//! per entry (a fifth of the node's time under load went to `memcmp`). The id
-//! index is a hash map, never iterated, so its order cannot leak into what
-//! replicas decide; it is not part of the serialized state and is rebuilt when
-//! a snapshot is loaded.
+//! ids: copying and comparing a number costs nothing, where a set keyed by id
+//! strings compares bytes at each level of its tree and allocates a copy per
+//! entry, a cost that shows in profiles under load. The id index is a hash
+//! map, never iterated, so its order cannot leak into what replicas decide; it
+//! is not part of the serialized state and is rebuilt when a snapshot is loaded.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::model::Task;
 
+/// Every task the table remembers, by submission number, with an index by id.
 #[derive(Debug, Clone, Default)]
 pub struct TaskStore {
     by_seq: BTreeMap<u64, Task>,
@@ -22,10 +22,12 @@ pub struct TaskStore {
 }
 
 impl TaskStore {
+    /// How many tasks it holds.
     pub fn len(&self) -> usize {
         self.by_seq.len()
     }
 
+    /// Whether it holds no task.
     pub fn is_empty(&self) -> bool {
         self.by_seq.is_empty()
     }
@@ -35,20 +37,22 @@ impl TaskStore {
         self.ids.get(id).copied()
     }
 
+    /// Whether a task with id `id` is remembered.
     pub fn contains(&self, id: &str) -> bool {
         self.ids.contains_key(id)
     }
 
+    /// The task with id `id`, if remembered.
     pub fn get(&self, id: &str) -> Option<&Task> {
         self.by_seq.get(&self.key(id)?)
     }
 
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut Task> {
+    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut Task> {
         let k = self.key(id)?;
         self.by_seq.get_mut(&k)
     }
 
-    pub fn try_at(&self, k: u64) -> Option<&Task> {
+    pub(crate) fn try_at(&self, k: u64) -> Option<&Task> {
         self.by_seq.get(&k)
     }
 
@@ -58,7 +62,7 @@ impl TaskStore {
         &self.by_seq[&k]
     }
 
-    pub fn at_mut(&mut self, k: u64) -> &mut Task {
+    pub(crate) fn at_mut(&mut self, k: u64) -> &mut Task {
         self.by_seq.get_mut(&k).expect("task exists")
     }
 
@@ -68,7 +72,7 @@ impl TaskStore {
         self.by_seq.insert(task.seq, task);
     }
 
-    pub fn remove(&mut self, k: u64) -> Option<Task> {
+    pub(crate) fn remove(&mut self, k: u64) -> Option<Task> {
         let t = self.by_seq.remove(&k)?;
         self.ids.remove(&t.id);
         Some(t)
@@ -79,7 +83,7 @@ impl TaskStore {
         self.by_seq.values()
     }
 
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Task> {
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut Task> {
         self.by_seq.values_mut()
     }
 }

@@ -36,21 +36,27 @@ pub type Key = u64;
 /// An agent's open claim: tasks that become ready start for it at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenClaim {
+    /// Tasks it may still start for the agent.
     pub slots: u32,
+    /// When it closes, in Unix ms.
     pub until_ms: u64,
+    /// Lease each task started through it gets, in ms.
     pub lease_ms: u64,
 }
 
 /// Completions and failures, for auction scoring and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
+    /// Attempts completed.
     pub completed: u64,
+    /// Attempts that ended without completing (lost, timed out or failed).
     pub failed: u64,
     /// Sum of the completed attempts' run times.
     pub total_ms: u64,
 }
 
 impl Stat {
+    /// Mean run time of the completed attempts, in ms; `None` before the first.
     pub fn mean_ms(&self) -> Option<f64> {
         (self.completed > 0).then(|| self.total_ms as f64 / self.completed as f64)
     }
@@ -59,17 +65,25 @@ impl Stat {
 /// Totals since the state began (the node turns them into rates).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskCounters {
+    /// Tasks submitted (a repeat with a known idempotency key not counted).
     pub submitted: u64,
+    /// Attempts started.
     pub started: u64,
+    /// Tasks completed.
     pub completed: u64,
     /// Attempts that ended without completing (lost lease, timeout, failure, dead node).
     pub attempts_lost: u64,
     /// Tasks sent back for another attempt.
     pub retried: u64,
+    /// Tasks failed for good (a failure reported as not retryable).
     pub failed: u64,
+    /// Tasks that spent their retry budget.
     pub dead_lettered: u64,
+    /// Tasks cancelled, directly or because a dependency ended without completing.
     pub cancelled: u64,
+    /// Queued tasks an idle agent stole from another agent's queue.
     pub stolen: u64,
+    /// Queued tasks moved to another agent's queue by a transfer.
     pub transferred: u64,
 }
 
@@ -77,8 +91,11 @@ pub struct TaskCounters {
 /// unregistered agent): when, how many, and how long until all ran again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recovery {
+    /// What caused the loss (a dead node, an unregistered agent, a failover).
     pub why: String,
+    /// Stamp (Unix ms) of the command that caused it.
     pub at_ms: u64,
+    /// Running tasks that lost their agents.
     pub tasks: usize,
     /// Tasks not started again yet.
     pub waiting: BTreeSet<Key>,
@@ -92,6 +109,8 @@ const MAX_STATS: usize = 10_000;
 /// The task table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskTable {
+    /// Every task remembered: all unfinished ones, and the latest
+    /// [`MAX_FINISHED_TASKS`] finished ones.
     pub tasks: TaskStore,
     next_seq: u64,
     /// Counts starts; a claim's cursor is its value after the claim.
@@ -105,6 +124,7 @@ pub struct TaskTable {
     expiries: BTreeSet<(u64, Key)>,
     /// The lease length each running task was claimed with.
     lease_ms: BTreeMap<Key, u64>,
+    /// Open claims by agent: tasks that become ready start for them at once.
     pub open: BTreeMap<String, OpenClaim>,
     /// (closing time, task).
     auctions: BTreeSet<(u64, Key)>,
@@ -115,10 +135,13 @@ pub struct TaskTable {
     pub stats: BTreeMap<String, BTreeMap<String, Stat>>,
     /// Per kind of task, over all agents.
     pub fleet: BTreeMap<String, Stat>,
+    /// Totals since the state began.
     pub counters: TaskCounters,
+    /// The routing strategy of tasks that name none.
     pub default_route: Route,
     /// Per agent: its slots as its latest claim showed them (running + asked for).
     pub capacity: BTreeMap<String, u32>,
+    /// The latest time running tasks lost their agents at once, if any.
     pub recovery: Option<Recovery>,
     /// Ring replicas that may run a `hash` task (the owner first).
     pub hash_replicas: u32,
@@ -159,9 +182,13 @@ impl Default for TaskTable {
 
 /// What a command applies with.
 pub struct Ctx<'a> {
+    /// The command's stamp (the leader's clock), in Unix ms.
     pub now: u64,
+    /// The log index of the entry being applied.
     pub index: u64,
+    /// The registered agents, as the state holds them.
     pub agents: &'a BTreeMap<String, Agent>,
+    /// Where the command's events go (task transitions among them).
     pub events: &'a mut Vec<crate::command::Event>,
 }
 
@@ -325,7 +352,7 @@ impl TaskTable {
 
     // ---- submit -------------------------------------------------------------
 
-    pub fn submit(
+    pub(crate) fn submit(
         &mut self,
         specs: &[TaskSpec],
         rng: &mut Xoshiro256PlusPlus,
@@ -829,7 +856,7 @@ impl TaskTable {
         Ok(a)
     }
 
-    pub fn claim(
+    pub(crate) fn claim(
         &mut self,
         agent: &str,
         max: u32,
@@ -971,7 +998,7 @@ impl TaskTable {
             .collect()
     }
 
-    pub fn renew(
+    pub(crate) fn renew(
         &mut self,
         agent: &str,
         ids: &[String],
@@ -1006,7 +1033,7 @@ impl TaskTable {
         Ok(TaskReply::Renewed(out))
     }
 
-    pub fn finish_many(
+    pub(crate) fn finish_many(
         &mut self,
         agent: &str,
         outcomes: &[Outcome],
@@ -1100,7 +1127,7 @@ impl TaskTable {
         Ok(())
     }
 
-    pub fn cancel(
+    pub(crate) fn cancel(
         &mut self,
         id: &str,
         reason: &str,
@@ -1141,7 +1168,7 @@ impl TaskTable {
         Ok(TaskReply::Cancelled(out))
     }
 
-    pub fn bid(
+    pub(crate) fn bid(
         &mut self,
         task: &str,
         agent: &str,
@@ -1182,7 +1209,7 @@ impl TaskTable {
         Ok(TaskReply::Done)
     }
 
-    pub fn transfer(
+    pub(crate) fn transfer(
         &mut self,
         task: &str,
         to: &str,

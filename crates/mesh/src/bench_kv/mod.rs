@@ -622,7 +622,7 @@ fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 
-/// The pBFT issue's targets, from the pBFT system's runs, saying how they
+/// pBFT's targets, from the pBFT system's runs, saying how they
 /// were measured (where clients sent, keys per request): the figures differ.
 fn print_pbft_targets(p: &SystemReport, target: &str, batch: usize) {
     if let Some(one) = p.runs.iter().find(|x| x.clients == 1) {

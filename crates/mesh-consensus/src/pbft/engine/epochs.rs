@@ -45,7 +45,9 @@ pub const EPOCH_FILE: &str = "epoch.json";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EpochConfig {
+    /// The epoch's replica set (epoch number, start and keys).
     pub replicas: ReplicaSet,
+    /// The node name of each replica, by replica id (one per replica).
     pub names: Vec<String>,
 }
 
@@ -53,6 +55,7 @@ pub struct EpochConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EpochFile {
+    /// The epoch in force.
     pub current: EpochConfig,
     /// The epoch before (none for the genesis epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +76,7 @@ impl EpochFile {
         }
     }
 
+    /// The number of the epoch in force.
     pub fn epoch(&self) -> Epoch {
         self.current.replicas.epoch()
     }

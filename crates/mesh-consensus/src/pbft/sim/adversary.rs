@@ -39,6 +39,7 @@ pub enum Behaviour {
 }
 
 impl Behaviour {
+    /// Every behaviour, for drawing one at random.
     pub const ALL: [Behaviour; 6] = [
         Behaviour::Silent,
         Behaviour::Slow,
@@ -48,6 +49,8 @@ impl Behaviour {
         Behaviour::Malformed,
     ];
 
+    /// The behaviour named `s` in kebab case (`conflicting-votes`), as the
+    /// command line spells it.
     pub fn parse(s: &str) -> Option<Behaviour> {
         Some(match s {
             "silent" => Behaviour::Silent,
@@ -62,7 +65,7 @@ impl Behaviour {
 }
 
 /// One protocol message as the adversary sends it: to whom, and how late.
-pub struct Lie {
+pub(crate) struct Lie {
     pub to: usize,
     pub env: Envelope,
     pub extra_delay_us: u64,
@@ -70,7 +73,7 @@ pub struct Lie {
 
 /// The adversary: the Byzantine replicas' keys, what they told whom, and
 /// messages they overheard (to replay).
-pub struct Adversary {
+pub(crate) struct Adversary {
     pub keys: HashMap<ReplicaId, SigningKey>,
     pub behaviour: HashMap<ReplicaId, Behaviour>,
     pub collude: bool,

@@ -1,6 +1,6 @@
 //! The pBFT simulation: n replicas of the real core
 //! ([`Replica`](crate::pbft::replica::Replica)), some of them Byzantine
-//! ([`adversary`]), and clients ([`app`]), exchanging encoded messages over
+//! ([`adversary`]), and clients (`app`), exchanging encoded messages over
 //! the simulator's seeded network model (`mesh_sim::net`: delay and
 //! reordering, loss, duplication, partitions) with crashes and restarts, in
 //! virtual time. A run is a pure function of its seed.
@@ -32,7 +32,7 @@
 //! correct replica at once and restarts them together.
 
 pub mod adversary;
-pub mod app;
+mod app;
 mod odd_view;
 mod reads;
 
@@ -65,9 +65,11 @@ pub struct PbftSimConfig {
     /// The Byzantine replicas coordinate (see [`adversary`]); which ids
     /// they get is then fixed: 0, 1, ...
     pub collude: bool,
+    /// Simulated clients, each sending its requests one after another.
     pub clients: usize,
     /// Requests per client, one after another.
     pub requests: u64,
+    /// The network model during the chaos: latency, loss and duplication.
     pub net: NetConfig,
     /// Virtual time with loss, partitions and crashes.
     pub chaos_ms: u64,
@@ -96,7 +98,11 @@ pub struct PbftSimConfig {
     pub odd_view: Option<OddView>,
     /// After the chaos, how long every request may take to be accepted.
     pub deadline_ms: u64,
+    /// Fail the run if a request is not accepted or a correct replica does
+    /// not catch up by the deadline (off with more than f Byzantine replicas).
     pub check_liveness: bool,
+    /// The replicas' protocol settings (small windows, so short runs cross
+    /// checkpoints).
     pub settings: Settings,
 }
 
@@ -141,36 +147,55 @@ impl Default for PbftSimConfig {
 /// What a run measured.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PbftSimReport {
+    /// The run's seed.
     pub seed: u64,
+    /// Replicas in the genesis configuration.
     pub n: usize,
+    /// The Byzantine replicas' ids and behaviours.
     pub byzantine: Vec<(ReplicaId, Behaviour)>,
+    /// Requests the clients had to send, in all.
     pub requests: u64,
+    /// Requests whose result a client accepted (f + 1 matching replies).
     pub accepted: u64,
     /// Highest sequence number a correct replica executed.
     pub executed_seq: Seq,
     /// Highest view a correct replica entered.
     pub max_view: u64,
+    /// Views entered by correct replicas, in all.
     pub view_changes: u64,
+    /// Pieces of evidence replicas produced.
     pub evidence: u64,
+    /// Messages replicas refused.
     pub refused: u64,
+    /// Messages that did not decode.
     pub undecodable: u64,
+    /// States installed by state transfer.
     pub state_transfers: u64,
+    /// Replica crashes (a power cut counts each replica it stops).
     pub crashes: u64,
+    /// Network partitions made.
     pub partitions: u64,
-    /// Read-index reads completed (each checked fresh), and given up.
+    /// Read-index reads completed (each checked fresh).
     pub reads: u64,
+    /// Read-index reads given up.
     pub reads_given_up: u64,
-    /// Correct replicas that moved to a new epoch, and the highest epoch
-    /// a correct replica reached.
+    /// Correct replicas that moved to a new epoch.
     pub epoch_changes: u64,
+    /// The highest epoch a correct replica reached.
     pub epoch: u64,
+    /// Messages sent.
     pub messages: u64,
+    /// Bytes of messages sent.
     pub bytes: u64,
+    /// Signatures the replicas made.
     pub signed: u64,
+    /// Signatures the replicas verified.
     pub verified: u64,
+    /// Virtual time the run took, in milliseconds.
     pub virtual_ms: u64,
     /// What the scripted odd-view fault did, when it ran.
     pub odd_view: Option<OddViewReport>,
+    /// The first broken check, if any (the run stops there).
     pub violation: Option<String>,
 }
 

@@ -43,14 +43,16 @@ const SETTLE_US: u64 = 1_000_000;
 /// What the script did, for the run's report.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct OddViewReport {
-    /// The replica left in another view, and the one that failed for good.
+    /// The replica left in another view.
     pub odd: Option<usize>,
+    /// The replica that failed for good at the second fault.
     pub down: Option<usize>,
     /// Whether the replica that failed for good was the others' primary.
     pub down_was_primary: bool,
     /// At the second fault: whether the odd replica was still in another
-    /// view than the others (or changing view alone), and what it was.
+    /// view than the others (or changing view alone).
     pub odd_at_fault: bool,
+    /// Every replica's view at the second fault, as `i: view v (changing)`.
     pub positions: String,
     /// From the second fault to the first request accepted after it.
     pub resumed_after_ms: Option<u64>,
