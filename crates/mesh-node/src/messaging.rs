@@ -34,8 +34,10 @@ use mesh_msg::{
 };
 use mesh_proto::{FrameError, decode_frame, encode_frame};
 
-/// First byte of a messaging connection's hello frame.
-pub const MAGIC: u8 = b'M';
+/// First byte of a messaging connection's hello frame. Distinct from every
+/// other first byte a node's TCP port takes: the accept loop routes a
+/// connection by it (membership's anti-entropy frames start with `'M'`).
+pub const MAGIC: u8 = b'S';
 const VERSION: u8 = 1;
 /// Messages waiting in one subscription's queue before it starts losing them.
 pub const SUBSCRIBER_QUEUE: usize = 4_096;

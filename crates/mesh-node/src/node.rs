@@ -327,9 +327,10 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, StartError> {
     })
 }
 
-/// Accepts TCP connections: Raft connections (first frame starts with `'R'`) go
-/// to the Raft server, messaging connections (`'M'`) to the messaging runtime;
-/// membership frames are forwarded to the loop one by one.
+/// Accepts TCP connections and routes each by the first byte of its first
+/// frame: Raft (`'R'`) or pBFT (`'P'`) to the engine, messaging (`'S'`) to
+/// the messaging runtime, membership's anti-entropy (`'M'`) to the loop one
+/// frame at a time; anything else is dropped and counted.
 async fn accept_loop(
     listener: TcpListener,
     frames: mpsc::Sender<Vec<u8>>,
@@ -372,7 +373,10 @@ async fn accept_loop(
                 (Some(crate::messaging::MAGIC), _) => {
                     crate::messaging::serve_connection(sock, wires, metrics).await
                 }
-                (Some(_), _) => read_membership_frames(sock, frames, metrics).await,
+                (Some(mesh_membership::wire::MAGIC), _) => {
+                    read_membership_frames(sock, frames, metrics).await
+                }
+                (Some(_), _) => metrics.drop_packet("unknown_stream"),
                 (None, _) => {}
             }
         });

@@ -110,15 +110,17 @@ fn garbage_packets_are_counted_and_harmless() {
     sock.send_to(b"hello?", target).unwrap();
     sock.send_to(&[b'M', 1, 1, 0xff, 0xff], target).unwrap();
     sock.send_to(&vec![0u8; 9000], target).unwrap();
-    // A TCP frame claiming 4 GiB.
+    // A membership TCP frame claiming 4 GiB, and a frame no protocol owns.
     {
         use std::io::Write;
         let mut t = std::net::TcpStream::connect(target).unwrap();
-        t.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
+        t.write_all(&[0xff, 0xff, 0xff, 0xff, b'M', 2, 3]).unwrap();
+        let mut t = std::net::TcpStream::connect(target).unwrap();
+        t.write_all(&[0, 0, 0, 3, b'?', 1, 2]).unwrap();
     }
     let counted = wait_for(Duration::from_secs(10), Duration::from_millis(25), || {
         c.status(a)
-            .is_ok_and(|(s, _)| s["health"]["packets_dropped_total"].as_u64().unwrap_or(0) >= 4)
+            .is_ok_and(|(s, _)| s["health"]["packets_dropped_total"].as_u64().unwrap_or(0) >= 5)
     });
     assert!(
         counted.is_some(),
@@ -136,8 +138,63 @@ fn garbage_packets_are_counted_and_harmless() {
         "{metrics}"
     );
     assert!(metrics.contains("reason=\"oversized_frame\""), "{metrics}");
+    assert!(metrics.contains("reason=\"unknown_stream\""), "{metrics}");
     // Still alive and well.
     assert_eq!(c.status(a).unwrap().0["mode"], "read-write");
+    c.stop_all();
+}
+
+/// A soft state too large to piggyback on SWIM datagrams (64 long
+/// capability names) reaches the other nodes by the anti-entropy exchange
+/// over TCP, and nothing of it is dropped on the way.
+#[test]
+fn a_soft_state_too_large_for_gossip_arrives_by_anti_entropy() {
+    let mut c = Cluster::new(Path::new(EXE), "local", "e2eae").unwrap();
+    let a = c.spawn("a", &[]).unwrap();
+    let seed = c.info(a).gossip;
+    let caps: Vec<String> = (0..64)
+        .map(|i| format!("cap-{i:02}-{}", "x".repeat(100)))
+        .collect();
+    let caps_arg = caps.join(",");
+    let b = c.spawn_with("b", &[seed], &["--caps", &caps_arg]).unwrap();
+    let caps_seen = |c: &Cluster| -> usize {
+        c.status(a)
+            .ok()
+            .and_then(|(s, _)| {
+                s["members"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["id"] == "b")
+                    .and_then(|m| m["caps"].as_array().map(Vec::len))
+            })
+            .unwrap_or(0)
+    };
+    // Anti-entropy runs every 5 s (local profile), with jitter.
+    let arrived = wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
+        caps_seen(&c) == caps.len()
+    });
+    let dropped = |i: usize| {
+        ureq::get(&format!("http://{}/metrics", c.info(i).http))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("mesh_packets_dropped_total{"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        arrived.is_some(),
+        "node a sees {} of b's {} capabilities after 30 s; drops at a: {:?}, at b: {:?}",
+        caps_seen(&c),
+        caps.len(),
+        dropped(a),
+        dropped(b)
+    );
+    assert_eq!(dropped(a), Vec::<String>::new(), "frames dropped at a");
+    assert_eq!(dropped(b), Vec::<String>::new(), "frames dropped at b");
     c.stop_all();
 }
 
