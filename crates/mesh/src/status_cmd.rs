@@ -13,19 +13,11 @@ pub struct StatusArgs {
     json: bool,
 }
 
+/// `GET /v1/status` of the node at `url`, with the token from
+/// `MESH_HTTP_TOKEN` when it is set (a node with `--http-token` refuses
+/// requests without it).
 pub fn fetch(url: &str) -> anyhow::Result<Value> {
-    let base = url.trim_end_matches('/');
-    let full = format!("{base}/v1/status");
-    let body = ureq::get(&full)
-        .call()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach a mesh node at {base}: {e} (is `mesh up` running? use --node URL)"
-            )
-        })?
-        .body_mut()
-        .read_to_string()?;
-    Ok(serde_json::from_str(&body)?)
+    crate::api::Api::new(url).get("/v1/status")
 }
 
 fn fmt_opt(v: &Value, f: impl Fn(&Value) -> Option<String>) -> String {

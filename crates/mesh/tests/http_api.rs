@@ -70,9 +70,9 @@ fn a_token_guards_every_route_but_health_and_the_cli_sends_it() {
     assert_eq!(s, 200, "{v}");
 
     // The CLI: refused without the token, served with it.
-    let kv = |token: Option<&str>| {
+    let cli = |args: &[&str], token: Option<&str>| {
         let mut cmd = Command::new(EXE);
-        cmd.args(["kv", "--node", &base, "set", "notes", "k", "v"])
+        cmd.args(args)
             .env_remove("MESH_HTTP_TOKEN")
             .stdin(Stdio::null());
         if let Some(t) = token {
@@ -80,19 +80,20 @@ fn a_token_guards_every_route_but_health_and_the_cli_sends_it() {
         }
         cmd.output().unwrap()
     };
-    let out = kv(None);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("unauthorized") || err.contains("MESH_HTTP_TOKEN"),
-        "{err}"
-    );
-    let out = kv(Some(TOKEN));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let kv = ["kv", "--node", &base, "set", "notes", "k", "v"];
+    let status = ["status", "--node", &base];
+    for args in [&kv[..], &status[..]] {
+        let out = cli(args, None);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("unauthorized"), "{args:?}: {err}");
+        let out = cli(args, Some(TOKEN));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let (s, v, _) = call(&url("/v1/kv/notes/k?raw=true"), Some(TOKEN));
     assert_eq!((s, v.as_str()), (200, Some("v")), "{v}");
 
