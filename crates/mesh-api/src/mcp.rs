@@ -201,7 +201,7 @@ pub(crate) struct DaaConsensus {
     pub proposal: Option<Value>,
     /// propose: the voting agents (default: every registered agent).
     pub agents: Option<Vec<String>>,
-    /// propose: share of voters needed, 0 to 1 (default: a majority).
+    /// propose: share of voters needed, 0 to 1 (default: two thirds).
     pub threshold: Option<f64>,
     /// propose: seconds until it expires undecided.
     pub deadline: Option<u64>,
@@ -849,7 +849,7 @@ impl MeshMcp {
                     raw: true,
                 })
                 .await
-                .map(|v| json!({"stored": true, "namespace": ns, "key": k, "version": v["version"]}))
+                .map(|_| json!({"stored": true, "namespace": ns, "key": k}))
             }
             "retrieve" => match key(&p) {
                 Ok(k) => self

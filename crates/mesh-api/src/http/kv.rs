@@ -193,7 +193,7 @@ pub(super) fn operations() -> Vec<super::openapi::Op> {
         )
         .query::<ListQuery>(),
         Op::post("/v1/kv/{ns}", "write many keys in one replicated command").body::<BulkBody>(),
-        Op::get("/v1/kv/{ns}/{*key}", "read a key (its value, version, TTL)").query::<GetQuery>(),
+        Op::get("/v1/kv/{ns}/{*key}", "read a key (its value, type and TTL)").query::<GetQuery>(),
         Op::put(
             "/v1/kv/{ns}/{*key}",
             "write a key: the body is the value; conditions and TTL in the query",

@@ -184,8 +184,8 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Every node serves the same API over the replicated state. Writes accept an \
                 `Idempotency-Key` header; reads take `stale=true` to answer from the local replica. \
-                With a token set (`mesh up --http-token`), every request but `GET /healthz` needs \
-                `Authorization: Bearer <token>`."
+                With a token set (`mesh up --http-token`), every request but `GET /healthz` and the \
+                dashboard page `GET /` needs `Authorization: Bearer <token>`."
         },
         "paths": paths,
         "security": [{"bearer": []}],
