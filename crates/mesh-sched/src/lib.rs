@@ -10,10 +10,10 @@
 //! - [`auction`]: bid scoring and the award, with deterministic tie-breaks;
 //! - [`steal`]: which peer queue an idle agent steals from.
 //!
-//! The architecture guide has this crate depend on `mesh-state`; it is the other
-//! way round here, because the state machine routes while it applies (so a
-//! routing decision is part of the replicated log, not a guess per node), and
-//! these functions need nothing from the state.
+//! This crate depends on nothing in the workspace; `mesh-state` calls it,
+//! because the state machine routes while it applies (so a routing decision
+//! is part of the replicated log, not a guess per node), and these functions
+//! need nothing from the state.
 #![forbid(unsafe_code)]
 
 pub mod auction;
